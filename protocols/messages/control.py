@@ -246,7 +246,9 @@ class JobInput(_Request):
     """One dataset's part in a job and how each named field is used."""
 
     dataset_id: int = Field(ge=1)
-    key_fields: list[FieldName] = Field(default_factory=list, max_length=8, description="PSI match keys, in priority order")
+    key_fields: list[FieldName] = Field(
+        default_factory=list, max_length=8, description="PSI match keys, in priority order"
+    )
     feature_fields: list[FieldName] = Field(default_factory=list, max_length=200)
     label_field: FieldName | None = None
     filter: Annotated[str, StringConstraints(max_length=500)] | None = Field(
