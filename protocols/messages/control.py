@@ -43,6 +43,7 @@ __all__ = [
     "UserCreate",
     "UserCreated",
     "UserPublic",
+    "job_terms",
 ]
 
 PROTOCOL_VERSION = "1"
@@ -373,3 +374,28 @@ class AuditEventPublic(BaseModel):
     details: dict[str, Any]
     prev_hash: str
     hash: str
+
+
+def job_terms(
+    job_id: int,
+    kind: JobKind,
+    purpose: Purpose,
+    title: str,
+    inputs: list[JobInput],
+    params: JobParams,
+    policy_version: str,
+) -> dict[str, Any]:
+    """The terms an approval covers; ``protocols.signing.job_digest(job_terms(...))`` is what parties sign.
+
+    Nodes recompute this from the job they fetched instead of trusting a digest sent by the coordinator.
+    """
+    return {
+        "protocol_version": PROTOCOL_VERSION,
+        "id": job_id,
+        "kind": str(kind),
+        "purpose": str(purpose),
+        "title": title,
+        "inputs": [i.model_dump(mode="json") for i in inputs],
+        "params": params.model_dump(mode="json"),
+        "policy_version": policy_version,
+    }
