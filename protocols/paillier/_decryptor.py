@@ -64,5 +64,7 @@ class Decryptor:
 
     def decrypt(self, number: phe.EncryptedNumber) -> float:
         """Decrypt one ``phe.EncryptedNumber`` through the CRT path (value as float)."""
-        vector = EncryptedVector.from_ciphertexts(number.public_key, [number.ciphertext(be_secure=False)], number.exponent)
+        vector = EncryptedVector.from_ciphertexts(
+            number.public_key, [number.ciphertext(be_secure=False)], number.exponent
+        )
         return float(self.decrypt_vector(vector)[0])

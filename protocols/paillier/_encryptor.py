@@ -114,7 +114,9 @@ class Encryptor:
         """Encrypt a raw plaintext in ``[0, n)`` with fresh randomness."""
         return self.encrypt_with(plaintext, self.random_exponent())
 
-    def encode(self, values: npt.ArrayLike, *, exponent: int | None = None, precision: float | None = None) -> tuple[list[int], int]:
+    def encode(
+        self, values: npt.ArrayLike, *, exponent: int | None = None, precision: float | None = None
+    ) -> tuple[list[int], int]:
         """Return ``(mantissas mod n, exponent)`` for ``values`` (see :func:`choose_exponent`)."""
         arr = np.asarray(values)
         chosen = choose_exponent(arr, exponent=exponent, precision=precision)
@@ -146,7 +148,9 @@ class Encryptor:
         cts = (self.encrypt_with(m, r) for m, r in zip(mantissas, rs, strict=True))
         return EncryptedVector(self.public_key, tuple(cts), exponent)
 
-    def encrypt(self, value: float, *, exponent: int | None = None, precision: float | None = None) -> phe.EncryptedNumber:
+    def encrypt(
+        self, value: float, *, exponent: int | None = None, precision: float | None = None
+    ) -> phe.EncryptedNumber:
         """Encrypt one number as a ``phe.EncryptedNumber`` through the fast path."""
         return self.encrypt_vector(np.array([value]), exponent=exponent, precision=precision).to_encrypted_numbers()[0]
 

@@ -58,7 +58,9 @@ class EncryptedVector:
     exponent: int
 
     @classmethod
-    def from_ciphertexts(cls, public_key: phe.PaillierPublicKey, ciphertexts: Iterable[int], exponent: int) -> EncryptedVector:
+    def from_ciphertexts(
+        cls, public_key: phe.PaillierPublicKey, ciphertexts: Iterable[int], exponent: int
+    ) -> EncryptedVector:
         """Wrap raw ciphertext integers (no validation: use the codec for untrusted input)."""
         return cls(public_key, tuple(mpz(c) for c in ciphertexts), int(exponent))
 
@@ -148,7 +150,9 @@ class EncryptedVector:
     def _add_plain(self, values: npt.ArrayLike) -> EncryptedVector:
         n, nsquare = self._n
         mantissas = self._encode(values, self.exponent)
-        return self._with(((1 + m * n) * c % nsquare for m, c in zip(mantissas, self.ciphertexts, strict=True)), self.exponent)
+        return self._with(
+            ((1 + m * n) * c % nsquare for m, c in zip(mantissas, self.ciphertexts, strict=True)), self.exponent
+        )
 
     def __neg__(self) -> EncryptedVector:
         _, nsquare = self._n
@@ -169,7 +173,9 @@ class EncryptedVector:
     def __rmul__(self, other: npt.ArrayLike) -> EncryptedVector:
         return self.mul(other)
 
-    def mul(self, values: npt.ArrayLike, *, exponent: int | None = None, precision: float | None = None) -> EncryptedVector:
+    def mul(
+        self, values: npt.ArrayLike, *, exponent: int | None = None, precision: float | None = None
+    ) -> EncryptedVector:
         """Multiply elementwise by plaintext ``values``; the result's exponent is the sum of both.
 
         Args:
@@ -185,7 +191,9 @@ class EncryptedVector:
         powered = (gmpy2.powmod(c, _signed(m, nn), nsquare) for m, c in zip(mantissas, self.ciphertexts, strict=True))
         return self._with(powered, self.exponent + plain_exponent)
 
-    def dot(self, matrix: npt.ArrayLike, *, exponent: int | None = None, precision: float | None = None) -> EncryptedVector:
+    def dot(
+        self, matrix: npt.ArrayLike, *, exponent: int | None = None, precision: float | None = None
+    ) -> EncryptedVector:
         """Return ``matrix.T @ self``: element ``j`` encrypts ``sum_i self_i * matrix[i, j]``.
 
         Args:
