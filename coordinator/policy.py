@@ -162,7 +162,7 @@ _FIXES: Mapping[str, str] = {
 def _format_errors(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "<top level>"
+        loc = ".".join(str(p) for p in err["loc"] if p != "[key]") or "<top level>"
         top = str(err["loc"][0]) if err["loc"] else ""
         fix = _FIXES.get(top, f"remove it; known keys are {sorted(_FIXES)}")
         parts.append(f"policy key '{loc}': {err['msg']} (fix: {fix})")
@@ -251,6 +251,7 @@ _TOKEN = re.compile(
       | (?P<name>[A-Za-z_][A-Za-z0-9_]*)""",
     re.VERBOSE,
 )
+_BAD_TOKEN = re.compile(r"\w+|\S")
 FILTER_HELP = (
     "write conditions joined by 'and', each <field> <op> <value> with op one of == != < <= > >= "
     "and value a number or a quoted string, e.g. \"age >= 25 and app_bank == 0\""
@@ -266,7 +267,8 @@ def _tokens(text: str) -> Iterator[tuple[str, str]]:
             return
         match = _TOKEN.match(text, pos)
         if match is None or match.lastgroup is None:
-            bad = re.match(r"\w+|\S", text[pos:]).group()  # type: ignore[union-attr]  # text[pos] is not space
+            bad_match = _BAD_TOKEN.match(text, pos)
+            bad = bad_match.group() if bad_match else text[pos:]
             raise FilterSyntaxError(f"unexpected token {bad!r} at position {pos}", bad)
         yield match.lastgroup, match.group()
         pos = match.end()
