@@ -23,6 +23,7 @@ __all__ = [
     "choose_exponent",
     "decode_mantissas",
     "encode_mantissas",
+    "fixed_point_mantissas",
     "signed_mantissas",
 ]
 
@@ -78,19 +79,27 @@ def _exact_mantissas(values: npt.NDArray[np.generic], exponent: int) -> list[int
     return [round(Fraction(v) / scale) for v in values.tolist()]
 
 
+def fixed_point_mantissas(values: npt.ArrayLike, exponent: int) -> list[int]:
+    """Return the signed integer mantissas ``round(x * BASE**-exponent)`` of a flattened array.
+
+    Raises:
+        LocalProtocolError: a value is not finite or the dtype is not numeric.
+    """
+    arr = np.asarray(values).reshape(-1)
+    if arr.dtype.kind in "biuO":
+        return _exact_mantissas(arr, exponent)
+    if arr.dtype.kind == "f":
+        return _float_mantissas(arr, exponent)
+    raise LocalProtocolError(f"cannot encode values of dtype {arr.dtype}")
+
+
 def encode_mantissas(values: npt.ArrayLike, exponent: int, n: int, max_int: int) -> list[int]:
     """Return the mantissas of ``values`` at ``exponent`` reduced mod ``n``.
 
     Raises:
         LocalProtocolError: a value is not finite or its mantissa exceeds ``max_int`` in size.
     """
-    arr = np.asarray(values).reshape(-1)
-    if arr.dtype.kind in "biuO":
-        mantissas = _exact_mantissas(arr, exponent)
-    elif arr.dtype.kind == "f":
-        mantissas = _float_mantissas(arr, exponent)
-    else:
-        raise LocalProtocolError(f"cannot encode values of dtype {arr.dtype}")
+    mantissas = fixed_point_mantissas(values, exponent)
     if any(abs(m) > max_int for m in mantissas):
         raise LocalProtocolError("value too large to encode under this key at this exponent")
     return [m % n for m in mantissas]

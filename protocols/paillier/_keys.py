@@ -64,4 +64,5 @@ def generate_keypair(
         )
     if bits < _TEST_FLOOR_BITS or bits % 2:
         raise ConfigError(f"Paillier key size must be even and at least {_TEST_FLOOR_BITS} bits, got {bits}")
-    return phe.generate_paillier_keypair(n_length=bits)
+    public_key, private_key = phe.generate_paillier_keypair(n_length=bits)
+    return public_key, private_key
