@@ -1,0 +1,257 @@
+"""Identifier normalisation: one canonical string per real-world identifier, or a typed refusal.
+
+PSI matches exact strings, so two parties must spell the same identifier the same way. Every value
+goes through :func:`normalise` before it is hashed to the group; values that fail are *counted* by
+:func:`normalise_column` (by key type and reason) and never silently dropped or matched.
+
+Canonical forms:
+
+============  =======================================================================================
+mobile        11 digits, ``1[3-9]\\d{9}``; ``+86``, ``0086`` and ``86`` prefixes, spaces, dashes, dots
+              and parentheses are removed.
+id_number     18 characters (GB 11643-1999): 17 digits and a check digit ``0-9`` or ``X``; 15-digit
+              (1985) numbers are upgraded by inserting ``19`` before the birth year and computing the
+              check digit; the birth date must be a real date.
+imei          the 14-digit body (TAC + serial). 15 digits: the Luhn digit must be right. 16 digits:
+              IMEISV, the last two (software version) are dropped.
+idfa          upper-case UUID ``8-4-4-4-12``; the all-zero IDFA (tracking disabled) is refused.
+mac           12 lower-case hex digits, any separator removed; all-zero and broadcast are refused.
+customer_id   stripped, 1–64 printable characters.
+============  =======================================================================================
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date
+
+from protocols.messages.control import KeyType
+from psi._errors import InvalidIdentifier
+
+__all__ = [
+    "NormalisedColumn",
+    "gb11643_check_digit",
+    "luhn_check_digit",
+    "normalise",
+    "normalise_column",
+]
+
+_SEPARATORS = re.compile(r"[\s\-.()/]")
+_MOBILE = re.compile(r"1[3-9]\d{9}")
+_ID18 = re.compile(r"\d{17}[\dX]")
+_ID15 = re.compile(r"\d{15}")
+_HEX_ONLY = re.compile(r"[0-9a-f]+")
+_MAC_SEPARATORS = re.compile(r"[\s:\-.]")
+_GB11643_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_GB11643_CODES = "10X98765432"
+_MIN_BIRTH_YEAR = 1900
+
+
+def gb11643_check_digit(first17: str) -> str:
+    """GB 11643-1999 check character of the first 17 digits of a resident ID number.
+
+    Args:
+        first17: Exactly 17 decimal digits.
+
+    Returns:
+        One of ``0``–``9`` or ``X``.
+
+    Raises:
+        ValueError: If ``first17`` is not 17 digits.
+    """
+    if len(first17) != 17 or not first17.isdigit():
+        raise ValueError("first17 must be 17 decimal digits")
+    total = sum(int(d) * w for d, w in zip(first17, _GB11643_WEIGHTS, strict=True))
+    return _GB11643_CODES[total % 11]
+
+
+def luhn_check_digit(body14: str) -> str:
+    """Luhn check digit of a 14-digit IMEI body (TAC + serial number).
+
+    Args:
+        body14: Exactly 14 decimal digits.
+
+    Returns:
+        The single check digit.
+
+    Raises:
+        ValueError: If ``body14`` is not 14 digits.
+    """
+    if len(body14) != 14 or not body14.isdigit():
+        raise ValueError("body14 must be 14 decimal digits")
+    total = 0
+    for position, char in enumerate(reversed(body14)):
+        digit = int(char)
+        if position % 2 == 0:  # doubled: the rightmost body digit sits next to the check digit
+            digit = digit * 2 - 9 if digit > 4 else digit * 2
+        total += digit
+    return str((10 - total % 10) % 10)
+
+
+def _normalise_mobile(raw: str) -> str:
+    digits = _SEPARATORS.sub("", raw)
+    for prefix in ("+86", "0086", "86"):
+        if digits.startswith(prefix) and len(digits) == len(prefix) + 11:
+            digits = digits[len(prefix) :]
+            break
+    if not digits.isdigit() or len(digits) != 11:
+        raise InvalidIdentifier(KeyType.MOBILE, "bad_length" if digits.isdigit() else "bad_characters")
+    if not _MOBILE.fullmatch(digits):
+        raise InvalidIdentifier(KeyType.MOBILE, "bad_prefix")
+    return digits
+
+
+def _check_birth_date(yyyymmdd: str) -> None:
+    try:
+        born = date(int(yyyymmdd[:4]), int(yyyymmdd[4:6]), int(yyyymmdd[6:]))
+    except ValueError:
+        raise InvalidIdentifier(KeyType.ID_NUMBER, "birth_date") from None
+    if born.year < _MIN_BIRTH_YEAR:
+        raise InvalidIdentifier(KeyType.ID_NUMBER, "birth_date")
+
+
+def _normalise_id_number(raw: str) -> str:
+    value = _SEPARATORS.sub("", raw).upper()
+    if _ID15.fullmatch(value):
+        first17 = value[:6] + "19" + value[6:]
+        _check_birth_date(first17[6:14])
+        return first17 + gb11643_check_digit(first17)
+    if not _ID18.fullmatch(value):
+        raise InvalidIdentifier(KeyType.ID_NUMBER, "bad_format")
+    _check_birth_date(value[6:14])
+    if gb11643_check_digit(value[:17]) != value[17]:
+        raise InvalidIdentifier(KeyType.ID_NUMBER, "check_digit")
+    return value
+
+
+def _normalise_imei(raw: str) -> str:
+    digits = _SEPARATORS.sub("", raw)
+    if not digits.isdigit():
+        raise InvalidIdentifier(KeyType.IMEI, "bad_characters")
+    if len(digits) == 15 and luhn_check_digit(digits[:14]) != digits[14]:
+        raise InvalidIdentifier(KeyType.IMEI, "check_digit")
+    if len(digits) not in (14, 15, 16):
+        raise InvalidIdentifier(KeyType.IMEI, "bad_length")
+    body = digits[:14]
+    if body == "0" * 14:
+        raise InvalidIdentifier(KeyType.IMEI, "placeholder")
+    return body
+
+
+def _normalise_idfa(raw: str) -> str:
+    hexits = raw.strip().lower().replace("-", "").removeprefix("{").removesuffix("}")
+    if len(hexits) != 32 or not _HEX_ONLY.fullmatch(hexits):
+        raise InvalidIdentifier(KeyType.IDFA, "bad_format")
+    if hexits == "0" * 32:
+        raise InvalidIdentifier(KeyType.IDFA, "placeholder")
+    h = hexits.upper()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _normalise_mac(raw: str) -> str:
+    hexits = _MAC_SEPARATORS.sub("", raw.strip().lower())
+    if len(hexits) != 12 or not _HEX_ONLY.fullmatch(hexits):
+        raise InvalidIdentifier(KeyType.MAC, "bad_format")
+    if hexits in ("000000000000", "ffffffffffff"):
+        raise InvalidIdentifier(KeyType.MAC, "placeholder")
+    return hexits
+
+
+def _normalise_customer_id(raw: str) -> str:
+    value = raw.strip()
+    if not 1 <= len(value) <= 64 or not value.isprintable():
+        raise InvalidIdentifier(KeyType.CUSTOMER_ID, "bad_format")
+    return value
+
+
+_NORMALISERS: dict[KeyType, Callable[[str], str]] = {
+    KeyType.MOBILE: _normalise_mobile,
+    KeyType.ID_NUMBER: _normalise_id_number,
+    KeyType.IMEI: _normalise_imei,
+    KeyType.IDFA: _normalise_idfa,
+    KeyType.MAC: _normalise_mac,
+    KeyType.CUSTOMER_ID: _normalise_customer_id,
+}
+
+
+def normalise(key_type: KeyType, raw: str) -> str:
+    """Canonical form of one identifier.
+
+    Args:
+        key_type: What kind of identifier ``raw`` is.
+        raw: The value as found in the source data.
+
+    Returns:
+        The canonical string (see the module docstring).
+
+    Raises:
+        InvalidIdentifier: If ``raw`` is not a valid identifier of ``key_type``; ``reason`` says why.
+    """
+    if not isinstance(raw, str):
+        raise InvalidIdentifier(key_type, "not_a_string")
+    return _NORMALISERS[KeyType(key_type)](raw)
+
+
+@dataclass(frozen=True)
+class NormalisedColumn:
+    """A column after normalisation.
+
+    Attributes:
+        key_type: The identifier kind.
+        values: Canonical values of the valid rows, in input order (duplicates kept).
+        indices: For each entry of ``values``, its row index in the input.
+        invalid: Count of refused rows by ``(key_type, reason)``; missing values count as ``"missing"``.
+        total: Number of input rows.
+    """
+
+    key_type: KeyType
+    values: list[str]
+    indices: list[int]
+    invalid: Counter[tuple[str, str]] = field(default_factory=Counter)
+    total: int = 0
+
+    @property
+    def invalid_count(self) -> int:
+        """Number of rows that were refused."""
+        return sum(self.invalid.values())
+
+    def report(self) -> dict[str, object]:
+        """Aggregate report (counts only, no values), suitable for logs and job results."""
+        return {
+            "key_type": str(self.key_type),
+            "total": self.total,
+            "valid": len(self.values),
+            "distinct": len(set(self.values)),
+            "invalid": {f"{kt}:{reason}": n for (kt, reason), n in sorted(self.invalid.items())},
+        }
+
+
+def normalise_column(key_type: KeyType, values: Iterable[str | None]) -> NormalisedColumn:
+    """Normalise a whole column, keeping row indices and counting refusals.
+
+    Args:
+        key_type: The identifier kind of every value.
+        values: Raw values; ``None`` and empty strings count as ``"missing"``.
+
+    Returns:
+        The :class:`NormalisedColumn`.
+    """
+    out: list[str] = []
+    indices: list[int] = []
+    invalid: Counter[tuple[str, str]] = Counter()
+    total = 0
+    for index, raw in enumerate(values):
+        total += 1
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            invalid[(str(key_type), "missing")] += 1
+            continue
+        try:
+            out.append(normalise(key_type, raw))
+        except InvalidIdentifier as exc:
+            invalid[(str(key_type), exc.reason)] += 1
+            continue
+        indices.append(index)
+    return NormalisedColumn(KeyType(key_type), out, indices, invalid, total)
