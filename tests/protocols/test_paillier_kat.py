@@ -137,6 +137,6 @@ def test_multi_exp_matches_naive_product(count):
 
     # Assert
     expected = 1
-    for b, e in zip(bases, exponents):
+    for b, e in zip(bases, exponents, strict=True):
         expected = expected * pow(b, e, modulus) % modulus
     assert int(result) == expected
