@@ -56,7 +56,7 @@ def choose_exponent(values: npt.NDArray[np.generic], *, exponent: int | None, pr
         if not precision > 0:
             raise LocalProtocolError("precision must be positive")
         return math.floor(math.log(precision, BASE))
-    if values.dtype.kind in "biu":
+    if values.dtype.kind in "biu" or (values.dtype.kind == "O" and all(isinstance(v, int) for v in values.flat)):
         return 0
     return DEFAULT_FLOAT_EXPONENT
 

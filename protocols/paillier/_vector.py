@@ -57,6 +57,8 @@ class EncryptedVector:
     ciphertexts: tuple[mpz, ...]
     exponent: int
 
+    __array_ufunc__ = None  # make ``ndarray + vector`` defer to our reflected operators
+
     @classmethod
     def from_ciphertexts(
         cls, public_key: phe.PaillierPublicKey, ciphertexts: Iterable[int], exponent: int
