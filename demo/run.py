@@ -1,0 +1,336 @@
+"""The one-command demo: a whole federation on loopback, from synthetic data to a verified audit chain.
+
+Steps: generate a seeded population; start the coordinator, the bank node and the telco node as
+separate processes; create users; each node creates its keys and certificate and registers its party
+and datasets (schemas only); a job that policy denies (and why); jobs approved by Ed25519 signatures
+and run by the nodes; finally the audit chain is exported and verified offline, and the node ledgers
+are verified.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from demo.processes import ProcessGroup, free_port, http_ok, wait_until
+from protocols.messages.control import JobPublic, JobStatus
+from protocols.signing import SigningKey
+
+__all__ = ["main"]
+
+_FINAL = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.REJECTED, JobStatus.CANCELLED}
+
+
+def _say(step: str, text: str = "") -> None:
+    print(f"\n== {step}" + (f"\n   {text}" if text else ""), flush=True)
+
+
+def _script(name: str) -> str:
+    """Path of a console script installed beside this interpreter."""
+    return str(Path(sys.executable).with_name(name))
+
+
+@dataclass
+class Federation:
+    """Handles on the running demo federation."""
+
+    state: Path
+    coord_url: str
+    tokens: dict[str, str]
+    auditor_key: SigningKey
+    node_env: dict[str, dict[str, str]]
+    group: ProcessGroup
+
+    def api(self, user: str) -> httpx.Client:
+        """An HTTP client for the coordinator acting as ``user``."""
+        return httpx.Client(base_url=self.coord_url + "/api/v1", timeout=30.0,
+                            headers={"Authorization": f"Bearer {self.tokens[user]}"})
+
+    def node(self, party: str, *args: str, check: bool = True) -> str:
+        """Run a node CLI command for ``party`` and return its output."""
+        import subprocess
+
+        proc = subprocess.run([_script(f"tandem-{party}"), *args], env={**_base_env(), **self.node_env[party]},
+                              capture_output=True, text=True, timeout=600)
+        if check and proc.returncode != 0:
+            raise RuntimeError(f"tandem-{party} {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+        return proc.stdout + proc.stderr
+
+
+def _base_env() -> dict[str, str]:
+    import os
+
+    return {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
+
+
+def _start_coordinator(state: Path, group: ProcessGroup) -> tuple[str, str]:
+    port, token = free_port(), secrets.token_urlsafe(32)
+    env = {
+        "TANDEM_COORD_DATABASE_URL": f"sqlite:///{state / 'coordinator.db'}",
+        "TANDEM_COORD_BOOTSTRAP_TOKEN": token,
+        "TANDEM_COORD_SIGNING_KEY_PATH": str(state / "coordinator_signing.key"),
+    }
+    group.start("coordinator", [_script("tandem-coordinator"), "serve", "--host", "127.0.0.1", "--port", str(port)],
+                env)
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: (group.check_alive(), http_ok(url + "/api/v1/healthz")())[1], timeout=60,
+               what="the coordinator's /healthz")
+    return url, token
+
+
+def _create_users(coord_url: str, bootstrap: str, auditor_key: SigningKey) -> dict[str, str]:
+    users = [
+        ("bank-admin", "admin", "bank", None),
+        ("bank-analyst", "analyst", "bank", None),
+        ("telco-admin", "admin", "telco", None),
+        ("telco-operator", "operator", "telco", None),
+        ("compliance", "auditor", None, auditor_key.public_hex),
+    ]
+    tokens: dict[str, str] = {}
+    with httpx.Client(base_url=coord_url + "/api/v1", timeout=30.0,
+                      headers={"Authorization": f"Bearer {bootstrap}"}) as c:
+        for name, role, party, key in users:
+            body: dict[str, Any] = {"name": name, "role": role, "party": party}
+            if key:
+                body["signing_key"] = key
+            r = c.post("/users", json=body)
+            r.raise_for_status()
+            tokens[name] = r.json()["token"]
+    return tokens
+
+
+def _node_env(state: Path, coord_url: str, party: str, token: str) -> dict[str, str]:
+    prefix = f"TANDEM_{party.upper()}_"
+    port = free_port()
+    return {
+        prefix + "PARTY": party,
+        prefix + "KIND": party,
+        prefix + "COORDINATOR_URL": coord_url,
+        prefix + "API_TOKEN": token,
+        prefix + "STATE_DIR": str(state / party),
+        prefix + "LISTEN_PORT": str(port),
+        prefix + "NODE_URL": f"https://localhost:{port}",
+        prefix + "POLL_INTERVAL": "0.5",
+    }
+
+
+def _wait_job(fed: Federation, job_id: int, *, timeout: float = 900.0) -> JobPublic:
+    """Wait until the job is final, or is parked waiting for a protocol; print progress as it moves."""
+    last = ""
+    deadline = time.monotonic() + timeout
+    with fed.api("bank-analyst") as c:
+        while time.monotonic() < deadline:
+            fed.group.check_alive()
+            job = JobPublic.model_validate(c.get(f"/jobs/{job_id}").json())
+            line = f"{job.status} {job.stage} {job.progress:.0%} {job.status_detail}".strip()
+            if line != last:
+                print(f"   job {job_id}: {line}", flush=True)
+                last = line
+            if job.status in _FINAL or job.status_detail.startswith("waiting"):
+                return job
+            time.sleep(0.5)
+    raise TimeoutError(f"job {job_id} did not finish in {timeout:.0f}s (last: {last})")
+
+
+def _submit(fed: Federation, body: dict[str, Any]) -> JobPublic:
+    with fed.api("bank-analyst") as c:
+        r = c.post("/jobs", json=body)
+        if r.status_code >= 400:
+            raise RuntimeError(f"job submission refused ({r.status_code}): {r.text}")
+        return JobPublic.model_validate(r.json())
+
+
+def _approve(fed: Federation, job: JobPublic) -> None:
+    for req in job.required_approvals:
+        if req.startswith("party:"):
+            party = req.split(":", 1)[1]
+            fed.node(party, "approve", str(job.id), "--yes")
+            print(f"   {party}'s data owner signed job {job.id} with the party's Ed25519 key")
+        else:
+            sig = fed.auditor_key.sign_approval(job.digest)
+            with fed.api("compliance") as c:
+                c.post(f"/jobs/{job.id}/approvals", json={"approver": "auditor", "signature": sig}).raise_for_status()
+            print(f"   compliance signed job {job.id}")
+
+
+def _datasets(fed: Federation) -> dict[str, int]:
+    with fed.api("bank-analyst") as c:
+        return {d["name"]: d["id"] for d in c.get("/datasets").json()}
+
+
+def _print_decision(job: JobPublic) -> None:
+    for rule in job.decision.rules:
+        if not rule.allowed:
+            print(f"   DENIED by {rule.rule_id}: {rule.message}" + (f"\n      fix: {rule.fix}" if rule.fix else ""))
+
+
+Scenario = Callable[[Federation, dict[str, int]], dict[str, Any]]
+
+
+def _jobs(ds: dict[str, int]) -> list[tuple[str, dict[str, Any]]]:
+    bank, lost, telco = ds["bank_customers"], ds["bank_lost_contacts"], ds["telco_subscribers"]
+    return [
+        ("audience overlap: bank customers who are telco subscribers aged 25-45 without the bank's app", {
+            "kind": "audience_overlap", "purpose": "marketing", "title": "App promotion audience (count)",
+            "inputs": [{"dataset_id": bank, "key_fields": ["id_number"]},
+                       {"dataset_id": telco, "key_fields": ["id_number"],
+                        "filter": "app_bank == 0 and age >= 25 and age <= 45"}],
+            "params": {"output_mode": "count", "min_cell": 50},
+        }),
+        ("lost-contact recovery (reveal mode, capped, consent-bound)", {
+            "kind": "recovery", "purpose": "recovery", "title": "Recover current numbers of lost customers",
+            "inputs": [{"dataset_id": lost, "key_fields": ["id_number", "imei", "idfa", "mac"],
+                        "consent_field": None},
+                       {"dataset_id": telco, "key_fields": ["id_number", "imei", "idfa", "mac"],
+                        "output_fields": ["msisdn"]}],
+            "params": {"output_mode": "reveal", "match_cap": 5000},
+        }),
+        ("credit-risk model (hetero logistic regression)", {
+            "kind": "train_risk", "purpose": "risk", "title": "Default risk, bank + telco features",
+            "inputs": [{"dataset_id": bank, "key_fields": ["id_number"], "label_field": "default_flag",
+                        "feature_fields": ["balance", "products_held", "monthly_txn_count", "monthly_txn_amount",
+                                           "repay_overdue_12m", "credit_limit"]},
+                       {"dataset_id": telco, "key_fields": ["id_number"],
+                        "feature_fields": ["tenure_months", "arpu", "data_usage_gb", "night_usage_ratio",
+                                           "app_competitor", "business_trips_90d"]}],
+            "params": {"output_mode": "model", "iterations": 10},
+        }),
+    ]
+
+
+def _denied_job(ds: dict[str, int]) -> dict[str, Any]:
+    """A recovery that tries to use an identifier as a feature and to reveal numbers without consent."""
+    return {
+        "kind": "recovery", "purpose": "recovery", "title": "Reveal numbers, no consent (must be denied)",
+        "inputs": [{"dataset_id": ds["bank_lost_contacts"], "key_fields": ["id_number"],
+                    "feature_fields": ["imei"]},
+                   {"dataset_id": ds["telco_subscribers"], "key_fields": ["id_number"],
+                    "output_fields": ["msisdn"]}],
+        "params": {"output_mode": "reveal"},
+    }
+
+
+def _setup(fed: Federation, data_dir: Path, governance: Path) -> None:
+    for party, sets in (("bank", ["bank_customers", "bank_lost_contacts"]), ("telco", ["telco_subscribers"])):
+        print(fed.node(party, "init").strip().replace("\n", "\n   "))
+        for name in sets:
+            out = fed.node(party, "register-dataset", "--source", f"csv://{data_dir / (name + '.csv')}",
+                           "--governance", str(governance / f"{name}.yaml"))
+            print("   " + out.strip().splitlines()[-1])
+
+
+def _start_nodes(fed: Federation) -> None:
+    for party in ("bank", "telco"):
+        fed.group.start(f"{party}-node", [_script(f"tandem-{party}"), "serve"], fed.node_env[party])
+    for party in ("bank", "telco"):
+        port = fed.node_env[party][f"TANDEM_{party.upper()}_LISTEN_PORT"]
+        cert = fed.state / party / "tls" / "cert.pem"
+        wait_until(lambda p=port, c=cert: (fed.group.check_alive(), _node_up(p, c))[1], timeout=60,
+                   what=f"the {party} node on port {port}")
+
+
+def _node_up(port: str, cert: Path) -> bool:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", int(port)), timeout=1.0):
+        return True
+
+
+def _run_jobs(fed: Federation) -> list[JobPublic]:
+    ds = _datasets(fed)
+    _say("6/8 A job that policy denies")
+    denied = _submit(fed, _denied_job(ds))
+    print(f"   job {denied.id}: status {denied.status}")
+    _print_decision(denied)
+    done: list[JobPublic] = []
+    for i, (what, body) in enumerate(_jobs(ds), start=1):
+        _say(f"7/8 Job {i}: {what}")
+        job = _submit(fed, body)
+        if job.status == JobStatus.REJECTED:
+            print(f"   job {job.id} rejected by policy:")
+            _print_decision(job)
+            continue
+        print(f"   job {job.id} pending approval by: {', '.join(job.required_approvals)}")
+        _approve(fed, job)
+        job = _wait_job(fed, job.id)
+        print(f"   outputs: {json.dumps(job.outputs, indent=None)[:600]}")
+        done.append(job)
+    return done
+
+
+def _verify(fed: Federation) -> None:
+    import subprocess
+
+    _say("8/8 Audit: export and verify offline; node ledgers")
+    export = fed.state / "audit.jsonl"
+    with fed.api("compliance") as c, export.open("wb") as f:
+        with c.stream("GET", "/audit/export") as r:
+            r.raise_for_status()
+            for chunk in r.iter_bytes():
+                f.write(chunk)
+        key = c.get("/audit/public-key").json()["public_key"]
+    (fed.state / "coordinator_public.key").write_text(key + "\n")
+    proc = subprocess.run([_script("tandem-coordinator"), "audit", "verify", str(export), "--key", key],
+                          capture_output=True, text=True)
+    print("   " + (proc.stdout + proc.stderr).strip())
+    if proc.returncode != 0:
+        raise RuntimeError("the exported audit chain did not verify")
+    for party in ("bank", "telco"):
+        print(f"   {party} egress ledger: " + fed.node(party, "ledger", "verify").strip())
+
+
+def run(n: int, seed: int, state: Path) -> int:
+    """Run the whole demo; returns a process exit code."""
+    from demo.synthetic import generate
+
+    if state.exists():
+        shutil.rmtree(state)
+    state.mkdir(parents=True)
+    _say("1/8 Generating the synthetic population", f"{n:,} people, seed {seed} -> {state / 'data'}")
+    generate(state / "data", n=n, seed=seed)
+    group = ProcessGroup(state / "logs")
+    with group.running():
+        _say("2/8 Starting the coordinator")
+        coord_url, bootstrap = _start_coordinator(state, group)
+        print(f"   {coord_url} (SQLite {state / 'coordinator.db'})")
+        _say("3/8 Creating users (bank admin+analyst, telco admin+operator, compliance auditor)")
+        auditor_key = SigningKey.generate()
+        tokens = _create_users(coord_url, bootstrap, auditor_key)
+        node_env = {p: _node_env(state, coord_url, p, tokens[f"{p}-admin"]) for p in ("bank", "telco")}
+        fed = Federation(state, coord_url, tokens, auditor_key, node_env, group)
+        _say("4/8 Nodes: keys, certificates, party registration, datasets (schemas and coarse stats only)")
+        _setup(fed, state / "data", Path(__file__).parent / "governance")
+        _say("5/8 Starting the bank and telco node services (mutual TLS data plane)")
+        _start_nodes(fed)
+        _run_jobs(fed)
+        _verify(fed)
+    export, key = state / "audit.jsonl", state / "coordinator_public.key"
+    _say("Done. Where to look",
+         f"logs: {state / 'logs'}\n   audit export: {export}"
+         f"\n   verify it yourself: tandem-coordinator audit verify {export} --key $(cat {key})"
+         f"\n   node state and ledgers: {state / 'bank'}, {state / 'telco'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m demo`` / ``tandem-demo``."""
+    p = argparse.ArgumentParser(prog="tandem-demo", description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=20_000, help="people in the synthetic population (default 20,000)")
+    p.add_argument("--seed", type=int, default=7, help="seed of the generator (default 7)")
+    p.add_argument("--state", type=Path, default=Path(".tandem/demo"), help="where everything is written")
+    args = p.parse_args(argv)
+    try:
+        return run(args.n, args.seed, args.state.resolve())
+    except (RuntimeError, TimeoutError, httpx.HTTPError) as exc:
+        print(f"\nDEMO FAILED: {exc}\n   logs: {args.state / 'logs'}", file=sys.stderr)
+        return 1
