@@ -1,0 +1,47 @@
+"""Coordinator domain errors. Services raise these; ``coordinator.api.error_catalog`` maps them to HTTP.
+
+Tree::
+
+    CoordinatorError
+    ├── BadRequest        the request is well-formed JSON but makes no sense (400)
+    ├── Unauthorized      no credentials, or credentials we do not recognise (401)
+    ├── Forbidden         authenticated, but not allowed to do this (403)
+    ├── NotFound          an id or name that does not exist (404)
+    └── Conflict          the object exists, or is in a state that forbids this (409)
+
+Each error names the offending ``field`` when there is one and may suggest a ``fix``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["BadRequest", "Conflict", "CoordinatorError", "Forbidden", "NotFound", "Unauthorized"]
+
+
+class CoordinatorError(Exception):
+    """Root of the coordinator's domain errors."""
+
+    def __init__(self, message: str, *, field: str | None = None, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.fix = fix
+
+
+class BadRequest(CoordinatorError):
+    """The request is syntactically valid but semantically wrong."""
+
+
+class Unauthorized(CoordinatorError):
+    """Missing or unrecognised credentials."""
+
+
+class Forbidden(CoordinatorError):
+    """The caller may not perform this action."""
+
+
+class NotFound(CoordinatorError):
+    """The named object does not exist (or is not visible to the caller)."""
+
+
+class Conflict(CoordinatorError):
+    """The object already exists or is in a state that forbids the action."""

@@ -1,0 +1,161 @@
+"""Database tables of the coordinator (SQLModel, table halves only).
+
+The request (``XCreate``) and response (``XPublic``) halves of each family are the control-plane wire
+models in ``protocols.messages.control``, shared with nodes and scripts; this module holds the
+``X(table=True)`` halves and never leaves the store layer. Rows are converted to the public models
+by ``coordinator.store._sql``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+__all__ = [
+    "TABLES",
+    "ApprovalRow",
+    "AuditEventRow",
+    "DatasetRow",
+    "JobPartyRow",
+    "JobResultRow",
+    "JobRow",
+    "PartyRow",
+    "UserRow",
+    "utc",
+]
+
+
+def utc(value: datetime) -> datetime:
+    """Attach UTC to a naive datetime read back from SQLite."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _ts() -> Any:
+    return Field(sa_type=DateTime(timezone=True))
+
+
+class PartyRow(SQLModel, table=True):
+    """A registered party node (public keys and URL only)."""
+
+    __tablename__ = "party"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, max_length=63)
+    kind: str
+    signing_key: str
+    sealing_key: str
+    tls_fingerprint: str
+    node_url: str
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class UserRow(SQLModel, table=True):
+    """A user; only the SHA-256 of the API token is stored."""
+
+    __tablename__ = "app_user"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, max_length=63)
+    role: str
+    party: str | None = None
+    signing_key: str | None = None
+    token_hash: str = Field(unique=True, index=True)
+    created_at: datetime = _ts()
+
+
+class DatasetRow(SQLModel, table=True):
+    """A dataset schema registered by its owner party."""
+
+    __tablename__ = "dataset"
+    __table_args__ = (UniqueConstraint("party", "name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    party: str = Field(index=True)
+    name: str
+    description: str = ""
+    row_count: int = Field(sa_type=BigInteger)
+    fields: list[dict[str, Any]] = Field(sa_type=JSON)
+    schema_digest: str
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class JobRow(SQLModel, table=True):
+    """A job and its mutable state."""
+
+    __tablename__ = "job"
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str
+    purpose: str
+    title: str
+    inputs: list[dict[str, Any]] = Field(sa_type=JSON)
+    params: dict[str, Any] = Field(sa_type=JSON)
+    status: str = Field(index=True)
+    status_detail: str = ""
+    stage: str = ""
+    progress: float = 0.0
+    digest: str = ""
+    policy_version: str
+    decision: dict[str, Any] = Field(sa_type=JSON)
+    required_approvals: list[str] = Field(sa_type=JSON)
+    outputs: dict[str, Any] = Field(sa_type=JSON)
+    created_by: str
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class JobPartyRow(SQLModel, table=True):
+    """Which parties a job involves (owners of its input datasets)."""
+
+    __tablename__ = "job_party"
+
+    job_id: int = Field(foreign_key="job.id", primary_key=True)
+    party: str = Field(primary_key=True, index=True)
+
+
+class ApprovalRow(SQLModel, table=True):
+    """A verified approval signature."""
+
+    __tablename__ = "approval"
+    __table_args__ = (UniqueConstraint("job_id", "approver"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int = Field(foreign_key="job.id", index=True)
+    approver: str
+    signature: str
+    signer_key: str
+    user: str
+    created_at: datetime = _ts()
+
+
+class JobResultRow(SQLModel, table=True):
+    """One party's final report on a job."""
+
+    __tablename__ = "job_result"
+    __table_args__ = (UniqueConstraint("job_id", "party"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int = Field(foreign_key="job.id", index=True)
+    party: str
+    report: dict[str, Any] = Field(sa_type=JSON)
+    created_at: datetime = _ts()
+
+
+class AuditEventRow(SQLModel, table=True):
+    """One hash-chain record. ``seq`` is the primary key, so two appends can never share a number."""
+
+    __tablename__ = "audit_event"
+
+    seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False}, sa_type=BigInteger)
+    ts: str
+    body: str = Field(sa_type=Text, description="canonical JSON of the record body")
+    prev_hash: str
+    hash: str
+
+
+TABLES = (PartyRow, UserRow, DatasetRow, JobRow, JobPartyRow, ApprovalRow, JobResultRow, AuditEventRow)

@@ -1,0 +1,27 @@
+"""Coordinator storage: the store contract and its in-memory and SQL implementations."""
+
+from coordinator.store._interface import (
+    MAX_DB_INT,
+    AuditStore,
+    CatalogStore,
+    JobStore,
+    JobUpdate,
+    Store,
+    Transaction,
+)
+from coordinator.store._memory import MemoryStore
+from coordinator.store._sql import SqlStore, init_schema, make_engine
+
+__all__ = [
+    "MAX_DB_INT",
+    "AuditStore",
+    "CatalogStore",
+    "JobStore",
+    "JobUpdate",
+    "MemoryStore",
+    "SqlStore",
+    "Store",
+    "Transaction",
+    "init_schema",
+    "make_engine",
+]

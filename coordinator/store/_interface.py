@@ -1,0 +1,176 @@
+"""What the coordinator needs from storage: three small stores that share one transaction.
+
+``Store.write()`` opens a transaction and yields a ``Transaction`` whose ``catalog``, ``jobs`` and
+``audit`` stores all write inside it, so a state change and its audit event commit together or not
+at all. ``Store.read()`` gives the same view without taking the writer lock.
+
+Two implementations pass the same contract test (``tests/coordinator/test_coord_store_contract.py``):
+``MemoryStore`` and ``SqlStore`` (SQLite and PostgreSQL).
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from protocols.hashchain import ChainRecord
+from protocols.messages.control import (
+    ApprovalPublic,
+    DatasetPublic,
+    DatasetRegister,
+    Decision,
+    JobCreate,
+    JobPublic,
+    JobResultReport,
+    JobStatus,
+    PartyCreate,
+    PartyPublic,
+    UserCreate,
+    UserPublic,
+)
+
+__all__ = ["MAX_DB_INT", "AuditStore", "CatalogStore", "JobStore", "JobUpdate", "Store", "Transaction"]
+
+MAX_DB_INT = 2**63 - 1
+"""Largest id any backend can hold; larger ids simply do not exist."""
+
+
+class JobUpdate(BaseModel):
+    """The mutable part of a job. Only fields explicitly set are written."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    status: JobStatus | None = None
+    status_detail: str | None = None
+    stage: str | None = None
+    progress: float | None = None
+    digest: str | None = None
+    required_approvals: list[str] | None = None
+    outputs: dict[str, Any] | None = None
+
+    def changes(self) -> dict[str, Any]:
+        """The fields that were set, as plain data."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+class CatalogStore(Protocol):
+    """Parties, users and dataset schemas."""
+
+    def upsert_party(self, party: PartyCreate, now: datetime) -> tuple[PartyPublic, bool]:
+        """Insert or update a party by name; returns it and whether it was created."""
+        ...
+
+    def get_party(self, name: str) -> PartyPublic:
+        """Return the party or raise ``NotFound``."""
+        ...
+
+    def list_parties(self) -> list[PartyPublic]:
+        """All parties, by id."""
+        ...
+
+    def create_user(self, user: UserCreate, token_hash: str, now: datetime) -> UserPublic:
+        """Insert a user; raise ``Conflict`` if the name is taken."""
+        ...
+
+    def get_user(self, name: str) -> UserPublic:
+        """Return the user or raise ``NotFound``."""
+        ...
+
+    def user_by_token_hash(self, token_hash: str) -> UserPublic | None:
+        """The user whose API token hashes to ``token_hash``, if any."""
+        ...
+
+    def upsert_dataset(
+        self, party: str, dataset: DatasetRegister, schema_digest: str, now: datetime
+    ) -> tuple[DatasetPublic, bool]:
+        """Insert or update ``party``'s dataset by name; returns it and whether it was created."""
+        ...
+
+    def get_dataset(self, dataset_id: int) -> DatasetPublic:
+        """Return the dataset or raise ``NotFound``."""
+        ...
+
+    def list_datasets(self, party: str | None = None) -> list[DatasetPublic]:
+        """All datasets (or one party's), by id."""
+        ...
+
+
+class JobStore(Protocol):
+    """Jobs, the parties they involve, their approvals and per-party results."""
+
+    def create_job(
+        self, job: JobCreate, *, created_by: str, parties: list[str], decision: Decision, now: datetime
+    ) -> JobPublic:
+        """Insert a job in status ``draft`` with an empty digest; returns it with its new id."""
+        ...
+
+    def update_job(self, job_id: int, update: JobUpdate, now: datetime) -> JobPublic:
+        """Apply ``update`` and bump ``updated_at``; raise ``NotFound`` for an unknown id."""
+        ...
+
+    def get_job(self, job_id: int) -> JobPublic:
+        """Return the job with its approvals or raise ``NotFound``."""
+        ...
+
+    def job_parties(self, job_id: int) -> list[str]:
+        """Names of the parties whose datasets the job uses, sorted."""
+        ...
+
+    def list_jobs(self, *, party: str | None = None, status: JobStatus | None = None) -> list[JobPublic]:
+        """Jobs, by id, optionally only those involving ``party`` and/or in ``status``."""
+        ...
+
+    def add_approval(self, job_id: int, approval: ApprovalPublic) -> None:
+        """Record an approval; raise ``Conflict`` if that approver already approved the job."""
+        ...
+
+    def record_result(self, job_id: int, party: str, report: JobResultReport, now: datetime) -> None:
+        """Record ``party``'s final report; raise ``Conflict`` if it already reported."""
+        ...
+
+    def results(self, job_id: int) -> dict[str, JobResultReport]:
+        """Final reports received so far, by party."""
+        ...
+
+
+class AuditStore(Protocol):
+    """The append-only, hash-chained audit log."""
+
+    def append(self, body: dict[str, Any], ts: str) -> ChainRecord:
+        """Append the record that follows the current head. Appends are serialised; no gaps."""
+        ...
+
+    def head(self) -> ChainRecord | None:
+        """The last record, or None for an empty log."""
+        ...
+
+    def events(self, after_seq: int = -1, limit: int = 100) -> list[ChainRecord]:
+        """Up to ``limit`` records with ``seq > after_seq``, in order."""
+        ...
+
+
+class Transaction(Protocol):
+    """One unit of work over the three stores."""
+
+    catalog: CatalogStore
+    jobs: JobStore
+    audit: AuditStore
+
+
+class Store(Protocol):
+    """Opens transactions. Writes are serialised; a write that raises leaves no trace."""
+
+    def write(self) -> AbstractContextManager[Transaction]:
+        """A read-write transaction, committed on normal exit and rolled back on exception."""
+        ...
+
+    def read(self) -> AbstractContextManager[Transaction]:
+        """A read-only view (writing through it is a bug)."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...

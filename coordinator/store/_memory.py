@@ -1,0 +1,223 @@
+"""In-memory store: the reference implementation of the store contract, for tests and tooling.
+
+A write transaction takes one re-entrant lock, snapshots the (shallow-copied, immutable-valued)
+tables, and restores the snapshot if the block raises.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from coordinator.errors import Conflict, NotFound
+from coordinator.store._interface import JobUpdate
+from protocols.hashchain import ChainRecord, next_record
+from protocols.messages.control import (
+    ApprovalPublic,
+    DatasetPublic,
+    DatasetRegister,
+    Decision,
+    JobCreate,
+    JobPublic,
+    JobResultReport,
+    JobStatus,
+    PartyCreate,
+    PartyPublic,
+    UserCreate,
+    UserPublic,
+)
+
+__all__ = ["MemoryStore"]
+
+
+@dataclass
+class _Tables:
+    parties: dict[str, PartyPublic] = field(default_factory=dict)
+    users: dict[str, tuple[UserPublic, str]] = field(default_factory=dict)
+    datasets: dict[int, DatasetPublic] = field(default_factory=dict)
+    jobs: dict[int, JobPublic] = field(default_factory=dict)
+    job_parties: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    approvals: dict[int, tuple[ApprovalPublic, ...]] = field(default_factory=dict)
+    results: dict[tuple[int, str], JobResultReport] = field(default_factory=dict)
+    audit: list[ChainRecord] = field(default_factory=list)
+    next_id: dict[str, int] = field(default_factory=dict)
+
+    def new_id(self, table: str) -> int:
+        self.next_id[table] = self.next_id.get(table, 0) + 1
+        return self.next_id[table]
+
+    def snapshot(self) -> _Tables:
+        return _Tables(**{name: copy.copy(value) for name, value in vars(self).items()})
+
+
+class _Catalog:
+    def __init__(self, t: _Tables) -> None:
+        self._t = t
+
+    def upsert_party(self, party: PartyCreate, now: datetime) -> tuple[PartyPublic, bool]:
+        old = self._t.parties.get(party.name)
+        pid = old.id if old else self._t.new_id("party")
+        created_at = old.created_at if old else now
+        new = PartyPublic(id=pid, created_at=created_at, **party.model_dump())
+        self._t.parties[party.name] = new
+        return new, old is None
+
+    def get_party(self, name: str) -> PartyPublic:
+        try:
+            return self._t.parties[name]
+        except KeyError:
+            raise NotFound(f"party {name!r} is not registered") from None
+
+    def list_parties(self) -> list[PartyPublic]:
+        return sorted(self._t.parties.values(), key=lambda p: p.id)
+
+    def create_user(self, user: UserCreate, token_hash: str, now: datetime) -> UserPublic:
+        if user.name in self._t.users:
+            raise Conflict(f"user {user.name!r} already exists", field="body.name")
+        public = UserPublic(id=self._t.new_id("user"), created_at=now, **user.model_dump())
+        self._t.users[user.name] = (public, token_hash)
+        return public
+
+    def get_user(self, name: str) -> UserPublic:
+        try:
+            return self._t.users[name][0]
+        except KeyError:
+            raise NotFound(f"user {name!r} does not exist") from None
+
+    def user_by_token_hash(self, token_hash: str) -> UserPublic | None:
+        return next((u for u, h in self._t.users.values() if h == token_hash), None)
+
+    def upsert_dataset(
+        self, party: str, dataset: DatasetRegister, schema_digest: str, now: datetime
+    ) -> tuple[DatasetPublic, bool]:
+        old = next((d for d in self._t.datasets.values() if d.party == party and d.name == dataset.name), None)
+        did = old.id if old else self._t.new_id("dataset")
+        new = DatasetPublic(id=did, party=party, schema_digest=schema_digest,
+                            created_at=old.created_at if old else now, **dataset.model_dump())
+        self._t.datasets[did] = new
+        return new, old is None
+
+    def get_dataset(self, dataset_id: int) -> DatasetPublic:
+        try:
+            return self._t.datasets[dataset_id]
+        except KeyError:
+            raise NotFound(f"dataset {dataset_id} does not exist") from None
+
+    def list_datasets(self, party: str | None = None) -> list[DatasetPublic]:
+        return [d for _, d in sorted(self._t.datasets.items()) if party is None or d.party == party]
+
+
+class _Jobs:
+    def __init__(self, t: _Tables) -> None:
+        self._t = t
+
+    def create_job(
+        self, job: JobCreate, *, created_by: str, parties: list[str], decision: Decision, now: datetime
+    ) -> JobPublic:
+        jid = self._t.new_id("job")
+        self._t.jobs[jid] = JobPublic(
+            id=jid, kind=job.kind, purpose=job.purpose, title=job.title, inputs=job.inputs, params=job.params,
+            status=JobStatus.DRAFT, status_detail="", stage="", progress=0.0, digest="",
+            policy_version=decision.policy_version, decision=decision, required_approvals=[], approvals=[],
+            outputs={}, created_by=created_by, created_at=now, updated_at=now,
+        )
+        self._t.job_parties[jid] = tuple(sorted(set(parties)))
+        return self.get_job(jid)
+
+    def update_job(self, job_id: int, update: JobUpdate, now: datetime) -> JobPublic:
+        old = self._stored(job_id)
+        self._t.jobs[job_id] = JobPublic.model_validate({**old.model_dump(), **update.changes(), "updated_at": now})
+        return self.get_job(job_id)
+
+    def get_job(self, job_id: int) -> JobPublic:
+        return self._stored(job_id).model_copy(update={"approvals": list(self._t.approvals.get(job_id, ()))})
+
+    def _stored(self, job_id: int) -> JobPublic:
+        try:
+            return self._t.jobs[job_id]
+        except KeyError:
+            raise NotFound(f"job {job_id} does not exist") from None
+
+    def job_parties(self, job_id: int) -> list[str]:
+        self._stored(job_id)
+        return list(self._t.job_parties[job_id])
+
+    def list_jobs(self, *, party: str | None = None, status: JobStatus | None = None) -> list[JobPublic]:
+        return [
+            self.get_job(jid)
+            for jid, job in sorted(self._t.jobs.items())
+            if (party is None or party in self._t.job_parties[jid]) and (status is None or job.status == status)
+        ]
+
+    def add_approval(self, job_id: int, approval: ApprovalPublic) -> None:
+        self._stored(job_id)
+        existing = self._t.approvals.get(job_id, ())
+        if any(a.approver == approval.approver for a in existing):
+            raise Conflict(f"job {job_id} is already approved by {approval.approver}", field="body.approver")
+        self._t.approvals[job_id] = (*existing, approval)
+
+    def record_result(self, job_id: int, party: str, report: JobResultReport, now: datetime) -> None:
+        self._stored(job_id)
+        if (job_id, party) in self._t.results:
+            raise Conflict(f"party {party!r} already reported a result for job {job_id}")
+        self._t.results[(job_id, party)] = report
+
+    def results(self, job_id: int) -> dict[str, JobResultReport]:
+        return {p: r for (jid, p), r in sorted(self._t.results.items()) if jid == job_id}
+
+
+class _Audit:
+    def __init__(self, t: _Tables) -> None:
+        self._t = t
+
+    def append(self, body: dict[str, object], ts: str) -> ChainRecord:
+        record = next_record(self.head(), ts, copy.deepcopy(body))
+        self._t.audit.append(record)
+        return record
+
+    def head(self) -> ChainRecord | None:
+        return self._t.audit[-1] if self._t.audit else None
+
+    def events(self, after_seq: int = -1, limit: int = 100) -> list[ChainRecord]:
+        start = max(after_seq + 1, 0)
+        return self._t.audit[start : start + max(limit, 0)]
+
+
+@dataclass
+class _Tx:
+    catalog: _Catalog
+    jobs: _Jobs
+    audit: _Audit
+
+    @classmethod
+    def over(cls, t: _Tables) -> _Tx:
+        return cls(_Catalog(t), _Jobs(t), _Audit(t))
+
+
+class MemoryStore:
+    """Everything in process memory; lost on exit."""
+
+    def __init__(self) -> None:
+        self._tables = _Tables()
+        self._lock = threading.RLock()
+
+    @contextmanager
+    def write(self) -> Iterator[_Tx]:
+        """Serialised read-write transaction; restores the snapshot if the block raises."""
+        with self._lock:
+            working = self._tables.snapshot()
+            yield _Tx.over(working)
+            self._tables = working
+
+    @contextmanager
+    def read(self) -> Iterator[_Tx]:
+        """Consistent read-only view."""
+        with self._lock:
+            yield _Tx.over(self._tables)
+
+    def close(self) -> None:
+        """Nothing to release."""

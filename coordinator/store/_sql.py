@@ -1,0 +1,361 @@
+"""SQLModel store over SQLite (demo) or PostgreSQL (production).
+
+Serialising audit appends, so the chain never forks or skips a number:
+
+- SQLite: write transactions take a process lock and start with ``BEGIN IMMEDIATE`` (the database
+  write lock), so another process (the CLI) cannot interleave either.
+- PostgreSQL: every append first takes ``pg_advisory_xact_lock``, held until the transaction ends;
+  ``seq`` is the primary key as a second line of defence.
+
+On PostgreSQL the ``audit_event`` table refuses UPDATE, DELETE and TRUNCATE with a trigger created by
+``init_schema``; the application never needs either.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.pool import StaticPool
+from sqlmodel import Session, SQLModel, col, select
+
+from coordinator.errors import Conflict, NotFound
+from coordinator.models import (
+    TABLES,
+    ApprovalRow,
+    AuditEventRow,
+    DatasetRow,
+    JobPartyRow,
+    JobResultRow,
+    JobRow,
+    PartyRow,
+    UserRow,
+    utc,
+)
+from coordinator.store._interface import MAX_DB_INT, JobUpdate
+from protocols.canonical import canonical_json
+from protocols.hashchain import ChainRecord, next_record
+from protocols.messages.control import (
+    ApprovalPublic,
+    DatasetPublic,
+    DatasetRegister,
+    Decision,
+    JobCreate,
+    JobPublic,
+    JobResultReport,
+    JobStatus,
+    PartyCreate,
+    PartyPublic,
+    UserCreate,
+    UserPublic,
+)
+
+__all__ = ["SqlStore", "init_schema", "make_engine"]
+
+AUDIT_LOCK_KEY = 0x7A4D_0A0D  # arbitrary constant naming "the audit chain" among advisory locks
+
+_PG_IMMUTABLE_AUDIT = (
+    """CREATE OR REPLACE FUNCTION tandem_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN RAISE EXCEPTION 'audit_event is append-only: % refused', TG_OP; END $$""",
+    "DROP TRIGGER IF EXISTS audit_event_no_change ON audit_event",
+    """CREATE TRIGGER audit_event_no_change BEFORE UPDATE OR DELETE ON audit_event
+    FOR EACH ROW EXECUTE FUNCTION tandem_audit_append_only()""",
+    "DROP TRIGGER IF EXISTS audit_event_no_truncate ON audit_event",
+    """CREATE TRIGGER audit_event_no_truncate BEFORE TRUNCATE ON audit_event
+    FOR EACH STATEMENT EXECUTE FUNCTION tandem_audit_append_only()""",
+)
+
+
+def make_engine(url: str, *, schema: str | None = None) -> Engine:
+    """Create an engine for ``url``.
+
+    Args:
+        url: SQLAlchemy URL. ``sqlite://`` is a private in-memory database (one shared connection).
+        schema: PostgreSQL only: put every table in this schema (via ``search_path``); tests use it
+            to isolate runs.
+    """
+    if url.startswith("sqlite"):
+        return _sqlite_engine(url)
+    connect_args = {"options": f"-csearch_path={schema}"} if schema else {}
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+
+
+def _sqlite_engine(url: str) -> Engine:
+    memory = url in ("sqlite://", "sqlite:///:memory:")
+    if memory:
+        engine = create_engine(url, connect_args={"check_same_thread": False}, poolclass=StaticPool)
+    else:
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves, below
+        dbapi_conn.execute("PRAGMA foreign_keys=ON")
+        if not memory:
+            dbapi_conn.execute("PRAGMA journal_mode=WAL")
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        mode = "DEFERRED" if conn.get_execution_options().get("tandem_read") else "IMMEDIATE"
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+def init_schema(engine: Engine) -> None:
+    """Create missing tables; on PostgreSQL also (re)create the append-only audit trigger."""
+    SQLModel.metadata.create_all(engine, tables=[t.__table__ for t in TABLES])  # type: ignore[attr-defined]
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            for statement in _PG_IMMUTABLE_AUDIT:
+                conn.execute(text(statement))
+
+
+def _valid_id(value: int) -> bool:
+    return 1 <= value <= MAX_DB_INT
+
+
+def _party_public(row: PartyRow) -> PartyPublic:
+    return PartyPublic.model_validate({**row.model_dump(exclude={"updated_at"}), "created_at": utc(row.created_at)})
+
+
+def _user_public(row: UserRow) -> UserPublic:
+    return UserPublic.model_validate({**row.model_dump(exclude={"token_hash"}), "created_at": utc(row.created_at)})
+
+
+def _dataset_public(row: DatasetRow) -> DatasetPublic:
+    return DatasetPublic.model_validate({**row.model_dump(exclude={"updated_at"}), "created_at": utc(row.created_at)})
+
+
+def _approval_public(row: ApprovalRow) -> ApprovalPublic:
+    return ApprovalPublic.model_validate({**row.model_dump(), "created_at": utc(row.created_at)})
+
+
+def _job_public(row: JobRow, approvals: list[ApprovalRow]) -> JobPublic:
+    data = row.model_dump()
+    data.update(created_at=utc(row.created_at), updated_at=utc(row.updated_at),
+                approvals=[_approval_public(a) for a in approvals])
+    return JobPublic.model_validate(data)
+
+
+class _Catalog:
+    def __init__(self, session: Session) -> None:
+        self._s = session
+
+    def upsert_party(self, party: PartyCreate, now: datetime) -> tuple[PartyPublic, bool]:
+        row = self._s.exec(select(PartyRow).where(PartyRow.name == party.name)).first()
+        created = row is None
+        row = row or PartyRow(name=party.name, created_at=now, kind=party.kind)
+        row.sqlmodel_update({**party.model_dump(mode="json"), "updated_at": now})
+        self._s.add(row)
+        self._s.flush()
+        return _party_public(row), created
+
+    def get_party(self, name: str) -> PartyPublic:
+        row = self._s.exec(select(PartyRow).where(PartyRow.name == name)).first()
+        if row is None:
+            raise NotFound(f"party {name!r} is not registered")
+        return _party_public(row)
+
+    def list_parties(self) -> list[PartyPublic]:
+        return [_party_public(r) for r in self._s.exec(select(PartyRow).order_by(col(PartyRow.id)))]
+
+    def create_user(self, user: UserCreate, token_hash: str, now: datetime) -> UserPublic:
+        if self._s.exec(select(UserRow.id).where(UserRow.name == user.name)).first() is not None:
+            raise Conflict(f"user {user.name!r} already exists", field="body.name")
+        row = UserRow(**user.model_dump(mode="json"), token_hash=token_hash, created_at=now)
+        self._s.add(row)
+        self._s.flush()
+        return _user_public(row)
+
+    def get_user(self, name: str) -> UserPublic:
+        row = self._s.exec(select(UserRow).where(UserRow.name == name)).first()
+        if row is None:
+            raise NotFound(f"user {name!r} does not exist")
+        return _user_public(row)
+
+    def user_by_token_hash(self, token_hash: str) -> UserPublic | None:
+        row = self._s.exec(select(UserRow).where(UserRow.token_hash == token_hash)).first()
+        return _user_public(row) if row else None
+
+    def upsert_dataset(
+        self, party: str, dataset: DatasetRegister, schema_digest: str, now: datetime
+    ) -> tuple[DatasetPublic, bool]:
+        query = select(DatasetRow).where(DatasetRow.party == party, DatasetRow.name == dataset.name)
+        row = self._s.exec(query).first()
+        created = row is None
+        row = row or DatasetRow(party=party, name=dataset.name, created_at=now, row_count=0, fields=[],
+                                schema_digest="")
+        row.sqlmodel_update({**dataset.model_dump(mode="json"), "schema_digest": schema_digest, "updated_at": now})
+        self._s.add(row)
+        self._s.flush()
+        return _dataset_public(row), created
+
+    def get_dataset(self, dataset_id: int) -> DatasetPublic:
+        row = self._s.get(DatasetRow, dataset_id) if _valid_id(dataset_id) else None
+        if row is None:
+            raise NotFound(f"dataset {dataset_id} does not exist")
+        return _dataset_public(row)
+
+    def list_datasets(self, party: str | None = None) -> list[DatasetPublic]:
+        query = select(DatasetRow).order_by(col(DatasetRow.id))
+        if party is not None:
+            query = query.where(DatasetRow.party == party)
+        return [_dataset_public(r) for r in self._s.exec(query)]
+
+
+class _Jobs:
+    def __init__(self, session: Session) -> None:
+        self._s = session
+
+    def create_job(
+        self, job: JobCreate, *, created_by: str, parties: list[str], decision: Decision, now: datetime
+    ) -> JobPublic:
+        spec = job.model_dump(mode="json")
+        row = JobRow(**spec, status=JobStatus.DRAFT.value, policy_version=decision.policy_version,
+                     decision=decision.model_dump(mode="json"), required_approvals=[], outputs={},
+                     created_by=created_by, created_at=now, updated_at=now)
+        self._s.add(row)
+        self._s.flush()
+        assert row.id is not None
+        self._s.add_all(JobPartyRow(job_id=row.id, party=p) for p in sorted(set(parties)))
+        self._s.flush()
+        return _job_public(row, [])
+
+    def _row(self, job_id: int) -> JobRow:
+        row = self._s.get(JobRow, job_id) if _valid_id(job_id) else None
+        if row is None:
+            raise NotFound(f"job {job_id} does not exist")
+        return row
+
+    def _approvals(self, job_ids: list[int]) -> dict[int, list[ApprovalRow]]:
+        query = select(ApprovalRow).where(col(ApprovalRow.job_id).in_(job_ids)).order_by(col(ApprovalRow.id))
+        grouped: dict[int, list[ApprovalRow]] = {jid: [] for jid in job_ids}
+        for a in self._s.exec(query):
+            grouped[a.job_id].append(a)
+        return grouped
+
+    def update_job(self, job_id: int, update: JobUpdate, now: datetime) -> JobPublic:
+        row = self._row(job_id)
+        row.sqlmodel_update({**update.changes(), "updated_at": now})
+        self._s.add(row)
+        self._s.flush()
+        return self.get_job(job_id)
+
+    def get_job(self, job_id: int) -> JobPublic:
+        row = self._row(job_id)
+        return _job_public(row, self._approvals([job_id])[job_id])
+
+    def job_parties(self, job_id: int) -> list[str]:
+        self._row(job_id)
+        query = select(JobPartyRow.party).where(JobPartyRow.job_id == job_id).order_by(col(JobPartyRow.party))
+        return list(self._s.exec(query))
+
+    def list_jobs(self, *, party: str | None = None, status: JobStatus | None = None) -> list[JobPublic]:
+        query = select(JobRow).order_by(col(JobRow.id))
+        if party is not None:
+            query = query.join(JobPartyRow, col(JobPartyRow.job_id) == col(JobRow.id)).where(JobPartyRow.party == party)
+        if status is not None:
+            query = query.where(JobRow.status == status.value)
+        rows = list(self._s.exec(query))
+        approvals = self._approvals([r.id for r in rows if r.id is not None])
+        return [_job_public(r, approvals[r.id]) for r in rows if r.id is not None]
+
+    def add_approval(self, job_id: int, approval: ApprovalPublic) -> None:
+        self._row(job_id)
+        query = select(ApprovalRow.id).where(ApprovalRow.job_id == job_id, ApprovalRow.approver == approval.approver)
+        if self._s.exec(query).first() is not None:
+            raise Conflict(f"job {job_id} is already approved by {approval.approver}", field="body.approver")
+        self._s.add(ApprovalRow(job_id=job_id, **approval.model_dump()))
+        self._s.flush()
+
+    def record_result(self, job_id: int, party: str, report: JobResultReport, now: datetime) -> None:
+        self._row(job_id)
+        query = select(JobResultRow.id).where(JobResultRow.job_id == job_id, JobResultRow.party == party)
+        if self._s.exec(query).first() is not None:
+            raise Conflict(f"party {party!r} already reported a result for job {job_id}")
+        self._s.add(JobResultRow(job_id=job_id, party=party, report=report.model_dump(mode="json"), created_at=now))
+        self._s.flush()
+
+    def results(self, job_id: int) -> dict[str, JobResultReport]:
+        query = select(JobResultRow).where(JobResultRow.job_id == job_id).order_by(col(JobResultRow.party))
+        return {r.party: JobResultReport.model_validate(r.report) for r in self._s.exec(query)}
+
+
+def _record(row: AuditEventRow) -> ChainRecord:
+    return ChainRecord(seq=row.seq, ts=row.ts, body=json.loads(row.body), prev_hash=row.prev_hash, hash=row.hash)
+
+
+class _Audit:
+    def __init__(self, session: Session) -> None:
+        self._s = session
+
+    def append(self, body: dict[str, Any], ts: str) -> ChainRecord:
+        if self._s.get_bind().dialect.name == "postgresql":
+            self._s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_LOCK_KEY})
+        record = next_record(self.head(), ts, json.loads(canonical_json(body)))
+        self._s.add(AuditEventRow(seq=record.seq, ts=record.ts, body=canonical_json(record.body).decode(),
+                                  prev_hash=record.prev_hash, hash=record.hash))
+        self._s.flush()
+        return record
+
+    def head(self) -> ChainRecord | None:
+        row = self._s.exec(select(AuditEventRow).order_by(col(AuditEventRow.seq).desc()).limit(1)).first()
+        return _record(row) if row else None
+
+    def events(self, after_seq: int = -1, limit: int = 100) -> list[ChainRecord]:
+        query = (select(AuditEventRow).where(AuditEventRow.seq > max(after_seq, -1))
+                 .order_by(col(AuditEventRow.seq)).limit(max(limit, 0)))
+        return [_record(r) for r in self._s.exec(query)]
+
+
+@dataclass
+class _Tx:
+    catalog: _Catalog
+    jobs: _Jobs
+    audit: _Audit
+
+    @classmethod
+    def over(cls, session: Session) -> _Tx:
+        return cls(_Catalog(session), _Jobs(session), _Audit(session))
+
+
+class SqlStore:
+    """The store contract over a SQLAlchemy engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._reader = engine.execution_options(tandem_read=True)
+        self._lock = threading.Lock() if engine.dialect.name == "sqlite" else None
+
+    @classmethod
+    def from_url(cls, url: str) -> SqlStore:
+        """Create the engine, the tables (if missing) and the store."""
+        engine = make_engine(url)
+        init_schema(engine)
+        return cls(engine)
+
+    @contextmanager
+    def write(self) -> Iterator[_Tx]:
+        """One database transaction; commits on normal exit, rolls back if the block raises."""
+        with self._lock or nullcontext(), Session(self.engine, expire_on_commit=False) as session:
+            with session.begin():
+                yield _Tx.over(session)
+
+    @contextmanager
+    def read(self) -> Iterator[_Tx]:
+        """A read transaction that does not take the writer lock."""
+        with Session(self._reader, expire_on_commit=False) as session, session.begin():
+            yield _Tx.over(session)
+
+    def close(self) -> None:
+        """Dispose of the connection pool."""
+        self.engine.dispose()

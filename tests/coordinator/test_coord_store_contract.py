@@ -1,0 +1,158 @@
+"""The store contract: every implementation (memory, SQLite, PostgreSQL) passes the same tests."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from conftest import NOW, dataset_register, job_create, party_create
+
+from coordinator.errors import Conflict, NotFound
+from coordinator.store import JobUpdate
+from protocols.hashchain import verify_chain
+from protocols.messages.control import (
+    ApprovalPublic,
+    Decision,
+    JobResultReport,
+    JobStatus,
+    UserCreate,
+)
+
+DECISION = Decision(allowed=True, policy_version="1", rules=[], required_approvals=["party:bank"])
+
+
+def _job(tx, parties=("bank",)):
+    return tx.jobs.create_job(job_create(1), created_by="alice", parties=list(parties), decision=DECISION, now=NOW)
+
+
+class TestCatalog:
+    def test_party_upsert_keeps_id_and_reports_creation(self, store):
+        with store.write() as tx:
+            first, created = tx.catalog.upsert_party(party_create("bank"), NOW)
+        with store.write() as tx:
+            second, created_again = tx.catalog.upsert_party(party_create("bank"), NOW)
+        assert created and not created_again
+        assert first.id == second.id and first.signing_key != second.signing_key
+        with store.read() as tx:
+            assert [p.name for p in tx.catalog.list_parties()] == ["bank"]
+            assert tx.catalog.get_party("bank").signing_key == second.signing_key
+
+    def test_unknown_party_is_not_found(self, store):
+        with store.read() as tx, pytest.raises(NotFound, match="telco"):
+            tx.catalog.get_party("telco")
+
+    def test_users_by_token_hash_and_unique_names(self, store):
+        with store.write() as tx:
+            user = tx.catalog.create_user(UserCreate(name="alice", role="admin", party="bank"), "h" * 64, NOW)
+        assert user.party == "bank" and user.created_at == NOW
+        with store.read() as tx:
+            assert tx.catalog.user_by_token_hash("h" * 64) == user
+            assert tx.catalog.user_by_token_hash("x" * 64) is None
+            assert tx.catalog.get_user("alice") == user
+        with store.write() as tx, pytest.raises(Conflict):
+            tx.catalog.create_user(UserCreate(name="alice", role="analyst", party="bank"), "i" * 64, NOW)
+
+    def test_dataset_reregistration_updates_in_place(self, store):
+        with store.write() as tx:
+            a, created = tx.catalog.upsert_dataset("bank", dataset_register(rows=10), "d1", NOW)
+            b, _ = tx.catalog.upsert_dataset("telco", dataset_register(rows=20), "d2", NOW)
+        with store.write() as tx:
+            a2, created_again = tx.catalog.upsert_dataset("bank", dataset_register(rows=30), "d3", NOW)
+        assert created and not created_again and a.id == a2.id != b.id
+        with store.read() as tx:
+            assert tx.catalog.get_dataset(a.id).row_count == 30
+            assert tx.catalog.get_dataset(a.id).fields == dataset_register().fields
+            assert [d.id for d in tx.catalog.list_datasets("telco")] == [b.id]
+            assert len(tx.catalog.list_datasets()) == 2
+
+    @pytest.mark.parametrize("dataset_id", [0, 999, 2**70])
+    def test_unknown_dataset_is_not_found(self, store, dataset_id):
+        with store.read() as tx, pytest.raises(NotFound):
+            tx.catalog.get_dataset(dataset_id)
+
+
+class TestJobs:
+    def test_create_update_and_list(self, store):
+        with store.write() as tx:
+            job = _job(tx, ("telco", "bank"))
+            other = _job(tx, ("telco",))
+        assert job.status == JobStatus.DRAFT and job.digest == "" and job.decision == DECISION
+        with store.write() as tx:
+            updated = tx.jobs.update_job(job.id, JobUpdate(status=JobStatus.PENDING_APPROVAL, digest="d" * 64), NOW)
+        assert updated.status == JobStatus.PENDING_APPROVAL and updated.stage == ""
+        with store.read() as tx:
+            assert tx.jobs.job_parties(job.id) == ["bank", "telco"]
+            assert [j.id for j in tx.jobs.list_jobs(party="bank")] == [job.id]
+            assert [j.id for j in tx.jobs.list_jobs(party="telco")] == [job.id, other.id]
+            assert [j.id for j in tx.jobs.list_jobs(status=JobStatus.DRAFT)] == [other.id]
+            assert tx.jobs.get_job(job.id).digest == "d" * 64
+
+    def test_approvals_are_unique_per_approver(self, store):
+        approval = ApprovalPublic(approver="party:bank", signature="s" * 128, signer_key="k" * 64, user="alice",
+                                  created_at=NOW)
+        with store.write() as tx:
+            job = _job(tx)
+            tx.jobs.add_approval(job.id, approval)
+        with store.read() as tx:
+            assert tx.jobs.get_job(job.id).approvals == [approval]
+            assert tx.jobs.list_jobs()[0].approvals == [approval]
+        with store.write() as tx, pytest.raises(Conflict):
+            tx.jobs.add_approval(job.id, approval)
+
+    def test_results_once_per_party(self, store):
+        report = JobResultReport(status="succeeded", outputs={"overlap": 1234}, messages_sent=3)
+        with store.write() as tx:
+            job = _job(tx)
+            tx.jobs.record_result(job.id, "bank", report, NOW)
+        with store.read() as tx:
+            assert tx.jobs.results(job.id) == {"bank": report}
+        with store.write() as tx, pytest.raises(Conflict):
+            tx.jobs.record_result(job.id, "bank", report, NOW)
+
+    @pytest.mark.parametrize("job_id", [0, 42, 2**64])
+    def test_unknown_job_is_not_found(self, store, job_id):
+        with store.write() as tx, pytest.raises(NotFound):
+            tx.jobs.update_job(job_id, JobUpdate(stage="x"), NOW)
+
+
+class TestAudit:
+    def test_appends_form_a_valid_chain(self, store):
+        for i in range(5):
+            with store.write() as tx:
+                tx.audit.append({"action": "test", "i": i, "nested": {"b": [1, 2.5, None]}}, f"t{i}")
+        with store.read() as tx:
+            records = tx.audit.events(limit=100)
+            assert tx.audit.head() == records[-1]
+            assert [r.seq for r in tx.audit.events(after_seq=2, limit=1)] == [3]
+        assert verify_chain(records).ok and verify_chain(records).count == 5
+        assert records[1].body == {"action": "test", "i": 1, "nested": {"b": [1, 2.5, None]}}
+
+    def test_empty_log_has_no_head(self, store):
+        with store.read() as tx:
+            assert tx.audit.head() is None and tx.audit.events() == []
+
+    def test_failed_transaction_leaves_no_trace(self, store):
+        with pytest.raises(RuntimeError), store.write() as tx:
+            tx.catalog.upsert_party(party_create("bank"), NOW)
+            tx.audit.append({"action": "party.registered"}, "t")
+            raise RuntimeError("boom")
+        with store.read() as tx:
+            assert tx.catalog.list_parties() == [] and tx.audit.head() is None
+        with store.write() as tx:
+            assert tx.audit.append({"action": "after"}, "t").seq == 0
+
+    def test_concurrent_appends_leave_no_gap(self, store):
+        def worker(n: int) -> None:
+            for i in range(15):
+                with store.write() as tx:
+                    tx.audit.append({"worker": n, "i": i}, "t")
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        with store.read() as tx:
+            records = tx.audit.events(limit=1000)
+        assert [r.seq for r in records] == list(range(90))
+        assert verify_chain(records).ok
