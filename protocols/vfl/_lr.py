@@ -1,0 +1,573 @@
+"""Hetero (vertical) logistic regression with an arbiter, after Hardy et al. 2017.
+
+Parties:
+    * ``active_party`` (bank): labels ``y`` and features ``X_a`` (plus the intercept).
+    * ``passive_party`` (telco): features ``X_p``.
+    * ``arbiter`` (coordinator): the Paillier private key of the job.
+
+Rows are already aligned (PSI). Both parties derive the same mini-batches from a shared permutation
+seed, so no row index ever travels. ``u = X w`` is a party's partial score; ``d = 0.25 u - 0.5 y'``
+with ``y' = 2y - 1`` is the Taylor residual of the logistic loss, ``u = u_a + u_p``.
+
+Rounds of iteration ``t`` (batch ``B_t`` of ``m`` rows); one arbiter instruction per iteration:
+    1. ``LrInstruction`` arbiter → each party: the party's own decrypted *masked* gradient (and, for
+       the active party, masked loss) of iteration ``t - 1``; the public key in iteration 0; ``stop``
+       after the last iteration. Each party removes its masks and updates its own weights (L2 and the
+       optimiser of :class:`OptimizerConfig`).
+    2. ``LrForward`` passive → active (data plane): ``[[u_p]]`` for ``B_t`` and ``[[sum u_p**2]]``.
+    3. ``LrResidual`` active → passive (data plane): ``[[u_a + u_p - 2y]] = 4[[d]]``. The active party
+       adds a *fresh encryption* of ``u_a - 2y``: adding it as a bare ``g**m`` would let the passive
+       divide out its own ciphertext and read ``u_a - 2y``, hence the labels.
+    4. ``LrMaskedUpdate`` each party → arbiter (the reply to step 1): ``[[X^T d + R]]`` with fresh
+       uniform masks ``R`` in ``Z_n``; the active party also sends ``[[loss_enc + R_l]]`` where
+       ``loss_enc = sum u_p (0.25 u_a - 0.5 y') + 0.125 sum u_p**2`` is the encrypted part of the
+       batch Taylor loss, and its early-stopping vote.
+
+What each party learns:
+    * arbiter: only values ``v + R mod n`` with ``R`` uniform and used once, i.e. uniformly random
+      numbers; never a gradient, a loss, a score or a label. It learns the vector lengths (the
+      feature counts), the iteration count and when the active party voted to stop.
+    * active party: its own gradient ``X_a^T d / m`` each iteration, hence ``X_a^T u_p`` for the batch
+      (a projection of the passive's scores onto its own features), and the batch Taylor loss.
+    * passive party: its own gradient ``X_p^T d / m``, which depends on the labels through ``d``
+      (the standard leakage of this protocol family; Hardy et al. and FATE share it).
+    * scoring (:func:`passive_partial_scores`): the active party learns the plain ``u_p`` per scored
+      row, which, over many rows with known ``X_p`` structure, can expose ``w_p``.
+
+Threat model: semi-honest parties; the arbiter does not collude with either party (an arbiter
+colluding with the active party reads ``[[u_p]]``, i.e. the telco's partial scores). Ciphertexts are
+validated on entry (units mod ``n**2``, expected key, lengths, exponents); out-of-stage messages raise
+before any work.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+import phe
+
+from protocols.errors import LocalProtocolError, RemoteProtocolError
+from protocols.messages.training import (
+    LrForward,
+    LrInstruction,
+    LrMaskedUpdate,
+    LrPartialScores,
+    LrResidual,
+    VflRole,
+)
+from protocols.paillier import Decryptor, EncryptedVector, Encryptor
+from protocols.vfl._crypto import (
+    Mask,
+    decode_plaintexts,
+    decode_vector,
+    encode_plaintexts,
+    encode_vector,
+    mask_vector,
+    public_key_from_bytes,
+    public_key_to_bytes,
+    unmask,
+)
+from protocols.vfl._optim import Optimizer, OptimizerConfig
+
+__all__ = [
+    "LR_RECEIVER",
+    "LrActiveModel",
+    "LrActiveParty",
+    "LrArbiter",
+    "LrArbiterStage",
+    "LrConfig",
+    "LrMessage",
+    "LrPartyStage",
+    "LrPassiveModel",
+    "LrPassiveParty",
+    "active_predict_proba",
+    "passive_partial_scores",
+]
+
+FloatArray = npt.NDArray[np.float64]
+LrMessage = LrInstruction | LrForward | LrResidual | LrMaskedUpdate
+
+SCORE_EXPONENT = -8
+"""Fixed-point exponent (base 16) of encrypted scores and residuals: precision 2**-32."""
+
+FEATURE_EXPONENT = -5
+"""Fixed-point exponent of the plaintext features in ``X^T [[d]]``: precision 2**-20."""
+
+LR_RECEIVER: dict[str, VflRole] = {
+    "lr_forward": VflRole.ACTIVE_PARTY,
+    "lr_residual": VflRole.PASSIVE_PARTY,
+    "lr_masked_update": VflRole.ARBITER,
+}
+"""Who receives each LR message kind (``lr_instruction`` names its ``receiver``)."""
+
+
+@dataclass(frozen=True)
+class LrConfig:
+    """Hyper-parameters every party of one job must share.
+
+    Attributes:
+        n_rows: aligned training rows.
+        batch_size: rows per mini-batch (``>= n_rows`` for full batch).
+        max_epochs: passes over the data.
+        alpha: L2 penalty ``alpha/2 ||w||**2`` (not on the intercept).
+        optimizer: the update rule.
+        seed: shared permutation seed for the batches (not a secret).
+        tol: early stop when the epoch Taylor loss changes by less than this.
+        allow_insecure_test_key: accept Paillier keys under 2048 bits. Tests only.
+    """
+
+    n_rows: int
+    batch_size: int = 2048
+    max_epochs: int = 10
+    alpha: float = 0.01
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    seed: int = 0
+    tol: float = 1e-5
+    allow_insecure_test_key: bool = False
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Mini-batches in one epoch."""
+        return math.ceil(self.n_rows / min(self.batch_size, self.n_rows))
+
+    @property
+    def max_iterations(self) -> int:
+        """Upper bound on iterations."""
+        return self.batches_per_epoch * self.max_epochs
+
+    def batch_rows(self, iteration: int) -> npt.NDArray[np.int64]:
+        """Return the (sorted) rows of mini-batch ``iteration``, identical on both parties."""
+        epoch, index = divmod(iteration, self.batches_per_epoch)
+        if self.batch_size >= self.n_rows:
+            return np.arange(self.n_rows)
+        order = np.random.default_rng([self.seed, epoch]).permutation(self.n_rows)
+        return np.sort(order[index * self.batch_size : (index + 1) * self.batch_size])
+
+
+class LrPartyStage(StrEnum):
+    """Stages of the active and passive parties."""
+
+    AWAIT_INSTRUCTION = "await_instruction"
+    AWAIT_ROUND = "await_round"
+    AWAIT_RESIDUAL = "await_residual"
+    DONE = "done"
+
+
+class LrArbiterStage(StrEnum):
+    """Stages of the arbiter."""
+
+    START = "start"
+    AWAIT_UPDATES = "await_updates"
+    DONE = "done"
+
+
+def _check_stage(table: dict[tuple[StrEnum, str], str], stage: StrEnum, kind: str) -> str:
+    try:
+        return table[(stage, kind)]
+    except KeyError:
+        raise RemoteProtocolError(f"message {kind!r} not expected in stage {stage.value!r}", status_hint=409) from None
+
+
+def _check_iteration(got: int, expected: int) -> None:
+    if got != expected:
+        raise RemoteProtocolError(f"message for iteration {got}, expected {expected}", status_hint=409)
+
+
+@dataclass(frozen=True)
+class LrPassiveModel:
+    """The passive party's share of the model."""
+
+    weights: FloatArray
+
+
+@dataclass(frozen=True)
+class LrActiveModel:
+    """The active party's share of the model and the training record it alone sees."""
+
+    weights: FloatArray
+    intercept: float
+    loss_history: tuple[float, ...]
+    iterations: int
+    converged: bool
+
+
+class _Party:
+    """What both parties share: key, batches, weights, masks, optimiser."""
+
+    role: VflRole
+
+    def __init__(self, config: LrConfig, features: npt.ArrayLike, *, intercept: bool) -> None:
+        x = np.asarray(features, dtype=np.float64)
+        if x.ndim != 2 or x.shape[0] != config.n_rows:
+            raise LocalProtocolError(f"features must have shape ({config.n_rows}, d), got {x.shape}")
+        self.config = config
+        self._x = np.hstack([x, np.ones((x.shape[0], 1))]) if intercept else x
+        self._penalised = np.ones(self._x.shape[1])
+        if intercept:
+            self._penalised[-1] = 0.0
+        self._w = np.zeros(self._x.shape[1])
+        self._optimizer = Optimizer(config.optimizer, self._x.shape[1])
+        self._public_key: phe.PaillierPublicKey | None = None
+        self._encryptor: Encryptor | None = None
+        self._iteration = 0
+        self._rows: npt.NDArray[np.int64] = np.arange(0)
+        self._grad_mask: Mask | None = None
+
+    def _receive_key(self, msg: LrInstruction) -> None:
+        if msg.public_key is None:
+            raise RemoteProtocolError("first instruction lacks the public key")
+        self._public_key = public_key_from_bytes(
+            msg.public_key, allow_insecure_test_key=self.config.allow_insecure_test_key
+        )
+        self._encryptor = Encryptor(self._public_key, allow_insecure_test_key=self.config.allow_insecure_test_key)
+
+    def _open_instruction(self, msg: LrInstruction) -> None:
+        """Check the instruction, take the key (iteration 0) or apply the previous gradient."""
+        if msg.receiver != self.role:
+            raise RemoteProtocolError("instruction addressed to another role")
+        _check_iteration(msg.iteration, self._iteration)
+        if msg.iteration == 0:
+            self._receive_key(msg)
+            return
+        if msg.masked_gradient is None or self._grad_mask is None:
+            raise RemoteProtocolError("instruction lacks the masked gradient")
+        raw = decode_plaintexts(msg.masked_gradient, self._n, count=len(self._grad_mask.values))
+        self._apply_gradient(unmask(raw, self._grad_mask, self._pk) * (0.25 / len(self._rows)))
+        self._grad_mask = None
+
+    def _apply_gradient(self, data_gradient: FloatArray) -> None:
+        gradient = data_gradient + self.config.alpha * self._penalised * self._w
+        self._w = self._optimizer.step(self._w, gradient)
+
+    @property
+    def _pk(self) -> phe.PaillierPublicKey:
+        if self._public_key is None:
+            raise LocalProtocolError("no public key yet")
+        return self._public_key
+
+    @property
+    def _n(self) -> int:
+        return int(self._pk.n)
+
+    @property
+    def _enc(self) -> Encryptor:
+        if self._encryptor is None:
+            raise LocalProtocolError("no public key yet")
+        return self._encryptor
+
+    def _masked_gradient(self, residual: EncryptedVector) -> tuple[bytes, Mask]:
+        gradient = residual.dot(self._x[self._rows], exponent=FEATURE_EXPONENT)
+        masked, mask = mask_vector(self._enc, gradient)
+        return encode_vector(masked), mask
+
+    def _decode_scores(self, data: bytes, count: int) -> EncryptedVector:
+        vector = decode_vector(data, self._pk, max_count=count)
+        if len(vector) != count or vector.exponent != SCORE_EXPONENT:
+            raise RemoteProtocolError("encrypted vector has the wrong length or exponent")
+        return vector
+
+
+class LrPassiveParty(_Party):
+    """The telco: features only. ``handle`` returns the messages to send (routing: :data:`LR_RECEIVER`)."""
+
+    role = VflRole.PASSIVE_PARTY
+
+    _TRANSITIONS: dict[tuple[StrEnum, str], str] = {
+        (LrPartyStage.AWAIT_INSTRUCTION, "lr_instruction"): "_on_instruction",
+        (LrPartyStage.AWAIT_RESIDUAL, "lr_residual"): "_on_residual",
+    }
+
+    def __init__(self, config: LrConfig, features: npt.ArrayLike) -> None:
+        """Hold the passive party's aligned ``features`` (shape ``(n_rows, d_p)``)."""
+        super().__init__(config, features, intercept=False)
+        self.stage = LrPartyStage.AWAIT_INSTRUCTION
+
+    def handle(self, msg: LrMessage) -> list[LrMessage]:
+        """Process one message; raise :class:`RemoteProtocolError` if it is out of stage."""
+        handler: Callable[[LrMessage], list[LrMessage]] = getattr(
+            self, _check_stage(self._TRANSITIONS, self.stage, msg.kind)
+        )
+        return handler(msg)
+
+    def _on_instruction(self, msg: LrMessage) -> list[LrMessage]:
+        assert isinstance(msg, LrInstruction)
+        self._open_instruction(msg)
+        if msg.stop:
+            self.stage = LrPartyStage.DONE
+            return []
+        self._rows = self.config.batch_rows(self._iteration)
+        u = self._x[self._rows] @ self._w
+        scores = self._enc.encrypt_vector(np.append(u, u @ u), exponent=SCORE_EXPONENT)
+        self.stage = LrPartyStage.AWAIT_RESIDUAL
+        return [LrForward(iteration=self._iteration, encrypted_scores=encode_vector(scores))]
+
+    def _on_residual(self, msg: LrMessage) -> list[LrMessage]:
+        assert isinstance(msg, LrResidual)
+        _check_iteration(msg.iteration, self._iteration)
+        residual = self._decode_scores(msg.encrypted_residual, len(self._rows))
+        masked, self._grad_mask = self._masked_gradient(residual)
+        reply = LrMaskedUpdate(sender=self.role, iteration=self._iteration, masked_gradient=masked)
+        self._iteration += 1
+        self.stage = LrPartyStage.AWAIT_INSTRUCTION
+        return [reply]
+
+    def result(self) -> LrPassiveModel:
+        """Return the trained weights.
+
+        Raises:
+            LocalProtocolError: training has not finished.
+        """
+        if self.stage is not LrPartyStage.DONE:
+            raise LocalProtocolError("training has not finished")
+        return LrPassiveModel(weights=self._w.copy())
+
+
+@dataclass
+class _LossTracker:
+    """Per-epoch Taylor loss from the per-batch losses, and the early-stopping vote."""
+
+    n_rows: int
+    tol: float
+    batch_sums: float = 0.0
+    history: list[float] = field(default_factory=list)
+    converged: bool = False
+
+    def add(self, batch_sum: float, epoch_done: bool) -> None:
+        self.batch_sums += batch_sum
+        if not epoch_done:
+            return
+        self.history.append(self.batch_sums / self.n_rows)
+        self.batch_sums = 0.0
+        if len(self.history) >= 2 and abs(self.history[-2] - self.history[-1]) < self.tol:
+            self.converged = True
+
+
+class LrActiveParty(_Party):
+    """The bank: labels and features. Waits for both the instruction and ``LrForward`` of an iteration."""
+
+    role = VflRole.ACTIVE_PARTY
+
+    _TRANSITIONS: dict[tuple[StrEnum, str], str] = {
+        (LrPartyStage.AWAIT_ROUND, "lr_instruction"): "_on_instruction",
+        (LrPartyStage.AWAIT_ROUND, "lr_forward"): "_on_forward",
+    }
+
+    def __init__(self, config: LrConfig, features: npt.ArrayLike, labels: npt.ArrayLike) -> None:
+        """Hold the aligned ``features`` (``(n_rows, d_a)``) and 0/1 ``labels``."""
+        super().__init__(config, features, intercept=True)
+        y = np.asarray(labels, dtype=np.float64).reshape(-1)
+        if y.shape != (config.n_rows,) or not np.isin(y, (0.0, 1.0)).all():
+            raise LocalProtocolError("labels must be n_rows values in {0, 1}")
+        self._y = y
+        self.stage = LrPartyStage.AWAIT_ROUND
+        self._instruction: LrInstruction | None = None
+        self._forward: LrForward | None = None
+        self._loss_mask: Mask | None = None
+        self._loss_plain = 0.0
+        self._loss = _LossTracker(config.n_rows, config.tol)
+
+    def handle(self, msg: LrMessage) -> list[LrMessage]:
+        """Process one message; raise :class:`RemoteProtocolError` if it is out of stage."""
+        handler: Callable[[LrMessage], list[LrMessage]] = getattr(
+            self, _check_stage(self._TRANSITIONS, self.stage, msg.kind)
+        )
+        return handler(msg)
+
+    def _on_instruction(self, msg: LrMessage) -> list[LrMessage]:
+        assert isinstance(msg, LrInstruction)
+        if self._instruction is not None:
+            raise RemoteProtocolError("second instruction for one iteration", status_hint=409)
+        self._open_instruction(msg)
+        self._open_loss(msg)
+        if msg.stop:
+            self.stage = LrPartyStage.DONE
+            return []
+        self._instruction = msg
+        return self._maybe_compute()
+
+    def _open_loss(self, msg: LrInstruction) -> None:
+        if msg.iteration == 0:
+            return
+        if msg.masked_loss is None or self._loss_mask is None:
+            raise RemoteProtocolError("instruction lacks the masked loss")
+        raw = decode_plaintexts(msg.masked_loss, self._n, count=1)
+        batch_sum = self._loss_plain + float(unmask(raw, self._loss_mask, self._pk)[0])
+        self._loss.add(batch_sum, epoch_done=msg.iteration % self.config.batches_per_epoch == 0)
+        self._loss_mask = None
+
+    def _on_forward(self, msg: LrMessage) -> list[LrMessage]:
+        assert isinstance(msg, LrForward)
+        _check_iteration(msg.iteration, self._iteration)
+        if self._forward is not None:
+            raise RemoteProtocolError("second forward message for one iteration", status_hint=409)
+        self._forward = msg
+        return self._maybe_compute()
+
+    def _maybe_compute(self) -> list[LrMessage]:
+        if self._instruction is None or self._forward is None:
+            return []
+        forward, self._instruction, self._forward = self._forward, None, None
+        self._rows = self.config.batch_rows(self._iteration)
+        scores = self._decode_scores(forward.encrypted_scores, len(self._rows) + 1)
+        out = self._compute(scores)
+        self._iteration += 1
+        return out
+
+    def _compute(self, scores: EncryptedVector) -> list[LrMessage]:
+        m = len(self._rows)
+        u_a = self._x[self._rows] @ self._w
+        y = self._y[self._rows]
+        y_sign = 2.0 * y - 1.0
+        residual = scores[:m] + self._enc.encrypt_vector(u_a - 2.0 * y, exponent=SCORE_EXPONENT)
+        masked_gradient, self._grad_mask = self._masked_gradient(residual)
+        loss = scores.dot(np.append(0.25 * u_a - 0.5 * y_sign, 0.125), exponent=SCORE_EXPONENT)
+        masked_loss, self._loss_mask = mask_vector(self._enc, loss)
+        self._loss_plain = m * math.log(2.0) - 0.5 * float(y_sign @ u_a) + 0.125 * float(u_a @ u_a)
+        return [
+            LrResidual(iteration=self._iteration, encrypted_residual=encode_vector(residual)),
+            LrMaskedUpdate(
+                sender=self.role,
+                iteration=self._iteration,
+                masked_gradient=masked_gradient,
+                masked_loss=encode_vector(masked_loss),
+                converged=self._loss.converged,
+            ),
+        ]
+
+    def result(self) -> LrActiveModel:
+        """Return the trained weights, intercept and loss history.
+
+        Raises:
+            LocalProtocolError: training has not finished.
+        """
+        if self.stage is not LrPartyStage.DONE:
+            raise LocalProtocolError("training has not finished")
+        return LrActiveModel(
+            weights=self._w[:-1].copy(),
+            intercept=float(self._w[-1]),
+            loss_history=tuple(self._loss.history),
+            iterations=self._iteration,
+            converged=self._loss.converged,
+        )
+
+
+@dataclass(frozen=True)
+class LrArbiterSummary:
+    """What the arbiter knows at the end: counts, never values."""
+
+    iterations: int
+    stopped_early: bool
+
+
+class LrArbiter:
+    """The key holder: decrypts masked values and paces the iterations."""
+
+    role = VflRole.ARBITER
+    _MAX_VECTOR = 1 << 16
+
+    _TRANSITIONS: dict[tuple[StrEnum, str], str] = {
+        (LrArbiterStage.AWAIT_UPDATES, "lr_masked_update"): "_on_update",
+    }
+
+    def __init__(self, config: LrConfig, private_key: phe.PaillierPrivateKey) -> None:
+        """Hold the job's private key (never sent anywhere) and the shared ``config``."""
+        self.config = config
+        self._decryptor = Decryptor(private_key, allow_insecure_test_key=config.allow_insecure_test_key)
+        self._public_key = private_key.public_key
+        self.stage = LrArbiterStage.START
+        self._iteration = 0
+        self._updates: dict[VflRole, LrMaskedUpdate] = {}
+        self._stopped_early = False
+
+    def start(self) -> list[LrMessage]:
+        """Return iteration 0's instructions (carrying the public key).
+
+        Raises:
+            LocalProtocolError: called twice.
+        """
+        if self.stage is not LrArbiterStage.START:
+            raise LocalProtocolError("arbiter already started")
+        self.stage = LrArbiterStage.AWAIT_UPDATES
+        key = public_key_to_bytes(self._public_key)
+        return [LrInstruction(receiver=role, iteration=0, public_key=key) for role in self._party_roles()]
+
+    @staticmethod
+    def _party_roles() -> tuple[Literal[VflRole.ACTIVE_PARTY], Literal[VflRole.PASSIVE_PARTY]]:
+        return (VflRole.ACTIVE_PARTY, VflRole.PASSIVE_PARTY)
+
+    def handle(self, msg: LrMessage) -> list[LrMessage]:
+        """Take one party's masked update; once both arrived, return the next instructions."""
+        handler: Callable[[LrMessage], list[LrMessage]] = getattr(
+            self, _check_stage(self._TRANSITIONS, self.stage, msg.kind)
+        )
+        return handler(msg)
+
+    def _on_update(self, msg: LrMessage) -> list[LrMessage]:
+        assert isinstance(msg, LrMaskedUpdate)
+        _check_iteration(msg.iteration, self._iteration)
+        if msg.sender in self._updates:
+            raise RemoteProtocolError("second update from one party in an iteration", status_hint=409)
+        if (msg.masked_loss is not None) != (msg.sender is VflRole.ACTIVE_PARTY):
+            raise RemoteProtocolError("only the active party sends a masked loss")
+        self._updates[msg.sender] = msg
+        if len(self._updates) < 2:
+            return []
+        return self._next_instructions()
+
+    def _decrypt(self, data: bytes) -> bytes:
+        vector = decode_vector(data, self._public_key, max_count=self._MAX_VECTOR)
+        return encode_plaintexts(self._decryptor.decrypt_raw_vector(vector), int(self._public_key.n))
+
+    def _next_instructions(self) -> list[LrMessage]:
+        updates, self._updates = self._updates, {}
+        self._iteration += 1
+        converged = updates[VflRole.ACTIVE_PARTY].converged
+        stop = converged or self._iteration >= self.config.max_iterations
+        self._stopped_early = converged
+        if stop:
+            self.stage = LrArbiterStage.DONE
+        out: list[LrMessage] = []
+        for role in self._party_roles():
+            update = updates[role]
+            loss = self._decrypt(update.masked_loss) if update.masked_loss is not None else None
+            out.append(
+                LrInstruction(
+                    receiver=role,
+                    iteration=self._iteration,
+                    masked_gradient=self._decrypt(update.masked_gradient),
+                    masked_loss=loss,
+                    stop=stop,
+                )
+            )
+        return out
+
+    def result(self) -> LrArbiterSummary:
+        """Return the iteration count and whether the active party stopped training early."""
+        if self.stage is not LrArbiterStage.DONE:
+            raise LocalProtocolError("training has not finished")
+        return LrArbiterSummary(iterations=self._iteration, stopped_early=self._stopped_early)
+
+
+def passive_partial_scores(model: LrPassiveModel, features: npt.ArrayLike) -> LrPartialScores:
+    """Passive side of federated scoring: the plain partial scores ``u_p = X_p w_p`` (leaks ``u_p``)."""
+    u = np.asarray(features, dtype=np.float64) @ model.weights
+    return LrPartialScores(scores=u.astype("<f8").tobytes())
+
+
+def active_predict_proba(model: LrActiveModel, features: npt.ArrayLike, share: LrPartialScores) -> FloatArray:
+    """Active side of federated scoring: ``sigmoid(u_a + u_p)`` per row.
+
+    Raises:
+        RemoteProtocolError: the partial scores do not match the rows or are not finite.
+    """
+    x = np.asarray(features, dtype=np.float64)
+    u_p = np.frombuffer(share.scores, dtype="<f8") if len(share.scores) % 8 == 0 else np.array([np.nan])
+    if u_p.shape != (x.shape[0],) or not np.isfinite(u_p).all():
+        raise RemoteProtocolError("partial scores do not match the scored rows")
+    return 1.0 / (1.0 + np.exp(-(x @ model.weights + model.intercept + u_p)))

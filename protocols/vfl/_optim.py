@@ -1,0 +1,64 @@
+"""Plain optimisers for the parties' own weights (each party updates only its own block)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["Optimizer", "OptimizerConfig"]
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """Update rule shared by both parties.
+
+    Attributes:
+        method: ``"sgd"`` (with ``lr / sqrt(1 + decay * t)``), ``"rmsprop"`` or ``"adam"``.
+        learning_rate: step size.
+        decay: SGD learning-rate decay.
+        beta1: Adam first-moment decay.
+        beta2: Adam/RMSprop second-moment decay.
+        eps: numerical floor.
+    """
+
+    method: Literal["sgd", "rmsprop", "adam"] = "adam"
+    learning_rate: float = 0.05
+    decay: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+
+
+@dataclass
+class Optimizer:
+    """Stateful optimiser over one weight vector."""
+
+    config: OptimizerConfig
+    size: int
+    step_count: int = 0
+    _m: FloatArray = field(init=False)
+    _v: FloatArray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._m = np.zeros(self.size)
+        self._v = np.zeros(self.size)
+
+    def step(self, weights: FloatArray, gradient: FloatArray) -> FloatArray:
+        """Return the updated weights after one step along ``gradient``."""
+        self.step_count += 1
+        c = self.config
+        if c.method == "sgd":
+            return weights - c.learning_rate / math.sqrt(1 + c.decay * self.step_count) * gradient
+        self._v = c.beta2 * self._v + (1 - c.beta2) * gradient**2
+        if c.method == "rmsprop":
+            return weights - c.learning_rate * gradient / (np.sqrt(self._v) + c.eps)
+        self._m = c.beta1 * self._m + (1 - c.beta1) * gradient
+        m_hat = self._m / (1 - c.beta1**self.step_count)
+        v_hat = self._v / (1 - c.beta2**self.step_count)
+        return weights - c.learning_rate * m_hat / (np.sqrt(v_hat) + c.eps)
