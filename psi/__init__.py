@@ -1,0 +1,46 @@
+"""Pure private-set-intersection library: identifiers, ristretto255 group, sans-I/O PSI sessions, batch engine.
+
+No I/O happens here except in :mod:`psi.engine`'s explicit file helpers. See DESIGN.md §3 and §6.
+"""
+
+from psi._errors import InvalidIdentifier, InvalidPoint, PsiCryptoError, PsiError, PsiLocalError, PsiRemoteError
+from psi.cardinality import CardinalityReceiver, CardinalityResult, CardinalitySender, two_sided_geometric
+from psi.ecdh import EcdhPsiReceiver, EcdhPsiSender, PsiResult
+from psi.group import Scalar, hash_to_group, hash_to_group_batch, multiply, multiply_batch
+from psi.identifiers import NormalisedColumn, gb11643_check_digit, luhn_check_digit, normalise, normalise_column
+from psi.labeled import LabeledPsiReceiver, LabeledPsiSender, LabeledResult, SenderTable, prepare_sender_table
+from psi.multi_key import DEFAULT_PRIORITY, MultiKeyMatcher, MultiKeyResult
+
+__all__ = [
+    "DEFAULT_PRIORITY",
+    "CardinalityReceiver",
+    "CardinalityResult",
+    "CardinalitySender",
+    "EcdhPsiReceiver",
+    "EcdhPsiSender",
+    "InvalidIdentifier",
+    "InvalidPoint",
+    "LabeledPsiReceiver",
+    "LabeledPsiSender",
+    "LabeledResult",
+    "MultiKeyMatcher",
+    "MultiKeyResult",
+    "NormalisedColumn",
+    "PsiCryptoError",
+    "PsiError",
+    "PsiLocalError",
+    "PsiRemoteError",
+    "PsiResult",
+    "Scalar",
+    "SenderTable",
+    "gb11643_check_digit",
+    "hash_to_group",
+    "hash_to_group_batch",
+    "luhn_check_digit",
+    "multiply",
+    "multiply_batch",
+    "normalise",
+    "normalise_column",
+    "prepare_sender_table",
+    "two_sided_geometric",
+]

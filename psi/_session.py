@@ -118,7 +118,9 @@ class ChunkReader:
         """
         if message.chunk != self.next_index:
             what = "duplicate" if message.chunk < self.next_index else "out-of-order"
-            raise PsiRemoteError(f"{what} chunk {message.chunk} of {self.stream}; expected {self.next_index}", stage=stage)
+            raise PsiRemoteError(
+                f"{what} chunk {message.chunk} of {self.stream}; expected {self.next_index}", stage=stage
+            )
         start, stop = chunk_bounds(message.chunk, self.total_count, self.chunk_size)
         expected = (self.total_chunks, self.total_count, stop - start, self.element_size)
         got = (message.total_chunks, message.total_count, message.count, message.element_size)

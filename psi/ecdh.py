@@ -198,7 +198,9 @@ class EcdhPsiReceiver(Session):
         doubled = map_evaluate(self._map, body, self._scalar)
         if self.output_to is OutputTo.SENDER:
             self._stage = _R.AWAIT_RETURN_ACK
-            return self._chunk(Stream.RETURNED, message.chunk, self._sender_size, self._sender_reader.chunk_size, doubled)
+            return self._chunk(
+                Stream.RETURNED, message.chunk, self._sender_size, self._sender_reader.chunk_size, doubled
+            )
         self._theirs += doubled
         if not self._sender_reader.done:
             return self._pull(Stream.SENDER_SET, self._sender_reader.next_index)
@@ -301,7 +303,9 @@ class EcdhPsiSender(Session):
         if self._query_reader.done:
             self._stage = _S.AWAIT_PULL
         if self.output_to is OutputTo.RECEIVER:
-            return self._chunk(Stream.EVALUATED, message.chunk, message.total_count, self._query_reader.chunk_size, doubled)
+            return self._chunk(
+                Stream.EVALUATED, message.chunk, message.total_count, self._query_reader.chunk_size, doubled
+            )
         self._receiver_doubled += doubled
         return self._ack(Stream.QUERY, message.chunk)
 

@@ -1,4 +1,4 @@
-"""Identifier normalisation: one canonical string per real-world identifier, or a typed refusal.
+r"""Identifier normalisation: one canonical string per real-world identifier, or a typed refusal.
 
 PSI matches exact strings, so two parties must spell the same identifier the same way. Every value
 goes through :func:`normalise` before it is hashed to the group; values that fail are *counted* by

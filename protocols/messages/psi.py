@@ -152,7 +152,9 @@ def encode_frame(message: PsiHello | PsiWelcome | PsiChunk | PsiPull | PsiAck) -
     return len(header).to_bytes(4, "big") + header + body
 
 
-def decode_frame(frame: bytes, *, max_frame_bytes: int = MAX_FRAME_BYTES) -> PsiHello | PsiWelcome | PsiChunk | PsiPull | PsiAck:
+def decode_frame(
+    frame: bytes, *, max_frame_bytes: int = MAX_FRAME_BYTES
+) -> PsiHello | PsiWelcome | PsiChunk | PsiPull | PsiAck:
     """Parse a frame produced by :func:`encode_frame`.
 
     Args:

@@ -1,0 +1,411 @@
+"""Labeled PSI for lost-contact recovery: the receiver learns the labels of its matches only.
+
+Parties: receiver R (the bank: the client, holds identifiers X) and sender S (the telco: the server,
+holds records ``key → label``, e.g. ID number → current phone number, and an OPRF key k).
+
+The OPRF is ``F_k(x) = k·H(x)`` on ristretto255. Per distinct key y, S publishes one record::
+
+    tag = HKDF(F_k(y), "tag")[:16]
+    ct  = AES-256-GCM(key = HKDF(F_k(y), "enc"), nonce = HKDF(F_k(y), "nonce")[:12], aad = tag, labels)
+
+The table (:class:`SenderTable`) is built once per key epoch by :func:`prepare_sender_table`, is a
+deterministic function of (records, k) and is sorted by tag, so it can be cached and reused.
+
+Rounds::
+
+    1. R→S PsiHello(protocol=labeled, set_size=|X|)       S→R PsiWelcome(set_size=table size, record_size)
+    2. R→S PsiChunk(query, i)  r·H(x)                      S→R PsiChunk(evaluated, i)  k·r·H(x), same order
+    3. R→S PsiPull(label_table, j)                         S→R PsiChunk(label_table, j)  tag ‖ ct records
+    R unblinds with r⁻¹ to get k·H(x), derives each tag and key, and decrypts the records whose tag it holds.
+
+What each party learns (semi-honest; one-more-DH assumption for the OPRF): R learns the labels of
+X∩Y and the table size; S learns |X| (how many queries were made) and nothing about which. A
+record holding several distinct labels reveals them all (conflicts are reported, not resolved).
+Not protected: a malicious S could evaluate with a key other than the table's (R would just see no
+matches); plaintexts are padded to a common size, so label lengths do not leak beyond that size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+from Crypto.Cipher import AES
+
+from protocols.messages.control import KeyType
+from protocols.messages.psi import PsiChunk, PsiHello, PsiProtocol, PsiPull, PsiWelcome, Stream
+from psi import _ristretto
+from psi._batch import BatchMapper, map_blind, map_evaluate, serial_map
+from psi._errors import PsiCryptoError
+from psi._session import (
+    DEFAULT_CHUNK_SIZE,
+    ChunkReader,
+    Message,
+    RandomSource,
+    Session,
+    chunk_bounds,
+    chunk_count,
+    default_rng,
+    shuffle,
+)
+from psi.group import Scalar, hash_to_group_batch
+from psi.group import split_points as _split
+
+__all__ = [
+    "LabeledPsiReceiver",
+    "LabeledPsiSender",
+    "LabeledReceiverStage",
+    "LabeledResult",
+    "LabeledSenderStage",
+    "SenderTable",
+    "prepare_sender_table",
+    "seal_batch",
+]
+
+TAG_BYTES = 16
+GCM_TAG_BYTES = 16
+_SALT = b"tandem/psi/v1/labeled"
+_MIN_PLAINTEXT = 32
+
+
+def _derive(oprf_value: bytes) -> tuple[bytes, bytes, bytes]:
+    """HKDF-SHA256 (RFC 5869) of an OPRF output: ``(tag, encryption key, nonce)``."""
+    prk = hmac.digest(_SALT, oprf_value, hashlib.sha256)
+    tag = hmac.digest(prk, b"tag\x01", hashlib.sha256)[:TAG_BYTES]
+    key = hmac.digest(prk, b"enc\x01", hashlib.sha256)
+    nonce = hmac.digest(prk, b"nonce\x01", hashlib.sha256)[:12]
+    return tag, key, nonce
+
+
+def _encode_labels(labels: Sequence[str], size: int) -> bytes:
+    parts = [len(b).to_bytes(1, "big") + b for b in (label.encode() for label in labels)]
+    return b"".join(parts).ljust(size, b"\x00")
+
+
+def _decode_labels(plaintext: bytes) -> tuple[str, ...]:
+    labels, pos = [], 0
+    while pos < len(plaintext) and plaintext[pos]:
+        length = plaintext[pos]
+        labels.append(plaintext[pos + 1 : pos + 1 + length].decode())
+        pos += 1 + length
+    return tuple(labels)
+
+
+def _plaintext_size(groups: Iterable[Sequence[str]]) -> int:
+    longest = max((sum(1 + len(label.encode()) for label in labels) + 1 for labels in groups), default=0)
+    return max(_MIN_PLAINTEXT, -(-longest // 16) * 16)
+
+
+def seal_batch(key_type: str, keys: Sequence[str], labels: Sequence[Sequence[str]], scalar: Scalar, size: int) -> bytes:
+    """Table records for a batch of distinct keys: ``tag ‖ AES-GCM(labels) ‖ gcm_tag`` each, packed."""
+    oprf = _ristretto.scalarmult_many(scalar.to_bytes(), hash_to_group_batch(key_type, keys))
+    out = []
+    for value, group in zip(_split(oprf), labels, strict=True):
+        tag, key, nonce = _derive(value)
+        cipher = AES.new(key, AES.MODE_GCM, nonce=nonce, mac_len=GCM_TAG_BYTES)
+        cipher.update(tag)
+        ct, mac = cipher.encrypt_and_digest(_encode_labels(group, size))
+        out.append(tag + ct + mac)
+    return b"".join(out)
+
+
+def key_id(scalar: Scalar) -> str:
+    """Public fingerprint of an OPRF key (hex of SHA-256 of k·B, 16 chars); binds a table to its key."""
+    return hashlib.sha256(_ristretto.scalarmult_base(scalar.to_bytes())).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class SenderTable:
+    """A labeled-PSI table for one key type and key epoch. Holds no secret; safe to cache on disk.
+
+    Attributes:
+        key_type: Identifier kind of the keys.
+        key_id: Fingerprint of the OPRF key that built it (see :func:`key_id`).
+        record_size: Bytes per record (tag, ciphertext, GCM tag).
+        records: Packed records sorted by tag.
+    """
+
+    key_type: KeyType
+    key_id: str
+    record_size: int
+    records: bytes
+
+    @property
+    def count(self) -> int:
+        """Number of records."""
+        return len(self.records) // self.record_size
+
+
+def prepare_sender_table(
+    records: Iterable[tuple[str, str]],
+    *,
+    key_type: KeyType,
+    key: Scalar,
+    mapper: BatchMapper = serial_map,
+    batch: int = 8192,
+) -> SenderTable:
+    """Build the sender's table once per key epoch.
+
+    Args:
+        records: ``(canonical key, label)`` pairs; repeated keys gather their distinct labels.
+        key_type: Identifier kind of the keys.
+        key: The OPRF key k of this epoch. **Rotate it per epoch**: anyone who ever learns k can
+            test any identifier against every table built with it.
+        mapper: Parallelises the OPRF evaluations and sealing.
+        batch: Keys per mapped batch.
+
+    Returns:
+        The :class:`SenderTable` (deterministic for given records and key).
+    """
+    groups: dict[str, set[str]] = {}
+    for k, label in records:
+        groups.setdefault(k, set()).add(label)
+    keys = sorted(groups)
+    labels = [sorted(groups[k]) for k in keys]
+    size = _plaintext_size(labels)
+    args = [(str(key_type), keys[i : i + batch], labels[i : i + batch], key, size) for i in range(0, len(keys), batch)]
+    packed = b"".join(mapper(seal_batch, args))
+    record_size = TAG_BYTES + size + GCM_TAG_BYTES
+    rows = sorted(packed[i : i + record_size] for i in range(0, len(packed), record_size))
+    return SenderTable(KeyType(key_type), key_id(key), record_size, b"".join(rows))
+
+
+@dataclass(frozen=True)
+class LabeledResult:
+    """Outcome at the receiver.
+
+    Attributes:
+        labels: For each matched canonical identifier, its labels (more than one means a conflict).
+        query_count: Distinct identifiers queried.
+        table_size: Records in the sender's table.
+    """
+
+    labels: dict[str, tuple[str, ...]]
+    query_count: int
+    table_size: int
+
+
+class LabeledReceiverStage(Enum):
+    """Receiver stages, named by what the receiver waits for."""
+
+    IDLE = "idle"
+    AWAIT_WELCOME = "await_welcome"
+    AWAIT_EVALUATED = "await_evaluated"
+    AWAIT_TABLE = "await_table"
+    DONE = "done"
+
+
+class LabeledSenderStage(Enum):
+    """Sender stages, named by what the sender waits for."""
+
+    IDLE = "idle"
+    AWAIT_QUERY = "await_query"
+    AWAIT_TABLE_PULL = "await_table_pull"
+    DONE = "done"
+
+
+_R = LabeledReceiverStage
+_S = LabeledSenderStage
+
+
+class LabeledPsiReceiver(Session):
+    """The receiver (client) of labeled PSI.
+
+    Args:
+        values: Canonical identifiers to look up; duplicates collapse.
+        key_type: Identifier kind (must match the sender's table).
+        job_id: Job the session belongs to.
+        chunk_size: Elements per query chunk.
+        blind: The blinding scalar r (fresh by default; inject only for known-answer tests).
+        rng: Randomness for the query shuffle.
+        mapper: Parallelises the group work.
+    """
+
+    Stage = LabeledReceiverStage
+    TRANSITIONS = {
+        (_R.AWAIT_WELCOME, "psi.welcome"): "_on_welcome",
+        (_R.AWAIT_EVALUATED, "psi.chunk:evaluated"): "_on_evaluated",
+        (_R.AWAIT_TABLE, "psi.chunk:label_table"): "_on_table",
+    }
+
+    def __init__(
+        self,
+        values: Iterable[str],
+        *,
+        key_type: KeyType,
+        job_id: str,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        blind: Scalar | None = None,
+        rng: RandomSource | None = None,
+        mapper: BatchMapper = serial_map,
+    ) -> None:
+        super().__init__(job_id)
+        self.key_type = KeyType(key_type)
+        self.chunk_size = chunk_size
+        self._blind = blind or Scalar.random()
+        self._map = mapper
+        self._values = shuffle(list(dict.fromkeys(values)), rng or default_rng())
+        self._query_index = 0
+        self._wanted: dict[bytes, tuple[str, bytes, bytes]] = {}
+        self._labels: dict[str, tuple[str, ...]] = {}
+        self._readers: dict[Stream, ChunkReader] = {}
+        self._result: LabeledResult | None = None
+
+    def start(self) -> PsiHello:
+        """Open the session."""
+        self._require_idle()
+        self._stage = _R.AWAIT_WELCOME
+        return PsiHello(
+            job_id=self.job_id,
+            stage=self._stage.name,
+            protocol=PsiProtocol.LABELED,
+            key_type=self.key_type,
+            set_size=len(self._values),
+            chunk_size=self.chunk_size,
+        )
+
+    def result(self) -> LabeledResult:
+        """The outcome. Raises ``PsiLocalError`` before the session is done."""
+        self._require_done()
+        assert self._result is not None
+        return self._result
+
+    def _on_welcome(self, message: PsiWelcome) -> Message:
+        if message.protocol is not PsiProtocol.LABELED or message.record_size <= TAG_BYTES + GCM_TAG_BYTES:
+            raise self._fail("welcome for another protocol")
+        self._readers = {
+            Stream.EVALUATED: ChunkReader(Stream.EVALUATED, len(self._values), self.chunk_size),
+            Stream.LABEL_TABLE: ChunkReader(
+                Stream.LABEL_TABLE, message.set_size, message.chunk_size, message.record_size
+            ),
+        }
+        return self._next_query()
+
+    def _next_query(self) -> PsiChunk:
+        index = self._query_index
+        start, stop = chunk_bounds(index, len(self._values), self.chunk_size)
+        body = map_blind(self._map, self.key_type, self._values[start:stop], self._blind)
+        self._query_index += 1
+        self._stage = _R.AWAIT_EVALUATED
+        return self._chunk(Stream.QUERY, index, len(self._values), self.chunk_size, body)
+
+    def _on_evaluated(self, message: PsiChunk) -> Message:
+        reader = self._readers[Stream.EVALUATED]
+        body = reader.accept(message, self._stage.name)
+        unblinded = map_evaluate(self._map, body, self._blind.invert())
+        start, _ = chunk_bounds(message.chunk, len(self._values), self.chunk_size)
+        for offset, value in enumerate(_split(unblinded)):
+            tag, key, nonce = _derive(value)
+            self._wanted[tag] = (self._values[start + offset], key, nonce)
+        if not reader.done:
+            return self._next_query()
+        self._stage = _R.AWAIT_TABLE
+        return self._pull(Stream.LABEL_TABLE, 0)
+
+    def _on_table(self, message: PsiChunk) -> Message | None:
+        reader = self._readers[Stream.LABEL_TABLE]
+        body = reader.accept(message, self._stage.name)
+        size = reader.element_size
+        for pos in range(0, len(body), size):
+            hit = self._wanted.get(body[pos : pos + TAG_BYTES])
+            if hit is not None:
+                self._labels[hit[0]] = self._open(body[pos : pos + size], hit[1], hit[2])
+        if not reader.done:
+            return self._pull(Stream.LABEL_TABLE, reader.next_index)
+        self._result = LabeledResult(dict(self._labels), len(self._values), reader.total_count)
+        self._wanted = {}
+        self._stage = _R.DONE
+        return None
+
+    @staticmethod
+    def _open(record: bytes, key: bytes, nonce: bytes) -> tuple[str, ...]:
+        tag, sealed = record[:TAG_BYTES], record[TAG_BYTES:]
+        cipher = AES.new(key, AES.MODE_GCM, nonce=nonce, mac_len=GCM_TAG_BYTES)
+        cipher.update(tag)
+        try:
+            plaintext = cipher.decrypt_and_verify(sealed[:-GCM_TAG_BYTES], sealed[-GCM_TAG_BYTES:])
+            return _decode_labels(plaintext)
+        except (ValueError, UnicodeDecodeError):
+            raise PsiCryptoError() from None
+
+
+class LabeledPsiSender(Session):
+    """The sender (server) of labeled PSI.
+
+    Args:
+        table: The table prepared for this key epoch.
+        key: The OPRF key the table was built with (checked against ``table.key_id``).
+        job_id: Job the session belongs to.
+        chunk_size: Records per table chunk.
+        mapper: Parallelises the OPRF evaluations.
+    """
+
+    Stage = LabeledSenderStage
+    TRANSITIONS = {
+        (_S.IDLE, "psi.hello"): "_on_hello",
+        (_S.AWAIT_QUERY, "psi.chunk:query"): "_on_query",
+        (_S.AWAIT_TABLE_PULL, "psi.pull:label_table"): "_on_pull",
+    }
+
+    def __init__(
+        self,
+        table: SenderTable,
+        *,
+        key: Scalar,
+        job_id: str,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        mapper: BatchMapper = serial_map,
+    ) -> None:
+        super().__init__(job_id)
+        if key_id(key) != table.key_id:
+            raise ValueError("the key is not the one the table was built with")
+        self.table = table
+        self.chunk_size = chunk_size
+        self._key = key
+        self._map = mapper
+        self._query_reader: ChunkReader | None = None
+        self._next_pull = 0
+
+    def result(self) -> int:
+        """What the sender learns: how many identifiers were queried."""
+        self._require_done()
+        assert self._query_reader is not None
+        return self._query_reader.total_count
+
+    def _on_hello(self, message: PsiHello) -> PsiWelcome:
+        if message.protocol is not PsiProtocol.LABELED or message.key_type is not self.table.key_type:
+            raise self._fail("hello terms differ from the agreed protocol or key type")
+        self._query_reader = ChunkReader(Stream.QUERY, message.set_size, message.chunk_size)
+        self._stage = _S.AWAIT_QUERY
+        return PsiWelcome(
+            job_id=self.job_id,
+            stage=self._stage.name,
+            protocol=PsiProtocol.LABELED,
+            set_size=self.table.count,
+            chunk_size=self.chunk_size,
+            record_size=self.table.record_size,
+        )
+
+    def _on_query(self, message: PsiChunk) -> PsiChunk:
+        assert self._query_reader is not None
+        body = self._query_reader.accept(message, self._stage.name)
+        evaluated = map_evaluate(self._map, body, self._key)
+        if self._query_reader.done:
+            self._stage = _S.AWAIT_TABLE_PULL
+        return self._chunk(
+            Stream.EVALUATED, message.chunk, message.total_count, self._query_reader.chunk_size, evaluated
+        )
+
+    def _on_pull(self, message: PsiPull) -> PsiChunk:
+        total, size = self.table.count, self.table.record_size
+        if message.chunk != self._next_pull or message.chunk >= chunk_count(total, self.chunk_size):
+            raise self._fail(f"pull of chunk {message.chunk}; expected {self._next_pull}")
+        self._next_pull += 1
+        start, stop = chunk_bounds(message.chunk, total, self.chunk_size)
+        if self._next_pull >= chunk_count(total, self.chunk_size):
+            self._stage = _S.DONE
+        body = self.table.records[start * size : stop * size]
+        return self._chunk(Stream.LABEL_TABLE, message.chunk, total, self.chunk_size, body, size)
