@@ -1,0 +1,174 @@
+"""Key material for a local Flower federation: a TLS CA, a server certificate, SuperNode keys.
+
+Everything is generated offline with the ``cryptography`` package (the version Flower pins).
+
+- ``generate_tls(dir)`` writes ``ca.crt``, ``server.crt`` and ``server.key`` (PEM). The server
+  certificate is signed by the CA and names ``127.0.0.1``, ``::1`` and ``localhost`` as subject
+  alternative names, which is what the SuperLink's HTTPS listener needs on loopback.
+- ``generate_supernode_key(dir, name)`` writes the EC P-384 key pair a SuperNode authenticates
+  with in Flower 1.42: the private key in OpenSSH PEM (``--auth-supernode-private-key``), the public
+  key in OpenSSH one-line form (``flwr supernode register <file>``).
+
+What each party learns: nothing; this module only writes files. Private keys are written with mode
+0600.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+_VALIDITY = datetime.timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """Paths of the generated TLS material."""
+
+    ca_cert: Path
+    server_cert: Path
+    server_key: Path
+
+
+@dataclass(frozen=True)
+class NodeKeyFiles:
+    """Paths of one SuperNode's authentication key pair."""
+
+    private_key: Path
+    public_key: Path
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Tandem local federation"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+
+
+def _ca(now: datetime.datetime) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = _name("Tandem local CA")
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + _VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def _server(
+    ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, now: datetime.datetime
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    san = x509.SubjectAlternativeName(
+        [
+            x509.DNSName("localhost"),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            x509.IPAddress(ipaddress.ip_address("::1")),
+        ]
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("localhost"))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + _VALIDITY)
+        .add_extension(san, critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def generate_tls(directory: Path) -> TlsFiles:
+    """Write a fresh CA and a loopback server certificate signed by it.
+
+    Args:
+        directory: Where to write ``ca.crt``, ``server.crt`` and ``server.key``; created if missing.
+
+    Returns:
+        The paths written.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, ca_cert = _ca(now)
+    server_key, server_cert = _server(ca_key, ca_cert, now)
+    files = TlsFiles(directory / "ca.crt", directory / "server.crt", directory / "server.key")
+    files.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    files.server_cert.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
+    _write_private(
+        files.server_key,
+        server_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        ),
+    )
+    return files
+
+
+def generate_supernode_key(directory: Path, name: str) -> NodeKeyFiles:
+    """Write an EC P-384 key pair in the OpenSSH formats Flower 1.42 expects for node auth.
+
+    Args:
+        directory: Where to write ``<name>_node`` and ``<name>_node.pub``; created if missing.
+        name: File stem, normally the party name.
+
+    Returns:
+        The paths written.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP384R1())
+    files = NodeKeyFiles(directory / f"{name}_node", directory / f"{name}_node.pub")
+    _write_private(
+        files.private_key,
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        ),
+    )
+    files.public_key.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        + f" tandem-{name}\n".encode()
+    )
+    return files

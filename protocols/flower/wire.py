@@ -1,0 +1,128 @@
+"""What travels inside a Flower Message between Tandem's ServerApp (arbiter) and ClientApp shims.
+
+One instruction per party per round, message type ``query.tandem_round``, content a ``RecordDict``
+with one ``ConfigRecord`` under :data:`RECORD_KEY`:
+
+- ``payload`` (bytes): opaque round payload, produced by the arbiter (instruction) or by the
+  party's node service (reply). Flower never interprets it.
+- ``job_id`` (str), ``party`` (str), ``round`` (int): routing facts, instruction only.
+
+Discovery (only when the SuperLink does not know the nodes' names, i.e. without SuperNode
+authentication) uses message type ``query.tandem_hello``; the reply carries ``party`` from the
+SuperNode's node config.
+
+The node service is reached at ``{service-url}/flower/v1/{run_id}/{round}`` (see
+:func:`service_round_url`).
+
+What each party learns: only the payload addressed to it and the round number. The arbiter sees
+every reply payload in full, so replies must carry only what the arbiter may see (masked values,
+sealed envelopes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flwr.app import ConfigRecord, RecordDict
+
+RECORD_KEY = "tandem"
+ROUND_ACTION = "tandem_round"
+HELLO_ACTION = "tandem_hello"
+ROUND_MESSAGE_TYPE = f"query.{ROUND_ACTION}"
+HELLO_MESSAGE_TYPE = f"query.{HELLO_ACTION}"
+
+NODE_CONFIG_PARTY = "party"
+NODE_CONFIG_SERVICE_URL = "service-url"
+
+HEADER_JOB_ID = "X-Tandem-Job-Id"
+HEADER_PARTY = "X-Tandem-Party"
+HEADER_RUN_ID = "X-Tandem-Run-Id"
+HEADER_ROUND = "X-Tandem-Round"
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """One round's instruction to one party."""
+
+    job_id: str
+    party: str
+    round: int
+    payload: bytes
+
+
+def instruction_content(instruction: Instruction) -> RecordDict:
+    """Pack an instruction into message content."""
+    record = ConfigRecord(
+        {
+            "job_id": instruction.job_id,
+            "party": instruction.party,
+            "round": instruction.round,
+            "payload": instruction.payload,
+        }
+    )
+    return RecordDict({RECORD_KEY: record})
+
+
+def read_instruction(content: RecordDict) -> Instruction:
+    """Unpack an instruction from message content.
+
+    Raises:
+        ValueError: The content is not a Tandem instruction.
+    """
+    record = _record(content)
+    payload, job_id, party, round_ = (
+        record.get("payload"),
+        record.get("job_id"),
+        record.get("party"),
+        record.get("round"),
+    )
+    if not isinstance(payload, bytes) or not isinstance(job_id, str) or not isinstance(party, str):
+        raise ValueError("malformed Tandem instruction")
+    if not isinstance(round_, int) or isinstance(round_, bool):
+        raise ValueError("malformed Tandem instruction round")
+    return Instruction(job_id=job_id, party=party, round=round_, payload=payload)
+
+
+def reply_content(payload: bytes) -> RecordDict:
+    """Pack a party's reply payload into message content."""
+    return RecordDict({RECORD_KEY: ConfigRecord({"payload": payload})})
+
+
+def read_reply(content: RecordDict) -> bytes:
+    """Unpack a reply payload.
+
+    Raises:
+        ValueError: The content is not a Tandem reply.
+    """
+    payload = _record(content).get("payload")
+    if not isinstance(payload, bytes):
+        raise ValueError("malformed Tandem reply")
+    return payload
+
+
+def hello_reply_content(party: str) -> RecordDict:
+    """Pack the discovery reply: the party name from the SuperNode's node config."""
+    return RecordDict({RECORD_KEY: ConfigRecord({"party": party})})
+
+
+def read_hello_reply(content: RecordDict) -> str:
+    """Unpack the party name from a discovery reply.
+
+    Raises:
+        ValueError: The content is not a Tandem discovery reply.
+    """
+    party = _record(content).get("party")
+    if not isinstance(party, str) or not party:
+        raise ValueError("malformed Tandem hello reply")
+    return party
+
+
+def service_round_url(service_url: str, run_id: int, round_: int) -> str:
+    """The node service endpoint a ClientApp posts a round to."""
+    return f"{service_url.rstrip('/')}/flower/v1/{run_id}/{round_}"
+
+
+def _record(content: RecordDict) -> ConfigRecord:
+    if RECORD_KEY not in content.config_records:
+        raise ValueError(f"message content has no '{RECORD_KEY}' config record")
+    return content.config_records[RECORD_KEY]
