@@ -24,7 +24,7 @@ __all__ = [
     "serial_map",
 ]
 
-SUB_BATCH = 8192
+SUB_BATCH = 2048
 
 
 class BatchMapper(Protocol):

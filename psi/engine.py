@@ -2,7 +2,7 @@
 
 * :class:`ProcessPoolMapper` maps the pure per-batch functions of :mod:`psi._batch` over a process
   pool (both cores by default); sessions take it as ``mapper=``. Work is split into sub-batches of
-  8,192 elements, and at most one chunk (65,536 elements) is in flight per session, which bounds memory.
+  2,048 elements, and at most one chunk (65,536 elements) is in flight per session, which bounds memory.
 * :func:`blind_file`, :func:`iter_identifier_batches`, :func:`write_packed`, :func:`iter_packed`,
   :func:`save_table` and :func:`load_table` are the only functions in ``psi`` that touch files, and
   only the paths they are given.
