@@ -16,6 +16,7 @@ from sklearn.preprocessing import StandardScaler
 
 from demo import _synthetic_ids as ids
 from demo.synthetic import DATASETS, SynthConfig, generate, main
+from psi.identifiers import gb11643_check_digit, luhn_check_digit, normalise
 
 N = 20_000
 AS_OF = date(2025, 6, 30)
@@ -71,6 +72,17 @@ def test_reference_check_digits_agree_with_known_examples():
     assert ids.luhn_check_digits(body)[0] == 8
     first17 = np.array([[int(c) for c in "11010519491231002"]])
     assert chr(ids.gb11643_check_digits(first17)[0]) == "X"
+
+
+def test_vectorised_check_digits_agree_with_psi_identifiers():
+    rng = np.random.default_rng(0)
+    first17 = rng.integers(0, 10, (2000, 17))
+    body = rng.integers(0, 10, (2000, 14))
+    got_gb = ids.gb11643_check_digits(first17)
+    got_luhn = ids.luhn_check_digits(body)
+    for i in range(2000):
+        assert chr(got_gb[i]) == gb11643_check_digit("".join(map(str, first17[i])))
+        assert str(got_luhn[i]) == luhn_check_digit("".join(map(str, body[i])))
 
 
 # --- determinism and streaming ------------------------------------------------------------------
@@ -198,14 +210,16 @@ def test_stale_numbers(pop: dict[str, pd.DataFrame], joined: pd.DataFrame):
     assert (joined.loc[~stale, "contactable"] == 0).mean() < 0.1
 
 
-def normalise(col: str, value: str) -> str:
-    if col == "id_number":
-        return value.upper()
-    if col == "imei":
-        return value.replace(" ", "")
-    if col == "mac":
-        return value.replace("-", ":").lower()
-    return value
+KEY_COLS = ("mobile", "msisdn", "id_number", "imei", "idfa", "mac", "customer_id")
+
+
+def test_every_identifier_accepted_by_psi_normalise(pop: dict[str, pd.DataFrame]):
+    for df in pop.values():
+        for col in KEY_COLS:
+            if col in df:
+                key_type = "mobile" if col == "msisdn" else col
+                for value in df[col].dropna()[:1000]:
+                    normalise(key_type, value)
 
 
 def test_lost_contacts_consistent(pop: dict[str, pd.DataFrame]):
@@ -220,8 +234,8 @@ def test_lost_contacts_consistent(pop: dict[str, pd.DataFrame]):
         for col in keys:
             raw = getattr(row, col)
             if isinstance(raw, str):
-                assert normalise(col, raw) == ref.at[row.customer_id, col]
-                messy += normalise(col, raw) != raw
+                assert normalise(col, raw) == normalise(col, ref.at[row.customer_id, col])
+                messy += raw != ref.at[row.customer_id, col]
     assert messy > 0
     assert lost["imei"].dropna().str.contains(" ").any()
     assert lost["mac"].dropna().str.contains("-").any()
