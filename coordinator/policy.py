@@ -65,6 +65,7 @@ __all__ = [
     "Policy",
     "PolicyError",
     "Predicate",
+    "RULE_IDS",
     "evaluate",
     "load_policy",
     "parse_filter",
@@ -504,7 +505,8 @@ def _key_category_findings(inp: _Input) -> list[RuleOutcome]:
 
 
 def _key_pairing_findings(ctx: _Ctx) -> list[RuleOutcome]:
-    if len(ctx.rule.required_inputs) < 2 or len(ctx.inputs) != 2:
+    """Two inputs are joined by PSI, so both need key_fields, paired by key type in the same order."""
+    if len(ctx.inputs) != 2:
         return []
     a, b = ctx.inputs
     for inp in (a, b):
@@ -695,7 +697,7 @@ def _r15(ctx: _Ctx) -> list[RuleOutcome]:
 
 
 _Rule = tuple[str, Callable[[_Ctx], list[RuleOutcome]], str]
-RULES: tuple[_Rule, ...] = (
+_RULES: tuple[_Rule, ...] = (
     (R01, _r01, "every input dataset is in the catalog"),
     (R02, _r02, "every named field exists in its dataset"),
     (R03, _r03, "the job kind may serve this purpose"),
@@ -712,6 +714,9 @@ RULES: tuple[_Rule, ...] = (
     (R14, _r14, "relay conditions hold (or not relay mode)"),
     (R15, _r15, "filters parse and use approved feature fields"),
 )
+
+RULE_IDS: tuple[str, ...] = tuple(rule_id for rule_id, _, _ in _RULES)
+"""Every rule id, in evaluation order (stable: new rules are appended)."""
 
 
 def _required_approvals(ctx: _Ctx, needs_auditor: bool) -> list[str]:
@@ -743,7 +748,7 @@ def evaluate(
     """
     ctx = _context(job, datasets, party_kinds, policy)
     rules: list[RuleOutcome] = []
-    for rule_id, check, ok_text in RULES:
+    for rule_id, check, ok_text in _RULES:
         rules += check(ctx) or [_out(rule_id, True, ok_text)]
     needs_auditor = ctx.reveal or bool(_high_level_fields(ctx))
     return Decision(

@@ -11,6 +11,7 @@ import pytest
 
 from coordinator.policy import (
     DEFAULT_POLICY_PATH,
+    RULE_IDS,
     FilterSyntaxError,
     Policy,
     PolicyError,
@@ -146,6 +147,7 @@ def test_allowed_audience_overlap_lists_every_rule(policy: Policy) -> None:
     # Assert
     assert decision.allowed, [r.message for r in decision.rules if not r.allowed]
     assert decision.policy_version == "2026-11-27.1"
+    assert [r.rule_id for r in decision.rules] == list(RULE_IDS)
     assert [r.rule_id.split("-")[0] for r in decision.rules] == [f"R{i:02d}" for i in range(1, 16)]
     assert all(r.message.startswith(r.rule_id + ": ") for r in decision.rules)
     assert decision.required_approvals == ["party:bank-a", "party:telco-x"]
@@ -237,6 +239,23 @@ def test_r04_site_selection_takes_telco_alone(policy: Policy) -> None:
 
     assert decision.allowed, [r.message for r in decision.rules if not r.allowed]
     assert decision.required_approvals == ["party:telco-x"]
+
+
+def test_app_promotion_telco_alone_or_excluding_bank_customers(policy: Policy) -> None:
+    def job(*inputs: dict[str, Any]) -> JobCreate:
+        return JobCreate.model_validate({
+            "kind": "app_promotion", "purpose": "app_promotion", "title": "app push", "inputs": list(inputs),
+            "params": {"output_mode": "relay", "message_template": "Try our app", "min_cell": 50}})
+
+    telco_only = run(job({"dataset_id": TELCO_ID, "filter": "arpu > 80.5"}), policy)
+    keyless = run(job({"dataset_id": TELCO_ID}, {"dataset_id": BANK_ID}), policy)
+    keyed = run(job({"dataset_id": TELCO_ID, "key_fields": ["msisdn"]},
+                    {"dataset_id": BANK_ID, "key_fields": ["mobile"]}), policy)
+
+    assert telco_only.allowed, [r.message for r in telco_only.rules if not r.allowed]
+    assert telco_only.required_approvals == ["party:telco-x"]
+    assert [r.rule_id for r in keyless.rules if not r.allowed] == ["R07-key-fields"]
+    assert keyed.allowed and keyed.required_approvals == ["party:bank-a", "party:telco-x"]
 
 
 # ---------------------------------------------------------------- R05-R09
