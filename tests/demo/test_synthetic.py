@@ -281,3 +281,28 @@ def test_federation_uplift(joined: pd.DataFrame):
     assert figures["default_flag"][1] - figures["default_flag"][0] >= 0.03
     for lab in ("wealth_purchase", "app_adopted"):
         assert figures[lab][1] - figures[lab][0] >= 0.015
+
+
+# --- governance ---------------------------------------------------------------------------------
+
+GOVERNANCE = Path(__file__).resolve().parents[2] / "demo" / "governance"
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_governance_covers_every_column_and_types_parse(tmp_path: Path, fmt: str):
+    from protocols.node.adapters import CsvSource, ParquetSource
+    from protocols.node.governance import describe, load_governance
+
+    out = generate(tmp_path, n=3_000, seed=1, fmt=fmt, progress=False)  # type: ignore[arg-type]
+    for name, path in out.as_dict().items():
+        gov = load_governance(GOVERNANCE / f"{name}.yaml")
+        assert gov.dataset == name
+        source = CsvSource(path) if fmt == "csv" else ParquetSource(path)
+        with source:
+            entry = describe(source, gov)
+        assert entry.row_count == out.rows[name]
+        for field_ in entry.fields:
+            assert (field_.key_type is not None) == (field_.category.value == "identifier"), field_.name
+    consent = load_governance(GOVERNANCE / "bank_customers.yaml").fields["consent_recovery"]
+    assert (consent.category.value, consent.security_level, [p.value for p in consent.purposes]) == (
+        "sensitive", 2, ["recovery"])
