@@ -1,0 +1,120 @@
+"""The one place where errors become HTTP responses.
+
+Every error body has the same shape::
+
+    {"detail": [{"field": "body.inputs.0.dataset_id", "message": "...", "fix": "..."}]}
+
+``field`` is a dotted path into the request (``body.…``, ``query.…``, ``path.…``) or null.
+Domain errors map by class through ``CATALOG``; validation errors name each offending field;
+anything unexpected is a 500 with no detail (and a logged traceback).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError, IntegrityError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from coordinator.audit_chain import AuditError
+from coordinator.errors import BadRequest, Conflict, CoordinatorError, Forbidden, NotFound, Unauthorized
+from coordinator.policy import PolicyError
+from protocols.errors import ProtocolError
+
+__all__ = ["CATALOG", "error_body", "install_error_handlers"]
+
+logger = logging.getLogger(__name__)
+
+CATALOG: dict[type[Exception], int] = {
+    BadRequest: 400,
+    Unauthorized: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    PolicyError: 400,
+    ProtocolError: 400,  # refined by each ProtocolError's status_hint (CryptoError 403, ...)
+    AuditError: 500,
+    IntegrityError: 409,
+    DataError: 400,
+}
+
+_FIXES = {
+    "missing": "add this field",
+    "extra_forbidden": "remove this field; /openapi.json lists the accepted fields",
+    "json_invalid": "send a valid JSON document",
+    "string_pattern_mismatch": "match the pattern given in the message",
+}
+
+
+def error_body(message: str, field: str | None = None, fix: str | None = None) -> dict[str, Any]:
+    """The JSON body of every error response."""
+    return {"detail": [{"field": field, "message": message, "fix": fix}]}
+
+
+def _status(exc: Exception) -> int:
+    if isinstance(exc, ProtocolError):
+        return exc.status_hint
+    return next((CATALOG[cls] for cls in type(exc).__mro__ if cls in CATALOG), 500)
+
+
+def _domain_message(exc: Exception) -> tuple[str, str | None, str | None]:
+    if isinstance(exc, CoordinatorError):
+        return exc.message, exc.field, exc.fix
+    if isinstance(exc, IntegrityError):
+        return "the request conflicts with existing data", None, "re-read the object and retry"
+    if isinstance(exc, DataError):
+        return "a value was refused by the database (e.g. a NUL character)", None, "remove control characters"
+    if isinstance(exc, AuditError):
+        return "internal error", None, None
+    return str(exc), None, None
+
+
+async def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:
+    status = _status(exc)
+    if status >= 500:
+        logger.error("%s %s failed: %s", request.method, request.url.path, type(exc).__name__)
+    message, field, fix = _domain_message(exc)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(error_body(message, field, fix), status_code=status, headers=headers)
+
+
+def _field(loc: tuple[Any, ...] | list[Any]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def _validation_item(err: dict[str, Any]) -> dict[str, Any]:
+    kind = str(err.get("type", ""))
+    loc = list(err.get("loc", ()))
+    if kind == "json_invalid":
+        return {"field": "body", "message": f"malformed JSON: {err.get('ctx', {}).get('error', err['msg'])}",
+                "fix": _FIXES[kind]}
+    return {"field": _field(loc), "message": str(err.get("msg", "invalid value")),
+            "fix": _FIXES.get(kind, "see /openapi.json for the expected type")}
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse({"detail": [_validation_item(e) for e in exc.errors()]}, status_code=422)
+
+
+async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return JSONResponse(error_body(str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("%s %s failed unexpectedly", request.method, request.url.path)
+    return JSONResponse(error_body("internal error"), status_code=500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the catalog's handlers on ``app``."""
+    for cls in (CoordinatorError, *CATALOG):
+        app.add_exception_handler(cls, _on_domain_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(Exception, _on_unexpected)

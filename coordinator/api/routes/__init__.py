@@ -1,0 +1,1 @@
+"""Routers of the coordinator API (mounted under /api/v1)."""

@@ -1,0 +1,49 @@
+"""Audit log: events, signed head, streamed export, and the public key that verifies them."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import StreamingResponse
+
+from coordinator import audit_log
+from coordinator.accounts import Principal
+from coordinator.api.access import required
+from coordinator.api.deps import ContextDep
+from coordinator.api.schemas import PublicKey, SignedHeadPublic
+from coordinator.store import MAX_DB_INT
+from protocols.messages.control import AuditEventPublic
+
+router = APIRouter(prefix="/audit", tags=["audit"])
+
+
+@router.get("/events", response_model=list[AuditEventPublic])
+def audit_events(
+    ctx: ContextDep, _: Annotated[Principal, Depends(required("audit_events"))],
+    after_seq: Annotated[int, Query(ge=-1, le=MAX_DB_INT)] = -1,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[AuditEventPublic]:
+    """Events with ``seq > after_seq``, oldest first."""
+    return audit_log.events(ctx, after_seq, limit)
+
+
+@router.get("/export", response_class=StreamingResponse,
+            responses={200: {"content": {"application/x-ndjson": {}}, "description": "JSONL export"}})
+def audit_export(ctx: ContextDep, actor: Annotated[Principal, Depends(required("audit_export"))]) -> StreamingResponse:
+    """The whole log as JSON Lines with a freshly signed head (verify with ``audit verify``)."""
+    lines = audit_log.export(ctx, actor.actor)
+    return StreamingResponse(lines, media_type="application/x-ndjson",
+                             headers={"Content-Disposition": 'attachment; filename="audit.jsonl"'})
+
+
+@router.get("/head", response_model=SignedHeadPublic)
+def audit_head(ctx: ContextDep, _: Annotated[Principal, Depends(required("audit_head"))]) -> SignedHeadPublic:
+    """The current head, signed now."""
+    return SignedHeadPublic(**audit_log.signed_head(ctx).to_dict())
+
+
+@router.get("/public-key", response_model=PublicKey)
+def audit_public_key(ctx: ContextDep) -> PublicKey:
+    """The coordinator's Ed25519 public key (no authentication)."""
+    return PublicKey(public_key=ctx.audit_key.public_hex)

@@ -1,0 +1,79 @@
+"""The coordinator's FastAPI application factory.
+
+``create_app(settings)`` opens the store (creating tables), loads the policy and the audit key,
+records ``policy.loaded`` in the audit log, and wires routers, the body-size limit and the error
+catalog. The app holds no other global state.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+
+from coordinator import audit_log
+from coordinator.api.deps import ContextDep
+from coordinator.api.error_catalog import install_error_handlers
+from coordinator.api.middleware import BodySizeLimit
+from coordinator.api.routes import audit, catalog, jobs
+from coordinator.api.schemas import Health
+from coordinator.context import Context
+from coordinator.keys import load_or_create_signing_key
+from coordinator.policy import load_policy
+from coordinator.settings import Settings, get_settings
+from coordinator.store import SqlStore, Store
+
+__all__ = ["API_PREFIX", "build_context", "create_app"]
+
+API_PREFIX = "/api/v1"
+logger = logging.getLogger(__name__)
+
+
+def build_context(settings: Settings, store: Store | None = None) -> Context:
+    """Open the store, load policy and audit key, and record ``policy.loaded``."""
+    policy = load_policy(settings.policy_path)
+    ctx = Context(store=store or SqlStore.from_url(settings.database_url), policy=policy,
+                  audit_key=load_or_create_signing_key(settings.signing_key_path))
+    audit_log.record_alone(ctx, "coordinator", "policy.loaded", "policy",
+                           {"version": policy.version, "digest": policy.digest})
+    logger.info("policy %s loaded (digest %s)", policy.version, policy.digest[:16])
+    return ctx
+
+
+def _health_router() -> APIRouter:
+    router = APIRouter(tags=["health"])
+
+    @router.get("/healthz", response_model=Health)
+    def healthz(ctx: ContextDep) -> Health:
+        """Liveness (no authentication)."""
+        return Health(status="ok", policy_version=ctx.policy.version)
+
+    return router
+
+
+def create_app(settings: Settings | None = None, *, store: Store | None = None) -> FastAPI:
+    """Build the coordinator app.
+
+    Args:
+        settings: configuration; default ``get_settings()`` (the environment). When given, it is
+            also what the ``get_settings`` dependency returns inside this app.
+        store: use this store instead of opening ``settings.database_url`` (tests).
+    """
+    settings = settings or get_settings()
+    ctx = build_context(settings, store)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        ctx.store.close()
+
+    app = FastAPI(title="Tandem coordinator", version="1", lifespan=lifespan)
+    app.state.context = ctx
+    app.dependency_overrides[get_settings] = lambda: settings
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    install_error_handlers(app)
+    for router in (_health_router(), catalog.router, jobs.router, audit.router):
+        app.include_router(router, prefix=API_PREFIX)
+    return app

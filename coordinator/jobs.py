@@ -1,0 +1,270 @@
+"""Job service: submission under policy, signed approvals, cancellation, node progress and results.
+
+Every function opens one write transaction in which the state change and its audit events are
+written together. Party users see only jobs that involve their party; an invisible job is reported
+as not found, so ids of other parties' jobs leak nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from coordinator import audit_log
+from coordinator.accounts import Principal
+from coordinator.context import Context
+from coordinator.errors import BadRequest, Conflict, Forbidden, NotFound
+from coordinator.job_states import (
+    FINAL,
+    REPORTABLE,
+    WAITING_STAGE,
+    can_move,
+    outcome_of_results,
+    status_after_decision,
+)
+from coordinator.policy import evaluate
+from coordinator.store import JobUpdate, Transaction
+from protocols.canonical import canonical_json, sha256_hex
+from protocols.errors import CryptoError
+from protocols.messages.control import (
+    ApprovalCreate,
+    ApprovalPublic,
+    DatasetPublic,
+    Decision,
+    JobCreate,
+    JobProgress,
+    JobPublic,
+    JobResultReport,
+    JobStatus,
+    Role,
+    job_terms,
+)
+from protocols.signing import job_digest, verify_approval
+
+__all__ = ["approve", "cancel", "get_job", "list_jobs", "node_jobs", "report_progress", "report_result", "submit"]
+
+logger = logging.getLogger(__name__)
+MAX_AUDITED_DENIALS = 50
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _visible_job(tx: Transaction, actor: Principal, job_id: int) -> tuple[JobPublic, list[str]]:
+    job = tx.jobs.get_job(job_id)
+    parties = tx.jobs.job_parties(job_id)
+    if actor.role != Role.AUDITOR and actor.party not in parties:
+        raise NotFound(f"job {job_id} does not exist")
+    return job, parties
+
+
+def _move(ctx: Context, tx: Transaction, actor: str, job: JobPublic, target: JobStatus, detail: str,
+          **changes: Any) -> JobPublic:
+    if not can_move(job.status, target):
+        raise Conflict(f"job {job.id} is {job.status}; it cannot become {target}")
+    updated = tx.jobs.update_job(job.id, JobUpdate(status=target, status_detail=detail, **changes), ctx.clock())
+    audit_log.record(ctx, tx, actor, "job.status", f"job:{job.id}",
+                     {"from": job.status.value, "to": target.value, "detail": detail[:500]})
+    logger.info("job %s: %s -> %s", job.id, job.status, target)
+    return updated
+
+
+def _decision_details(decision: Decision) -> dict[str, Any]:
+    denied = [{"rule_id": r.rule_id, "field": r.field} for r in decision.rules if not r.allowed]
+    return {"allowed": decision.allowed, "policy_version": decision.policy_version,
+            "rules_passed": sorted({r.rule_id for r in decision.rules if r.allowed}),
+            "rules_denied": denied[:MAX_AUDITED_DENIALS], "denials": len(denied),
+            "required_approvals": decision.required_approvals}
+
+
+# ---------------------------------------------------------------- submission
+
+
+def _input_datasets(tx: Transaction, body: JobCreate) -> dict[int, DatasetPublic]:
+    datasets: dict[int, DatasetPublic] = {}
+    for i, inp in enumerate(body.inputs):
+        try:
+            datasets[inp.dataset_id] = tx.catalog.get_dataset(inp.dataset_id)
+        except NotFound as exc:
+            raise NotFound(exc.message, field=f"body.inputs.{i}.dataset_id", fix="GET /api/v1/datasets") from None
+    return datasets
+
+
+def submit(ctx: Context, actor: Principal, body: JobCreate) -> JobPublic:
+    """Evaluate a job under policy and store it as ``rejected`` or ``pending_approval``.
+
+    Raises:
+        NotFound: an input dataset does not exist (names ``body.inputs.N.dataset_id``).
+        Forbidden: none of the inputs belongs to the caller's party.
+    """
+    with ctx.store.write() as tx:
+        datasets = _input_datasets(tx, body)
+        parties = sorted({d.party for d in datasets.values()})
+        if actor.party not in parties:
+            raise Forbidden(f"a job must use at least one dataset of your party {actor.party!r}", field="body.inputs")
+        kinds = {p.name: p.kind for p in tx.catalog.list_parties()}
+        decision = evaluate(body, datasets, kinds, ctx.policy)
+        now = ctx.clock()
+        job = tx.jobs.create_job(body, created_by=actor.name, parties=parties, decision=decision, now=now)
+        digest = job_digest(job_terms(job.id, body.kind, body.purpose, body.title, body.inputs, body.params,
+                                      decision.policy_version))
+        job = tx.jobs.update_job(job.id, JobUpdate(digest=digest, required_approvals=decision.required_approvals),
+                                 now)
+        audit_log.record(ctx, tx, actor.actor, "job.submitted", f"job:{job.id}",
+                         {"kind": body.kind.value, "purpose": body.purpose.value, "parties": parties,
+                          "datasets": sorted(datasets), "digest": digest})
+        audit_log.record(ctx, tx, "coordinator", "policy.decided", f"job:{job.id}", _decision_details(decision))
+        status, detail = status_after_decision(decision)
+        return _move(ctx, tx, "coordinator", job, status, detail)
+
+
+# ---------------------------------------------------------------- approvals
+
+
+def _signer_key(tx: Transaction, actor: Principal, approver: str) -> str:
+    if approver == "auditor":
+        if actor.role != Role.AUDITOR or not actor.signing_key:
+            raise Forbidden("only an auditor user with a registered signing_key may approve as 'auditor'",
+                            field="body.approver")
+        return actor.signing_key
+    party = approver.removeprefix("party:")
+    if actor.role != Role.ADMIN or actor.party != party:
+        raise Forbidden(f"only an admin of party {party!r} may approve as {approver}", field="body.approver")
+    return tx.catalog.get_party(party).signing_key
+
+
+def _approve(ctx: Context, actor: Principal, job_id: int, body: ApprovalCreate) -> JobPublic:
+    with ctx.store.write() as tx:
+        job, _ = _visible_job(tx, actor, job_id)
+        if job.status != JobStatus.PENDING_APPROVAL:
+            raise Conflict(f"job {job_id} is {job.status}; approvals are accepted only while pending_approval")
+        if body.approver not in job.required_approvals:
+            raise BadRequest(f"{body.approver} is not a required approver of job {job_id} "
+                             f"(required: {', '.join(job.required_approvals)})", field="body.approver")
+        key = _signer_key(tx, actor, body.approver)
+        verify_approval(key, job.digest, body.signature)
+        tx.jobs.add_approval(job_id, ApprovalPublic(approver=body.approver, signature=body.signature,
+                                                    signer_key=key, user=actor.name, created_at=ctx.clock()))
+        audit_log.record(ctx, tx, actor.actor, "approval.added", f"job:{job_id}",
+                         {"approver": body.approver, "signer_key": key, "digest": job.digest})
+        job = tx.jobs.get_job(job_id)
+        missing = sorted(set(job.required_approvals) - {a.approver for a in job.approvals})
+        if missing:
+            return tx.jobs.update_job(job_id, JobUpdate(status_detail="waiting for approvals: " + ", ".join(missing)),
+                                      ctx.clock())
+        return _move(ctx, tx, "coordinator", job, JobStatus.APPROVED, "all required approvals present")
+
+
+def approve(ctx: Context, actor: Principal, job_id: int, body: ApprovalCreate) -> JobPublic:
+    """Record a signed approval; the job becomes ``approved`` once every required approver signed.
+
+    Raises:
+        Forbidden: the caller may not sign as ``body.approver``, or the signature does not verify over
+            the job digest with the approver's registered key (audited as ``approval.refused``).
+        BadRequest: the approver is not required for this job.
+        Conflict: the job is not pending approval, or this approver already approved.
+    """
+    try:
+        return _approve(ctx, actor, job_id, body)
+    except CryptoError:
+        audit_log.record_alone(ctx, actor.actor, "approval.refused", f"job:{job_id}",
+                               {"approver": body.approver, "reason": "signature does not verify"})
+        raise Forbidden(f"signature does not verify against the signing key registered for {body.approver} "
+                        f"over the digest of job {job_id}", field="body.signature",
+                        fix="sign protocols.signing.approval_message(job.digest) with that Ed25519 key") from None
+
+
+# ---------------------------------------------------------------- cancellation and reads
+
+
+def cancel(ctx: Context, actor: Principal, job_id: int) -> JobPublic:
+    """Cancel a job that is not final. Allowed to its creator and to admins of an involved party."""
+    with ctx.store.write() as tx:
+        job, _ = _visible_job(tx, actor, job_id)
+        if actor.name != job.created_by and actor.role != Role.ADMIN:
+            raise Forbidden(f"only the creator of job {job_id} or an admin of an involved party may cancel it")
+        if job.status in FINAL:
+            raise Conflict(f"job {job_id} is already {job.status}")
+        return _move(ctx, tx, actor.actor, job, JobStatus.CANCELLED, f"cancelled by {actor.actor}")
+
+
+def get_job(ctx: Context, actor: Principal, job_id: int) -> JobPublic:
+    """One job, if the caller may see it."""
+    with ctx.store.read() as tx:
+        return _visible_job(tx, actor, job_id)[0]
+
+
+def list_jobs(ctx: Context, actor: Principal) -> list[JobPublic]:
+    """All jobs for an auditor; the jobs involving their party for anyone else."""
+    with ctx.store.read() as tx:
+        return tx.jobs.list_jobs(party=None if actor.role == Role.AUDITOR else actor.party)
+
+
+def node_jobs(ctx: Context, actor: Principal, status: JobStatus) -> list[JobPublic]:
+    """Jobs involving the caller's party in ``status`` (what a node polls for)."""
+    with ctx.store.read() as tx:
+        return tx.jobs.list_jobs(party=actor.party, status=status)
+
+
+# ---------------------------------------------------------------- node reports
+
+
+def _reportable(tx: Transaction, actor: Principal, job_id: int, what: str) -> JobPublic:
+    job, _ = _visible_job(tx, actor, job_id)
+    if job.status not in REPORTABLE:
+        raise Conflict(f"job {job_id} is {job.status}; {what} is accepted only for approved or running jobs")
+    return job
+
+
+def report_progress(ctx: Context, actor: Principal, job_id: int, body: JobProgress) -> JobPublic:
+    """Record a node's progress.
+
+    The first report starts an approved job (``running``), except a report with stage ``waiting``,
+    which leaves it ``approved`` with the report's detail (e.g. no protocol for its kind yet).
+    A report with status ``failed`` fails the job. Success is decided by results, not progress.
+    """
+    with ctx.store.write() as tx:
+        job = _reportable(tx, actor, job_id, "progress")
+        audit_log.record(ctx, tx, actor.actor, "job.progress", f"job:{job_id}",
+                         {"party": actor.party, "stage": body.stage, "fraction": body.fraction,
+                          "status": body.status})
+        detail = body.detail or job.status_detail
+        if body.status == "failed":
+            return _move(ctx, tx, actor.actor, job, JobStatus.FAILED, f"{actor.party}: {body.detail or 'failed'}",
+                         stage=body.stage, progress=body.fraction)
+        if job.status == JobStatus.APPROVED and body.stage != WAITING_STAGE:
+            return _move(ctx, tx, actor.actor, job, JobStatus.RUNNING, body.detail, stage=body.stage,
+                         progress=body.fraction)
+        return tx.jobs.update_job(job_id, JobUpdate(stage=body.stage, progress=body.fraction, status_detail=detail),
+                                  ctx.clock())
+
+
+def _check_outputs(outputs: dict[str, Any]) -> str:
+    try:
+        encoded = canonical_json(outputs)
+    except (TypeError, ValueError):
+        raise BadRequest("outputs must be plain JSON without NaN or Infinity", field="body.outputs") from None
+    return sha256_hex(encoded)
+
+
+def report_result(ctx: Context, actor: Principal, job_id: int, body: JobResultReport) -> JobPublic:
+    """Record the caller's party's final report; finish the job when the reports decide it.
+
+    The job fails as soon as one party reports failure and succeeds once every involved party has
+    reported success. Only the aggregates the node chose to report are stored.
+    """
+    outputs_digest = _check_outputs(body.outputs)
+    with ctx.store.write() as tx:
+        job = _reportable(tx, actor, job_id, "a result")
+        assert actor.party is not None
+        tx.jobs.record_result(job_id, actor.party, body, ctx.clock())
+        audit_log.record(ctx, tx, actor.actor, "job.result", f"job:{job_id}",
+                         {"party": actor.party, "status": body.status, "outputs_digest": outputs_digest,
+                          "output_keys": sorted(body.outputs)[:50], "ledger_head": body.ledger_head,
+                          "messages_sent": body.messages_sent, "bytes_sent": body.bytes_sent})
+        outputs = {**job.outputs, actor.party: body.outputs}
+        final, detail = outcome_of_results(tx.jobs.job_parties(job_id), tx.jobs.results(job_id))
+        if final is None:
+            return tx.jobs.update_job(job_id, JobUpdate(outputs=outputs, status_detail=detail), ctx.clock())
+        progress = 1.0 if final == JobStatus.SUCCEEDED else job.progress
+        return _move(ctx, tx, actor.actor, job, final, detail, outputs=outputs, progress=progress)
