@@ -4,8 +4,19 @@ Each protocol's module docstring lists its parties, rounds, messages and what ea
 :mod:`protocols.vfl._lr` (hetero LR with an arbiter) and :mod:`protocols.vfl._secureboost`.
 """
 
+from protocols.vfl._binning import QuantileBins
 from protocols.vfl._crypto import decode_plaintexts, encode_plaintexts
-from protocols.vfl._local import LocalLrResult, Observer, TrafficLog, run_local_lr, wire_roundtrip
+from protocols.vfl._local import (
+    LocalLrResult,
+    LocalSecureBoostResult,
+    Observer,
+    TrafficLog,
+    run_local_lr,
+    run_local_secureboost,
+    score_local_lr,
+    score_local_secureboost,
+    wire_roundtrip,
+)
 from protocols.vfl._lr import (
     LR_RECEIVER,
     LrActiveModel,
@@ -16,14 +27,41 @@ from protocols.vfl._lr import (
     LrPartyStage,
     LrPassiveModel,
     LrPassiveParty,
-    active_predict_proba,
-    passive_partial_scores,
+    lr_active_predict_proba,
+    lr_passive_partial_scores,
 )
 from protocols.vfl._optim import OptimizerConfig
+from protocols.vfl._sb_tree import SbActiveModel, SbConfig, SbPassiveModel, TreeNode, train_plain_secureboost
+from protocols.vfl._secureboost import (
+    SB_RECEIVER,
+    SbActiveParty,
+    SbActiveStage,
+    SbPassiveParty,
+    SbPassiveStage,
+    sb_active_predict_proba,
+    sb_passive_routes,
+)
 
 __all__ = [
     "LR_RECEIVER",
+    "SB_RECEIVER",
     "LocalLrResult",
+    "LocalSecureBoostResult",
+    "QuantileBins",
+    "SbActiveModel",
+    "SbActiveParty",
+    "SbActiveStage",
+    "SbConfig",
+    "SbPassiveModel",
+    "SbPassiveParty",
+    "SbPassiveStage",
+    "TreeNode",
+    "run_local_secureboost",
+    "sb_active_predict_proba",
+    "sb_passive_routes",
+    "score_local_lr",
+    "score_local_secureboost",
+    "train_plain_secureboost",
     "LrActiveModel",
     "LrActiveParty",
     "LrArbiter",
@@ -35,10 +73,10 @@ __all__ = [
     "Observer",
     "OptimizerConfig",
     "TrafficLog",
-    "active_predict_proba",
+    "lr_active_predict_proba",
     "decode_plaintexts",
     "encode_plaintexts",
-    "passive_partial_scores",
+    "lr_passive_partial_scores",
     "run_local_lr",
     "wire_roundtrip",
 ]

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, TypeAdapter
 
@@ -26,9 +27,30 @@ from protocols.vfl._lr import (
     LrMessage,
     LrPassiveModel,
     LrPassiveParty,
+    lr_active_predict_proba,
+    lr_passive_partial_scores,
+)
+from protocols.vfl._sb_tree import SbActiveModel, SbConfig, SbPassiveModel
+from protocols.vfl._secureboost import (
+    SB_RECEIVER,
+    SbActiveParty,
+    SbMessage,
+    SbPassiveParty,
+    sb_active_predict_proba,
+    sb_passive_routes,
 )
 
-__all__ = ["LocalLrResult", "Observer", "TrafficLog", "run_local_lr", "wire_roundtrip"]
+__all__ = [
+    "LocalLrResult",
+    "LocalSecureBoostResult",
+    "Observer",
+    "TrafficLog",
+    "run_local_lr",
+    "run_local_secureboost",
+    "score_local_lr",
+    "score_local_secureboost",
+    "wire_roundtrip",
+]
 
 Observer = Callable[[VflRole, BaseModel], None]
 """Called with ``(receiver, message)`` for every delivered message (after the wire round trip)."""
@@ -115,3 +137,66 @@ def run_local_lr(
         arbiter=arbiter.result(),
         traffic=traffic,
     )
+
+
+@dataclass(frozen=True)
+class LocalSecureBoostResult:
+    """Outcome of :func:`run_local_secureboost`."""
+
+    active: SbActiveModel
+    passive: SbPassiveModel
+    traffic: TrafficLog
+
+
+def run_local_secureboost(
+    config: SbConfig,
+    active_features: npt.ArrayLike,
+    labels: npt.ArrayLike,
+    passive_features: npt.ArrayLike,
+    *,
+    key_bits: int = 2048,
+    observer: Observer | None = None,
+    passive_rng: np.random.Generator | None = None,
+) -> LocalSecureBoostResult:
+    """Train SecureBoost with both parties in this process (the active party's fresh key pair).
+
+    Args:
+        config: shared hyper-parameters (``allow_insecure_test_key`` for ``key_bits < 2048``).
+        active_features: the bank's aligned features.
+        labels: the bank's 0/1 labels.
+        passive_features: the telco's aligned features.
+        key_bits: Paillier modulus length of the active party's key.
+        observer: sees every delivered message.
+        passive_rng: the passive party's split-id shuffle (tests only; default: OS-seeded).
+    """
+    _, private_key = generate_keypair(key_bits, allow_insecure_test_key=config.allow_insecure_test_key)
+    active = SbActiveParty(config, active_features, labels, private_key)
+    passive = SbPassiveParty(config, passive_features, rng=passive_rng)
+    parties: dict[VflRole, Any] = {VflRole.ACTIVE_PARTY: active, VflRole.PASSIVE_PARTY: passive}
+    traffic = TrafficLog()
+    queue: deque[tuple[VflRole, SbMessage]] = deque((VflRole.ACTIVE_PARTY, m) for m in active.start())
+    while queue:
+        sender, msg = queue.popleft()
+        receiver = SB_RECEIVER[msg.kind]
+        delivered, size = wire_roundtrip(msg)
+        traffic.record(sender, receiver, size)
+        if observer is not None:
+            observer(receiver, delivered)
+        queue.extend((receiver, out) for out in parties[receiver].handle(delivered))
+    return LocalSecureBoostResult(active=active.result(), passive=passive.result(), traffic=traffic)
+
+
+def score_local_secureboost(
+    result: LocalSecureBoostResult, config: SbConfig, active_features: npt.ArrayLike, passive_features: npt.ArrayLike
+) -> npt.NDArray[np.float64]:
+    """Federated scoring in one process: the passive routes its splits, the active finishes."""
+    reply, _ = wire_roundtrip(sb_passive_routes(result.passive, passive_features))
+    return sb_active_predict_proba(result.active, config, active_features, reply)
+
+
+def score_local_lr(
+    result: LocalLrResult, active_features: npt.ArrayLike, passive_features: npt.ArrayLike
+) -> npt.NDArray[np.float64]:
+    """Federated LR scoring in one process (the passive's plain partial scores)."""
+    share, _ = wire_roundtrip(lr_passive_partial_scores(result.passive, passive_features))
+    return lr_active_predict_proba(result.active, active_features, share)

@@ -31,7 +31,7 @@ What each party learns:
       (a projection of the passive's scores onto its own features), and the batch Taylor loss.
     * passive party: its own gradient ``X_p^T d / m``, which depends on the labels through ``d``
       (the standard leakage of this protocol family; Hardy et al. and FATE share it).
-    * scoring (:func:`passive_partial_scores`): the active party learns the plain ``u_p`` per scored
+    * scoring (:func:`lr_passive_partial_scores`): the active party learns the plain ``u_p`` per scored
       row, which, over many rows with known ``X_p`` structure, can expose ``w_p``.
 
 Threat model: semi-honest parties; the arbiter does not collude with either party (an arbiter
@@ -86,8 +86,8 @@ __all__ = [
     "LrPartyStage",
     "LrPassiveModel",
     "LrPassiveParty",
-    "active_predict_proba",
-    "passive_partial_scores",
+    "lr_active_predict_proba",
+    "lr_passive_partial_scores",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -554,13 +554,13 @@ class LrArbiter:
         return LrArbiterSummary(iterations=self._iteration, stopped_early=self._stopped_early)
 
 
-def passive_partial_scores(model: LrPassiveModel, features: npt.ArrayLike) -> LrPartialScores:
+def lr_passive_partial_scores(model: LrPassiveModel, features: npt.ArrayLike) -> LrPartialScores:
     """Passive side of federated scoring: the plain partial scores ``u_p = X_p w_p`` (leaks ``u_p``)."""
     u = np.asarray(features, dtype=np.float64) @ model.weights
     return LrPartialScores(scores=u.astype("<f8").tobytes())
 
 
-def active_predict_proba(model: LrActiveModel, features: npt.ArrayLike, share: LrPartialScores) -> FloatArray:
+def lr_active_predict_proba(model: LrActiveModel, features: npt.ArrayLike, share: LrPartialScores) -> FloatArray:
     """Active side of federated scoring: ``sigmoid(u_a + u_p)`` per row.
 
     Raises:
