@@ -40,9 +40,15 @@ _worker_crt: CrtKey | None = None
 def _init_worker(n: int, hs: int, exponent_bits: int, window_bits: int, primes: tuple[int, int] | None) -> None:
     global _worker_encryptor, _worker_crt
     public_key = phe.PaillierPublicKey(n)
+    private_key = phe.PaillierPrivateKey(public_key, *primes) if primes is not None else None
     _worker_encryptor = Encryptor(
-        public_key, hs=hs, exponent_bits=exponent_bits, window_bits=window_bits, allow_insecure_test_key=True
-    )  # the parent process already applied the key-size policy
+        public_key,
+        hs=hs,
+        exponent_bits=exponent_bits,
+        window_bits=window_bits,
+        allow_insecure_test_key=True,  # the parent process already applied the key-size policy
+        private_key=private_key,
+    )
     _worker_crt = CrtKey.from_primes(n, *primes) if primes is not None else None
 
 

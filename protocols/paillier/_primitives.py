@@ -29,6 +29,7 @@ from gmpy2 import mpz
 
 __all__ = [
     "BASE",
+    "CrtFixedBaseTable",
     "CrtKey",
     "FixedBaseTable",
     "crt_decrypt",
@@ -131,6 +132,29 @@ class FixedBaseTable:
             if digit:
                 acc = row[digit] if acc is None else acc * row[digit] % mod
         return mpz(1) if acc is None else acc
+
+
+class CrtFixedBaseTable:
+    """``base**e mod (p*q)**2`` from two half-size tables mod ``p**2`` and ``q**2`` (key holder only).
+
+    Multiplications modulo ``p**2`` are about four times cheaper than modulo ``n**2``; the results
+    are identical to :class:`FixedBaseTable` over ``n**2``. Holding this object means holding the
+    factorisation of ``n``.
+    """
+
+    def __init__(self, base: int, p: int, q: int, exponent_bits: int, window_bits: int = 8) -> None:
+        """Build both tables (same arguments as :class:`FixedBaseTable`, with the factors of ``n``)."""
+        self._psquare = mpz(p) * p
+        self._qsquare = mpz(q) * q
+        self._p_table = FixedBaseTable(base, self._psquare, exponent_bits, window_bits)
+        self._q_table = FixedBaseTable(base, self._qsquare, exponent_bits, window_bits)
+        self._psquare_inverse = gmpy2.invert(self._psquare, self._qsquare)
+
+    def pow(self, exponent: int) -> mpz:
+        """Return ``base**exponent mod n**2`` for ``0 <= exponent < 2**exponent_bits``."""
+        a = self._p_table.pow(exponent)
+        b = self._q_table.pow(exponent)
+        return a + self._psquare * ((b - a) * self._psquare_inverse % self._qsquare)
 
 
 def _pippenger_window(count: int, bits: int) -> int:

@@ -90,6 +90,7 @@ class EncryptedVector:
         return len(self.ciphertexts)
 
     def __getitem__(self, index: int | slice) -> EncryptedVector:
+        """Return the selected elements as a vector (an integer index gives a length-1 vector)."""
         picked = self.ciphertexts[index]
         return self._with(picked if isinstance(picked, tuple) else (picked,), self.exponent)
 
@@ -185,6 +186,8 @@ class EncryptedVector:
             exponent: fixed-point exponent for ``values`` (see :func:`choose_exponent`).
             precision: alternative to ``exponent``.
         """
+        if isinstance(values, EncryptedVector):
+            raise LocalProtocolError("Paillier cannot multiply two ciphertexts; multiply by plaintext")
         arr = np.asarray(values)
         plain_exponent = choose_exponent(arr, exponent=exponent, precision=precision)
         n, nsquare = self._n

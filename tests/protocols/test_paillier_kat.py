@@ -11,6 +11,7 @@ import phe
 import pytest
 from gmpy2 import mpz
 
+from protocols.errors import ConfigError, LocalProtocolError
 from protocols.paillier import Decryptor, EncryptedVector, Encryptor
 from protocols.paillier._primitives import FixedBaseTable, djn_h, djn_hs, multi_exp
 
@@ -140,3 +141,34 @@ def test_multi_exp_matches_naive_product(count):
     for b, e in zip(bases, exponents, strict=True):
         expected = expected * pow(b, e, modulus) % modulus
     assert int(result) == expected
+
+
+@pytest.mark.parametrize(("key", "case"), ENCRYPTIONS)
+def test_key_holder_crt_encryptor_gives_identical_ciphertexts(key, case):
+    # Prepare
+    public_key, private_key = _keys(key)
+    encryptor = Encryptor(public_key, hs=int(key["hs"]), allow_insecure_test_key=True, private_key=private_key)
+
+    # Execute
+    c = encryptor.encrypt_with(int(case["m"]), int(case["r"]))
+
+    # Assert
+    assert int(c) == int(case["c"])
+
+
+def test_encrypt_with_rejects_out_of_range_inputs():
+    encryptor = _encryptor(KEYS[0])
+    n = int(KEYS[0]["n"])
+    with pytest.raises(LocalProtocolError):
+        encryptor.encrypt_with(n, 1)
+    with pytest.raises(LocalProtocolError):
+        encryptor.encrypt_with(1, 2**256)
+    with pytest.raises(LocalProtocolError):
+        encryptor.encrypt_with(1, -1)
+
+
+def test_private_key_of_other_key_refused():
+    public_key, _ = _keys(KEYS[0])
+    _, other_private = _keys(KEYS[1])
+    with pytest.raises(ConfigError):
+        Encryptor(public_key, allow_insecure_test_key=True, private_key=other_private)

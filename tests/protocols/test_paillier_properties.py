@@ -200,3 +200,10 @@ def test_empty_vector(keys):
 
 def test_vector_type_is_exported():
     assert EncryptedVector.__module__.startswith("protocols.paillier")
+
+
+def test_ciphertext_times_ciphertext_refused(keys):
+    encryptor, _ = keys
+    v = encryptor.encrypt_vector(np.arange(3))
+    with pytest.raises(LocalProtocolError):
+        v * v
