@@ -31,11 +31,13 @@ API_PREFIX = "/api/v1"
 logger = logging.getLogger(__name__)
 
 
-def build_context(settings: Settings, store: Store | None = None) -> Context:
-    """Open the store, load policy and audit key, and record ``policy.loaded``."""
+def build_context(settings: Settings, store: Store | None = None, *, announce: bool = True) -> Context:
+    """Open the store, load policy and audit key, and (if ``announce``) record ``policy.loaded``."""
     policy = load_policy(settings.policy_path)
     ctx = Context(store=store or SqlStore.from_url(settings.database_url), policy=policy,
                   audit_key=load_or_create_signing_key(settings.signing_key_path))
+    if not announce:
+        return ctx
     audit_log.record_alone(ctx, "coordinator", "policy.loaded", "policy",
                            {"version": policy.version, "digest": policy.digest})
     logger.info("policy %s loaded (digest %s)", policy.version, policy.digest[:16])
