@@ -1,0 +1,5 @@
+"""The bank's node: settings and role only; the runtime lives in ``protocols.node``."""
+
+from bank_node.settings import BankSettings
+
+__all__ = ["BankSettings"]

@@ -1,0 +1,5 @@
+"""The telco's node: settings and role only; the runtime lives in ``protocols.node``."""
+
+from telco_node.settings import TelcoSettings
+
+__all__ = ["TelcoSettings"]

@@ -12,7 +12,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from protocols.messages.control import PartyKind
 
-__all__ = ["LOOPBACK_HOSTS", "NodeSettings"]
+__all__ = ["LOOPBACK_HOSTS", "NodeSettings", "PartyName"]
+
+PartyName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_\-]{0,62}$")]
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 _PLACEHOLDER_TOKENS = frozenset({"", "changeme", "change-me", "token", "secret"})
@@ -32,7 +34,7 @@ class NodeSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="TANDEM_NODE_", env_file=".env", extra="ignore")
 
-    party: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_\-]{0,62}$")]
+    party: PartyName
     kind: PartyKind
     coordinator_url: str = "http://127.0.0.1:8000"
     api_token: SecretStr = Field(description="bearer token of this party's admin at the coordinator")

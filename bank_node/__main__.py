@@ -1,0 +1,5 @@
+"""``python -m bank_node``."""
+
+from bank_node.cli import main
+
+main()
