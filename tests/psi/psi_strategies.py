@@ -65,8 +65,12 @@ def spellings(key_type: KeyType, canonical: str) -> list[str]:
         return [c, c + luhn_check_digit(c), c + "07", f"{c[:2]}-{c[2:8]}-{c[8:]}"]
     if key_type is KeyType.IDFA:
         return [c, c.lower(), c.replace("-", ""), "{" + c.lower() + "}"]
-    return [c, ":".join(c[i : i + 2] for i in range(0, 12, 2)).upper(), "-".join(c[i : i + 2] for i in range(0, 12, 2)),
-            ".".join(c[i : i + 4] for i in range(0, 12, 4))]
+    return [
+        c,
+        ":".join(c[i : i + 2] for i in range(0, 12, 2)).upper(),
+        "-".join(c[i : i + 2] for i in range(0, 12, 2)),
+        ".".join(c[i : i + 4] for i in range(0, 12, 4)),
+    ]
 
 
 @st.composite

@@ -3,8 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from psi import InvalidPoint, Scalar, hash_to_group, hash_to_group_batch, multiply, multiply_batch
-from psi import _ristretto
+from psi import InvalidPoint, Scalar, _ristretto, hash_to_group, hash_to_group_batch, multiply, multiply_batch
 
 VECTORS = json.loads((Path(__file__).parents[1] / "vectors" / "ristretto255.json").read_text())
 MULTIPLES = VECTORS["generator_multiples"]["encodings"]

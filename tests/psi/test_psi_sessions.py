@@ -79,7 +79,11 @@ def test_cardinality_equals_size_of_set_intersection(case, chunk):
 
 
 @FAST
-@given(case=two_sets(), labels=st.lists(st.text("0123456789", min_size=11, max_size=11), min_size=1), chunk=st.integers(1, 5))
+@given(
+    case=two_sets(),
+    labels=st.lists(st.text("0123456789", min_size=11, max_size=11), min_size=1),
+    chunk=st.integers(1, 5),
+)
 def test_labeled_equals_dict_lookup(case, labels, chunk):
     key_type, receiver, sender, raw_r, raw_s = case
     records = [(raw, labels[i % len(labels)]) for i, raw in enumerate(raw_s)]
@@ -152,8 +156,9 @@ JOB = "job-1"
 
 
 def _all_messages():
-    hello = {p: PsiHello(job_id=JOB, protocol=p, key_type=KeyType.MOBILE, set_size=1, chunk_size=4) for p in PsiProtocol}
-    messages = list(hello.values())
+    messages = [
+        PsiHello(job_id=JOB, protocol=p, key_type=KeyType.MOBILE, set_size=1, chunk_size=4) for p in PsiProtocol
+    ]
     messages += [PsiWelcome(job_id=JOB, protocol=p, set_size=1, chunk_size=4) for p in PsiProtocol]
     for stream in Stream:
         messages.append(PsiChunk(job_id=JOB, stream=stream, chunk=0, total_chunks=1, count=0, total_count=0))
@@ -186,7 +191,8 @@ def _out_of_table_cases():
         for stage in cls.Stage:
             for message in _all_messages():
                 if (stage, event_of(message)) not in cls.TRANSITIONS:
-                    yield pytest.param(factory, stage, message, id=f"{index}-{cls.__name__}-{stage.name}-{event_of(message)}")
+                    name = f"{index}-{cls.__name__}-{stage.name}-{event_of(message)}"
+                    yield pytest.param(factory, stage, message, id=name)
 
 
 @pytest.mark.parametrize(("factory", "stage", "message"), list(_out_of_table_cases()))
