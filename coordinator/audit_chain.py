@@ -342,7 +342,8 @@ def _walk(lines: Iterable[str | bytes], public_key_hex: str, progress: _Progress
         progress.head_hash = _check_record(obj, data, lineno, progress.count, progress.head_hash)
         progress.count += 1
     if not head_line:
-        raise _Tampered(f"missing signed head after line {lineno} (empty or truncated export)")
+        raise _Tampered(f"missing signed head after line {lineno} (truncated export?)" if lineno else
+                        "missing signed head: the export is empty")
 
 
 def verify_export(lines: Iterable[str | bytes], public_key_hex: str) -> VerifyReport:

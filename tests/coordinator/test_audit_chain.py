@@ -239,7 +239,7 @@ def test_malformed_lines_are_reports_not_tracebacks(line: bytes) -> None:
 
 
 def test_empty_export_and_bad_expected_key() -> None:
-    assert "empty or truncated" in verify_export([], KEY.public_hex).reason
+    assert verify_export([], KEY.public_hex).reason == "missing signed head: the export is empty"
     assert "64 lowercase hex" in verify_export([], "XYZ").reason
 
 
