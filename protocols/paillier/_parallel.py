@@ -7,7 +7,8 @@ where it is cheaper than shipping it.
 
 The private key's primes are passed to the worker processes of this machine; never point this class
 at a pool you do not own. Workers start with ``spawn`` by default, which is safe in threaded services
-(``fork`` would copy locks held by other threads).
+(``fork`` would copy locks held by other threads); as with any ``spawn`` pool, a script that uses it
+must guard its entry point with ``if __name__ == "__main__":``.
 """
 
 from __future__ import annotations
