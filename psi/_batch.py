@@ -25,6 +25,12 @@ __all__ = [
 ]
 
 SUB_BATCH = 2048
+MIN_SUB_BATCH = 128
+
+
+def _step(n: int) -> int:
+    """Sub-batch size: at most 2,048, and small enough to give a pool about eight tasks per call."""
+    return max(1, min(SUB_BATCH, max(MIN_SUB_BATCH, -(-n // 8))))
 
 
 class BatchMapper(Protocol):
@@ -52,13 +58,14 @@ def evaluate_batch(points: bytes, scalar: Scalar) -> bytes:
 
 def map_blind(mapper: BatchMapper, key_type: str, values: Sequence[str], scalar: Scalar) -> bytes:
     """:func:`blind_batch` over ``values`` split into sub-batches for ``mapper``."""
-    parts = [(key_type, values[i : i + SUB_BATCH], scalar) for i in range(0, len(values), SUB_BATCH)]
+    step = _step(len(values))
+    parts = [(key_type, values[i : i + step], scalar) for i in range(0, len(values), step)]
     return b"".join(mapper(blind_batch, parts))
 
 
 def map_evaluate(mapper: BatchMapper, points: bytes, scalar: Scalar) -> bytes:
     """:func:`evaluate_batch` over ``points`` split into sub-batches; error indices are global."""
-    step = SUB_BATCH * POINT_BYTES
+    step = _step(len(points) // POINT_BYTES) * POINT_BYTES
     if len(points) % POINT_BYTES:
         raise InvalidPoint(len(points) // POINT_BYTES)
     starts = list(range(0, len(points), step))
