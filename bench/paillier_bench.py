@@ -24,6 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from protocols.messages.paillier_codec import decode_vector, encode_vector  # noqa: E402
 from protocols.paillier import (  # noqa: E402
     Decryptor,
     Encryptor,
@@ -103,6 +104,13 @@ def bench(bits: int, n: int, phe_n: int, decrypt_n: int) -> dict[str, Any]:
     t, _ = timed(lambda: sum(phe_x[1:], start=phe_x[0]))
     res["sum_phe_per_s"] = rate(m - 1, t)
 
+    # wire codec (validation included: range check per ciphertext, one gcd per vector)
+    t, data = timed(lambda: encode_vector(vx))
+    res["codec_encode_per_s"] = rate(n, t)
+    t, _ = timed(lambda: decode_vector(data, pub))
+    res["codec_decode_per_s"] = rate(n, t)
+    res["codec_bytes"] = len(data)
+
     # packed gradient+hessian histogram sum: one ciphertext per row instead of two
     scheme = PackingScheme.create(pub, slots=2, max_abs=8.0, exponent=-8, max_summands=n)
     gh = np.stack([np.clip(x, -8, 8), np.clip(y * y, 0, 8)], axis=1)
@@ -134,6 +142,8 @@ def print_table(res: dict[str, Any]) -> None:
     print(f"{'decrypt, 2-process pool':<28}{res['decrypt_parallel_ours_per_s']:>14.1f}")
     print(f"{'encrypt, DJN r of bits/2':<28}{res['encrypt_djn_half_bits_ours_per_s']:>14.1f}")
     print(f"{'packed g+h encrypt (values)':<28}{res['packed_encrypt_values_per_s']:>14.1f}")
+    print(f"{'codec encode':<28}{res['codec_encode_per_s']:>14.1f}")
+    print(f"{'codec decode + validate':<28}{res['codec_decode_per_s']:>14.1f}   ({res['codec_bytes']} bytes)")
     print(
         f"dot: ours {res['dot_ours_s']:.2f} s, phe {res['dot_phe_s']:.2f} s (extrapolated), "
         f"|error| {res['dot_max_abs_error']:.2e}; table build {res['table_build_s']:.3f} s"
