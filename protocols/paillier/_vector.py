@@ -10,7 +10,9 @@ Operations and their cost per element (``M`` = one multiplication mod ``n**2``):
 
 Results of homomorphic operations are *not* re-randomised; before sending a result to the key
 holder, re-randomise it (:meth:`protocols.paillier.Encryptor.rerandomize`) or mask it, otherwise the
-key holder may link it to its inputs.
+key holder may link it to its inputs. In particular a product with a zero plaintext (``v * 0``,
+an all-zero column in ``dot``) and the sum of an empty vector are the trivial ciphertext ``1``,
+which anyone can recognise as zero.
 """
 
 from __future__ import annotations
