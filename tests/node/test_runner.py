@@ -1,0 +1,167 @@
+"""The job runner against a fake coordinator: dispatch, refusal, waiting, failure."""
+
+from __future__ import annotations
+
+import pytest
+
+from protocols.errors import ProtocolError
+from protocols.messages.control import JobKind, JobStatus
+from protocols.node.approval import sign_approval
+from protocols.node.runtime import NodeRuntime
+from protocols.node.settings import NodeSettings
+from protocols.signing import SigningKey
+
+from .fake_coordinator import FakeCoordinator, make_job
+
+
+@pytest.fixture
+def coordinator():
+    return FakeCoordinator()
+
+
+@pytest.fixture
+def runtime(tmp_path, coordinator):
+    settings = NodeSettings(party="bank", kind="bank", api_token="t0k3n-for-tests", state_dir=tmp_path / "bank")
+    rt = NodeRuntime.open(settings, create_keys=True, transport=coordinator.transport())
+    yield rt
+    rt.close()
+
+
+def _approved(coordinator, runtime, job_id, **kw):
+    job = make_job(job_id, **kw)
+    coordinator.jobs[job_id] = job
+    coordinator.add_approval(job_id, sign_approval(job, runtime.keys.signing, "bank"))
+
+
+def test_dispatches_to_the_handler_and_reports_the_result(coordinator, runtime):
+    _approved(coordinator, runtime, 5)
+    seen = []
+
+    def handler(ctx):
+        seen.append(ctx.job.id)
+        ctx.progress("psi", 0.5)
+        (ctx.workdir / "model.bin").write_bytes(b"m")
+        return {"overlap": 1234}
+
+    runner = runtime.runner({JobKind.AUDIENCE_OVERLAP: handler})
+    outcomes = runner.run_once()
+    assert [(o.job_id, o.state) for o in outcomes] == [(5, "succeeded")]
+    assert seen == [5]
+    assert coordinator.progress[0][1].stage == "psi"
+    job_id, result = coordinator.results[0]
+    assert (job_id, result.status, result.outputs) == (5, "succeeded", {"overlap": 1234})
+    assert result.messages_sent == 1 and result.bytes_sent > 0  # the progress report
+    assert (runtime.settings.state_path / "jobs" / "5" / "model.bin").exists()
+    assert runner.run_once() == []  # done once, never again
+    assert runtime.ledger.verify().ok
+
+
+def test_forged_approval_is_refused_and_handler_never_runs(coordinator, runtime):
+    job = make_job(6)
+    coordinator.jobs[6] = job
+    coordinator.add_approval(6, sign_approval(job, SigningKey.generate(), "bank"))  # a key the coordinator swapped in
+    ran = []
+    runner = runtime.runner({JobKind.AUDIENCE_OVERLAP: lambda ctx: ran.append(1) or {}})
+    outcomes = runner.run_once()
+    assert [(o.job_id, o.state) for o in outcomes] == [(6, "refused")]
+    assert ran == []
+    progress = coordinator.progress[-1][1]
+    assert progress.status == "failed"
+    assert progress.detail == "refused: approval signature for party:bank does not verify"
+    assert runtime.journal.get(6).state == "refused"
+    assert runner.run_once() == []  # refused once, recorded locally
+
+
+def test_terms_changed_after_approval_are_refused(coordinator, runtime):
+    _approved(coordinator, runtime, 7)
+    coordinator.jobs[7] = coordinator.jobs[7].model_copy(update={"title": "a different job"})
+    outcomes = runtime.runner({JobKind.AUDIENCE_OVERLAP: lambda ctx: {}}).run_once()
+    assert outcomes[0].state == "refused"
+
+
+def test_no_handler_reports_waiting_once(coordinator, runtime):
+    _approved(coordinator, runtime, 8, kind=JobKind.TRAIN_RISK)
+    runner = runtime.runner({})
+    assert runner.run_once()[0].state == "waiting"
+    assert runner.run_once()[0].state == "waiting"
+    waiting = [p for _, p in coordinator.progress if p.stage == "waiting"]
+    assert len(waiting) == 1 and waiting[0].detail == "waiting: no protocol implementation for train_risk yet"
+    assert coordinator.results == []
+    runner.register(JobKind.TRAIN_RISK, lambda ctx: {"auc": 0.8})
+    assert runner.run_once()[0].state == "succeeded"
+
+
+def test_handler_exception_fails_the_job_and_keeps_nothing(coordinator, runtime):
+    _approved(coordinator, runtime, 9)
+
+    def handler(ctx):
+        ctx.progress("blinding", 0.1)
+        (ctx.workdir / "partial.bin").write_bytes(b"half")
+        raise ValueError("could not convert '13800138000'")
+
+    outcomes = runtime.runner({JobKind.AUDIENCE_OVERLAP: handler}).run_once()
+    assert outcomes[0].state == "failed"
+    _, result = coordinator.results[-1]
+    assert result.status == "failed"
+    assert "blinding" in result.detail and "ValueError" in result.detail
+    assert "13800138000" not in result.detail  # exception text can quote rows; it stays home
+    jobs_dir = runtime.settings.state_path / "jobs"
+    assert not any(jobs_dir.iterdir())
+
+
+def test_protocol_errors_are_reported_verbatim(coordinator, runtime):
+    _approved(coordinator, runtime, 10)
+
+    def handler(ctx):
+        raise ProtocolError("peer telco sent a message out of stage")
+
+    runtime.runner({JobKind.AUDIENCE_OVERLAP: handler}).run_once()
+    assert "peer telco sent a message out of stage" in coordinator.results[-1][1].detail
+
+
+def test_jobs_of_other_parties_are_ignored(coordinator, runtime):
+    coordinator.jobs[11] = make_job(11, approvers=("party:telco",))
+    assert runtime.runner({JobKind.AUDIENCE_OVERLAP: lambda ctx: {}}).run_once() == []
+    assert coordinator.progress == [] and coordinator.results == []
+
+
+def test_running_jobs_are_picked_up_too(coordinator, runtime):
+    _approved(coordinator, runtime, 12)
+    coordinator.jobs[12] = coordinator.jobs[12].model_copy(update={"status": JobStatus.RUNNING})
+    assert runtime.runner({JobKind.AUDIENCE_OVERLAP: lambda ctx: {}}).run_once()[0].state == "succeeded"
+
+
+def test_context_gives_local_datasets(coordinator, runtime, tmp_path):
+    csv = tmp_path / "c.csv"
+    csv.write_text("mobile\n13800000000\n")
+    gov = tmp_path / "g.yaml"
+    gov.write_text("dataset: c\nfields:\n  mobile: {type: string, category: identifier, security_level: 3, "
+                   "key_type: mobile}\n")
+    runtime.datasets.put(1, "c", f"csv://{csv}", gov)
+    coordinator.jobs[13] = make_job(13, approvers=("party:telco",))  # ours through dataset 1 only, unsigned
+    got = {}
+
+    def handler(ctx):
+        got["inputs"] = [i.dataset_id for i in ctx.own_inputs()]
+        source, governance = ctx.open_dataset(1)
+        with source:
+            got["rows"] = len(source.read())
+        got["governed"] = list(governance.fields)
+        return {}
+
+    outcomes = runtime.runner({JobKind.AUDIENCE_OVERLAP: handler}).run_once()
+    # It concerns us (our dataset) but we never approved it: refuse rather than run.
+    assert outcomes[0].state == "refused"
+    assert got == {}
+    coordinator.jobs[14] = make_job(14)
+    coordinator.add_approval(14, sign_approval(coordinator.jobs[14], runtime.keys.signing, "bank"))
+    runtime.runner({JobKind.AUDIENCE_OVERLAP: handler}).run_once()
+    assert got == {"inputs": [1], "rows": 1, "governed": ["mobile"]}
+
+
+def test_coordinator_down_raises_a_clear_error(coordinator, runtime):
+    from protocols.node.coordinator_client import CoordinatorUnavailable
+
+    coordinator.down = True
+    with pytest.raises(CoordinatorUnavailable, match="cannot reach the coordinator"):
+        runtime.runner({}).run_once()
