@@ -21,7 +21,7 @@ AS_OF = np.datetime64("2025-06-30", "D")  # the date ages and tenures are measur
 MIN_AGE, MAX_AGE = 18, 80
 _MAX_DAYS = (MAX_AGE + 1) * 366 + 1  # birth-day offsets (days before AS_OF) lie in [0, _MAX_DAYS)
 _STALE_OFFSET = 50_000_000  # stale numbers use suffix slots disjoint from any current number
-MAX_PEOPLE = _STALE_OFFSET
+MAX_PEOPLE = 20_000_000  # IMEI space: >= 4M devices per brand
 
 PAY_PREFS = ("wechat", "alipay", "unionpay", "cash")
 SHOP_PREFS = ("electronics", "apparel", "groceries", "travel", "luxury")
@@ -263,12 +263,12 @@ def _mobiles(s: Streams, idx: np.ndarray, is_telco: np.ndarray, m: int) -> tuple
 def _devices(state: State, brand: np.ndarray, old: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """IMEI (m, 15) and MAC (m, 17) ASCII of each person's device; ``old`` marks a second, older device.
 
-    Device j of a brand is the ``2 * rank + old``-th slot of that brand, mapped through a bijection
-    onto (TAC, serial) and (OUI, NIC) pairs, so no two devices share an IMEI or a MAC.
+    Current devices fill a brand's slots from the bottom (slot = rank), older devices from the top
+    (slot = capacity - 1 - rank); slots map through a bijection onto (TAC, serial) and (OUI, NIC)
+    pairs, so no two devices share an IMEI or a MAC.
     """
     m = brand.size
     rank = ids.running_rank(brand * 2 + old, state.device_counts)
-    j = 2 * rank + old
     imei_body, mac_val = np.zeros(m, dtype=np.int64), np.zeros(m, dtype=np.int64)
     for b, name in enumerate(ids.BRANDS):
         sel = brand == b
@@ -276,11 +276,12 @@ def _devices(state: State, brand: np.ndarray, old: np.ndarray) -> tuple[np.ndarr
             continue
         tacs, ouis = np.array(ids.TACS[name]), np.array(ids.OUIS[name])
         cap_imei, cap_mac = len(tacs) * 10**6, len(ouis) << 24
-        if j[sel].max() >= cap_imei:
+        if state.device_counts[2 * b] + state.device_counts[2 * b + 1] > cap_imei:
             raise RuntimeError(f"IMEI space of {name} exhausted")
-        v = ids.affine_perm(j[sel], cap_imei, _DEVICE_MULT, 7_919_117 * (b + 1) % cap_imei)
+        j = np.where(old[sel] == 1, cap_imei - 1 - rank[sel], rank[sel])
+        v = ids.affine_perm(j, cap_imei, _DEVICE_MULT, 7_919_117 * (b + 1) % cap_imei)
         imei_body[sel] = tacs[v // 10**6] * 10**6 + v % 10**6
-        w = ids.affine_perm(j[sel], cap_mac, _DEVICE_MULT, 9_733_211 * (b + 1) % cap_mac)
+        w = ids.affine_perm(j, cap_mac, _DEVICE_MULT, 9_733_211 * (b + 1) % cap_mac)
         mac_val[sel] = (ouis[w >> 24] << 24) | (w & 0xFFFFFF)
     body = ids.digits(imei_body, 14)
     imei = np.concatenate([body, ids.luhn_check_digits(body)[:, None]], axis=1).astype(np.uint8) + 48

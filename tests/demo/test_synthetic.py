@@ -157,6 +157,17 @@ def test_identifiers_unique(pop: dict[str, pd.DataFrame]):
     assert bank["customer_id"].str.fullmatch(r"C\d{9}").all()
 
 
+def test_bank_devices_are_the_persons_own(pop: dict[str, pd.DataFrame], joined: pd.DataFrame):
+    telco = pop["telco_subscribers"]
+    for col in ("imei", "mac"):
+        seen = joined[joined[col].notna() & joined[f"{col}_telco"].notna()]
+        same = seen[col] == seen[f"{col}_telco"]
+        assert same.mean() > 0.9
+        # The rest are old devices (of stale-number customers), which nobody in the telco table has now.
+        assert not seen.loc[~same, col].isin(telco[col].dropna()).any()
+        assert (seen.loc[~same, "mobile"] != seen.loc[~same, "msisdn"]).all()
+
+
 def test_id_numbers_valid_and_consistent_with_age_and_gender(pop: dict[str, pd.DataFrame]):
     codes = {str(c) for c in ids.HUKOU_CODES}
     for name in ("bank_customers", "telco_subscribers"):
