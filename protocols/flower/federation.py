@@ -46,6 +46,7 @@ import httpx
 import tomli_w
 
 from protocols.flower.certs import TlsFiles, generate_supernode_key, generate_tls
+from protocols.flower.control import ONLINE, ControlClient, RunStatus, load_node_public_key
 
 APP_DIR = Path(__file__).resolve().parent / "app"
 """The Tandem Flower app (arbiter ServerApp + ClientApp shim)."""
@@ -157,25 +158,6 @@ class _Component:
             return "(no log)"
 
 
-@dataclass(frozen=True)
-class RunStatus:
-    """Status of a Flower run as ``flwr list`` reports it."""
-
-    run_id: int
-    status: str
-    details: str
-
-    @property
-    def finished(self) -> bool:
-        """Whether the run reached a final state."""
-        return self.status.startswith("finished")
-
-    @property
-    def succeeded(self) -> bool:
-        """Whether the run finished successfully."""
-        return self.status == "finished:completed"
-
-
 class LocalFederation:
     """SuperLink + one SuperNode per party, as real processes on loopback.
 
@@ -232,6 +214,7 @@ class LocalFederation:
         self.tls_files: TlsFiles | None = None
         self.node_ids: dict[str, int] = {}
         self._components: list[_Component] = []
+        self._control: ControlClient | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -263,6 +246,7 @@ class LocalFederation:
         self._write_cli_config()
         self._start_superlink()
         self._wait_superlink()
+        self._control = ControlClient(self.superlink_address, self.tls_files.ca_cert if self.tls_files else None)
         for party, service_url in self.parties.items():
             key = None
             if self.supernode_auth:
@@ -281,6 +265,9 @@ class LocalFederation:
         """
         for component in self._components:
             component.remember_descendants()
+        if self._control is not None:
+            self._control.close()
+            self._control = None
         while self._components:
             self._components.pop().stop(self.stop_grace)
         if clean and self._owns_state_dir:
@@ -288,29 +275,24 @@ class LocalFederation:
 
     # ----------------------------------------------------------------- running apps
 
+    @property
+    def control(self) -> ControlClient:
+        """The Control API client (available once started)."""
+        if self._control is None:
+            raise FederationError("the federation is not running")
+        return self._control
+
     def run(self, run_config: Mapping[str, Any], app_dir: Path = APP_DIR) -> int:
         """Start a run of the Flower app in ``app_dir`` with the given run-config overrides.
 
         Returns:
             The run id.
-
-        Raises:
-            FederationError: ``flwr run`` failed.
         """
-        path = self.state_dir / f"run-config-{time.time_ns()}.toml"
-        path.write_text(tomli_w.dumps(dict(run_config)))
-        answer = self.flwr("run", str(app_dir), _CONNECTION, "--run-config", str(path))
-        if not answer.get("success") or not answer.get("run-id"):
-            raise FederationError(f"flwr run failed: {answer}")
-        return int(answer["run-id"])
+        return self.control.start_run(app_dir, run_config)
 
     def status(self, run_id: int) -> RunStatus:
         """The run's status as the SuperLink reports it."""
-        answer = self.flwr("list", _CONNECTION, "--run-id", str(run_id))
-        runs = answer.get("runs") or []
-        if not runs:
-            raise FederationError(f"the SuperLink does not know run {run_id}: {answer}")
-        return RunStatus(run_id, str(runs[0].get("status", "")), str(runs[0].get("status-details", "")))
+        return self.control.run_status(run_id)
 
     def wait(self, run_id: int, timeout: float, poll: float = 0.5) -> RunStatus:
         """Poll until the run finishes.
@@ -329,7 +311,7 @@ class LocalFederation:
 
     def stop_run(self, run_id: int) -> None:
         """Ask the SuperLink to stop a run."""
-        self.flwr("stop", str(run_id), _CONNECTION)
+        self.control.stop_run(run_id)
 
     def flwr(self, *args: str, timeout: float = 60.0) -> dict[str, Any]:
         """Run a ``flwr`` CLI command against this federation's SuperLink; return its JSON answer.
@@ -431,10 +413,7 @@ class LocalFederation:
         self._wait_until(lambda: _http_ok(url, verify), "the SuperLink to answer /health")
 
     def _register(self, party: str, public_key: Path) -> int:
-        answer = self.flwr("supernode", "register", str(public_key), _CONNECTION, "--name", party)
-        if not answer.get("success") or not answer.get("node-id"):
-            raise FederationError(f"registering the {party} SuperNode failed: {answer}")
-        return int(answer["node-id"])
+        return self.control.register_node(load_node_public_key(public_key), party)
 
     def _start_supernode(self, party: str, service_url: str, private_key: Path | None) -> None:
         node_config = f'party="{party}" service-url="{service_url}"'
@@ -458,13 +437,8 @@ class LocalFederation:
             extra["TANDEM_SUPERNODE_POLL_INTERVAL"] = str(self.poll_interval)
         self._spawn(f"supernode-{party}", cmd, self._env(self.state_dir / f"flwr-{party}", extra))
 
-    def _online_nodes(self) -> tuple[set[int], int]:
-        answer = self.flwr("supernode", "list", _CONNECTION)
-        online = {int(n["node-id"]) for n in answer.get("nodes", []) if n.get("status") == "online"}
-        return online, len(answer.get("nodes", []))
-
     def _all_online(self) -> bool:
-        online, _ = self._online_nodes()
+        online = {node for node, status in self.control.node_statuses().items() if status == ONLINE}
         if self.supernode_auth:
             return set(self.node_ids.values()) <= online
         return len(online) >= len(self.parties)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -65,6 +66,8 @@ class ServiceCall:
     headers: dict[str, str]
     body: bytes
     answer: bytes
+    at: float
+    """``time.monotonic()`` when the call arrived."""
 
 
 @dataclass
@@ -90,9 +93,10 @@ class ToyService:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802
+                arrived = time.monotonic()
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 answer = service.respond(self.path, body)
-                service.calls.append(ServiceCall(self.path, dict(self.headers), body, answer))
+                service.calls.append(ServiceCall(self.path, dict(self.headers), body, answer, arrived))
                 self.send_response(200)
                 self.send_header("Content-Type", "application/octet-stream")
                 self.send_header("Content-Length", str(len(answer)))
