@@ -4,44 +4,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 
 import pytest
+from coord_helpers import BOOT, PG_URL, TestClient, World, pg_store
 from sqlalchemy import text
 
-from coordinator.store import MemoryStore, SqlStore, init_schema, make_engine
-from protocols.messages.control import (
-    DatasetRegister,
-    FieldSpec,
-    JobCreate,
-    JobInput,
-    PartyCreate,
-)
-from protocols.signing import SigningKey
-
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
-
-
-def party_create(name: str, kind: str = "bank", key: SigningKey | None = None) -> PartyCreate:
-    signing = (key or SigningKey.generate()).public_hex
-    return PartyCreate(name=name, kind=kind, signing_key=signing, sealing_key="b" * 64,
-                       tls_fingerprint="c" * 64, node_url=f"https://{name}.example:8443")
-
-
-def dataset_register(name: str = "customers", rows: int = 1000) -> DatasetRegister:
-    return DatasetRegister(name=name, row_count=rows, fields=[
-        FieldSpec(name="mobile", type="string", category="identifier", security_level=3, key_type="mobile",
-                  purposes=["marketing", "recovery", "risk"]),
-        FieldSpec(name="age", type="integer", category="feature", security_level=2,
-                  purposes=["marketing", "risk", "propensity"]),
-    ])
-
-
-def job_create(*dataset_ids: int, kind: str = "audience_overlap", purpose: str = "marketing") -> JobCreate:
-    return JobCreate(kind=kind, purpose=purpose, title="overlap",
-                     inputs=[JobInput(dataset_id=d, key_fields=["mobile"]) for d in dataset_ids],
-                     params={"output_mode": "count"})
+from coordinator.app import create_app
+from coordinator.settings import Settings
+from coordinator.store import MemoryStore, SqlStore, make_engine
 
 
 @pytest.fixture
@@ -61,12 +31,6 @@ def pg_schema() -> Iterator[str]:
     admin.dispose()
 
 
-def pg_store(schema: str) -> SqlStore:
-    engine = make_engine(PG_URL, schema=schema)
-    init_schema(engine)
-    return SqlStore(engine)
-
-
 @pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def store(request: pytest.FixtureRequest, tmp_path) -> Iterator[MemoryStore | SqlStore]:
     """Each store implementation in turn (the contract tests run against all of them)."""
@@ -78,3 +42,22 @@ def store(request: pytest.FixtureRequest, tmp_path) -> Iterator[MemoryStore | Sq
         s = pg_store(request.getfixturevalue("pg_schema"))
     yield s
     s.close()
+
+
+def app_settings(tmp_path, **overrides) -> Settings:
+    values = {"database_url": "sqlite://", "signing_key_path": tmp_path / "coordinator.key", "bootstrap_token": BOOT}
+    return Settings(**{**values, **overrides})
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+def client(request: pytest.FixtureRequest, tmp_path) -> Iterator[TestClient]:
+    """A TestClient over a fresh app: in-memory SQLite, or the in-memory store."""
+    store = MemoryStore() if request.param == "memory" else None
+    with TestClient(create_app(app_settings(tmp_path), store=store)) as c:
+        yield c
+
+
+@pytest.fixture
+def world(client) -> World:
+    """Bank and telco registered, one user per role, a dataset each."""
+    return World(client).populate()

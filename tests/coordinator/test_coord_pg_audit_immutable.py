@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import pg_store
+from coord_helpers import pg_store
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 

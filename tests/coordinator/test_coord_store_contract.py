@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from conftest import NOW, dataset_register, job_create, party_create
+from coord_helpers import NOW, dataset_register, job_create, party_create
 
 from coordinator.errors import Conflict, NotFound
 from coordinator.store import JobUpdate
