@@ -204,7 +204,8 @@ class EcdhPsiReceiver(Session):
         self._theirs += doubled
         if not self._sender_reader.done:
             return self._pull(Stream.SENDER_SET, self._sender_reader.next_index)
-        return self._finish()
+        self._finish()
+        return None
 
     def _on_return_ack(self, message: Message) -> Message | None:
         assert self._sender_reader is not None
@@ -212,7 +213,8 @@ class EcdhPsiReceiver(Session):
             raise self._fail("acknowledgement for another chunk")
         if not self._sender_reader.done:
             return self._pull_sender_set()
-        return self._finish()
+        self._finish()
+        return None
 
     def _finish(self) -> None:
         intersection: frozenset[str] | None = None
@@ -223,7 +225,6 @@ class EcdhPsiReceiver(Session):
         self._evaluated = bytearray()
         self._theirs = bytearray()
         self._stage = _R.DONE
-        return None
 
 
 class EcdhPsiSender(Session):

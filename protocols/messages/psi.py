@@ -86,7 +86,7 @@ class Stream(StrEnum):
 class _Header(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    protocol_version: Literal["1"] = PSI_PROTOCOL_VERSION
+    protocol_version: Literal["1"] = "1"
     job_id: JobId
     stage: Annotated[str, StringConstraints(max_length=64)] = ""
 
