@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, ParamSpec, TypeVar
 
+import httpx
 import typer
 from pydantic import ValidationError
 from tqdm import tqdm
@@ -70,11 +71,13 @@ def _friendly(prefix: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
 class _Commands:
     """The command implementations, bound to one node's settings class."""
 
-    def __init__(self, settings_cls: type[NodeSettings], handlers: Mapping[JobKind, JobHandler]) -> None:
-        self.settings_cls, self.handlers = settings_cls, handlers
+    def __init__(self, settings_cls: type[NodeSettings], handlers: Mapping[JobKind, JobHandler],
+                 transport: httpx.BaseTransport | None) -> None:
+        self.settings_cls, self.handlers, self.transport = settings_cls, handlers, transport
 
     def runtime(self, *, create_keys: bool = False) -> NodeRuntime:
-        return NodeRuntime.open(self.settings_cls(), create_keys=create_keys)  # type: ignore[call-arg]
+        settings = self.settings_cls()  # type: ignore[call-arg]
+        return NodeRuntime.open(settings, create_keys=create_keys, transport=self.transport)
 
     def init(self) -> None:
         rt = self.runtime(create_keys=True)
@@ -184,7 +187,11 @@ def _refresh(rt: NodeRuntime) -> None:
 
 
 def build_cli(
-    settings_cls: type[NodeSettings], role: str, *, handlers: Mapping[JobKind, JobHandler] | None = None
+    settings_cls: type[NodeSettings],
+    role: str,
+    *,
+    handlers: Mapping[JobKind, JobHandler] | None = None,
+    transport: httpx.BaseTransport | None = None,
 ) -> typer.Typer:
     """Build the command line of a node whose settings class is ``settings_cls``.
 
@@ -192,9 +199,10 @@ def build_cli(
         settings_cls: the node's settings (its ``env_prefix`` names the environment variables).
         role: ``bank`` or ``telco``, for help texts.
         handlers: protocol handlers per job kind, used by ``serve`` and ``run-once``.
+        transport: httpx transport to the coordinator (tests inject ``httpx.MockTransport``).
     """
     prefix = str(settings_cls.model_config.get("env_prefix", ""))
-    cmd = _Commands(settings_cls, handlers or {})
+    cmd = _Commands(settings_cls, handlers or {}, transport)
     app = typer.Typer(help=f"Tandem {role} node (settings from {prefix}* environment variables).",
                       no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
     ledger = typer.Typer(help="The egress ledger: every message this node sent.", no_args_is_help=True)
