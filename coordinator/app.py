@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
 
 from coordinator import audit_log
 from coordinator.api.deps import ContextDep
@@ -25,7 +26,7 @@ from coordinator.policy import load_policy
 from coordinator.settings import Settings, get_settings
 from coordinator.store import SqlStore, Store
 
-__all__ = ["API_PREFIX", "build_context", "create_app"]
+__all__ = ["API_PREFIX", "build_context", "create_app", "routers"]
 
 API_PREFIX = "/api/v1"
 logger = logging.getLogger(__name__)
@@ -44,15 +45,23 @@ def build_context(settings: Settings, store: Store | None = None, *, announce: b
     return ctx
 
 
-def _health_router() -> APIRouter:
-    router = APIRouter(tags=["health"])
+_HEALTH = APIRouter(tags=["health"])
 
-    @router.get("/healthz", response_model=Health)
-    def healthz(ctx: ContextDep) -> Health:
-        """Liveness (no authentication)."""
-        return Health(status="ok", policy_version=ctx.policy.version)
 
-    return router
+@_HEALTH.get("/healthz", response_model=Health)
+def healthz(ctx: ContextDep) -> Health:
+    """Liveness (no authentication)."""
+    return Health(status="ok", policy_version=ctx.policy.version)
+
+
+def _operation_id(route: APIRoute) -> str:
+    """OpenAPI operation ids are the route names, the keys of the access table."""
+    return route.name
+
+
+def routers() -> list[APIRouter]:
+    """Every router the app mounts under ``API_PREFIX``."""
+    return [_HEALTH, catalog.router, jobs.router, audit.router]
 
 
 def create_app(settings: Settings | None = None, *, store: Store | None = None) -> FastAPI:
@@ -71,11 +80,12 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         yield
         ctx.store.close()
 
-    app = FastAPI(title="Tandem coordinator", version="1", lifespan=lifespan)
+    app = FastAPI(title="Tandem coordinator", version="1", lifespan=lifespan,
+                  generate_unique_id_function=_operation_id)
     app.state.context = ctx
     app.dependency_overrides[get_settings] = lambda: settings
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)
-    for router in (_health_router(), catalog.router, jobs.router, audit.router):
+    for router in routers():
         app.include_router(router, prefix=API_PREFIX)
     return app

@@ -1,0 +1,98 @@
+"""Every (role, endpoint) pair of the app: refused exactly when the access table says so."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from coord_helpers import API, TestClient, World, party_create
+from fastapi.routing import APIRoute
+
+from coordinator.api.access import ACCESS, PUBLIC, ROLES
+from coordinator.app import create_app, routers
+from coordinator.settings import Settings
+
+PRINCIPALS = {"anonymous": None, "bootstrap": "bootstrap", "admin": "bank_admin", "analyst": "bank_analyst",
+              "operator": "bank_op", "auditor": "auditor"}
+_names = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def matrix_world(tmp_path_factory) -> World:
+    tmp = tmp_path_factory.mktemp("matrix")
+    settings = Settings(database_url="sqlite://", signing_key_path=tmp / "k", bootstrap_token="b" * 40)
+    world = World(TestClient(create_app(settings)))
+    world.tokens["bootstrap"] = "b" * 40
+    return world.populate()
+
+
+def _operations(app) -> list[tuple[str, str, str]]:
+    """(method, path, route name) of every operation the app serves under /api/v1, from its OpenAPI."""
+    return [(method.upper(), path, op["operationId"])
+            for path, item in app.openapi()["paths"].items() if path.startswith(API)
+            for method, op in item.items()]
+
+
+def _allowed_roles(route: APIRoute) -> set[str] | None:
+    stack = list(route.dependant.dependencies)
+    while stack:
+        dep = stack.pop()
+        if hasattr(dep.call, "allowed_roles"):
+            return set(dep.call.allowed_roles)
+        stack.extend(dep.dependencies)
+    return None
+
+
+def _body(world: World, name: str, role: str, job: dict) -> dict | None:
+    approver = "auditor" if role == "auditor" else "party:bank"
+    key = world.auditor_key if role == "auditor" else world.keys["bank"]
+    return {
+        "create_user": {"name": f"u{next(_names)}", "role": "analyst", "party": "bank"},
+        "register_party": party_create("bank", "bank", world.keys["bank"]).model_dump(mode="json"),
+        "register_dataset": {"name": "matrix", "row_count": 1, "fields": [{"name": "x", "type": "integer",
+                                                                           "category": "feature",
+                                                                           "security_level": 1}]},
+        "submit_job": world.job_body(),
+        "approve_job": {"approver": approver, "signature": key.sign_approval(job["digest"])},
+        "report_progress": {"stage": "psi", "fraction": 0.5},
+        "report_result": {"status": "succeeded"},
+    }.get(name)
+
+
+def _call(world: World, operation: tuple[str, str, str], role: str, job: dict):
+    method, path, name = operation
+    path = path.format(job_id=job["id"], dataset_id=world.datasets["bank"], name="bank")
+    who = PRINCIPALS[role]
+    headers = world.h(who) if who else {}
+    return world.c.request(method, path, json=_body(world, name, role, job), headers=headers)
+
+
+def test_every_route_is_in_the_access_table(matrix_world):
+    operations = _operations(matrix_world.c.app)
+    names = [name for _, _, name in operations]
+    assert sorted(names) == sorted(set(ACCESS) | PUBLIC)
+    routes = [r for router in routers() for r in router.routes if isinstance(r, APIRoute)]
+    assert sorted(r.name for r in routes) == sorted(names)
+    for route in routes:
+        expected = None if route.name in PUBLIC else set(ACCESS[route.name])
+        assert _allowed_roles(route) == expected, route.name
+
+
+def test_role_matrix(matrix_world):
+    world = matrix_world
+    job = world.submit()
+    failures = []
+    for operation, role in itertools.product(_operations(world.c.app), ["anonymous", *ROLES]):
+        name = operation[2]
+        r = _call(world, operation, role, job)
+        if name in PUBLIC:
+            ok = r.status_code == 200
+        elif role == "anonymous":
+            ok = r.status_code == 401
+        elif role in ACCESS[name]:
+            ok = r.status_code not in (401, 403) and r.status_code < 500
+        else:
+            ok = r.status_code == 403 and "may not call this endpoint" in r.json()["detail"][0]["message"]
+        if not ok:
+            failures.append((name, role, r.status_code, r.text[:200]))
+    assert failures == []
