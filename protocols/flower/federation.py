@@ -176,6 +176,7 @@ class LocalFederation:
         tls: bool = True,
         supernode_auth: bool = True,
         poll_interval: float | None = None,
+        warm_clientapp: bool = False,
         connect_timeout: float = 60.0,
         stop_grace: float = 5.0,
     ) -> None:
@@ -189,6 +190,9 @@ class LocalFederation:
             supernode_auth: Require SuperNode authentication (needs ``tls``).
             poll_interval: Cap, in seconds, on the SuperNode and SuperExec poll sleeps; None keeps
                 Flower's stock 3 s / 1 s.
+            warm_clientapp: Start each SuperNode with ``--isolation process`` beside a long-lived
+                :mod:`protocols.flower.warm_clientapp` runner instead of a fresh ClientApp process
+                per message (which also pins the party to its installed ClientApp shim).
             connect_timeout: How long to wait for the SuperLink and every SuperNode.
             stop_grace: Seconds each process gets between SIGTERM and SIGKILL.
 
@@ -205,6 +209,7 @@ class LocalFederation:
         self.tls = tls
         self.supernode_auth = supernode_auth
         self.poll_interval = poll_interval
+        self.warm_clientapp = warm_clientapp
         self.connect_timeout = connect_timeout
         self.stop_grace = stop_grace
         self._owns_state_dir = state_dir is None
@@ -421,21 +426,39 @@ class LocalFederation:
             cmd = [str(self.bin_dir / "flower-supernode")]
         else:
             cmd = [sys.executable, "-m", "protocols.flower.fastpoll"]
+        runtime_port = free_port()
         cmd += [
             "--superlink",
             self.superlink_address,
             "--port",
-            str(free_port()),
+            str(runtime_port),
             "--node-config",
             node_config,
         ]
         cmd += ["--root-certificates", str(self.tls_files.ca_cert)] if self.tls_files else ["--insecure"]
         if private_key is not None:
             cmd += ["--auth-supernode-private-key", str(private_key)]
+        if self.warm_clientapp:
+            cmd += ["--isolation", "process"]
         extra = {}
         if self.poll_interval is not None:
             extra["TANDEM_SUPERNODE_POLL_INTERVAL"] = str(self.poll_interval)
-        self._spawn(f"supernode-{party}", cmd, self._env(self.state_dir / f"flwr-{party}", extra))
+        home = self.state_dir / f"flwr-{party}"
+        node = self._spawn(f"supernode-{party}", cmd, self._env(home, extra))
+        if self.warm_clientapp:
+            runner = [
+                sys.executable,
+                "-m",
+                "protocols.flower.warm_clientapp",
+                "--runtime-api-address",
+                f"127.0.0.1:{runtime_port}",
+                "--insecure",
+                "--poll",
+                str(self.poll_interval if self.poll_interval is not None else 1.0),
+                "--parent-pid",
+                str(node.process.pid),
+            ]
+            self._spawn(f"clientapp-{party}", runner, self._env(home))
 
     def _all_online(self) -> bool:
         online = {node for node, status in self.control.node_statuses().items() if status == ONLINE}

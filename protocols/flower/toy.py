@@ -72,9 +72,10 @@ class ServiceCall:
 
 @dataclass
 class ToyService:
-    """A stand-in node service (or report endpoint) on a loopback thread; records every call.
+    """A stand-in node service (or report endpoint) on a loopback thread; records every answered call.
 
-    ``respond(path, body) -> bytes`` makes the answer. Use as a context manager.
+    ``respond(path, body) -> bytes`` makes the answer; if it raises, the service answers 500 and
+    records nothing. Use as a context manager.
     """
 
     respond: Callable[[str, bytes], bytes]
@@ -95,7 +96,11 @@ class ToyService:
             def do_POST(self) -> None:  # noqa: N802
                 arrived = time.monotonic()
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                answer = service.respond(self.path, body)
+                try:
+                    answer = service.respond(self.path, body)
+                except Exception as err:  # noqa: BLE001 - a failing toy service answers 500
+                    self.send_error(500, f"{type(err).__name__}: {err}")
+                    return
                 service.calls.append(ServiceCall(self.path, dict(self.headers), body, answer, arrived))
                 self.send_response(200)
                 self.send_header("Content-Type", "application/octet-stream")

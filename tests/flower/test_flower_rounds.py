@@ -1,0 +1,147 @@
+"""The arbiter round loop, the wire format and the ClientApp shim, without Flower processes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from flwr.app import Context, Message, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+
+from protocols.flower.arbiter import ArbiterContext, ArbiterError, build_arbiter, load_arbiter_factory, run_rounds
+from protocols.flower.client_app import ShimError, forward_round
+from protocols.flower.server_app import RunSettings
+from protocols.flower.toy import SumArbiter, ToyService, adder
+from protocols.flower.wire import (
+    Instruction,
+    instruction_content,
+    read_instruction,
+    read_reply,
+    reply_content,
+    service_round_url,
+)
+
+PARTIES = ("bank", "telco")
+
+
+def test_toy_arbiter_sums_over_rounds() -> None:
+    sent: list[tuple[int, dict[str, bytes]]] = []
+
+    def exchange(round_: int, payloads: dict[str, bytes]) -> dict[str, bytes]:
+        sent.append((round_, payloads))
+        return {p: json.dumps({"value": 10 if p == "bank" else 1}).encode() for p in payloads}
+
+    outcome = run_rounds(SumArbiter(PARTIES, 3), exchange, PARTIES, max_rounds=10)
+    assert outcome.rounds == 3
+    assert json.loads(outcome.result)["total"] == 33
+    assert [json.loads(p["bank"])["total"] for _, p in sent] == [0, 11, 22]
+    assert [r for r, _ in sent] == [1, 2, 3]
+
+
+class _Scripted:
+    def __init__(self, rounds: list[dict[str, bytes] | None]) -> None:
+        self._rounds = rounds
+
+    def start(self) -> dict[str, bytes] | None:
+        return self._rounds.pop(0)
+
+    def handle(self, replies: dict[str, bytes]) -> dict[str, bytes] | None:
+        return self._rounds.pop(0)
+
+    def result(self) -> bytes:
+        return b"done"
+
+
+def _echo(round_: int, payloads: dict[str, bytes]) -> dict[str, bytes]:
+    return dict(payloads)
+
+
+def test_subset_rounds_and_immediate_finish() -> None:
+    assert run_rounds(_Scripted([None]), _echo, PARTIES, 5).rounds == 0  # type: ignore[arg-type]
+    outcome = run_rounds(_Scripted([{"bank": b"a"}, {"telco": b"b"}, None]), _echo, PARTIES, 5)  # type: ignore[arg-type]
+    assert (outcome.rounds, outcome.result) == (2, b"done")
+
+
+@pytest.mark.parametrize(
+    "script",
+    [[{"mallory": b"x"}], [{}], [{"bank": "not bytes"}], [{"bank": b"x"}] * 3],
+)
+def test_protocol_violations_are_refused(script: list[dict[str, object]]) -> None:
+    with pytest.raises(ArbiterError):
+        run_rounds(_Scripted(list(script)), _echo, PARTIES, max_rounds=2)  # type: ignore[arg-type]
+
+
+def test_replies_must_come_from_addressed_parties() -> None:
+    with pytest.raises(ArbiterError, match="replies from"):
+        run_rounds(SumArbiter(PARTIES, 1), lambda r, p: {"bank": b'{"value": 1}'}, PARTIES, 5)
+
+
+def test_arbiter_factory_loading() -> None:
+    context = ArbiterContext(job_id="j", run_id=1, parties=PARTIES, config={"rounds": 2})
+    assert isinstance(build_arbiter("protocols.flower.toy:sum_arbiter", context), SumArbiter)
+    for bad in ("protocols.flower.toy", "protocols.flower.toy:nope", "protocols.flower.toy:json"):
+        with pytest.raises(ArbiterError):
+            build_arbiter(bad, context) if bad.endswith("json") else load_arbiter_factory(bad)
+
+
+def test_wire_round_trip() -> None:
+    instruction = Instruction(job_id="j", party="bank", round=7, payload=b"\x00\xffpayload")
+    assert read_instruction(instruction_content(instruction)) == instruction
+    assert read_reply(reply_content(b"\x01answer")) == b"\x01answer"
+    with pytest.raises(ValueError):
+        read_instruction(RecordDict())
+    assert service_round_url("http://h:1/", 5, 2) == "http://h:1/flower/v1/5/2"
+
+
+def test_run_settings_parse_and_refuse() -> None:
+    settings = RunSettings.from_run_config(
+        {"arbiter": "m:f", "parties": "bank, telco", "arbiter-config": '{"a": 1}', "round-timeout": 5}
+    )
+    assert settings.parties == PARTIES and settings.arbiter_config == {"a": 1} and settings.round_timeout == 5.0
+    for bad in ({}, {"arbiter": "m:f", "parties": "bank,bank"}, {"arbiter": "m:f", "arbiter-config": "[1]"}):
+        with pytest.raises(ValueError):
+            RunSettings.from_run_config(bad)
+
+
+@pytest.fixture(autouse=True)
+def _task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Flower stamps new messages with the process's task identity, which a real ClientApp has."""
+    monkeypatch.setattr(TaskIdentity, "_run_id", 42)
+    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
+    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
+
+
+def _message(party: str, round_: int, payload: bytes) -> Message:
+    return Message(
+        content=instruction_content(Instruction("job-9", party, round_, payload)),
+        dst_node_id=1,
+        message_type="query.tandem_round",
+    )
+
+
+def _context(party: str, url: str) -> Context:
+    return Context(
+        run_id=42,
+        node_id=1,
+        node_config={"party": party, "service-url": url},
+        state=RecordDict(),
+        run_config={"service-timeout": 10.0},
+    )
+
+
+def test_shim_forwards_bytes_and_returns_the_answer_verbatim() -> None:
+    with ToyService(adder(5)) as service:
+        answer = forward_round(_message("bank", 3, b'{"round": 3}'), _context("bank", service.url))
+    assert answer == b'{"value": 8}'
+    (call,) = service.calls
+    assert call.path == "/flower/v1/42/3" and call.body == b'{"round": 3}'
+    assert call.headers["X-Tandem-Job-Id"] == "job-9" and call.headers["X-Tandem-Party"] == "bank"
+
+
+def test_shim_refuses_misrouted_instruction_and_service_errors() -> None:
+    with ToyService(adder(5)) as service:
+        with pytest.raises(ShimError, match="reached the 'telco' node"):
+            forward_round(_message("bank", 1, b"{}"), _context("telco", service.url))
+        with pytest.raises(ShimError, match="answered 500"):
+            forward_round(_message("bank", 1, b"not json"), _context("bank", service.url))
+        assert not service.calls
