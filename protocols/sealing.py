@@ -101,9 +101,10 @@ def sealing_public_hex(key: ECC.EccKey) -> str:
 def _derive_key(
     own_priv: ECC.EccKey, other_pub: ECC.EccKey, salt: bytes, sender_pub: bytes, receiver_pub: bytes
 ) -> bytes:
-    shared = DH.key_agreement(static_priv=own_priv, static_pub=other_pub, kdf=lambda z: z)
+    shared = bytes(DH.key_agreement(static_priv=own_priv, static_pub=other_pub, kdf=lambda z: z))
     key = HKDF(shared, 32, salt, SHA256, context=_INFO + sender_pub + receiver_pub)
-    assert isinstance(key, bytes)
+    if not isinstance(key, bytes):  # one key requested, so HKDF returns bytes, not a tuple
+        raise CryptoError()
     return key
 
 
