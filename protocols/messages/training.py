@@ -85,7 +85,7 @@ class LrForward(_Wire):
 
 
 class LrResidual(_Wire):
-    """Active → passive (data plane): ``[[u_a + u_p - 2y]] = 4 [[d]]``, freshly re-randomised."""
+    """Active → passive (data plane): ``[[u_a + u_p - 2y']] = 4 [[d]]`` (``y' = 2y - 1``), freshly re-randomised."""
 
     kind: Literal["lr_residual"] = "lr_residual"
     iteration: NonNegative

@@ -15,9 +15,9 @@ Rounds of iteration ``t`` (batch ``B_t`` of ``m`` rows); one arbiter instruction
        after the last iteration. Each party removes its masks and updates its own weights (L2 and the
        optimiser of :class:`OptimizerConfig`).
     2. ``LrForward`` passive → active (data plane): ``[[u_p]]`` for ``B_t`` and ``[[sum u_p**2]]``.
-    3. ``LrResidual`` active → passive (data plane): ``[[u_a + u_p - 2y]] = 4[[d]]``. The active party
-       adds a *fresh encryption* of ``u_a - 2y``: adding it as a bare ``g**m`` would let the passive
-       divide out its own ciphertext and read ``u_a - 2y``, hence the labels.
+    3. ``LrResidual`` active → passive (data plane): ``[[u_a + u_p - 2y']] = 4[[d]]``. The active party
+       adds a *fresh encryption* of ``u_a - 2y'``: adding it as a bare ``g**m`` would let the passive
+       divide out its own ciphertext and read ``u_a - 2y'``, hence the labels.
     4. ``LrMaskedUpdate`` each party → arbiter (the reply to step 1): ``[[X^T d + R]]`` with fresh
        uniform masks ``R`` in ``Z_n``; the active party also sends ``[[loss_enc + R_l]]`` where
        ``loss_enc = sum u_p (0.25 u_a - 0.5 y') + 0.125 sum u_p**2`` is the encrypted part of the
@@ -367,7 +367,7 @@ class LrActiveParty(_Party):
         self._y = y
         self.stage = LrPartyStage.AWAIT_ROUND
         self._instruction: LrInstruction | None = None
-        self._forward: LrForward | None = None
+        self._forward: EncryptedVector | None = None
         self._loss_mask: Mask | None = None
         self._loss_plain = 0.0
         self._loss = _LossTracker(config.n_rows, config.tol)
@@ -406,15 +406,17 @@ class LrActiveParty(_Party):
         _check_iteration(msg.iteration, self._iteration)
         if self._forward is not None:
             raise RemoteProtocolError("second forward message for one iteration", status_hint=409)
-        self._forward = msg
+        if self._public_key is None:
+            raise RemoteProtocolError("forward message before the arbiter's key", status_hint=409)
+        rows = self.config.batch_rows(self._iteration)
+        self._forward = self._decode_scores(msg.encrypted_scores, len(rows) + 1)
         return self._maybe_compute()
 
     def _maybe_compute(self) -> list[LrMessage]:
         if self._instruction is None or self._forward is None:
             return []
-        forward, self._instruction, self._forward = self._forward, None, None
+        scores, self._instruction, self._forward = self._forward, None, None
         self._rows = self.config.batch_rows(self._iteration)
-        scores = self._decode_scores(forward.encrypted_scores, len(self._rows) + 1)
         out = self._compute(scores)
         self._iteration += 1
         return out
@@ -422,9 +424,8 @@ class LrActiveParty(_Party):
     def _compute(self, scores: EncryptedVector) -> list[LrMessage]:
         m = len(self._rows)
         u_a = self._x[self._rows] @ self._w
-        y = self._y[self._rows]
-        y_sign = 2.0 * y - 1.0
-        residual = scores[:m] + self._enc.encrypt_vector(u_a - 2.0 * y, exponent=SCORE_EXPONENT)
+        y_sign = 2.0 * self._y[self._rows] - 1.0
+        residual = scores[:m] + self._enc.encrypt_vector(u_a - 2.0 * y_sign, exponent=SCORE_EXPONENT)
         masked_gradient, self._grad_mask = self._masked_gradient(residual)
         loss = scores.dot(np.append(0.25 * u_a - 0.5 * y_sign, 0.125), exponent=SCORE_EXPONENT)
         masked_loss, self._loss_mask = mask_vector(self._enc, loss)
