@@ -17,7 +17,7 @@ Ciphertexts are interchangeable with ``phe``: ``EncryptedVector.to_encrypted_num
 """
 
 from protocols.paillier._decryptor import Decryptor
-from protocols.paillier._encoding import DEFAULT_FLOAT_EXPONENT
+from protocols.paillier._encoding import DEFAULT_FLOAT_EXPONENT, decode_mantissas, signed_mantissas
 from protocols.paillier._encryptor import DEFAULT_DJN_EXPONENT_BITS, MIN_DJN_EXPONENT_BITS, Encryptor
 from protocols.paillier._keys import MIN_KEY_BITS, check_key_size, generate_keypair
 from protocols.paillier._packing import PackingScheme
@@ -37,7 +37,9 @@ __all__ = [
     "PackingScheme",
     "ParallelPaillier",
     "check_key_size",
+    "decode_mantissas",
     "decrypt_vector",
     "encrypt_vector",
     "generate_keypair",
+    "signed_mantissas",
 ]
