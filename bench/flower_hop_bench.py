@@ -10,6 +10,9 @@ Settings:
          1 s, and the ServerApp pulls replies every 3 s (what Grid.send_and_receive does).
   tuned  SuperNode poll capped at --poll s (protocols.flower.fastpoll), SuperExec
          FLWR_SUPEREXEC_TASK_POLL_INTERVAL=--poll, ServerApp grid-poll-interval=--poll.
+         Still one fresh flwr-clientapp process per message.
+  warm   tuned, plus SuperNodes in --isolation process served by the long-lived
+         protocols.flower.warm_clientapp runner: no process start per message.
 
 Usage: python bench/flower_hop_bench.py [--rounds N] [--poll 0.1] [--json PATH]
 """
@@ -31,11 +34,13 @@ from protocols.flower.federation import LocalFederation  # noqa: E402
 from protocols.flower.toy import ToyService, adder, sink  # noqa: E402
 
 
-def measure(rounds: int, poll: float | None, grid_poll: float, state: Path) -> dict[str, object]:
+def measure(rounds: int, poll: float | None, grid_poll: float, warm: bool, state: Path) -> dict[str, object]:
     """Run one federation; return round-trip gaps and start-up figures."""
     t0 = time.monotonic()
     with ToyService(adder(1)) as bank, ToyService(adder(2)) as telco, ToyService(sink) as report:
-        with LocalFederation({"bank": bank.url, "telco": telco.url}, state, poll_interval=poll) as fed:
+        with LocalFederation(
+            {"bank": bank.url, "telco": telco.url}, state, poll_interval=poll, warm_clientapp=warm
+        ) as fed:
             started = time.monotonic()
             run_id = fed.run(
                 {
@@ -69,8 +74,13 @@ def main() -> None:
         parser.error("--rounds must be >= 2 (a round trip is the gap between two rounds)")
     results = {}
     with TemporaryDirectory(prefix="flower-hop-") as tmp:
-        for name, poll, grid_poll in (("stock", None, 3.0), ("tuned", args.poll, args.poll)):
-            results[name] = measure(args.rounds, poll, grid_poll, Path(tmp) / name)
+        settings = (
+            ("stock", None, 3.0, False),
+            ("tuned", args.poll, args.poll, False),
+            ("warm", args.poll, args.poll, True),
+        )
+        for name, poll, grid_poll, warm in settings:
+            results[name] = measure(args.rounds, poll, grid_poll, warm, Path(tmp) / name)
     load = os.getloadavg()
     print(f"Flower 1.42 hop, {args.rounds} rounds per setting, {os.cpu_count()} CPUs, load {load[0]:.1f}")
     print(f"{'setting':8} {'median s':>9} {'min s':>7} {'max s':>7} {'start s':>8} {'run->r1 s':>10}")
@@ -84,6 +94,7 @@ def main() -> None:
         payload = {
             "hop_s_stock": results["stock"]["median_s"],
             "hop_s_tuned": results["tuned"]["median_s"],
+            "hop_s_warm": results["warm"]["median_s"],
             "rounds": args.rounds,
             "poll_s": args.poll,
             "cpus": os.cpu_count(),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from protocols.flower.federation import LocalFederation, _alive
+from protocols.flower.federation import APP_DIR, LocalFederation, _alive
 from protocols.flower.toy import ToyService, adder, sink
 
 pytestmark = pytest.mark.flower
@@ -65,3 +65,42 @@ def test_rounds_travel_through_real_flower_processes(tmp_path: Path) -> None:
     # Nothing the federation started outlives it.
     assert not [pid for pid in pids + descendants if _alive(pid)]
     assert os.path.isdir(tmp_path / "fed" / "logs")
+
+
+def _rogue_app(tmp_path: Path) -> Path:
+    """A copy of the Tandem app whose FAB names a ClientApp the parties never installed."""
+    app = tmp_path / "rogue-app"
+    app.mkdir()
+    text = (APP_DIR / "pyproject.toml").read_text()
+    app.joinpath("pyproject.toml").write_text(text.replace("protocols.flower.client_app:app", "rogue.module:app"))
+    return app
+
+
+def test_warm_runner_serves_rounds_and_refuses_foreign_clientapps(tmp_path: Path) -> None:
+    with (
+        ToyService(adder(100)) as bank,
+        ToyService(adder(200)) as telco,
+        ToyService(sink) as report,
+        LocalFederation(
+            {"bank": bank.url, "telco": telco.url}, tmp_path / "fed", poll_interval=0.1, warm_clientapp=True
+        ) as fed,
+    ):
+        config = {
+            "arbiter": "protocols.flower.toy:sum_arbiter",
+            "job-id": "job-warm",
+            "report-url": report.url,
+            "arbiter-config": json.dumps({"rounds": 2}),
+        }
+        good = fed.wait(fed.run(config), timeout=60)
+        _wait_report(report, timeout=10)
+        rogue = fed.wait(fed.run({**config, "job-id": "job-rogue"}, app_dir=_rogue_app(tmp_path)), timeout=60)
+        deadline = time.monotonic() + 10
+        while len(report.calls) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+    assert good.succeeded, good
+    assert json.loads(report.calls[0].body)["total"] == (101 + 201) + (102 + 202)
+    assert not rogue.succeeded
+    assert report.calls[1].headers["X-Tandem-Status"] == "failed"
+    assert b"runs only 'protocols.flower.client_app:app'" in report.calls[1].body
+    assert len(bank.calls) == len(telco.calls) == 2  # the rogue run never reached a node service
