@@ -8,19 +8,27 @@
   APIs over HTTPS on this one port;
 - one SuperNode per party (``flower-supernode``), whose node config carries ``party`` and
   ``service-url`` (the party's node service). With authentication each SuperNode gets its own EC
-  P-384 key and the coordinator registers its public key under the party's name
-  (``flwr supernode register --name``) before the node starts.
+  P-384 key and the coordinator registers its public key under the party's name (what
+  ``flwr supernode register --name`` does) before the node starts.
 
-It waits until every SuperNode is online (``flwr supernode ls``), raising
-:class:`FederationError` with the log tails after ``connect_timeout``. ``run()`` starts a run of a
-Flower app (``flwr run`` with a run-config TOML), ``wait()`` polls its status. Leaving the context
-stops every process it started, and their descendants (SuperExecs, ServerApp/ClientApp processes),
-also on exceptions. Logs, certificates, keys and the ``FLWR_HOME`` of each component live in
-``state_dir``.
+It waits until every SuperNode is online, raising :class:`FederationError` with the log tails
+after ``connect_timeout``. ``run()`` starts a run of a Flower app directory with run-config
+overrides (what ``flwr run -c`` does), ``wait()`` polls its status; both go through
+:class:`~protocols.flower.control.ControlClient`, in process, because each ``flwr`` CLI call costs
+seconds of start-up (``flwr()`` still runs any CLI command, e.g. ``log``). Leaving the context stops
+every process it started and their descendants (SuperExecs, ServerApp/ClientApp processes), also
+on exceptions. Logs (``logs/``), certificates (``tls/``), keys (``keys/``) and each component's
+``FLWR_HOME`` live in ``state_dir``; ``flwr-cli/config.toml`` names the SuperLink as connection
+``tandem`` for manual ``FLWR_HOME=<state_dir>/flwr-cli flwr ls tandem``.
 
-``poll_interval`` (seconds) tunes the training-plane latency: SuperNodes start through
-:mod:`protocols.flower.fastpoll` (Flower's fixed 3 s idle sleep capped) and every SuperExec gets
-``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``. ``None`` keeps Flower's stock behaviour.
+Latency knobs:
+
+- ``poll_interval`` (seconds): SuperNodes start through :mod:`protocols.flower.fastpoll` (Flower's
+  fixed 3 s idle sleep capped) and every SuperExec gets ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``.
+  ``None`` keeps Flower's stock behaviour.
+- ``warm_clientapp``: SuperNodes run with ``--isolation process`` and a long-lived
+  :mod:`protocols.flower.warm_clientapp` runner beside each, instead of one ``flwr-clientapp``
+  process per message.
 
 What each party learns: nothing from this module; it only runs processes.
 """
