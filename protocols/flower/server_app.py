@@ -75,7 +75,7 @@ class RunSettings:
         arbiter = str(config.get("arbiter", ""))
         if not arbiter:
             raise ValueError("run config 'arbiter' (module:factory) is required")
-        parties = tuple(p.strip() for p in str(config.get("parties", "")).split(",") if p.strip())
+        parties = tuple(p.strip() for p in str(config.get("parties", "bank,telco")).split(",") if p.strip())
         if len(set(parties)) != len(parties) or not parties:
             raise ValueError(f"run config 'parties' must name distinct parties, got {config.get('parties')!r}")
         raw_arbiter_config = str(config.get("arbiter-config", "") or "{}")
@@ -238,7 +238,7 @@ def run_job(grid: Grid, context: Context) -> int:
     """Run one job's rounds; return the number of rounds. Reports to ``report-url`` if set."""
     settings = RunSettings.from_run_config(context.run_config)
     run_id = int(context.run_id)
-    rounds = 0
+    exchange: GridExchange | None = None
     try:
         nodes = resolve_parties(grid, settings)
         LOG.info("job %s: parties %s", settings.job_id, nodes)
@@ -254,12 +254,15 @@ def run_job(grid: Grid, context: Context) -> int:
         )
         exchange = GridExchange(grid, nodes, settings)
         outcome = run_rounds(arbiter, exchange, settings.parties, settings.max_rounds)
-        rounds = outcome.rounds
     except Exception as err:
-        _report(settings, run_id, "failed", f"{type(err).__name__}: {err}".encode(), rounds)
+        done = len(exchange.seconds) if exchange is not None else 0
+        try:
+            _report(settings, run_id, "failed", f"{type(err).__name__}: {err}".encode(), done)
+        except httpx.HTTPError as report_err:
+            LOG.error("job %s: could not report the failure: %s", settings.job_id, report_err)
         raise
-    _report(settings, run_id, "succeeded", outcome.result, rounds)
-    return rounds
+    _report(settings, run_id, "succeeded", outcome.result, outcome.rounds)
+    return outcome.rounds
 
 
 app = ServerApp()

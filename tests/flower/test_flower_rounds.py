@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from flwr.app import Context, Message, RecordDict
+from flwr.app import Context, Error, Message, RecordDict
+from flwr.proto.node_pb2 import NodeInfo
 from flwr.supercore.task_identity import TaskIdentity
 
 from protocols.flower.arbiter import ArbiterContext, ArbiterError, build_arbiter, load_arbiter_factory, run_rounds
 from protocols.flower.client_app import ShimError, forward_round
-from protocols.flower.server_app import RunSettings
+from protocols.flower.server_app import GridExchange, RoundFailedError, RunSettings, resolve_parties
 from protocols.flower.toy import SumArbiter, ToyService, adder
 from protocols.flower.wire import (
     Instruction,
@@ -98,7 +99,13 @@ def test_run_settings_parse_and_refuse() -> None:
         {"arbiter": "m:f", "parties": "bank, telco", "arbiter-config": '{"a": 1}', "round-timeout": 5}
     )
     assert settings.parties == PARTIES and settings.arbiter_config == {"a": 1} and settings.round_timeout == 5.0
-    for bad in ({}, {"arbiter": "m:f", "parties": "bank,bank"}, {"arbiter": "m:f", "arbiter-config": "[1]"}):
+    bad_configs = (
+        {},
+        {"arbiter": "m:f", "parties": "bank,bank"},
+        {"arbiter": "m:f", "parties": " , "},
+        {"arbiter": "m:f", "arbiter-config": "[1]"},
+    )
+    for bad in bad_configs:
         with pytest.raises(ValueError):
             RunSettings.from_run_config(bad)
 
@@ -145,3 +152,64 @@ def test_shim_refuses_misrouted_instruction_and_service_errors() -> None:
         with pytest.raises(ShimError, match="answered 500"):
             forward_round(_message("bank", 1, b"not json"), _context("bank", service.url))
         assert not service.calls
+
+
+class _FakeGrid:
+    """Answers every pushed round message through ``answer(party, instruction) -> reply``."""
+
+    def __init__(self, names: dict[int, str], answer: object) -> None:
+        self.names = names
+        self.answer = answer
+        self.pending: dict[str, Message] = {}
+
+    def get_nodes(self) -> list[NodeInfo]:
+        return [NodeInfo(node_id=n, name=name) for n, name in self.names.items()]
+
+    def push_messages(self, messages: list[Message]) -> list[str]:
+        ids = []
+        for i, msg in enumerate(messages):
+            msg.metadata.__dict__["_message_id"] = f"m{len(self.pending)}-{i}"
+            self.pending[msg.metadata.message_id] = msg
+            ids.append(msg.metadata.message_id)
+        return ids
+
+    def pull_messages(self, ids: list[str]) -> list[Message]:
+        replies = []
+        for message_id in ids:
+            msg = self.pending.pop(message_id)
+            reply = self.answer(self.names[msg.metadata.dst_node_id], msg)  # type: ignore[operator]
+            reply.metadata.__dict__["_src_node_id"] = msg.metadata.dst_node_id
+            replies.append(reply)
+        return replies
+
+
+def _settings(**extra: object) -> RunSettings:
+    return RunSettings.from_run_config({"arbiter": "protocols.flower.toy:sum_arbiter", "job-id": "j", **extra})
+
+
+def test_grid_exchange_maps_parties_and_payloads() -> None:
+    def answer(party: str, msg: Message) -> Message:
+        return Message(reply_content(party.encode() + read_instruction(msg.content).payload), reply_to=msg)
+
+    grid = _FakeGrid({11: "bank", 22: "telco", 33: "other"}, answer)
+    nodes = resolve_parties(grid, _settings())  # type: ignore[arg-type]
+    assert nodes == {"bank": 11, "telco": 22}
+    replies = GridExchange(grid, nodes, _settings())(1, {"bank": b"-x", "telco": b"-y"})  # type: ignore[arg-type]
+    assert replies == {"bank": b"bank-x", "telco": b"telco-y"}
+
+
+def test_grid_exchange_surfaces_party_errors() -> None:
+    def answer(party: str, msg: Message) -> Message:
+        if party == "telco":
+            return Message(Error(code=0, reason="service said no"), reply_to=msg)
+        return Message(reply_content(b"ok"), reply_to=msg)
+
+    grid = _FakeGrid({11: "bank", 22: "telco"}, answer)
+    with pytest.raises(RoundFailedError, match="telco failed: service said no"):
+        GridExchange(grid, {"bank": 11, "telco": 22}, _settings())(3, {"bank": b"", "telco": b""})  # type: ignore[arg-type]
+
+
+def test_missing_party_times_out_clearly() -> None:
+    grid = _FakeGrid({11: "bank"}, None)
+    with pytest.raises(RoundFailedError, match=r"\['telco'\] have no SuperNode"):
+        resolve_parties(grid, _settings(**{"nodes-timeout": 0.01}))  # type: ignore[arg-type]
