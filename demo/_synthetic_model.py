@@ -371,6 +371,7 @@ def build_chunk(state: State, m: int) -> dict[str, pa.Table]:
         {"id_number": id_number[lost], "imei": b_imei[lost], "idfa": b_idfa[lost], "mac": b_mac[lost]},
         {"id_number": np.ones(int(lost.sum()), dtype=bool), **{k: v[lost] for k, v in has_b.items()}},
         tuple(d[lost] for d in lost_draws),
+        consent[lost],
     )
 
     tel = p["is_telco"]
@@ -404,7 +405,7 @@ _LOST_KEYS = ("id_number", "imei", "idfa", "mac")
 
 
 def _lost_contacts(customer_id: np.ndarray, values: dict[str, np.ndarray], avail: dict[str, np.ndarray],
-                   draws: tuple[np.ndarray, ...]) -> pa.Table:
+                   draws: tuple[np.ndarray, ...], consent: np.ndarray) -> pa.Table:
     """Lost-contact rows: a random non-empty subset of the available identifiers, some in messy raw form."""
     pick_u, fallback_u, messy_u = draws
     have = np.stack([avail[k] for k in _LOST_KEYS], axis=1)
@@ -422,6 +423,7 @@ def _lost_contacts(customer_id: np.ndarray, values: dict[str, np.ndarray], avail
         for i, v in enumerate(text):
             out.append(_messy(key, v, messy_u[i]) if pick[i, k] else None)
         cols[key] = pa.array(out, type=pa.string())
+    cols["consent_recovery"] = _int(consent)
     return pa.table(cols)
 
 

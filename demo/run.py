@@ -181,7 +181,7 @@ def _jobs(ds: dict[str, int]) -> list[tuple[str, dict[str, Any]]]:
     bank, lost, telco = ds["bank_customers"], ds["bank_lost_contacts"], ds["telco_subscribers"]
     return [
         ("audience overlap: bank customers who are telco subscribers aged 25-45 without the bank's app", {
-            "kind": "audience_overlap", "purpose": "marketing", "title": "App promotion audience (count)",
+            "kind": "audience_overlap", "purpose": "app_promotion", "title": "App promotion audience (count)",
             "inputs": [{"dataset_id": bank, "key_fields": ["id_number"]},
                        {"dataset_id": telco, "key_fields": ["id_number"],
                         "filter": "app_bank == 0 and age >= 25 and age <= 45"}],
@@ -190,7 +190,7 @@ def _jobs(ds: dict[str, int]) -> list[tuple[str, dict[str, Any]]]:
         ("lost-contact recovery (reveal mode, capped, consent-bound)", {
             "kind": "recovery", "purpose": "recovery", "title": "Recover current numbers of lost customers",
             "inputs": [{"dataset_id": lost, "key_fields": ["id_number", "imei", "idfa", "mac"],
-                        "consent_field": None},
+                        "consent_field": "consent_recovery"},
                        {"dataset_id": telco, "key_fields": ["id_number", "imei", "idfa", "mac"],
                         "output_fields": ["msisdn"]}],
             "params": {"output_mode": "reveal", "match_cap": 5000},

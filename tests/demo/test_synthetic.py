@@ -132,7 +132,8 @@ def test_columns_exact(pop: dict[str, pd.DataFrame]):
         "customer_id", "id_number", "mobile", "imei", "idfa", "mac", "age", "gender", "balance", "products_held",
         "monthly_txn_count", "monthly_txn_amount", "repay_overdue_12m", "credit_limit", "contactable",
         "consent_recovery", *LABELS]
-    assert list(pop["bank_lost_contacts"].columns) == ["customer_id", "id_number", "imei", "idfa", "mac"]
+    assert list(pop["bank_lost_contacts"].columns) == [
+        "customer_id", "id_number", "imei", "idfa", "mac", "consent_recovery"]
     assert list(pop["telco_subscribers"].columns) == [
         "msisdn", "id_number", "imei", "idfa", "mac", "age", "gender", "region_code", *TELCO_FEATURES[:4],
         *TELCO_FEATURES[4:8], "pay_pref", "shop_pref", "device_brand", "home_cell", "work_cell",
@@ -240,6 +241,7 @@ def test_lost_contacts_consistent(pop: dict[str, pd.DataFrame]):
     keys = ["id_number", "imei", "idfa", "mac"]
     assert lost[keys].notna().any(axis=1).all()
     ref = bank.set_index("customer_id")
+    assert (lost.set_index("customer_id")["consent_recovery"] == ref.loc[lost["customer_id"], "consent_recovery"]).all()
     messy = 0
     for row in lost.itertuples(index=False):
         for col in keys:
