@@ -35,6 +35,7 @@ from protocols.vfl import (  # noqa: E402
 )
 from protocols.vfl._sb_tree import predict_margin  # noqa: E402
 
+Arr = np.ndarray
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "fate"
 
 
@@ -52,7 +53,7 @@ def ks(y: np.ndarray, p: np.ndarray) -> float:
     return float(np.max(tpr - fpr))
 
 
-def run_lr(args: argparse.Namespace, xa, xp, y, tr, te) -> dict:
+def run_lr(args: argparse.Namespace, xa: Arr, xp: Arr, y: Arr, tr: Arr, te: Arr) -> dict:
     cfg = LrConfig(
         n_rows=len(tr),
         batch_size=args.batch,
@@ -87,7 +88,7 @@ def run_lr(args: argparse.Namespace, xa, xp, y, tr, te) -> dict:
     }
 
 
-def run_secureboost(args: argparse.Namespace, xa, xp, y, tr, te) -> dict:
+def run_secureboost(args: argparse.Namespace, xa: Arr, xp: Arr, y: Arr, tr: Arr, te: Arr) -> dict:
     import xgboost as xgb
 
     cfg = SbConfig(n_trees=args.trees, max_depth=args.depth, n_bins=args.bins, allow_insecure_test_key=args.bits < 2048)
@@ -99,7 +100,7 @@ def run_secureboost(args: argparse.Namespace, xa, xp, y, tr, te) -> dict:
     plain_routes = {k: xp[te][:, f] <= thr for k, (f, thr) in plain_p.splits.items()}
     plain_prob = 1 / (1 + np.exp(-predict_margin(plain_a, xa[te], plain_routes, cfg)))
 
-    def xgb_fit(x_tr, x_te):
+    def xgb_fit(x_tr: Arr, x_te: Arr) -> Arr:
         model = xgb.XGBClassifier(
             n_estimators=args.trees,
             max_depth=args.depth,

@@ -524,6 +524,8 @@ class SbActiveParty:
         if len(vector) != math.ceil(len(ids) / per) or vector.exponent != 0:
             raise RemoteProtocolError("invalid histogram layout")
         raw = self._decryptor.decrypt_raw_vector(vector)
+        if any(p.bit_length() > per * 3 * self._packing.slot_bits for p in raw):
+            raise RemoteProtocolError("histogram does not decode")
         slots = [s for p in raw for s in _chunks(p, 3 * self._packing.slot_bits, per)][: len(ids)]
         return self._unpack_candidates(slots)
 
@@ -534,10 +536,11 @@ class SbActiveParty:
         for value in packed:
             zero = (value >> (2 * sb)) & mask
             k, rest = divmod(zero, offset)
-            if rest or k > self._packing.max_summands:
+            gm, hm = (value & mask) - k * offset, ((value >> sb) & mask) - k * offset
+            if rest or k > self._packing.max_summands or abs(gm) > k * (offset - 1) or not 0 <= hm <= k * (offset - 1):
                 raise RemoteProtocolError("histogram does not decode")
-            g.append((value & mask) - k * offset)
-            h.append(((value >> sb) & mask) - k * offset)
+            g.append(gm)
+            h.append(hm)
             count.append(k)
         return CandidateSums(np.array(g, np.int64), np.array(h, np.int64), np.array(count, np.int64))
 
