@@ -51,7 +51,7 @@ def patch_supernode_loop(cap: float) -> ModuleType:
 
     if getattr(loop, "time", None) is not time:
         raise RuntimeError("flwr.supernode.start_client_internal no longer uses `time`; update fastpoll")
-    loop.time = CappedTime(cap)  # type: ignore[assignment]
+    loop.time = CappedTime(cap)  # type: ignore[attr-defined,assignment]
     return loop
 
 
