@@ -213,3 +213,23 @@ def test_missing_party_times_out_clearly() -> None:
     grid = _FakeGrid({11: "bank"}, None)
     with pytest.raises(RoundFailedError, match=r"\['telco'\] have no SuperNode"):
         resolve_parties(grid, _settings(**{"nodes-timeout": 0.01}))  # type: ignore[arg-type]
+
+
+def test_fastpoll_caps_only_the_supernode_loop_sleeps(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from flwr.supernode import start_client_internal
+
+    from protocols.flower.fastpoll import CappedTime, patch_supernode_loop
+
+    slept: list[float] = []
+    monkeypatch.setattr(start_client_internal, "time", time)
+    monkeypatch.setattr(time, "sleep", slept.append)
+    loop = patch_supernode_loop(0.05)
+    assert isinstance(loop.time, CappedTime)
+    loop.time.sleep(3)
+    loop.time.sleep(0.01)
+    assert slept == [0.05, 0.01]
+    assert loop.time.monotonic is time.monotonic
+    with pytest.raises(RuntimeError, match="no longer uses"):
+        patch_supernode_loop(0.05)  # already patched: the patch point is not the time module any more
