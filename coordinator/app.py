@@ -8,8 +8,6 @@ catalog. The app holds no other global state.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
@@ -71,16 +69,14 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         settings: configuration; default ``get_settings()`` (the environment). When given, it is
             also what the ``get_settings`` dependency returns inside this app.
         store: use this store instead of opening ``settings.database_url`` (tests).
+
+    The app does not close the store on shutdown (an ASGI lifespan may run more than once, and an
+    in-memory database would be lost); whoever owns the process calls ``app.state.context.store.close()``.
     """
     settings = settings or get_settings()
     ctx = build_context(settings, store)
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        ctx.store.close()
-
-    app = FastAPI(title="Tandem coordinator", version="1", lifespan=lifespan,
+    app = FastAPI(title="Tandem coordinator", version="1",
                   generate_unique_id_function=_operation_id)
     app.state.context = ctx
     app.dependency_overrides[get_settings] = lambda: settings

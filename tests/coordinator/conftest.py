@@ -6,11 +6,10 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from coord_helpers import BOOT, PG_URL, TestClient, World, pg_store
+from coord_helpers import PG_URL, TestClient, World, app_settings, pg_store
 from sqlalchemy import text
 
 from coordinator.app import create_app
-from coordinator.settings import Settings
 from coordinator.store import MemoryStore, SqlStore, make_engine
 
 
@@ -44,16 +43,10 @@ def store(request: pytest.FixtureRequest, tmp_path) -> Iterator[MemoryStore | Sq
     s.close()
 
 
-def app_settings(tmp_path, **overrides) -> Settings:
-    values = {"database_url": "sqlite://", "signing_key_path": tmp_path / "coordinator.key", "bootstrap_token": BOOT}
-    return Settings(**{**values, **overrides})
-
-
-@pytest.fixture(params=["sqlite", "memory"])
-def client(request: pytest.FixtureRequest, tmp_path) -> Iterator[TestClient]:
-    """A TestClient over a fresh app: in-memory SQLite, or the in-memory store."""
-    store = MemoryStore() if request.param == "memory" else None
-    with TestClient(create_app(app_settings(tmp_path), store=store)) as c:
+@pytest.fixture
+def client(tmp_path) -> Iterator[TestClient]:
+    """A TestClient over a fresh app on in-memory SQLite."""
+    with TestClient(create_app(app_settings(tmp_path))) as c:
         yield c
 
 

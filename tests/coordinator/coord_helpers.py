@@ -12,6 +12,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
+from coordinator.settings import Settings
 from coordinator.store import SqlStore, init_schema, make_engine
 from protocols.messages.control import DatasetRegister, FieldSpec, JobCreate, JobInput, PartyCreate, job_terms
 from protocols.signing import SigningKey, job_digest
@@ -134,3 +135,8 @@ def pg_store(schema: str) -> SqlStore:
     engine = make_engine(PG_URL, schema=schema)
     init_schema(engine)
     return SqlStore(engine)
+
+
+def app_settings(tmp_path, **overrides: Any) -> Settings:
+    values = {"database_url": "sqlite://", "signing_key_path": tmp_path / "coordinator.key", "bootstrap_token": BOOT}
+    return Settings(**{**values, **overrides})

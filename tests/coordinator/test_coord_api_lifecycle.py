@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from coord_helpers import API, expected_digest
+from coord_helpers import API, TestClient, World, app_settings, expected_digest
 
+from coordinator.app import create_app
 from coordinator.audit_chain import verify_export
+from coordinator.store import MemoryStore
 from protocols.signing import SigningKey
 
 
@@ -218,3 +220,10 @@ def test_user_shape_rules(world):
         assert r.status_code == 400 and r.json()["detail"][0]["field"] == "body.party"
     dup = world.c.post(f"{API}/users", json={"name": "auditor", "role": "auditor"}, headers=world.h("bootstrap"))
     assert dup.status_code == 409
+
+
+def test_the_app_runs_on_the_memory_store_too(tmp_path):
+    world = World(TestClient(create_app(app_settings(tmp_path), store=MemoryStore()))).populate()
+    job = world.approved_job()
+    assert job["digest"] == expected_digest(job)
+    assert [e["seq"] for e in world.events()] == list(range(len(world.events())))

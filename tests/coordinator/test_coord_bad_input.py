@@ -1,0 +1,97 @@
+"""Bad input is a 4xx naming the field, never a 500, and never leaves a half-written row."""
+
+from __future__ import annotations
+
+import pytest
+from coord_helpers import API, TestClient, app_settings
+
+import coordinator.audit_log
+from coordinator.app import create_app
+from coordinator.audit_chain import AuditError
+
+
+def _jobs_and_events(world):
+    jobs = world.c.get(f"{API}/jobs", headers=world.h("auditor")).json()
+    return len(jobs), len(world.events())
+
+
+def test_malformed_json_names_the_body(world):
+    r = world.c.post(f"{API}/jobs", content=b'{"kind": ', headers={**world.h("bank_analyst"),
+                                                                    "content-type": "application/json"})
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["field"] == "body" and "malformed JSON" in r.json()["detail"][0]["message"]
+
+
+def test_unknown_and_missing_fields_are_named(world):
+    body = {**world.job_body(), "priority": 1}
+    del body["title"]
+    body["inputs"][0]["dataset_id"] = "seven"
+    r = world.c.post(f"{API}/jobs", json=body, headers=world.h("bank_analyst"))
+    fields = {d["field"] for d in r.json()["detail"]}
+    assert r.status_code == 422
+    assert {"body.priority", "body.title", "body.inputs.0.dataset_id"} <= fields
+    assert all(d["message"] and d["fix"] for d in r.json()["detail"])
+
+
+def test_unknown_dataset_is_404_naming_the_field_and_writes_nothing(world):
+    before = _jobs_and_events(world)
+    body = world.job_body()
+    body["inputs"][1]["dataset_id"] = 2**62
+    r = world.c.post(f"{API}/jobs", json=body, headers=world.h("bank_analyst"))
+    assert r.status_code == 404 and r.json()["detail"][0]["field"] == "body.inputs.1.dataset_id"
+    assert _jobs_and_events(world) == before
+
+
+@pytest.mark.parametrize("path", ["/jobs/0", "/jobs/99999999999999999999999", "/datasets/-1", "/jobs/abc"])
+def test_bad_path_ids_are_422(world, path):
+    r = world.c.get(f"{API}{path}", headers=world.h("auditor"))
+    assert r.status_code == 422 and r.json()["detail"][0]["field"].startswith("path.")
+
+
+def test_unknown_job_is_404(world):
+    r = world.c.post(f"{API}/jobs/4242/cancel", headers=world.h("bank_admin"))
+    assert r.status_code == 404 and "4242" in r.json()["detail"][0]["message"]
+
+
+def test_nan_outputs_are_refused(world):
+    job = world.approved_job()
+    r = world.c.post(f"{API}/jobs/{job['id']}/result", content=b'{"status": "succeeded", "outputs": {"x": NaN}}',
+                     headers={**world.h("bank_op"), "content-type": "application/json"})
+    assert r.status_code in (400, 422) and r.json()["detail"][0]["field"] == "body.outputs"
+
+
+def test_oversized_body_is_413_before_parsing(tmp_path):
+    with TestClient(create_app(app_settings(tmp_path, max_body_bytes=2048))) as c:
+        big = b'{"name": "' + b"x" * 4096 + b'"}'
+        declared = c.post(f"{API}/users", content=big, headers={"content-type": "application/json"})
+
+        def chunks():
+            for _ in range(8):
+                yield b"x" * 1024
+
+        streamed = c.post(f"{API}/users", content=chunks(), headers={"content-type": "application/json"})
+    for r in (declared, streamed):
+        assert r.status_code == 413 and r.json()["detail"][0]["field"] == "body"
+
+
+def test_unknown_route_uses_the_error_shape(world):
+    r = world.c.get(f"{API}/nothing-here")
+    assert r.status_code == 404 and r.json()["detail"][0]["message"]
+
+
+def test_failure_after_a_write_rolls_back_everything(world, monkeypatch):
+    before = _jobs_and_events(world)
+    real = coordinator.audit_log.event_body
+
+    def fail_on_decision(actor, action, obj, details):
+        if action == "policy.decided":
+            raise AuditError("simulated failure after the job row was written")
+        return real(actor, action, obj, details)
+
+    monkeypatch.setattr(coordinator.audit_log, "event_body", fail_on_decision)
+    client = TestClient(world.c.app, raise_server_exceptions=False)
+    r = client.post(f"{API}/jobs", json=world.job_body(), headers=world.h("bank_analyst"))
+    monkeypatch.undo()
+
+    assert r.status_code == 500 and r.json()["detail"][0]["message"] == "internal error"
+    assert _jobs_and_events(world) == before
