@@ -1,0 +1,92 @@
+"""Settings validation, the audit key file, and the command line."""
+
+from __future__ import annotations
+
+import stat
+
+import pytest
+from coord_helpers import API, BOOT, TestClient, app_settings
+from pydantic import ValidationError
+from typer.testing import CliRunner
+
+from coordinator.app import create_app
+from coordinator.cli import app as cli
+from coordinator.keys import load_or_create_signing_key
+from coordinator.settings import Settings, get_settings
+from protocols.errors import ConfigError
+
+
+@pytest.fixture
+def env(monkeypatch, tmp_path):
+    monkeypatch.setenv("TANDEM_COORD_DATABASE_URL", f"sqlite:///{tmp_path}/coord.db")
+    monkeypatch.setenv("TANDEM_COORD_SIGNING_KEY_PATH", str(tmp_path / "audit.key"))
+    monkeypatch.delenv("TANDEM_COORD_BOOTSTRAP_TOKEN", raising=False)
+    monkeypatch.delenv("TANDEM_COORD_DEV", raising=False)
+    get_settings.cache_clear()
+    yield tmp_path
+    get_settings.cache_clear()
+
+
+@pytest.mark.parametrize("token", [None, "changethis", "short-token"])
+def test_weak_bootstrap_token_is_refused_outside_dev(env, token):
+    with pytest.raises(ValidationError, match="BOOTSTRAP_TOKEN"):
+        Settings(bootstrap_token=token)
+    assert Settings(bootstrap_token=token, dev=True).dev
+
+
+def test_settings_read_the_prefixed_environment(env, monkeypatch):
+    monkeypatch.setenv("TANDEM_COORD_BOOTSTRAP_TOKEN", BOOT)
+    monkeypatch.setenv("TANDEM_COORD_MAX_BODY_BYTES", "4096")
+    settings = get_settings()
+    assert settings.max_body_bytes == 4096 and settings.bootstrap_token.get_secret_value() == BOOT
+    assert BOOT not in repr(settings)
+
+
+def test_audit_key_file_is_private_and_stable(tmp_path):
+    path = tmp_path / "sub" / "audit.key"
+    first = load_or_create_signing_key(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and path.stat().st_size == 32
+    assert load_or_create_signing_key(path).public_hex == first.public_hex
+    path.write_bytes(b"short")
+    with pytest.raises(ConfigError, match="32 bytes"):
+        load_or_create_signing_key(path)
+
+
+def test_get_settings_override_changes_the_bootstrap_token(tmp_path):
+    app = create_app(app_settings(tmp_path))
+    app.dependency_overrides[get_settings] = lambda: app_settings(tmp_path, bootstrap_token="n" * 40)
+    c = TestClient(app)
+    body = {"name": "root", "role": "auditor"}
+    assert c.post(f"{API}/users", json=body, headers={"Authorization": f"Bearer {BOOT}"}).status_code == 401
+    assert c.post(f"{API}/users", json=body, headers={"Authorization": "Bearer " + "n" * 40}).status_code == 201
+
+
+@pytest.mark.parametrize("args", [[], ["serve"], ["init-db"], ["user", "create"], ["audit", "export"],
+                                  ["audit", "verify"], ["public-key"]])
+def test_every_command_has_help(args):
+    result = CliRunner().invoke(cli, [*args, "--help"])
+    assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_cli_user_export_and_verify(env, monkeypatch):
+    runner = CliRunner()
+    assert runner.invoke(cli, ["init-db"]).exit_code == 0
+    created = runner.invoke(cli, ["user", "create", "--name", "alice", "--role", "admin", "--party", "bank"])
+    assert created.exit_code == 0, created.output
+    token = created.output.strip().splitlines()[-1]
+    refused = runner.invoke(cli, ["user", "create", "--name", "bob", "--role", "auditor", "--party", "bank"])
+    assert refused.exit_code == 1 and "auditor belongs to no party" in refused.output
+
+    monkeypatch.setenv("TANDEM_COORD_BOOTSTRAP_TOKEN", BOOT)
+    client = TestClient(create_app(Settings()))
+    assert client.get(f"{API}/users/me", headers={"Authorization": f"Bearer {token}"}).json()["name"] == "alice"
+
+    out = env / "audit.jsonl"
+    assert runner.invoke(cli, ["audit", "export", "--out", str(out)]).exit_code == 0
+    key = runner.invoke(cli, ["public-key"]).output.strip()
+    ok = runner.invoke(cli, ["audit", "verify", str(out), "--key", key])
+    assert ok.exit_code == 0 and ok.output.startswith("OK")
+    text = out.read_text()
+    assert token not in text
+    out.write_text(text.replace('"role":"admin"', '"role":"auditor"'))
+    assert runner.invoke(cli, ["audit", "verify", str(out), "--key", key]).exit_code == 1
