@@ -32,17 +32,18 @@ Errors::
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Literal, NamedTuple
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
+from protocols import filters as _filters
 from protocols.canonical import sha256_hex
+from protocols.filters import FILTER_HELP, Predicate
 from protocols.messages.control import (
     DatasetPublic,
     Decision,
@@ -79,12 +80,8 @@ class PolicyError(Exception):
     """Root of this module's errors: a policy file or a filter that cannot be used."""
 
 
-class FilterSyntaxError(PolicyError):
+class FilterSyntaxError(PolicyError, _filters.FilterSyntaxError):
     """A ``JobInput.filter`` the safe parser refuses; ``token`` is the offending token."""
-
-    def __init__(self, message: str, token: str) -> None:
-        super().__init__(message)
-        self.token = token
 
 
 # ---------------------------------------------------------------- policy as data
@@ -235,83 +232,20 @@ def load_policy(path: Path | None = None) -> Policy:
 # ---------------------------------------------------------------- filter predicates
 
 
-class Predicate(NamedTuple):
-    """One conjunct of a filter: ``field op value``."""
-
-    field: str
-    op: str
-    value: int | float | str
-
-
-_FILTER_OPS = ("==", "!=", "<=", ">=", "<", ">")
-_MAX_PREDICATES = 32
-_TOKEN = re.compile(
-    r"""(?P<num>-?\d+(?:\.\d+)?)(?![A-Za-z0-9_.])
-      | (?P<str>"[^"\\\n]*"|'[^'\\\n]*')
-      | (?P<op>==|!=|<=|>=|<|>)
-      | (?P<name>[A-Za-z_][A-Za-z0-9_]*)""",
-    re.VERBOSE,
-)
-_BAD_TOKEN = re.compile(r"\w+|\S")
-FILTER_HELP = (
-    "write conditions joined by 'and', each <field> <op> <value> with op one of == != < <= > >= "
-    "and value a number or a quoted string, e.g. \"age >= 25 and app_bank == 0\""
-)
-
-
-def _tokens(text: str) -> Iterator[tuple[str, str]]:
-    pos = 0
-    while True:
-        while pos < len(text) and text[pos].isspace():
-            pos += 1
-        if pos == len(text):
-            return
-        match = _TOKEN.match(text, pos)
-        if match is None or match.lastgroup is None:
-            bad_match = _BAD_TOKEN.match(text, pos)
-            bad = bad_match.group() if bad_match else text[pos:]
-            raise FilterSyntaxError(f"unexpected token {bad!r} at position {pos}", bad)
-        yield match.lastgroup, match.group()
-        pos = match.end()
-
-
-def _literal(kind: str, tok: str) -> int | float | str:
-    if kind == "str":
-        return tok[1:-1]
-    return float(tok) if "." in tok else int(tok)
-
-
-def _expect(got: tuple[str, str] | None, kinds: Sequence[str], what: str) -> tuple[str, str]:
-    if got is None:
-        raise FilterSyntaxError(f"filter ends where {what} was expected", "<end of filter>")
-    if got[0] not in kinds or got[1].lower() == "and":
-        raise FilterSyntaxError(f"unexpected token {got[1]!r}; expected {what}", got[1])
-    return got
-
-
 def parse_filter(text: str) -> list[Predicate]:
-    """Parse a filter such as ``"age >= 25 and app_bank == 0"`` into its conjuncts.
+    """Parse a filter such as ``"age >= 25 and app_bank == 0"`` into its conjuncts (``protocols.filters``).
 
     Only conjunctions (``and``) of ``<field> <op> <number | quoted string>`` are accepted; anything
-    else (``or``, ``not``, parentheses, calls, unquoted words as values) is refused.
+    else (``or``, ``not``, parentheses, calls, unquoted words as values) is refused. The grammar lives
+    in ``protocols.filters`` so the node that applies a filter parses exactly what policy checked.
 
     Raises:
         FilterSyntaxError: naming the first token the grammar does not allow.
     """
-    toks = _tokens(text)
-    out: list[Predicate] = []
-    while True:
-        name = _expect(next(toks, None), ("name",), "a field name")
-        op = _expect(next(toks, None), ("op",), f"an operator ({' '.join(_FILTER_OPS)})")
-        kind, tok = _expect(next(toks, None), ("num", "str"), "a number or a quoted string")
-        out.append(Predicate(name[1], op[1], _literal(kind, tok)))
-        if len(out) > _MAX_PREDICATES:
-            raise FilterSyntaxError(f"more than {_MAX_PREDICATES} conditions", name[1])
-        joiner = next(toks, None)
-        if joiner is None:
-            return out
-        if joiner[1].lower() != "and":
-            raise FilterSyntaxError(f"unexpected token {joiner[1]!r}; expected 'and' or the end", joiner[1])
+    try:
+        return _filters.parse_filter(text)
+    except _filters.FilterSyntaxError as exc:
+        raise FilterSyntaxError(str(exc), exc.token) from None
 
 
 # ---------------------------------------------------------------- evaluation context
