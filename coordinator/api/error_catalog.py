@@ -113,7 +113,8 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     """Register the catalog's handlers on ``app``."""
-    for cls in (CoordinatorError, *CATALOG):
+    handled: list[type[Exception]] = [CoordinatorError, *CATALOG]
+    for cls in handled:
         app.add_exception_handler(cls, _on_domain_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)

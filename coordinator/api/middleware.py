@@ -49,7 +49,8 @@ class BodySizeLimit:
         return False
 
     async def _read(self, receive: Receive) -> bytes:
-        chunks, size = [], 0
+        chunks: list[bytes] = []
+        size = 0
         while True:
             message = await receive()
             if message["type"] != "http.request":

@@ -155,9 +155,20 @@ class AuditStore(Protocol):
 class Transaction(Protocol):
     """One unit of work over the three stores."""
 
-    catalog: CatalogStore
-    jobs: JobStore
-    audit: AuditStore
+    @property
+    def catalog(self) -> CatalogStore:
+        """Parties, users, datasets."""
+        ...
+
+    @property
+    def jobs(self) -> JobStore:
+        """Jobs, approvals, results."""
+        ...
+
+    @property
+    def audit(self) -> AuditStore:
+        """The audit chain."""
+        ...
 
 
 class Store(Protocol):

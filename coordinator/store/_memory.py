@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from coordinator.errors import Conflict, NotFound
 from coordinator.store._interface import JobUpdate
@@ -174,7 +175,7 @@ class _Audit:
     def __init__(self, t: _Tables) -> None:
         self._t = t
 
-    def append(self, body: dict[str, object], ts: str) -> ChainRecord:
+    def append(self, body: dict[str, Any], ts: str) -> ChainRecord:
         record = next_record(self.head(), ts, copy.deepcopy(body))
         self._t.audit.append(record)
         return record

@@ -112,7 +112,7 @@ def _sqlite_engine(url: str) -> Engine:
 
 def init_schema(engine: Engine) -> None:
     """Create missing tables; on PostgreSQL also (re)create the append-only audit trigger."""
-    SQLModel.metadata.create_all(engine, tables=[t.__table__ for t in TABLES])  # type: ignore[attr-defined]
+    SQLModel.metadata.create_all(engine, tables=[t.__table__ for t in TABLES])  # type: ignore[union-attr]
     if engine.dialect.name == "postgresql":
         with engine.begin() as conn:
             for statement in _PG_IMMUTABLE_AUDIT:
@@ -153,8 +153,10 @@ class _Catalog:
     def upsert_party(self, party: PartyCreate, now: datetime) -> tuple[PartyPublic, bool]:
         row = self._s.exec(select(PartyRow).where(PartyRow.name == party.name)).first()
         created = row is None
-        row = row or PartyRow(name=party.name, created_at=now, kind=party.kind)
-        row.sqlmodel_update({**party.model_dump(mode="json"), "updated_at": now})
+        values = {**party.model_dump(mode="json"), "updated_at": now}
+        if row is None:
+            row = PartyRow.model_validate({**values, "created_at": now})
+        row.sqlmodel_update(values)
         self._s.add(row)
         self._s.flush()
         return _party_public(row), created
