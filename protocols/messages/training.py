@@ -53,7 +53,7 @@ class VflRole(StrEnum):
 class _Wire(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, ser_json_bytes="base64", val_json_bytes="base64")
 
-    protocol_version: Literal["1"] = PROTOCOL_VERSION
+    protocol_version: Literal["1"] = "1"
 
 
 # --- hetero logistic regression ------------------------------------------------------------------

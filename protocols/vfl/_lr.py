@@ -200,7 +200,7 @@ class LrActiveModel:
 class _Party:
     """What both parties share: key, batches, weights, masks, optimiser."""
 
-    role: VflRole
+    role: Literal[VflRole.ACTIVE_PARTY, VflRole.PASSIVE_PARTY]
 
     def __init__(self, config: LrConfig, features: npt.ArrayLike, *, intercept: bool) -> None:
         x = np.asarray(features, dtype=np.float64)
@@ -276,7 +276,7 @@ class _Party:
 class LrPassiveParty(_Party):
     """The telco: features only. ``handle`` returns the messages to send (routing: :data:`LR_RECEIVER`)."""
 
-    role = VflRole.PASSIVE_PARTY
+    role: Literal[VflRole.ACTIVE_PARTY, VflRole.PASSIVE_PARTY] = VflRole.PASSIVE_PARTY
 
     _TRANSITIONS: dict[tuple[StrEnum, str], str] = {
         (LrPartyStage.AWAIT_INSTRUCTION, "lr_instruction"): "_on_instruction",
@@ -351,7 +351,7 @@ class _LossTracker:
 class LrActiveParty(_Party):
     """The bank: labels and features. Waits for both the instruction and ``LrForward`` of an iteration."""
 
-    role = VflRole.ACTIVE_PARTY
+    role: Literal[VflRole.ACTIVE_PARTY, VflRole.PASSIVE_PARTY] = VflRole.ACTIVE_PARTY
 
     _TRANSITIONS: dict[tuple[StrEnum, str], str] = {
         (LrPartyStage.AWAIT_ROUND, "lr_instruction"): "_on_instruction",
@@ -571,4 +571,5 @@ def lr_active_predict_proba(model: LrActiveModel, features: npt.ArrayLike, share
     u_p = np.frombuffer(share.scores, dtype="<f8") if len(share.scores) % 8 == 0 else np.array([np.nan])
     if u_p.shape != (x.shape[0],) or not np.isfinite(u_p).all():
         raise RemoteProtocolError("partial scores do not match the scored rows")
-    return 1.0 / (1.0 + np.exp(-(x @ model.weights + model.intercept + u_p)))
+    proba: FloatArray = 1.0 / (1.0 + np.exp(-(x @ model.weights + model.intercept + u_p)))
+    return proba

@@ -139,8 +139,9 @@ def best_split(total: tuple[int, int, int], cands: CandidateSums, config: SbConf
     if len(cands.g) == 0:
         return None
     g_all, h_all, n_all = total
-    gl, hl = cands.g * _SCALE, cands.h * _SCALE
-    gr, hr = (g_all - cands.g) * _SCALE, (h_all - cands.h) * _SCALE
+    gl, hl = cands.g.astype(np.float64) * _SCALE, cands.h.astype(np.float64) * _SCALE
+    gr = (g_all - cands.g).astype(np.float64) * _SCALE
+    hr = (h_all - cands.h).astype(np.float64) * _SCALE
     lam = config.reg_lambda
     parent = float(g_all * _SCALE) ** 2 / (h_all * _SCALE + lam)
     gain = 0.5 * (_score(gl, hl, lam) + _score(gr, hr, lam) - parent) - config.gamma
@@ -187,7 +188,8 @@ def predict_margin(
                 if node.kind == "leaf":
                     continue
                 if node.kind == "active_party":
-                    left = x[:, node.feature] <= node.threshold  # type: ignore[index]
+                    assert node.feature is not None and node.threshold is not None
+                    left = x[:, node.feature] <= node.threshold
                 else:
                     left = go_left_passive[(t, node.node)]
                 position[at] = np.where(left[at], 2 * node_id + 1, 2 * node_id + 2)
@@ -233,7 +235,7 @@ def train_plain_secureboost(
                     found = best_split(total, CandidateSums.concat(per_side), config)
                 if found is None:
                     nodes.append(TreeNode(node_id, "leaf", weight=leaf_weight(total[0], total[1], config)))
-                    margin[rows] += nodes[-1].weight  # type: ignore[operator]
+                    margin[rows] += nodes[-1].weight or 0.0
                     continue
                 side, feature, b = _locate(found[0], [s.n_candidates for s in sides])
                 cb = canonical_bin(bins[side][rows, feature], b)

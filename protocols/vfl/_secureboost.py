@@ -141,7 +141,8 @@ def _unbits(data: bytes, count: int) -> npt.NDArray[np.bool_]:
     bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8))
     if bits[count:].any():
         raise RemoteProtocolError("bitmap has stray padding bits")
-    return bits[:count].astype(bool)
+    out: npt.NDArray[np.bool_] = bits[:count].astype(bool)
+    return out
 
 
 def _per_ciphertext(packing: PackingScheme, public_key: phe.PaillierPublicKey) -> int:
@@ -250,7 +251,7 @@ class SbPassiveParty:
         """Cumulative encrypted sums of every candidate, in ``(feature, bin)`` order."""
         assert self._gh is not None
         cts = self._gh.ciphertexts
-        out: list[object] = []
+        out: list[mpz] = []
         for f, k in enumerate(self._bins.n_candidates):
             b = self._binned[rows, f]
             order = rows[np.argsort(b, kind="stable")]
@@ -262,7 +263,7 @@ class SbPassiveParty:
                 acc = acc + part.sum() if len(part) else acc
                 out.append(acc.ciphertexts[0])
                 start = int(stop)
-        return EncryptedVector(self._gh.public_key, tuple(out), 0)  # type: ignore[arg-type]
+        return EncryptedVector(self._gh.public_key, tuple(out), 0)
 
     def _node_histogram(self, node: int) -> SbNodeHistogram:
         """Shuffle, pack and re-randomise one node's candidates; remember the id lookup."""
@@ -319,7 +320,7 @@ class SbPassiveParty:
         feature, b = lookup[decision.split_id]
         cut = canonical_bin(self._binned[rows, feature], b)
         self._model.splits[(self._tree, decision.node)] = (feature, float(self._bins.edges[feature][cut]))
-        left = self._binned[rows, feature] <= cut
+        left: npt.NDArray[np.bool_] = np.asarray(self._binned[rows, feature] <= cut, dtype=bool)
         left_sets.append(SbLeftSet(node=decision.node, left_bits=_bits(left)))
         return left
 
@@ -494,7 +495,7 @@ class SbActiveParty:
             found = best_split(total, CandidateSums.concat([own, theirs]), self.config)
         if found is None:
             self._nodes.append(TreeNode(node, "leaf", weight=leaf_weight(total[0], total[1], self.config)))
-            self._margin[rows] += self._nodes[-1].weight  # type: ignore[operator]
+            self._margin[rows] += self._nodes[-1].weight or 0.0
             return None
         index, n_own = found[0], len(own.g)
         if index >= n_own:
