@@ -73,10 +73,12 @@ def user_create(
     role: Annotated[Role, typer.Option(help="admin, analyst, operator or auditor")],
     party: Annotated[str | None, typer.Option(help="party of an admin/analyst/operator")] = None,
     signing_key: Annotated[str | None, typer.Option(help="auditor's Ed25519 public key (64 hex)")] = None,
+    expires_in_days: Annotated[int, typer.Option(help="days until the API token expires (1-3650)")] = 90,
 ) -> None:
     """Create a user directly in the database and print its API token (shown once)."""
     try:
-        body = UserCreate(name=name, role=role, party=party, signing_key=signing_key)
+        body = UserCreate(name=name, role=role, party=party, signing_key=signing_key,
+                          expires_in_days=expires_in_days)
         ctx = build_context(_settings(serving=False), announce=False)
         created = accounts.create_user(ctx, "cli", body)
     except (ValidationError, CoordinatorError) as exc:

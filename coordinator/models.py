@@ -65,6 +65,7 @@ class UserRow(SQLModel, table=True):
     signing_key: str | None = None
     token_hash: str = Field(unique=True, index=True)
     created_at: datetime = _ts()
+    expires_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 
 
 class DatasetRow(SQLModel, table=True):

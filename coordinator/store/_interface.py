@@ -11,7 +11,7 @@ Two implementations pass the same contract test (``tests/coordinator/test_coord_
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
@@ -32,10 +32,15 @@ from protocols.messages.control import (
     UserPublic,
 )
 
-__all__ = ["MAX_DB_INT", "AuditStore", "CatalogStore", "JobStore", "JobUpdate", "Store", "Transaction"]
+__all__ = ["MAX_DB_INT", "AuditStore", "CatalogStore", "JobStore", "JobUpdate", "Store", "Transaction", "token_expiry"]
 
 MAX_DB_INT = 2**63 - 1
 """Largest id any backend can hold; larger ids simply do not exist."""
+
+
+def token_expiry(user: UserCreate, now: datetime) -> datetime:
+    """When the API token of ``user``, created at ``now``, stops working."""
+    return now + timedelta(days=user.expires_in_days)
 
 
 class JobUpdate(BaseModel):
@@ -81,6 +86,10 @@ class CatalogStore(Protocol):
 
     def user_by_token_hash(self, token_hash: str) -> UserPublic | None:
         """The user whose API token hashes to ``token_hash``, if any."""
+        ...
+
+    def list_users(self, party: str | None = None) -> list[UserPublic]:
+        """All users (or one party's), by id."""
         ...
 
     def upsert_dataset(

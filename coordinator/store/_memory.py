@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from coordinator.errors import Conflict, NotFound
-from coordinator.store._interface import JobUpdate
+from coordinator.store._interface import JobUpdate, token_expiry
 from protocols.hashchain import ChainRecord, next_record
 from protocols.messages.control import (
     ApprovalPublic,
@@ -79,7 +79,8 @@ class _Catalog:
     def create_user(self, user: UserCreate, token_hash: str, now: datetime) -> UserPublic:
         if user.name in self._t.users:
             raise Conflict(f"user {user.name!r} already exists", field="body.name")
-        public = UserPublic(id=self._t.new_id("user"), created_at=now, **user.model_dump())
+        public = UserPublic(id=self._t.new_id("user"), created_at=now, expires_at=token_expiry(user, now),
+                            **user.model_dump(exclude={"expires_in_days"}))
         self._t.users[user.name] = (public, token_hash)
         return public
 
@@ -91,6 +92,10 @@ class _Catalog:
 
     def user_by_token_hash(self, token_hash: str) -> UserPublic | None:
         return next((u for u, h in self._t.users.values() if h == token_hash), None)
+
+    def list_users(self, party: str | None = None) -> list[UserPublic]:
+        users = sorted((u for u, _ in self._t.users.values()), key=lambda u: u.id)
+        return [u for u in users if party is None or u.party == party]
 
     def upsert_dataset(
         self, party: str, dataset: DatasetRegister, schema_digest: str, now: datetime

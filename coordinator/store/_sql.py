@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, SQLModel, col, select
 
@@ -39,7 +39,7 @@ from coordinator.models import (
     UserRow,
     utc,
 )
-from coordinator.store._interface import MAX_DB_INT, JobUpdate
+from coordinator.store._interface import MAX_DB_INT, JobUpdate, token_expiry
 from protocols.canonical import canonical_json
 from protocols.hashchain import ChainRecord, next_record
 from protocols.messages.control import (
@@ -110,9 +110,23 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
+_ADDED_COLUMNS = (("app_user", "expires_at", "TIMESTAMP WITH TIME ZONE"),)
+"""Columns added after a table was first created (``create_all`` never alters an existing table)."""
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Bring databases created by earlier versions up to date (nullable columns only)."""
+    inspector = inspect(engine)
+    for table, column, sql_type in _ADDED_COLUMNS:
+        if column not in {c["name"] for c in inspector.get_columns(table)}:
+            with engine.begin() as conn:
+                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}"))
+
+
 def init_schema(engine: Engine) -> None:
-    """Create missing tables; on PostgreSQL also (re)create the append-only audit trigger."""
+    """Create missing tables and columns; on PostgreSQL also (re)create the append-only audit trigger."""
     SQLModel.metadata.create_all(engine, tables=[t.__table__ for t in TABLES])  # type: ignore[union-attr]
+    _add_missing_columns(engine)
     if engine.dialect.name == "postgresql":
         with engine.begin() as conn:
             for statement in _PG_IMMUTABLE_AUDIT:
@@ -128,7 +142,9 @@ def _party_public(row: PartyRow) -> PartyPublic:
 
 
 def _user_public(row: UserRow) -> UserPublic:
-    return UserPublic.model_validate({**row.model_dump(exclude={"token_hash"}), "created_at": utc(row.created_at)})
+    expires = utc(row.expires_at) if row.expires_at else None
+    return UserPublic.model_validate({**row.model_dump(exclude={"token_hash"}), "created_at": utc(row.created_at),
+                                      "expires_at": expires})
 
 
 def _dataset_public(row: DatasetRow) -> DatasetPublic:
@@ -173,7 +189,8 @@ class _Catalog:
     def create_user(self, user: UserCreate, token_hash: str, now: datetime) -> UserPublic:
         if self._s.exec(select(UserRow.id).where(UserRow.name == user.name)).first() is not None:
             raise Conflict(f"user {user.name!r} already exists", field="body.name")
-        row = UserRow(**user.model_dump(mode="json"), token_hash=token_hash, created_at=now)
+        row = UserRow(**user.model_dump(mode="json", exclude={"expires_in_days"}), token_hash=token_hash,
+                      created_at=now, expires_at=token_expiry(user, now))
         self._s.add(row)
         self._s.flush()
         return _user_public(row)
@@ -187,6 +204,12 @@ class _Catalog:
     def user_by_token_hash(self, token_hash: str) -> UserPublic | None:
         row = self._s.exec(select(UserRow).where(UserRow.token_hash == token_hash)).first()
         return _user_public(row) if row else None
+
+    def list_users(self, party: str | None = None) -> list[UserPublic]:
+        query = select(UserRow).order_by(col(UserRow.id))
+        if party is not None:
+            query = query.where(UserRow.party == party)
+        return [_user_public(r) for r in self._s.exec(query)]
 
     def upsert_dataset(
         self, party: str, dataset: DatasetRegister, schema_digest: str, now: datetime

@@ -174,6 +174,8 @@ class UserCreate(_Request):
     role: Role
     party: Name | None = None
     signing_key: Hex64 | None = Field(default=None, description="auditor's Ed25519 key for approvals")
+    expires_in_days: int = Field(default=90, ge=1, le=3650,
+                                 description="the API token stops working this many days after creation")
 
 
 class UserPublic(BaseModel):
@@ -185,6 +187,7 @@ class UserPublic(BaseModel):
     party: str | None
     signing_key: str | None
     created_at: datetime
+    expires_at: datetime | None = Field(default=None, description="when the API token expires (None: never)")
 
 
 class UserCreated(UserPublic):

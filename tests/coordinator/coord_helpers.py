@@ -53,7 +53,7 @@ class World:
     """Two registered parties (bank, telco), one user per role, one dataset each, over a TestClient."""
 
     USERS = {
-        "bank_admin": ("admin", "bank"), "bank_analyst": ("analyst", "bank"), "bank_op": ("operator", "bank"),
+        "bank_admin": ("admin", "bank"), "bank_analyst": ("analyst", "bank"),
         "telco_admin": ("admin", "telco"), "telco_op": ("operator", "telco"), "auditor": ("auditor", None),
     }
 

@@ -105,7 +105,7 @@ def test_node_progress_and_results_finish_the_job(world):
                            headers=world.h("telco_op")).json()
     assert (running["status"], running["stage"], running["progress"]) == ("running", "psi", 0.5)
     half = world.c.post(f"{API}/jobs/{jid}/result", json={"status": "succeeded", "outputs": {"overlap": 1200}},
-                        headers=world.h("bank_op")).json()
+                        headers=world.h("bank_admin")).json()
     assert half["status"] == "running" and half["status_detail"] == "waiting for results from: telco"
     done = world.c.post(f"{API}/jobs/{jid}/result", json={"status": "succeeded", "messages_sent": 4},
                         headers=world.h("telco_op")).json()
@@ -119,14 +119,14 @@ def test_node_progress_and_results_finish_the_job(world):
 def test_one_failed_result_fails_the_job(world):
     job = world.approved_job()
     r = world.c.post(f"{API}/jobs/{job['id']}/result", json={"status": "failed", "detail": "peer unreachable"},
-                     headers=world.h("bank_op"))
+                     headers=world.h("bank_admin"))
     assert r.json()["status"] == "failed" and r.json()["status_detail"] == "bank: peer unreachable"
 
 
 def test_failed_progress_fails_the_job(world):
     job = world.approved_job()
     r = world.c.post(f"{API}/jobs/{job['id']}/progress", json={"stage": "psi", "fraction": 0.1, "status": "failed",
-                                                              "detail": "disk full"}, headers=world.h("bank_op"))
+                                                              "detail": "disk full"}, headers=world.h("bank_admin"))
     assert (r.json()["status"], r.json()["status_detail"]) == ("failed", "bank: disk full")
 
 
@@ -141,7 +141,7 @@ def test_waiting_report_keeps_job_approved(world):
 def test_progress_on_pending_job_names_the_status(world):
     job = world.submit()
     r = world.c.post(f"{API}/jobs/{job['id']}/progress", json={"stage": "psi", "fraction": 0.1},
-                     headers=world.h("bank_op"))
+                     headers=world.h("bank_admin"))
     assert r.status_code == 409 and "pending_approval" in r.json()["detail"][0]["message"]
 
 

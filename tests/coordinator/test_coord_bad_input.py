@@ -56,7 +56,7 @@ def test_unknown_job_is_404(world):
 def test_nan_outputs_are_refused(world):
     job = world.approved_job()
     r = world.c.post(f"{API}/jobs/{job['id']}/result", content=b'{"status": "succeeded", "outputs": {"x": NaN}}',
-                     headers={**world.h("bank_op"), "content-type": "application/json"})
+                     headers={**world.h("bank_admin"), "content-type": "application/json"})
     assert r.status_code in (400, 422) and r.json()["detail"][0]["field"] == "body.outputs"
 
 

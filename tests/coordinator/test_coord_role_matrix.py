@@ -13,7 +13,7 @@ from coordinator.app import create_app, routers
 from coordinator.settings import Settings
 
 PRINCIPALS = {"anonymous": None, "bootstrap": "bootstrap", "admin": "bank_admin", "analyst": "bank_analyst",
-              "operator": "bank_op", "auditor": "auditor"}
+              "operator": "telco_op", "auditor": "auditor"}
 _names = itertools.count()
 
 

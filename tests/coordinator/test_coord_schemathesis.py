@@ -20,7 +20,7 @@ from coordinator.app import create_app
 
 pytestmark = pytest.mark.filterwarnings("ignore::starlette.exceptions.StarletteDeprecationWarning")
 
-USER_OF_ROLE = {"bootstrap": "bootstrap", "admin": "bank_admin", "analyst": "bank_analyst", "operator": "bank_op",
+USER_OF_ROLE = {"bootstrap": "bootstrap", "admin": "bank_admin", "analyst": "bank_analyst", "operator": "telco_op",
                 "auditor": "auditor"}
 
 APP = create_app(app_settings(Path(tempfile.mkdtemp(prefix="tandem-schemathesis-"))))

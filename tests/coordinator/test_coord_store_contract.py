@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 
 import pytest
 from coord_helpers import NOW, dataset_register, job_create, party_create
@@ -51,6 +52,17 @@ class TestCatalog:
             assert tx.catalog.get_user("alice") == user
         with store.write() as tx, pytest.raises(Conflict):
             tx.catalog.create_user(UserCreate(name="alice", role="analyst", party="bank"), "i" * 64, NOW)
+
+    def test_list_users_by_party_and_expiry(self, store):
+        with store.write() as tx:
+            a = tx.catalog.create_user(UserCreate(name="a", role="admin", party="bank"), "a" * 64, NOW)
+            b = tx.catalog.create_user(UserCreate(name="b", role="operator", party="telco", expires_in_days=7),
+                                       "b" * 64, NOW)
+            c = tx.catalog.create_user(UserCreate(name="c", role="auditor"), "c" * 64, NOW)
+        with store.read() as tx:
+            assert tx.catalog.list_users() == [a, b, c]
+            assert tx.catalog.list_users("telco") == [b]
+        assert b.expires_at - NOW == timedelta(days=7) and a.expires_at - NOW == timedelta(days=90)
 
     def test_dataset_reregistration_updates_in_place(self, store):
         with store.write() as tx:
