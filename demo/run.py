@@ -263,9 +263,47 @@ def _run_jobs(fed: Federation) -> list[JobPublic]:
         print(f"   job {job.id} pending approval by: {', '.join(job.required_approvals)}")
         _approve(fed, job)
         job = _wait_job(fed, job.id)
-        print(f"   outputs: {json.dumps(job.outputs, indent=None)[:600]}")
+        if job.kind in _PSI_KINDS:
+            _print_psi(fed, job)
+        else:
+            print(f"   outputs: {json.dumps(job.outputs, indent=None)[:600]}")
         done.append(job)
     return done
+
+
+_PSI_KINDS = {"audience_overlap", "recovery"}
+_PSI_KEYS = ("overlap", "telco_set_size", "k", "epsilon", "hits_by_key", "conflicts", "recovered", "relayed",
+             "not_queried_cap", "excluded_no_consent", "invalid_identifiers", "telco_evaluations", "bytes_to_peer",
+             "bytes_from_peer", "filtered_out", "tables", "oprf_evaluations", "evaluation_cap")
+
+
+def _job_trail(fed: Federation, job_id: int) -> list[dict[str, Any]]:
+    """Every audit event about ``job_id`` (read as compliance, page by page)."""
+    trail: list[dict[str, Any]] = []
+    after = -1
+    with fed.api("compliance") as c:
+        while True:
+            events = c.get("/audit/events", params={"after_seq": after, "limit": 1000}).json()
+            trail += [e for e in events if e["object"] == f"job:{job_id}"]
+            if len(events) < 1000:
+                return trail
+            after = events[-1]["seq"]
+
+
+def _print_psi(fed: Federation, job: JobPublic) -> None:
+    """A PSI job's outputs (counts only, per party), its row-level results kept at the bank, its audit trail."""
+    for party, outputs in sorted(job.outputs.items()):
+        shown = {k: outputs[k] for k in _PSI_KEYS if k in outputs}
+        print(f"   {party} reported: {json.dumps(shown)[:700]}")
+    if job.status == JobStatus.SUCCEEDED:
+        listing = fed.node("bank", "psi-results", str(job.id), "--limit", "3", check=False).strip()
+        print("   kept at the bank node (tandem-bank psi-results): " + listing.replace("\n", "\n   "))
+    trail = _job_trail(fed, job.id)
+    steps = [f"{e['action']}({e['details'].get('party', e['actor'])}"
+             + (f" {e['details']['stage']}" if "stage" in e["details"] else "")
+             + (f" {e['details']['status']}" if "status" in e["details"] and e["action"] == "job.result" else "") + ")"
+             for e in trail]
+    print(f"   audit trail ({len(trail)} events): " + "; ".join(steps)[:1500])
 
 
 def _verify(fed: Federation) -> None:

@@ -20,6 +20,13 @@ Rounds (``R`` = receiver, the client; ``S`` = sender, the server; one reply per 
 
 Chunks carry ``chunk``/``total_chunks``/``count``/``total_count``, so a transport can resume per
 chunk by replaying the last reply; a session refuses a chunk index it does not expect next.
+
+A PSI *job* (``protocols.psi_jobs``) runs one session per key type, then closes::
+
+    R→S PsiJobClose     status ok (the sessions the receiver ran) or abort (with the failing stage)
+    S→R PsiJobSummary   counts only: OPRF evaluations, per-key hits and relayed messages (relay mode)
+
+Both are plain JSON (``model_dump_json`` / ``model_validate_json``); they carry no element.
 """
 
 from __future__ import annotations
@@ -39,6 +46,8 @@ __all__ = [
     "PsiAck",
     "PsiChunk",
     "PsiHello",
+    "PsiJobClose",
+    "PsiJobSummary",
     "PsiMessage",
     "PsiProtocol",
     "PsiPull",
@@ -180,3 +189,32 @@ def decode_frame(
     if body:
         raise ValueError("unexpected body on a header-only message")
     return message
+
+
+Reason = Annotated[str, StringConstraints(max_length=500)]
+
+
+class PsiJobClose(_Header):
+    """R→S: the receiver is done with the job's sessions (``ok``), or gives up (``abort``, with a reason)."""
+
+    kind: Literal["psi.close"] = "psi.close"
+    status: Literal["ok", "abort"]
+    sessions: list[KeyType] = Field(default_factory=list, max_length=len(KeyType))
+    reason: Reason = ""
+
+
+class PsiJobSummary(_Header):
+    """S→R: what the sender may tell the receiver at the end of a job: counts, never elements.
+
+    Attributes:
+        evaluations: Receiver elements the sender evaluated with its key, over all sessions.
+        hits_by_key: Relay mode only: the sender's newly matched records per key type (priority order).
+        conflicts: Relay mode only: matched keys shared by several sender records (skipped, not guessed).
+        relayed: Relay mode only: messages handed to the outreach channel.
+    """
+
+    kind: Literal["psi.summary"] = "psi.summary"
+    evaluations: Count = 0
+    hits_by_key: dict[KeyType, Count] = Field(default_factory=dict)
+    conflicts: Count = 0
+    relayed: Count | None = None

@@ -11,7 +11,7 @@ import functools
 import json
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, ParamSpec, TypeVar
 
@@ -192,6 +192,7 @@ def build_cli(
     *,
     handlers: Mapping[JobKind, JobHandler] | None = None,
     transport: httpx.BaseTransport | None = None,
+    extensions: Sequence[Callable[[typer.Typer, type[NodeSettings]], None]] = (),
 ) -> typer.Typer:
     """Build the command line of a node whose settings class is ``settings_cls``.
 
@@ -200,6 +201,7 @@ def build_cli(
         role: ``bank`` or ``telco``, for help texts.
         handlers: protocol handlers per job kind, used by ``serve`` and ``run-once``.
         transport: httpx transport to the coordinator (tests inject ``httpx.MockTransport``).
+        extensions: functions that add a role's extra commands (e.g. ``protocols.psi_jobs.cli.add_psi_commands``).
     """
     prefix = str(settings_cls.model_config.get("env_prefix", ""))
     cmd = _Commands(settings_cls, handlers or {}, transport)
@@ -268,4 +270,6 @@ def build_cli(
         """Export the egress ledger as JSON lines for offline verification."""
         cmd.ledger_export(out)
 
+    for extend in extensions:
+        extend(app, settings_cls)
     return app

@@ -76,9 +76,17 @@ H_RESP_CHUNKS, H_RESP_DIGEST = "X-Tandem-Response-Chunks", "X-Tandem-Response-Di
 
 
 class PeerError(ProtocolError):
-    """A data-plane exchange failed (transport, refusal by the peer, or a bad answer)."""
+    """A data-plane exchange failed (transport, refusal by the peer, or a bad answer).
+
+    ``http_status`` is the peer's HTTP status when it refused (``None`` for transport failures), so a
+    protocol driver can tell "not ready yet" (409, 503) from "refused" (4xx) from "gone" (``None``).
+    """
 
     status_hint = 502
+
+    def __init__(self, message: str, *, http_status: int | None = None) -> None:
+        super().__init__(message)
+        self.http_status = http_status
 
 
 class PeerRefused(PeerError):
@@ -466,7 +474,8 @@ class PeerClient:
                 detail = response.json().get("detail", response.text)
             except ValueError:
                 detail = response.text[:200]
-            raise PeerError(f"{self.peer.name} refused {what}: HTTP {response.status_code}: {detail}")
+            raise PeerError(f"{self.peer.name} refused {what}: HTTP {response.status_code}: {detail}",
+                            http_status=response.status_code)
 
     def healthz(self) -> dict[str, Any]:
         """``GET /healthz`` on the peer (mutual TLS)."""
