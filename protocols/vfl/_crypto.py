@@ -17,8 +17,7 @@ import phe
 
 from protocols.errors import CryptoError, RemoteProtocolError
 from protocols.messages.paillier_codec import decode_vector, encode_vector
-from protocols.paillier import EncryptedVector, Encryptor, check_key_size
-from protocols.paillier._encoding import decode_mantissas, signed_mantissas
+from protocols.paillier import EncryptedVector, Encryptor, check_key_size, decode_mantissas, signed_mantissas
 
 __all__ = [
     "Mask",
