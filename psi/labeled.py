@@ -23,6 +23,9 @@ X∩Y and the table size; S learns |X| (how many queries were made) and nothing 
 record holding several distinct labels reveals them all (conflicts are reported, not resolved).
 Not protected: a malicious S could evaluate with a key other than the table's (R would just see no
 matches); plaintexts are padded to a common size, so label lengths do not leak beyond that size.
+
+AES-GCM runs through ``cryptography`` (OpenSSL): one key per record makes pycryptodome's per-key
+GHASH set-up the bottleneck (≈190 µs against ≈3 µs a record); the bytes are identical.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-from Crypto.Cipher import AES
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from protocols.messages.control import KeyType
 from protocols.messages.psi import PsiChunk, PsiHello, PsiProtocol, PsiPull, PsiWelcome, Stream
@@ -105,10 +109,7 @@ def seal_batch(key_type: str, keys: Sequence[str], labels: Sequence[Sequence[str
     out = []
     for value, group in zip(_split(oprf), labels, strict=True):
         tag, key, nonce = _derive(value)
-        cipher = AES.new(key, AES.MODE_GCM, nonce=nonce, mac_len=GCM_TAG_BYTES)
-        cipher.update(tag)
-        ct, mac = cipher.encrypt_and_digest(_encode_labels(group, size))
-        out.append(tag + ct + mac)
+        out.append(tag + AESGCM(key).encrypt(nonce, _encode_labels(group, size), tag))
     return b"".join(out)
 
 
@@ -323,12 +324,9 @@ class LabeledPsiReceiver(Session):
     @staticmethod
     def _open(record: bytes, key: bytes, nonce: bytes) -> tuple[str, ...]:
         tag, sealed = record[:TAG_BYTES], record[TAG_BYTES:]
-        cipher = AES.new(key, AES.MODE_GCM, nonce=nonce, mac_len=GCM_TAG_BYTES)
-        cipher.update(tag)
         try:
-            plaintext = cipher.decrypt_and_verify(sealed[:-GCM_TAG_BYTES], sealed[-GCM_TAG_BYTES:])
-            return _decode_labels(plaintext)
-        except (ValueError, UnicodeDecodeError):
+            return _decode_labels(AESGCM(key).decrypt(nonce, sealed, tag))
+        except (InvalidTag, ValueError, UnicodeDecodeError):
             raise PsiCryptoError() from None
 
 
