@@ -16,7 +16,7 @@ from coordinator import audit_log
 from coordinator.api.deps import ContextDep
 from coordinator.api.error_catalog import install_error_handlers
 from coordinator.api.middleware import BodySizeLimit
-from coordinator.api.routes import audit, catalog, jobs
+from coordinator.api.routes import audit, audit_pages, catalog, jobs
 from coordinator.api.schemas import Health
 from coordinator.context import Context
 from coordinator.keys import load_or_create_signing_key
@@ -84,4 +84,5 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     install_error_handlers(app)
     for router in routers():
         app.include_router(router, prefix=API_PREFIX)
+    audit_pages.install(app)
     return app

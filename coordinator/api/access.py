@@ -1,8 +1,9 @@
 """Who may call what: the one access table, and the ``require`` dependency that enforces it.
 
-Every route under ``/api/v1`` either appears in ``ACCESS`` (by route name) or in ``PUBLIC``; the
-role-matrix test checks both directions against the app's routes. Finer checks (own party, creator)
-live in the service functions.
+Every route (the API under ``/api/v1`` and the compliance pages) either appears in ``ACCESS`` (by
+route name) or in ``PUBLIC``; the role-matrix test checks both directions against the app's routes.
+API routes authenticate by bearer token, pages by browser session (``require(..., via=...)``). Finer
+checks (own party, creator) live in the service functions.
 """
 
 from __future__ import annotations
@@ -43,8 +44,12 @@ ACCESS: dict[str, tuple[str, ...]] = {
     "audit_events": (AUDITOR, ADMIN),
     "audit_export": (AUDITOR,),
     "audit_head": (AUDITOR, ADMIN),
+    # compliance pages (coordinator.api.routes.audit_pages), browser session instead of bearer token
+    "audit_page": (AUDITOR,),
+    "audit_job_page": (AUDITOR,),
+    "audit_page_export": (AUDITOR,),
 }
-PUBLIC = frozenset({"healthz", "audit_public_key"})
+PUBLIC = frozenset({"healthz", "audit_public_key", "login_page", "login_submit", "logout_submit"})
 
 _bearer = HTTPBearer(auto_error=False, description="API token, or the bootstrap token (creates users only)")
 
@@ -59,11 +64,16 @@ def current_principal(
     return authenticate(ctx, credentials.credentials if credentials else None, bootstrap)
 
 
-def require(*roles: str) -> Callable[[Principal], Principal]:
-    """A dependency admitting only callers whose role (or ``bootstrap``) is in ``roles``."""
+def require(*roles: str, via: Callable[..., Principal] = current_principal) -> Callable[[Principal], Principal]:
+    """A dependency admitting only callers whose role (or ``bootstrap``) is in ``roles``.
+
+    Args:
+        roles: role names from ``ROLES``.
+        via: the dependency that authenticates the caller (bearer token by default).
+    """
     allowed = frozenset(roles)
 
-    def dependency(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+    def dependency(principal: Principal = Depends(via)) -> Principal:  # noqa: B008 - ``via`` is a local
         if principal.label not in allowed:
             raise Forbidden(f"role {principal.label!r} may not call this endpoint (allowed: {', '.join(roles)})")
         return principal

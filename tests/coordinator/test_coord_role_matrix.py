@@ -1,4 +1,8 @@
-"""Every (role, endpoint) pair of the app: refused exactly when the access table says so."""
+"""Every (role, endpoint) pair of the app: refused exactly when the access table says so.
+
+API routes (under /api/v1, from the OpenAPI schema) are called with bearer tokens; the compliance pages
+(outside the schema) with a browser session obtained through the login form.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,10 @@ import pytest
 from coord_helpers import API, TestClient, World, party_create
 from fastapi.routing import APIRoute
 
+from coordinator.accounts import hash_token
 from coordinator.api.access import ACCESS, PUBLIC, ROLES
+from coordinator.api.routes import audit_pages
+from coordinator.api.web_sessions import COOKIE
 from coordinator.app import create_app, routers
 from coordinator.settings import Settings
 
@@ -31,6 +38,13 @@ def _operations(app) -> list[tuple[str, str, str]]:
     return [(method.upper(), path, op["operationId"])
             for path, item in app.openapi()["paths"].items() if path.startswith(API)
             for method, op in item.items()]
+
+
+def _page_operations(app) -> list[tuple[str, str, str]]:
+    """(method, path, route name) of every compliance page (mounted at the root, left out of the OpenAPI schema)."""
+    assert app.state.web_sessions is not None  # the pages are installed on this app
+    return [(method, route.path, route.name) for route in audit_pages.router.routes
+            if isinstance(route, APIRoute) for method in route.methods]
 
 
 def _allowed_roles(route: APIRoute) -> set[str] | None:
@@ -68,10 +82,10 @@ def _call(world: World, operation: tuple[str, str, str], role: str, job: dict):
 
 
 def test_every_route_is_in_the_access_table(matrix_world):
-    operations = _operations(matrix_world.c.app)
+    operations = _operations(matrix_world.c.app) + _page_operations(matrix_world.c.app)
     names = [name for _, _, name in operations]
     assert sorted(names) == sorted(set(ACCESS) | PUBLIC)
-    routes = [r for router in routers() for r in router.routes if isinstance(r, APIRoute)]
+    routes = [r for router in [*routers(), audit_pages.router] for r in router.routes if isinstance(r, APIRoute)]
     assert sorted(r.name for r in routes) == sorted(names)
     for route in routes:
         expected = None if route.name in PUBLIC else set(ACCESS[route.name])
@@ -96,3 +110,57 @@ def test_role_matrix(matrix_world):
         if not ok:
             failures.append((name, role, r.status_code, r.text[:200]))
     assert failures == []
+
+
+def _login(world: World, who: str | None) -> tuple[int, str | None]:
+    """POST the login form as ``who``; the status and the session cookie it set (if any)."""
+    r = world.c.post("/login", data={"token": world.tokens[who] if who else ""}, follow_redirects=False)
+    cookie = r.cookies.get(COOKIE)
+    world.c.cookies.clear()
+    return r.status_code, cookie
+
+
+def _get_page(world: World, operation: tuple[str, str, str], cookie: str | None, job: dict):
+    method, path, _ = operation
+    headers = {"Cookie": f"{COOKIE}={cookie}"} if cookie else {}
+    return world.c.request(method, path.format(job_id=job["id"]), headers=headers, follow_redirects=False)
+
+
+def test_page_role_matrix(matrix_world):
+    world = matrix_world
+    job = world.submit()
+    pages = [op for op in _page_operations(world.c.app) if op[2] in ACCESS]
+    assert {name for _, _, name in pages} == {"audit_page", "audit_job_page", "audit_page_export"}
+    failures = []
+    for role in ["anonymous", *ROLES]:
+        status, cookie = _login(world, PRINCIPALS[role])
+        may_view = role in ACCESS["audit_page"]
+        if (status == 303 and cookie is not None) != may_view:
+            failures.append(("login_submit", role, status))
+        for operation in pages:
+            r = _get_page(world, operation, cookie, job)
+            allowed = role in ACCESS[operation[2]]
+            if (r.status_code == 200) != allowed or (not allowed and r.status_code != 401):
+                failures.append((operation[2], role, r.status_code))
+    assert failures == []
+
+
+def test_page_gate_refuses_a_session_of_another_role(matrix_world):
+    """Defence in depth: even a session opened for a non-auditor (login refuses them) is refused by the gate."""
+    world = matrix_world
+    job = world.submit()
+    sessions = world.c.app.state.web_sessions
+    for role in ("admin", "analyst", "operator"):
+        who = PRINCIPALS[role]
+        cookie = sessions.open(hash_token(world.tokens[who]), who, world.c.app.state.context.clock())
+        for operation in _page_operations(world.c.app):
+            if operation[2] in ACCESS:
+                r = _get_page(world, operation, cookie, job)
+                assert r.status_code == 403 and "may not call this endpoint" in r.text, (role, operation)
+
+
+def test_public_pages_answer_everyone(matrix_world):
+    c = matrix_world.c
+    assert c.get("/login").status_code == 200
+    assert c.post("/logout", follow_redirects=False).status_code == 303
+    assert c.post("/login", data={"token": ""}, follow_redirects=False).status_code == 401
