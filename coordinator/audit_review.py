@@ -146,14 +146,32 @@ class _Window:
         self.matched += 1
 
 
+def _read(ctx: Context, after: int, limit: int) -> list[ChainRecord]:
+    with ctx.store.read() as tx:
+        return tx.audit.events(after, limit)
+
+
+def _readable_prefix(ctx: Context, after: int) -> Iterator[ChainRecord]:
+    """Records after ``after`` one at a time, up to the first that cannot be read."""
+    while True:
+        try:
+            page = _read(ctx, after, 1)
+        except ValueError:
+            return
+        if not page:
+            return
+        yield page[0]
+        after = page[0].seq
+
+
 def _stored_records(ctx: Context, checker: _Checker) -> Iterator[ChainRecord]:
-    """Every stored record in seq order, a page at a time; a page that cannot be read ends the walk."""
+    """Every stored record in seq order, a page at a time; an unreadable record ends the walk."""
     after = -1
     while True:
         try:
-            with ctx.store.read() as tx:
-                page = tx.audit.events(after, EXPORT_PAGE)
-        except ValueError:  # json.JSONDecodeError from an edited body
+            page = _read(ctx, after, EXPORT_PAGE)
+        except ValueError:  # json.JSONDecodeError from an edited body: find it, then stop
+            yield from _readable_prefix(ctx, after)
             checker.unreadable()
             return
         if not page:
