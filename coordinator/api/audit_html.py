@@ -34,7 +34,7 @@ SECURITY_HEADERS = {
                                "frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # "no-referrer" would make form posts send "Origin: null"
     "Cache-Control": "no-store",
 }
 DETAILS_SUMMARY_CHARS = 160
