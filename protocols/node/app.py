@@ -6,6 +6,11 @@ Routes (all behind mutual TLS; the sender is the party whose pinned certificate 
     GET  /peer/v1/jobs/{job_id}/{channel}/{seq}                    which chunks arrived
     POST /peer/v1/jobs/{job_id}/{channel}/{seq}                    one chunk (see protocols.node.peer)
     GET  /peer/v1/jobs/{job_id}/{channel}/{seq}/response/{index}   one chunk of the handler's response
+    POST /peer/v1/calls/{name}                                     one-shot request/response (``PeerCall``)
+
+``/peer/v1/calls/{name}`` serves small, latency-bound exchanges that are not job messages (real-time
+federated scoring): one HTTP round trip, the body at most one chunk, nothing cached; the handlers
+live in a mapping read at request time, so services may register them after the server started.
 
 Each response body is recorded in this node's egress ledger before it is returned. uvicorn does not
 hand the client certificate to ASGI apps, so ``_PinnedH11Protocol`` copies its fingerprint into the
@@ -21,6 +26,7 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import uvicorn
@@ -46,7 +52,10 @@ from protocols.node.peer import (
     server_ssl_context,
 )
 
-__all__ = ["NodeServer", "build_node_app"]
+__all__ = ["NodeServer", "PeerCall", "build_node_app"]
+
+PeerCall = Callable[[str, bytes], bytes]
+"""Handler of ``POST /peer/v1/calls/{name}``: ``(sender party, request body) -> response body``."""
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +75,10 @@ class _PinnedH11Protocol(H11Protocol):
 class _App:
     """Route implementations, bound to one node's inbox, pins and ledger."""
 
-    def __init__(self, party: str, inbox: PeerInbox, pins: PinnedPeers, ledger: EgressLedger) -> None:
+    def __init__(self, party: str, inbox: PeerInbox, pins: PinnedPeers, ledger: EgressLedger,
+                 calls: Mapping[str, PeerCall]) -> None:
         self.party, self.inbox, self.pins, self.ledger = party, inbox, pins, ledger
+        self.calls = calls
 
     def sender(self, request: Request) -> str:
         fingerprint = getattr(request.state, _PEER_FP, None)
@@ -132,6 +143,29 @@ def _receive(inbox: PeerInbox, key: tuple[str, int, str, int], kind: str, index:
         raise ProtocolError(f"the receiving handler failed ({type(exc).__name__})", status_hint=500) from exc
 
 
+def _call(fn: PeerCall, name: str, sender: str, data: bytes) -> bytes:
+    """Run a call handler; a crash becomes an opaque 500 (details stay in our log)."""
+    try:
+        return fn(sender, data)
+    except ProtocolError:
+        raise
+    except Exception as exc:
+        logger.exception("call handler %s failed", name)
+        raise ProtocolError(f"the call handler failed ({type(exc).__name__})", status_hint=500) from exc
+
+
+def _add_call_route(app: FastAPI, core: _App) -> None:
+    @app.post(PEER_PREFIX + "/calls/{name}")
+    async def call(request: Request, name: str) -> Response:
+        sender = core.sender(request)
+        fn = core.calls.get(name)
+        if fn is None or not CHANNEL_PATTERN.match(name):
+            raise ProtocolError(f"no call {name!r} on this node", status_hint=404)
+        data = await _read_body(request, core.inbox.max_chunk_bytes)
+        body = await run_in_threadpool(_call, fn, name, sender, data)
+        return core.reply(sender, body, kind=f"{name}.response", ref=name, media_type="application/octet-stream")
+
+
 def _add_routes(app: FastAPI, core: _App) -> None:
     @app.get("/healthz")
     async def healthz(request: Request) -> Response:
@@ -161,10 +195,19 @@ def _add_routes(app: FastAPI, core: _App) -> None:
         return core.response_chunk((core.sender(request), job_id, channel, seq), index)
 
 
-def build_node_app(party: str, inbox: PeerInbox, pins: PinnedPeers, ledger: EgressLedger) -> FastAPI:
-    """The node's FastAPI app. Serve it with ``NodeServer`` (mutual TLS); it refuses unpinned senders."""
+def build_node_app(party: str, inbox: PeerInbox, pins: PinnedPeers, ledger: EgressLedger, *,
+                   calls: Mapping[str, PeerCall] | None = None) -> FastAPI:
+    """The node's FastAPI app. Serve it with ``NodeServer`` (mutual TLS); it refuses unpinned senders.
+
+    Args:
+        party: this node's party name.
+        inbox: receiver state of the job data plane.
+        pins: pinned peer certificates (identify senders).
+        ledger: egress ledger (every response body is recorded).
+        calls: handlers of ``/peer/v1/calls/{name}``, looked up at request time (may be filled later).
+    """
     app = FastAPI(title=f"Tandem node {party}", docs_url=None, redoc_url=None, openapi_url=None)
-    core = _App(party, inbox, pins, ledger)
+    core = _App(party, inbox, pins, ledger, {} if calls is None else calls)
 
     @app.exception_handler(ProtocolError)
     async def protocol_error(request: Request, exc: ProtocolError) -> Response:
@@ -174,6 +217,7 @@ def build_node_app(party: str, inbox: PeerInbox, pins: PinnedPeers, ledger: Egre
         return core.reply(peer, body, status=exc.status_hint, kind="error")
 
     _add_routes(app, core)
+    _add_call_route(app, core)
     return app
 
 

@@ -7,13 +7,14 @@ with code 2 (``ledger verify`` exits 1 when the chain is broken); no tracebacks.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Annotated, ParamSpec, TypeAlias, TypeVar
 
 import httpx
 import typer
@@ -29,7 +30,11 @@ from protocols.node.runner import JobHandler
 from protocols.node.runtime import NodeRuntime
 from protocols.node.settings import NodeSettings
 
-__all__ = ["build_cli"]
+__all__ = ["NodeService", "build_cli"]
+
+NodeService: TypeAlias = Callable[[NodeRuntime], contextlib.AbstractContextManager[object]]
+"""A long-running part of ``serve`` beside the job runner (e.g. real-time scoring): entered with the
+runtime before the server starts, exited when it stops."""
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +77,9 @@ class _Commands:
     """The command implementations, bound to one node's settings class."""
 
     def __init__(self, settings_cls: type[NodeSettings], handlers: Mapping[JobKind, JobHandler],
-                 transport: httpx.BaseTransport | None) -> None:
+                 transport: httpx.BaseTransport | None, services: Sequence[NodeService] = ()) -> None:
         self.settings_cls, self.handlers, self.transport = settings_cls, handlers, transport
+        self.services = services
 
     def runtime(self, *, create_keys: bool = False) -> NodeRuntime:
         settings = self.settings_cls()  # type: ignore[call-arg]
@@ -153,7 +159,10 @@ class _Commands:
         typer.echo(f"node {rt.settings.party} serving on https://{server.host}:{server.port} (Ctrl-C to stop)")
         thread.start()
         try:
-            server.run()
+            with contextlib.ExitStack() as stack:
+                for service in self.services:
+                    stack.enter_context(service(rt))
+                server.run()
         finally:
             stop.set()
             thread.join(timeout=30)
@@ -193,6 +202,7 @@ def build_cli(
     handlers: Mapping[JobKind, JobHandler] | None = None,
     transport: httpx.BaseTransport | None = None,
     extensions: Sequence[Callable[[typer.Typer, type[NodeSettings]], None]] = (),
+    services: Sequence[NodeService] = (),
 ) -> typer.Typer:
     """Build the command line of a node whose settings class is ``settings_cls``.
 
@@ -202,9 +212,10 @@ def build_cli(
         handlers: protocol handlers per job kind, used by ``serve`` and ``run-once``.
         transport: httpx transport to the coordinator (tests inject ``httpx.MockTransport``).
         extensions: functions that add a role's extra commands (e.g. ``protocols.psi_jobs.cli.add_psi_commands``).
+        services: long-running parts ``serve`` runs beside the job runner (see :data:`NodeService`).
     """
     prefix = str(settings_cls.model_config.get("env_prefix", ""))
-    cmd = _Commands(settings_cls, handlers or {}, transport)
+    cmd = _Commands(settings_cls, handlers or {}, transport, services)
     app = typer.Typer(help=f"Tandem {role} node (settings from {prefix}* environment variables).",
                       no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
     ledger = typer.Typer(help="The egress ledger: every message this node sent.", no_args_is_help=True)

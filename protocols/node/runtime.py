@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 
 from protocols.messages.control import JobKind, PartyCreate
-from protocols.node.app import NodeServer, build_node_app
+from protocols.node.app import NodeServer, PeerCall, build_node_app
 from protocols.node.coordinator_client import CoordinatorClient
 from protocols.node.keys import NodeKeys, init_keys, load_keys
 from protocols.node.ledger import EgressLedger
@@ -33,6 +33,8 @@ class NodeRuntime:
     coordinator: CoordinatorClient
     pins: PinnedPeers
     inbox: PeerInbox
+    calls: dict[str, PeerCall] = field(default_factory=dict)
+    """Handlers of ``/peer/v1/calls/{name}`` (services register them; read at request time)."""
 
     @classmethod
     def open(
@@ -86,7 +88,7 @@ class NodeRuntime:
 
     def server(self, *, port: int | None = None) -> NodeServer:
         """The mutual-TLS node server (not started)."""
-        app = build_node_app(self.settings.party, self.inbox, self.pins, self.ledger)
+        app = build_node_app(self.settings.party, self.inbox, self.pins, self.ledger, calls=self.calls)
         return NodeServer(app, self.keys, self.pins, self.settings.listen_host,
                           self.settings.listen_port if port is None else port)
 

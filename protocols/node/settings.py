@@ -52,6 +52,11 @@ class NodeSettings(BaseSettings):
     poll_interval: float = Field(default=2.0, gt=0.0, le=3600.0)
     chunk_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     max_message_bytes: int = Field(default=1024 * 1024 * 1024, ge=1024)
+    scoring_api_key: SecretStr | None = Field(
+        default=None, description="bearer key of the bank's local real-time scoring API; None disables the API"
+    )
+    scoring_host: str = Field(default="127.0.0.1", description="real-time scoring API address (loopback by default)")
+    scoring_port: int = Field(default=8600, ge=0, le=65535)
 
     @model_validator(mode="after")
     def _fill_and_check(self) -> Self:
@@ -68,6 +73,10 @@ class NodeSettings(BaseSettings):
             raise ValueError("plain http to the coordinator is allowed on loopback only; use https://")
         if self.api_token.get_secret_value().strip().lower() in _PLACEHOLDER_TOKENS:
             raise ValueError("api_token is empty or a placeholder; set the token the coordinator issued")
+        key = self.scoring_api_key
+        if key is not None and (len(key.get_secret_value()) < 16
+                                or key.get_secret_value().strip().lower() in _PLACEHOLDER_TOKENS):
+            raise ValueError("scoring_api_key must be at least 16 characters and not a placeholder")
         return self
 
     @property
