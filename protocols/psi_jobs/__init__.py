@@ -14,7 +14,7 @@ timeout), ``tables`` (labeled tables per key epoch), ``outreach`` (relay outbox)
 
 from ._link import CLOSE_CHANNEL, FrameTransport, LocalFrameTransport, PeerFrameTransport, PsiJobError, SessionLink
 from ._rows import KeyColumn, PartyRows, party_rows
-from ._sender import EvaluationMeter, SenderJob, SenderRegistry
+from ._sender import EvaluationMeter, Patience, SenderJob, SenderRegistry
 from .handlers import SenderService, receiver_handlers, sender_handlers
 from .outreach import OutboxChannel, OutreachChannel, mask_msisdn
 from .results import list_results
@@ -29,6 +29,7 @@ __all__ = [
     "OutboxChannel",
     "OutreachChannel",
     "PartyRows",
+    "Patience",
     "PeerFrameTransport",
     "PsiJobError",
     "SenderJob",

@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 CLOSE_CHANNEL = "psi.close"
-_NOT_READY = frozenset({409, 503})
+_NOT_READY = frozenset({404, 409, 503})  # no channel handler yet, job not active yet, sender not open yet
 
 
 class PsiJobError(ProtocolError):

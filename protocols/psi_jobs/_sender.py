@@ -34,7 +34,23 @@ from psi._session import Session
 
 from ._link import CLOSE_CHANNEL, PsiJobError, WireStats, session_channel
 
-__all__ = ["EvaluationMeter", "SenderJob", "SenderRegistry", "Summarise"]
+__all__ = ["DEFAULT_PATIENCE", "EvaluationMeter", "Patience", "SenderJob", "SenderRegistry", "Summarise"]
+
+
+@dataclass(frozen=True)
+class Patience:
+    """How long a sender waits for its receiver.
+
+    Attributes:
+        start: Seconds until the receiver's first message (its runner may be busy or loading data).
+        idle: Seconds of silence after that before the job fails ("peer gone mid-stream").
+    """
+
+    start: float = 600.0
+    idle: float = 120.0
+
+
+DEFAULT_PATIENCE = Patience()
 
 
 class EvaluationMeter:
@@ -170,20 +186,24 @@ class SenderJob:
             self._error = error
         self._finished.set()
 
-    def wait(self, idle_timeout: float, *, poll: float = 0.5, on_tick: Callable[[str], None] | None = None
+    def wait(self, patience: Patience, *, poll: float = 0.5, on_tick: Callable[[str], None] | None = None
              ) -> PsiJobSummary:
         """Block until the receiver closes the job; return the summary.
 
         Raises:
             ProtocolError: If the receiver sent something invalid or aborted (the error that failed
-                the job), or went silent for ``idle_timeout`` seconds ("peer gone mid-stream").
+                the job), never started (``patience.start``), or went silent for ``patience.idle``
+                seconds ("peer gone mid-stream").
         """
         while not self._finished.wait(poll):
             with self._lock:
                 silent = self._clock() - self._activity.last
-                if silent > idle_timeout:
-                    self._fail(PsiJobError(f"[{self.stage()}] the receiver went silent for {silent:.0f}s "
-                                           f"(idle timeout {idle_timeout:.0f}s); peer gone mid-stream"))
+                started = bool(self._activity.channel)
+                limit = patience.idle if started else patience.start
+                if silent > limit:
+                    what = "went silent" if started else "did not start"
+                    self._fail(PsiJobError(f"[{self.stage()}] the receiver {what} for {silent:.0f}s "
+                                           f"(timeout {limit:.0f}s); peer gone mid-stream"))
                     break
             if on_tick is not None:
                 on_tick(self.stage())

@@ -53,7 +53,7 @@ from psi.identifiers import NormalisedColumn, normalise_column
 from ._link import SessionLink, drive, session_channel
 from ._node import k_of, link_to_peer, load_rows, own_input, progress_of
 from ._rows import PartyRows
-from ._sender import EvaluationMeter, SenderJob, SenderRegistry
+from ._sender import DEFAULT_PATIENCE, EvaluationMeter, Patience, SenderJob, SenderRegistry
 from .results import MATCHED_IDS_FILE, write_rows
 
 __all__ = ["OverlapTerms", "bank_overlap", "overlap_terms", "run_overlap_receiver", "overlap_sender_job",
@@ -195,17 +195,18 @@ def bank_overlap(ctx: JobContext) -> dict[str, Any]:
     return outputs
 
 
-def telco_overlap(ctx: JobContext, registry: SenderRegistry, *, idle_timeout: float = 120.0) -> dict[str, Any]:
+def telco_overlap(ctx: JobContext, registry: SenderRegistry, *,
+                  patience: Patience = DEFAULT_PATIENCE) -> dict[str, Any]:
     """``JobHandler`` of the telco (sender), given the node's sender registry."""
+    if ctx.inbox is not None:
+        registry.attach(ctx.inbox)
     progress = progress_of(ctx, "audience_overlap")
     progress("reading subscribers, applying the filter", 0.0)
     terms, rows = _terms(ctx)
-    if ctx.inbox is not None:
-        registry.attach(ctx.inbox)
     job, column = overlap_sender_job(rows, terms)
     with registry.opened(job):
         progress("serving the bank", 0.2)
-        summary = job.wait(idle_timeout, on_tick=_ticker(progress))
+        summary = job.wait(patience, on_tick=_ticker(progress))
     return sender_outputs(job, rows, column, terms, summary)
 
 

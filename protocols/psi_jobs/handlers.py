@@ -17,7 +17,7 @@ from protocols.messages.control import JobKind
 from protocols.node.node_db import NODE_DB
 from protocols.node.runner import JobContext, JobHandler
 
-from ._sender import SenderRegistry
+from ._sender import DEFAULT_PATIENCE, Patience, SenderRegistry
 from .audience_overlap import bank_overlap, telco_overlap
 from .outreach import OutboxChannel
 from .recovery import bank_recovery, telco_recovery
@@ -35,26 +35,26 @@ class SenderService:
     """The telco's PSI handlers, sharing one sender registry per node process.
 
     Args:
-        idle_timeout: Seconds of silence from the receiver after which a job fails ("peer gone").
+        patience: How long to wait for the receiver's first message, and through its silences.
         outbox_path: Where relay messages are queued (default: the node's ``node.db``).
     """
 
-    def __init__(self, *, idle_timeout: float = 120.0, outbox_path: Callable[[JobContext], Path] | None = None
+    def __init__(self, *, patience: Patience = DEFAULT_PATIENCE, outbox_path: Callable[[JobContext], Path] | None = None
                  ) -> None:
         self.registry = SenderRegistry()
-        self.idle_timeout = idle_timeout
+        self.patience = patience
         self._outbox_path = outbox_path or (lambda ctx: ctx.settings.state_path / NODE_DB)
 
     def overlap(self, ctx: JobContext) -> dict[str, Any]:
         """``audience_overlap`` as the sender."""
-        return telco_overlap(ctx, self.registry, idle_timeout=self.idle_timeout)
+        return telco_overlap(ctx, self.registry, patience=self.patience)
 
     def recovery(self, ctx: JobContext) -> dict[str, Any]:
         """``recovery`` as the labeled-PSI (reveal) or ECDH-to-sender (relay) sender."""
         outbox = OutboxChannel(self._outbox_path(ctx))
         try:
             return telco_recovery(ctx, self.registry, tables=TableStore(ctx.settings.state_path / "psi"),
-                                  outreach=outbox, idle_timeout=self.idle_timeout)
+                                  outreach=outbox, patience=self.patience)
         finally:
             outbox.close()
 
@@ -63,6 +63,6 @@ class SenderService:
         return {JobKind.AUDIENCE_OVERLAP: self.overlap, JobKind.RECOVERY: self.recovery}
 
 
-def sender_handlers(*, idle_timeout: float = 120.0) -> dict[JobKind, JobHandler]:
+def sender_handlers(*, patience: Patience = DEFAULT_PATIENCE) -> dict[JobKind, JobHandler]:
     """The telco's handlers (one registry for the process)."""
-    return SenderService(idle_timeout=idle_timeout).handlers()
+    return SenderService(patience=patience).handlers()

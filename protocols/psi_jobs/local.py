@@ -17,7 +17,7 @@ from protocols.messages.control import JobParams, KeyType
 
 from ._link import LocalFrameTransport, SessionLink
 from ._rows import PartyRows
-from ._sender import SenderRegistry
+from ._sender import Patience, SenderRegistry
 from .audience_overlap import overlap_sender_job, overlap_terms, run_overlap_receiver
 from .audience_overlap import sender_outputs as overlap_sender_outputs
 from .outreach import OutboxChannel
@@ -65,7 +65,7 @@ def run_local_job(bank: PartyRows, telco: PartyRows, mode: LocalMode, params: Jo
         job, column = overlap_sender_job(telco, terms, **extra)
         with registry.opened(job):
             bank_out, ids = run_overlap_receiver(_link(registry, job_id), bank, terms, **extra)
-            summary = job.wait(0.0)
+            summary = job.wait(Patience(0.0, 0.0))
             telco_out = overlap_sender_outputs(job, telco, column, terms, summary)
         return LocalJobResult(bank_out, telco_out, [(i,) for i in ids or []])
     priority: list[KeyType] = list(bank.keys)
@@ -77,7 +77,7 @@ def run_local_job(bank: PartyRows, telco: PartyRows, mode: LocalMode, params: Jo
                                            **extra)
         with registry.opened(rjob):
             bank_out, recovered = run_recovery_receiver(_link(registry, job_id), bank, rterms, **extra)
-            summary = rjob.wait(0.0)
+            summary = rjob.wait(Patience(0.0, 0.0))
             telco_out = recovery_sender_outputs(rjob, telco, report, rterms, summary)
     finally:
         outbox.close()

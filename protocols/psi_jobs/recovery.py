@@ -62,7 +62,7 @@ from psi.multi_key import MultiKeyMatcher
 from ._link import SessionLink, drive, session_channel
 from ._node import link_to_peer, load_rows, own_input, progress_of
 from ._rows import PartyRows
-from ._sender import EvaluationMeter, SenderJob, SenderRegistry
+from ._sender import DEFAULT_PATIENCE, EvaluationMeter, Patience, SenderJob, SenderRegistry
 from .outreach import OutreachChannel
 from .results import RECOVERED_FILE, write_rows
 from .tables import TableStore
@@ -330,18 +330,18 @@ def bank_recovery(ctx: JobContext) -> dict[str, Any]:
 
 
 def telco_recovery(ctx: JobContext, registry: SenderRegistry, *, tables: TableStore, outreach: OutreachChannel,
-                   idle_timeout: float = 120.0) -> dict[str, Any]:
+                   patience: Patience = DEFAULT_PATIENCE) -> dict[str, Any]:
     """``JobHandler`` of the telco (sender), given the node's registry, table store and outreach channel."""
+    if ctx.inbox is not None:
+        registry.attach(ctx.inbox)
     progress = progress_of(ctx, "recovery")
     progress("reading subscribers", 0.0)
     inp = own_input(ctx)
     label = inp.output_fields[0] if inp.output_fields else None
     rows = load_rows(ctx, inp, label_field=label, want_label=KeyType.MOBILE)
     terms = recovery_terms(str(ctx.job.id), _priority(rows), ctx.job.params)
-    if ctx.inbox is not None:
-        registry.attach(ctx.inbox)
     job, report = recovery_sender_job(rows, terms, tables=tables, outreach=outreach, progress=progress)
     with registry.opened(job):
         progress("serving the bank", 0.5)
-        summary = job.wait(idle_timeout)
+        summary = job.wait(patience)
     return sender_outputs(job, rows, report, terms, summary)

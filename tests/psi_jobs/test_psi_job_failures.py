@@ -9,7 +9,7 @@ from protocols.messages.control import JobParams, KeyType
 from protocols.messages.psi import PsiChunk, PsiHello, PsiJobClose, PsiProtocol, Stream, encode_frame
 from protocols.psi_jobs._link import LocalFrameTransport, PsiJobError, SessionLink, drive, session_channel
 from protocols.psi_jobs._rows import PartyRows
-from protocols.psi_jobs._sender import SenderRegistry
+from protocols.psi_jobs._sender import Patience, SenderRegistry
 from protocols.psi_jobs.audience_overlap import overlap_sender_job, overlap_terms
 from protocols.psi_jobs.local import run_local_job
 from protocols.psi_jobs.outreach import OutboxChannel
@@ -60,7 +60,7 @@ def _query(index: int, total: int = 2, body: bytes | None = None) -> bytes:
 
 def _fails(job, match: str) -> None:
     with pytest.raises(ProtocolError, match=match):
-        job.wait(5.0)
+        job.wait(Patience(5.0, 5.0))
 
 
 def test_malformed_frame_fails_the_job_naming_the_stage(served):
@@ -110,7 +110,7 @@ def test_peer_gone_mid_stream_fails_after_the_idle_timeout(served):
     registry, job = served
     registry.dispatch("7", CHANNEL, _hello())
     with pytest.raises(PsiJobError, match=r"psi.id_number AWAIT_QUERY.*peer gone mid-stream"):
-        job.wait(0.2, poll=0.05)
+        job.wait(Patience(5.0, 0.2), poll=0.05)
 
 
 def test_abort_and_premature_close_fail_the_job(served):

@@ -11,7 +11,7 @@ import pytest
 
 from demo.synthetic import generate
 from protocols.messages.control import JobInput, JobKind, JobParams, KeyType, Purpose
-from protocols.psi_jobs import receiver_handlers, sender_handlers
+from protocols.psi_jobs import Patience, receiver_handlers, sender_handlers
 from protocols.psi_jobs.outreach import OutboxChannel
 from psi import InvalidIdentifier, normalise
 
@@ -53,7 +53,8 @@ def world(tmp_path_factory):
     paths = generate(tmp / "data", n=900, seed=11, progress=False)
     data = {"bank_customers": paths.bank_customers, "bank_lost_contacts": paths.bank_lost_contacts,
             "telco_subscribers": paths.telco_subscribers}
-    w = World(tmp, data, handlers={"bank": receiver_handlers(), "telco": sender_handlers(idle_timeout=30)})
+    telco = sender_handlers(patience=Patience(start=60, idle=30))
+    w = World(tmp, data, handlers={"bank": receiver_handlers(), "telco": telco})
     w.data = data
     yield w
     w.close()
