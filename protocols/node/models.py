@@ -201,6 +201,8 @@ class ModelCard(_Frozen):
             raise ValueError("the active party's card names its label; a passive card never does")
         if self.fallback is not None and self.role != "active":
             raise ValueError("only the active party holds a bank-only fallback model")
+        if self.fallback is not None and not set(self.fallback.feature_names) <= set(self.feature_names):
+            raise ValueError("the fallback model's features must be among the card's own features")
         if len({f.name for f in self.features}) != len(self.features):
             raise ValueError("feature names repeat")
         return self
