@@ -74,7 +74,7 @@ async def setup(c: httpx.AsyncClient, token: str) -> dict:
     keys = {"bank": SigningKey.generate(), "telco": SigningKey.generate()}
     tokens = {}
     for name, role, party in [("bank_admin", "admin", "bank"), ("telco_admin", "admin", "telco"),
-                              ("bank_analyst", "analyst", "bank"), ("bank_op", "operator", "bank")]:
+                              ("bank_analyst", "analyst", "bank"), ("telco_op", "operator", "telco")]:
         r = await c.post(f"{API}/users", json={"name": name, "role": role, "party": party}, headers=boot)
         tokens[name] = {"Authorization": f"Bearer {r.raise_for_status().json()['token']}"}
     datasets = {}
@@ -131,7 +131,7 @@ async def api_bench(base: str, token: str, n: int, concurrency: int) -> dict:
         job_id = await approved_job(c, env)
         progress = await drive(n, concurrency, lambda i: c.post(
             f"{API}/jobs/{job_id}/progress", json={"stage": "psi", "fraction": i / n},
-            headers=env["tokens"]["bank_op"]))
+            headers=env["tokens"]["telco_op"]))
     return {"submit": submit, "audit": progress}
 
 
