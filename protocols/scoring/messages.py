@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from protocols.messages.training import LrPartialScores, SbPredictReply
 
-__all__ = ["PSEUDONYM_BYTES", "ScoreReply", "ScoreRequest"]
+__all__ = ["PSEUDONYM_BYTES", "ScoreBatchAck", "ScoreBatchClose", "ScoreReply", "ScoreRequest"]
 
 PSEUDONYM_BYTES = 16
 
@@ -51,3 +51,20 @@ class ScoreReply(_Wire):
     n_rows: int = Field(ge=0)
     known: bytes
     share: LrPartialScores | SbPredictReply = Field(discriminator="kind")
+
+
+class ScoreBatchClose(_Wire):
+    """Bank → telco at the end of a batch ``score`` job: how many requests and rows it sent."""
+
+    kind: Literal["score_close"] = "score_close"
+    model_id: str = Field(max_length=64)
+    requests: int = Field(ge=0)
+    rows: int = Field(ge=0)
+
+
+class ScoreBatchAck(_Wire):
+    """Telco → bank: the requests and rows it answered (must equal the close's)."""
+
+    kind: Literal["score_ack"] = "score_ack"
+    requests: int = Field(ge=0)
+    rows: int = Field(ge=0)

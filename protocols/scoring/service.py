@@ -35,7 +35,7 @@ from protocols.scoring._parties import ActiveScorer, Outcome, PassiveScorer, Sco
 from protocols.scoring._pseudonyms import derive_pseudonym_key
 from protocols.scoring.messages import ScoreReply, ScoreRequest
 
-__all__ = ["SCORE_CALL", "BankScoring", "PartyRows", "TelcoScoring", "load_rows"]
+__all__ = ["SCORE_CALL", "BankScoring", "PartyRows", "TelcoScoring", "identifier_values", "key_column", "load_rows"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,8 @@ def key_column(governance: Governance, key_type: KeyType) -> str:
     raise ConfigError(f"dataset {governance.dataset} has no identifier of key type {key_type.value}")
 
 
-def _as_objects(values: Any) -> list[object]:
+def identifier_values(values: Any) -> list[object]:
+    """A pandas column of identifiers as Python objects, missing values as ``None``."""
     return [None if v is None or v is np.nan or (isinstance(v, float) and np.isnan(v)) or str(v) == "<NA>" else v
             for v in values.astype(object).tolist()]
 
@@ -87,7 +88,7 @@ def load_rows(source_uri: str, governance: Governance, card: ModelCard, *, custo
     with open_source(source_uri) as source:
         frame = coerce_types(source.read(columns), governance)
     cust = [str(v) for v in frame[cust_col].astype(object).tolist()] if cust_col else None
-    return PartyRows(_as_objects(frame[id_col]), cust, feature_matrix(frame, card.feature_names))
+    return PartyRows(identifier_values(frame[id_col]), cust, feature_matrix(frame, card.feature_names))
 
 
 def _dataset_rows(datasets: LocalDatasets, card: ModelCard, *, customers: bool) -> PartyRows:
