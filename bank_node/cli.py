@@ -1,6 +1,8 @@
 """The bank node's command line (``tandem-bank``): the shared node CLI over ``BankSettings``.
 
-The bank is the PSI receiver of ``audience_overlap`` and ``recovery`` (``protocols.psi_jobs``).
+The bank is the PSI receiver of ``audience_overlap`` and ``recovery`` (``protocols.psi_jobs``) and the
+active party of federated scoring: the batch ``score`` job and, when ``TANDEM_BANK_SCORING_API_KEY`` is
+set, the real-time scoring API beside ``serve`` (``protocols.scoring``).
 """
 
 from __future__ import annotations
@@ -9,7 +11,10 @@ from bank_node.settings import BankSettings
 from protocols.node.cli import build_cli
 from protocols.psi_jobs import receiver_handlers
 from protocols.psi_jobs.cli import add_psi_commands
+from protocols.scoring.api import bank_scoring_service
+from protocols.scoring.jobs import bank_score_handlers
 
 __all__ = ["main"]
 
-main = build_cli(BankSettings, "bank", handlers=receiver_handlers(), extensions=[add_psi_commands])
+main = build_cli(BankSettings, "bank", handlers={**receiver_handlers(), **bank_score_handlers()},
+                 extensions=[add_psi_commands], services=[bank_scoring_service])

@@ -2,6 +2,8 @@
 
 The telco is the PSI sender of ``audience_overlap`` and ``recovery``: labeled-PSI tables per key
 epoch, OPRF evaluations metered per job, relay messages through its outbox (``protocols.psi_jobs``).
+It is the passive party of federated scoring: it answers batch ``score`` jobs and, while serving,
+real-time ``score`` calls from the bank (``protocols.scoring``).
 """
 
 from __future__ import annotations
@@ -9,8 +11,11 @@ from __future__ import annotations
 from protocols.node.cli import build_cli
 from protocols.psi_jobs import sender_handlers
 from protocols.psi_jobs.cli import add_psi_commands
+from protocols.scoring.api import telco_scoring_service
+from protocols.scoring.jobs import TelcoBatchScoring
 from telco_node.settings import TelcoSettings
 
 __all__ = ["main"]
 
-main = build_cli(TelcoSettings, "telco", handlers=sender_handlers(), extensions=[add_psi_commands])
+main = build_cli(TelcoSettings, "telco", handlers={**sender_handlers(), **TelcoBatchScoring().handlers()},
+                 extensions=[add_psi_commands], services=[telco_scoring_service])
