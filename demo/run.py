@@ -136,7 +136,7 @@ def _wait_job(fed: Federation, job_id: int, *, timeout: float = 900.0) -> JobPub
             if line != last:
                 print(f"   job {job_id}: {line}", flush=True)
                 last = line
-            if job.status in _FINAL or job.status_detail.startswith("waiting"):
+            if job.status in _FINAL or (job.status == JobStatus.APPROVED and job.status_detail.startswith("waiting:")):
                 return job
             time.sleep(0.5)
     raise TimeoutError(f"job {job_id} did not finish in {timeout:.0f}s (last: {last})")
