@@ -13,8 +13,11 @@ from protocols.psi_jobs import receiver_handlers
 from protocols.psi_jobs.cli import add_psi_commands
 from protocols.scoring.api import bank_scoring_service
 from protocols.scoring.jobs import bank_score_handlers
+from protocols.training import TrainingService
 
 __all__ = ["main"]
 
-main = build_cli(BankSettings, "bank", handlers={**receiver_handlers(), **bank_score_handlers()},
-                 extensions=[add_psi_commands], services=[bank_scoring_service])
+_training = TrainingService()
+main = build_cli(BankSettings, "bank",
+                 handlers={**receiver_handlers(), **bank_score_handlers(), **_training.handlers()},
+                 extensions=[add_psi_commands], services=[bank_scoring_service, _training.serve])

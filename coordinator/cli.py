@@ -56,7 +56,18 @@ def serve(
     """Run the coordinator API with uvicorn."""
     import uvicorn
 
-    uvicorn.run(create_app(_settings(serving=True)), host=host, port=port, log_config=None)
+    from coordinator.training import TrainingLauncher, TrainingSettings
+
+    api = create_app(_settings(serving=True))
+    training = TrainingSettings()
+    launcher = TrainingLauncher(api.state.context, training) if training.enabled else None
+    if launcher is not None:
+        launcher.start()
+    try:
+        uvicorn.run(api, host=host, port=port, log_config=None)
+    finally:
+        if launcher is not None:
+            launcher.stop()
 
 
 @app.command("init-db")

@@ -73,17 +73,18 @@ def _base_env() -> dict[str, str]:
     return {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
 
 
-def _start_coordinator(state: Path, group: ProcessGroup) -> tuple[str, str]:
+def _start_coordinator(state: Path, group: ProcessGroup, training: dict[str, str]) -> tuple[str, str]:
     port, token = free_port(), secrets.token_urlsafe(32)
     env = {
         "TANDEM_COORD_DATABASE_URL": f"sqlite:///{state / 'coordinator.db'}",
         "TANDEM_COORD_BOOTSTRAP_TOKEN": token,
         "TANDEM_COORD_SIGNING_KEY_PATH": str(state / "coordinator_signing.key"),
+        **training,
     }
     group.start("coordinator", [_script("tandem-coordinator"), "serve", "--host", "127.0.0.1", "--port", str(port)],
                 env)
     url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: (group.check_alive(), http_ok(url + "/api/v1/healthz")())[1], timeout=60,
+    wait_until(lambda: (group.check_alive(), http_ok(url + "/api/v1/healthz")())[1], timeout=120,
                what="the coordinator's /healthz")
     return url, token
 
@@ -205,6 +206,16 @@ def _jobs(ds: dict[str, int]) -> list[tuple[str, dict[str, Any]]]:
                                            "app_competitor", "business_trips_90d"]}],
             "params": {"output_mode": "model", "iterations": 10},
         }),
+        ("wealth-product propensity model (SecureBoost)", {
+            "kind": "train_propensity", "purpose": "propensity", "title": "Wealth purchase, bank + telco features",
+            "inputs": [{"dataset_id": bank, "key_fields": ["id_number"], "label_field": "wealth_purchase",
+                        "feature_fields": ["age", "balance", "products_held", "monthly_txn_count",
+                                           "monthly_txn_amount", "credit_limit"]},
+                       {"dataset_id": telco, "key_fields": ["id_number"],
+                        "feature_fields": ["tenure_months", "arpu", "data_usage_gb", "app_wealth", "app_bank",
+                                           "app_shopping", "business_trips_90d"]}],
+            "params": {"output_mode": "model", "trees": 10, "max_depth": 3},
+        }),
     ]
 
 
@@ -231,7 +242,7 @@ def _setup(fed: Federation, data_dir: Path, governance: Path) -> None:
 
 def _start_nodes(fed: Federation) -> None:
     for party in ("bank", "telco"):
-        fed.group.start(f"{party}-node", [_script(f"tandem-{party}"), "serve"], fed.node_env[party])
+        fed.group.start(f"{party}-node", [_script(f"tandem-{party}"), "-v", "serve"], fed.node_env[party])
     for party in ("bank", "telco"):
         port = fed.node_env[party][f"TANDEM_{party.upper()}_LISTEN_PORT"]
         cert = fed.state / party / "tls" / "cert.pem"
@@ -265,6 +276,8 @@ def _run_jobs(fed: Federation) -> list[JobPublic]:
         job = _wait_job(fed, job.id)
         if job.kind in _PSI_KINDS:
             _print_psi(fed, job)
+        elif job.kind in _TRAIN_KINDS:
+            _print_training(fed, job)
         else:
             print(f"   outputs: {json.dumps(job.outputs, indent=None)[:600]}")
         done.append(job)
@@ -272,6 +285,26 @@ def _run_jobs(fed: Federation) -> list[JobPublic]:
 
 
 _PSI_KINDS = {"audience_overlap", "recovery"}
+_TRAIN_KINDS = {"train_risk", "train_propensity"}
+
+
+def _print_training(fed: Federation, job: JobPublic) -> None:
+    """A training job's held-out metrics (federated vs bank-only), figures, model parts, Flower rounds, audit."""
+    bank = job.outputs.get("bank", {})
+    if "auc_federated" in bank:
+        print(f"   held-out AUC: federated {bank['auc_federated']:.3f} vs bank-only {bank['auc_bank_only']:.3f}; "
+              f"KS: federated {bank['ks_federated']:.3f} vs bank-only {bank['ks_bank_only']:.3f} "
+              f"({bank.get('n_train', 0)} training / {bank.get('n_test', 0)} held-out aligned rows)")
+        for name in bank.get("figures", []):
+            print(f"   figure: {fed.state / 'bank' / name}")
+    for party in ("bank", "telco"):
+        card = fed.state / party / "models" / str(job.id) / "card.json"
+        print(f"   {party} model part + card: {card.parent if card.exists() else '(none stored)'}")
+    trail = _job_trail(fed, job.id)
+    runs = [e for e in trail if e["action"].startswith("training.run_")]
+    for e in runs:
+        print(f"   {e['action']}: {json.dumps({k: v for k, v in e['details'].items() if k != 'summary'})}")
+    print(f"   audit trail: {len(trail)} events (" + ", ".join(sorted({e['action'] for e in trail})) + ")")
 _PSI_KEYS = ("overlap", "telco_set_size", "k", "epsilon", "hits_by_key", "conflicts", "recovered", "relayed",
              "not_queried_cap", "excluded_no_consent", "invalid_identifiers", "telco_evaluations", "bytes_to_peer",
              "bytes_from_peer", "filtered_out", "tables", "oprf_evaluations", "evaluation_cap")
@@ -327,7 +360,34 @@ def _verify(fed: Federation) -> None:
         print(f"   {party} egress ledger: " + fed.node(party, "ledger", "verify").strip())
 
 
-def run(n: int, seed: int, state: Path) -> int:
+def _training_env(state: Path, test_key_bits: int | None) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """TLS for the SuperLink and each node's SuperNode key, and the environment that points everyone at them."""
+    from protocols.flower.certs import generate_supernode_key, generate_tls
+
+    tls = generate_tls(state / "flower" / "tls")
+    keys = {p: generate_supernode_key(state / "flower" / "supernode-keys" / p, p) for p in ("bank", "telco")}
+    port = free_port()
+    coord = {
+        "TANDEM_COORD_TRAINING_ENABLED": "1", "TANDEM_COORD_TRAINING_SUPERLINK_PORT": str(port),
+        "TANDEM_COORD_TRAINING_STATE_DIR": str(state / "flower" / "superlink"),
+        "TANDEM_COORD_TRAINING_TLS_CA": str(tls.ca_cert), "TANDEM_COORD_TRAINING_TLS_CERT": str(tls.server_cert),
+        "TANDEM_COORD_TRAINING_TLS_KEY": str(tls.server_key),
+        "TANDEM_COORD_TRAINING_SUPERNODE_KEYS": json.dumps({p: str(k.public_key) for p, k in keys.items()}),
+    }
+    nodes: dict[str, dict[str, str]] = {}
+    for party, key in keys.items():
+        prefix = f"TANDEM_{party.upper()}_TRAINING_"
+        nodes[party] = {prefix + "SUPERLINK": f"127.0.0.1:{port}", prefix + "SUPERLINK_CA": str(tls.ca_cert),
+                        prefix + "SUPERNODE_KEY": str(key.private_key)}
+    if test_key_bits is not None:
+        coord |= {"TANDEM_COORD_TRAINING_KEY_BITS": str(test_key_bits),
+                  "TANDEM_COORD_TRAINING_ALLOW_INSECURE_TEST_KEY": "1"}
+        for party in nodes:
+            nodes[party][f"TANDEM_{party.upper()}_TRAINING_ALLOW_INSECURE_TEST_KEY"] = "1"
+    return coord, nodes
+
+
+def run(n: int, seed: int, state: Path, test_key_bits: int | None = None) -> int:
     """Run the whole demo; returns a process exit code."""
     from demo.synthetic import generate
 
@@ -338,17 +398,19 @@ def run(n: int, seed: int, state: Path) -> int:
     generate(state / "data", n=n, seed=seed)
     group = ProcessGroup(state / "logs")
     with group.running():
-        _say("2/8 Starting the coordinator")
-        coord_url, bootstrap = _start_coordinator(state, group)
+        _say("2/8 Starting the coordinator (with its Flower SuperLink)")
+        training, node_training = _training_env(state, test_key_bits)
+        coord_url, bootstrap = _start_coordinator(state, group, training)
         print(f"   {coord_url} (SQLite {state / 'coordinator.db'})")
         _say("3/8 Creating users (bank admin+analyst, telco admin+operator, compliance auditor)")
         auditor_key = SigningKey.generate()
         tokens = _create_users(coord_url, bootstrap, auditor_key)
-        node_env = {p: _node_env(state, coord_url, p, tokens[f"{p}-admin"]) for p in ("bank", "telco")}
+        node_env = {p: {**_node_env(state, coord_url, p, tokens[f"{p}-admin"]), **node_training[p]}
+                    for p in ("bank", "telco")}
         fed = Federation(state, coord_url, tokens, auditor_key, node_env, group)
         _say("4/8 Nodes: keys, certificates, party registration, datasets (schemas and coarse stats only)")
         _setup(fed, state / "data", Path(__file__).parent / "governance")
-        _say("5/8 Starting the bank and telco node services (mutual TLS data plane)")
+        _say("5/8 Starting the bank and telco node services (mutual TLS data plane) and their Flower SuperNodes")
         _start_nodes(fed)
         _run_jobs(fed)
         _verify(fed)
@@ -366,9 +428,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=20_000, help="people in the synthetic population (default 20,000)")
     p.add_argument("--seed", type=int, default=7, help="seed of the generator (default 7)")
     p.add_argument("--state", type=Path, default=Path(".tandem/demo"), help="where everything is written")
+    p.add_argument("--test-key-bits", type=int, default=None,
+                   help="TEST ONLY: Paillier keys of this many bits instead of 2048 (insecure, faster)")
     args = p.parse_args(argv)
     try:
-        return run(args.n, args.seed, args.state.resolve())
+        return run(args.n, args.seed, args.state.resolve(), args.test_key_bits)
     except (RuntimeError, TimeoutError, httpx.HTTPError) as exc:
         print(f"\nDEMO FAILED: {exc}\n   logs: {args.state / 'logs'}", file=sys.stderr)
         return 1

@@ -13,9 +13,12 @@ from protocols.psi_jobs import sender_handlers
 from protocols.psi_jobs.cli import add_psi_commands
 from protocols.scoring.api import telco_scoring_service
 from protocols.scoring.jobs import TelcoBatchScoring
+from protocols.training import TrainingService
 from telco_node.settings import TelcoSettings
 
 __all__ = ["main"]
 
-main = build_cli(TelcoSettings, "telco", handlers={**sender_handlers(), **TelcoBatchScoring().handlers()},
-                 extensions=[add_psi_commands], services=[telco_scoring_service])
+_training = TrainingService()
+main = build_cli(TelcoSettings, "telco",
+                 handlers={**sender_handlers(), **TelcoBatchScoring().handlers(), **_training.handlers()},
+                 extensions=[add_psi_commands], services=[telco_scoring_service, _training.serve])

@@ -1,0 +1,245 @@
+"""The coordinator's arbiters for ``train_risk`` / ``train_propensity`` (run inside the Flower ServerApp).
+
+Hetero LR (:func:`lr_arbiter`), Flower rounds of one job with ``E`` iterations::
+
+    round 1          Setup → bank, telco          SetupReply (counts, alignment digest) ← each
+    round 2 .. E+1   LrRound(iteration t) → each  LrRoundReply(masked update of t) ← each
+                     (between the instruction and the reply, telco and bank exchange [[u_p]] and
+                     [[d]] over the data plane: one request/response per iteration)
+    round E+2        LrRound(stop) → each         FinishReply (held-out metrics) ← each
+
+SecureBoost (:func:`sb_arbiter`; the bank holds its own key, so this arbiter holds none)::
+
+    round 1          Setup → bank, telco          SetupReply ← each
+    round 2 ..       SbRound(trees i..j) → bank   SbRoundReply(trees done) ← bank
+                     (all level messages of those trees go bank ↔ telco over the data plane)
+    last round       Finish → bank, telco         FinishReply ← each
+
+What the arbiter learns: aligned row and feature counts, that both parties aligned the same order
+(equal digests), for LR only uniformly masked values (see :mod:`protocols.vfl`) and the active
+party's early-stopping vote, for SecureBoost tree counts, and the held-out metrics. The LR arbiter
+holds the job's Paillier private key; it never leaves this process.
+
+Refusals (raise :class:`TrainingError`, which fails the Flower run and, through the coordinator's
+launcher, the job): replies of the wrong kind, different aligned row counts or alignment digests, no
+rows, a key shorter than 2048 bits without the test-only flag.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+
+from protocols.errors import ProtocolError
+from protocols.flower.arbiter import ArbiterContext, Payloads
+from protocols.messages.training import LrInstruction, LrMaskedUpdate, VflRole
+from protocols.paillier import generate_keypair
+from protocols.training._wire import (
+    Finish,
+    FinishReply,
+    LrConfigWire,
+    LrRound,
+    LrRoundReply,
+    SbRound,
+    SbRoundReply,
+    Setup,
+    SetupReply,
+    decode_reply,
+)
+from protocols.vfl import LrArbiter, LrConfig, OptimizerConfig
+
+__all__ = ["ACTIVE", "PASSIVE", "LrJobArbiter", "SbJobArbiter", "TrainingError", "lr_arbiter", "lr_config",
+           "sb_arbiter"]
+
+ACTIVE, PASSIVE = "bank", "telco"
+_ROLE = {ACTIVE: VflRole.ACTIVE_PARTY, PASSIVE: VflRole.PASSIVE_PARTY}
+_PARTY = {role: party for party, role in _ROLE.items()}
+
+
+class TrainingError(ProtocolError):
+    """A training job cannot go on (bad input, mismatch, refusal); the message is the job's reason."""
+
+
+_T = TypeVar("_T")
+
+
+def _reply_of(raw: bytes, cls: type[_T], party: str) -> _T:
+    try:
+        reply = decode_reply(raw)
+    except ValidationError:
+        raise TrainingError(f"{party} sent a malformed round reply") from None
+    if not isinstance(reply, cls):
+        raise TrainingError(f"{party} answered {reply.kind!r}, expected {cls.__name__}")
+    return reply
+
+
+def _check_setup(replies: Payloads) -> dict[str, SetupReply]:
+    setups = {party: _reply_of(raw, SetupReply, party) for party, raw in replies.items()}
+    bank, telco = setups[ACTIVE], setups[PASSIVE]
+    if bank.alignment_digest != telco.alignment_digest or (bank.n_train, bank.n_test) != (telco.n_train, telco.n_test):
+        raise TrainingError("the parties' aligned rows differ (row counts or alignment digest); refusing to train")
+    if bank.n_train < 2 or bank.n_test < 1:
+        raise TrainingError(f"too few aligned rows to train and evaluate ({bank.n_train} + {bank.n_test})")
+    if min(bank.n_features, telco.n_features) < 1:
+        raise TrainingError("a party has no features")
+    return setups
+
+
+def lr_config(wire: LrConfigWire, *, allow_insecure_test_key: bool) -> LrConfig:
+    """The VFL config from its wire form; the key-size flag is always the *local* party's own setting."""
+    return LrConfig(
+        n_rows=wire.n_rows, batch_size=wire.batch_size, max_epochs=wire.max_epochs, alpha=wire.alpha,
+        optimizer=OptimizerConfig(method=wire.optimizer, learning_rate=wire.learning_rate), seed=wire.seed,
+        tol=wire.tol, allow_insecure_test_key=allow_insecure_test_key,
+    )
+
+
+class LrJobArbiter:
+    """Setup, then one Flower round per LR iteration around :class:`protocols.vfl.LrArbiter`."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        """Read ``iterations``, ``batch_size``, ``alpha``, ``learning_rate``, ``optimizer``, ``key_bits``,
+        ``allow_insecure_test_key`` (tests only) and ``seed`` from the job's arbiter config."""
+        self._config = dict(config)
+        self._core: LrArbiter | None = None
+        self._wire: LrConfigWire | None = None
+        self._metrics: dict[str, float] = {}
+        self._done = False
+        self._rounds = 0
+
+    def start(self) -> Payloads:
+        """Round 1: ask both parties to align and describe their rows."""
+        body = Setup(algorithm="lr").model_dump_json().encode()
+        return {ACTIVE: body, PASSIVE: body}
+
+    def handle(self, replies: Payloads) -> Payloads | None:
+        """Advance by one round (see the module docstring)."""
+        self._rounds += 1
+        if self._core is None:
+            return self._begin(_check_setup(replies))
+        if self._core.stage.value == "done":
+            return self._finish(replies)
+        updates: list[LrInstruction] = []
+        for party in (ACTIVE, PASSIVE):
+            update = _reply_of(replies[party], LrRoundReply, party).update
+            if not isinstance(update, LrMaskedUpdate) or update.sender != _ROLE[party]:
+                raise TrainingError(f"{party} sent no masked update of its own")
+            updates += [m for m in self._core.handle(update) if isinstance(m, LrInstruction)]
+        return self._instructions(updates)
+
+    def _begin(self, setups: dict[str, SetupReply]) -> Payloads:
+        c = self._config
+        n = setups[ACTIVE].n_train
+        allow = bool(c.get("allow_insecure_test_key", False))
+        self._wire = LrConfigWire(
+            n_rows=n, batch_size=int(c.get("batch_size") or n), max_epochs=int(c.get("iterations", 10)),
+            alpha=float(c.get("alpha", 0.01)), learning_rate=float(c.get("learning_rate", 0.15)),
+            optimizer=c.get("optimizer", "adam"), seed=int(c.get("seed", 0)), tol=float(c.get("tol", 1e-6)),
+            allow_insecure_test_key=allow,
+        )
+        _, private_key = generate_keypair(int(c.get("key_bits", 2048)), allow_insecure_test_key=allow)
+        self._core = LrArbiter(lr_config(self._wire, allow_insecure_test_key=allow), private_key)
+        return self._instructions([m for m in self._core.start() if isinstance(m, LrInstruction)])
+
+    def _instructions(self, instructions: list[LrInstruction]) -> Payloads:
+        assert self._wire is not None
+        if len(instructions) != 2:
+            raise TrainingError("the LR arbiter produced no instruction for a party")
+        return {
+            _PARTY[VflRole(i.receiver)]: LrRound(config=self._wire, instruction=i).model_dump_json().encode()
+            for i in instructions
+        }
+
+    def _finish(self, replies: Payloads) -> None:
+        self._metrics = _reply_of(replies[ACTIVE], FinishReply, ACTIVE).metrics
+        _reply_of(replies[PASSIVE], FinishReply, PASSIVE)
+        self._done = True
+        return None
+
+    def result(self) -> bytes:
+        """JSON: rounds, iterations, early stop, the bank's held-out metrics."""
+        summary = self._core.result() if self._core is not None and self._done else None
+        return json.dumps({
+            "algorithm": "lr", "flower_rounds": self._rounds,
+            "iterations": summary.iterations if summary else None,
+            "stopped_early": summary.stopped_early if summary else None, "metrics": self._metrics,
+        }).encode()
+
+
+class SbJobArbiter:
+    """Setup, then SecureBoost trees in batches of ``trees_per_round`` per Flower round, then finish."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        """Read ``trees``, ``max_depth``, ``n_bins``, ``trees_per_round``, ``key_bits`` and
+        ``allow_insecure_test_key`` from the job's arbiter config."""
+        c = dict(config)
+        self._total = int(c.get("trees", 10))
+        self._per_round = max(1, int(c.get("trees_per_round", 5)))
+        self._template = SbRound(
+            first_tree=0, n_trees=1, total_trees=self._total, max_depth=int(c.get("max_depth", 3)),
+            n_bins=int(c.get("n_bins", 32)), allow_insecure_test_key=bool(c.get("allow_insecure_test_key", False)),
+            key_bits=int(c.get("key_bits", 2048)),
+        )
+        self._stage = "setup"
+        self._trees_done = 0
+        self._rounds = 0
+        self._metrics: dict[str, float] = {}
+
+    def start(self) -> Payloads:
+        """Round 1: ask both parties to align and describe their rows."""
+        t = self._template
+        body = Setup(algorithm="secureboost", trees=t.total_trees, max_depth=t.max_depth,
+                     n_bins=t.n_bins).model_dump_json().encode()
+        return {ACTIVE: body, PASSIVE: body}
+
+    def handle(self, replies: Payloads) -> Payloads | None:
+        """Advance by one round (see the module docstring)."""
+        self._rounds += 1
+        if self._stage == "setup":
+            setups = _check_setup(replies)
+            self._trees_done = min(s.resume_from for s in setups.values())
+            self._stage = "trees"
+        elif self._stage == "trees":
+            done = _reply_of(replies[ACTIVE], SbRoundReply, ACTIVE).trees_done
+            if done <= self._trees_done:
+                raise TrainingError("the bank finished no tree in its round")
+            self._trees_done = done
+        else:
+            self._metrics = _reply_of(replies[ACTIVE], FinishReply, ACTIVE).metrics
+            _reply_of(replies[PASSIVE], FinishReply, PASSIVE)
+            return None
+        return self._next()
+
+    def _next(self) -> Payloads:
+        if self._trees_done >= self._total:
+            self._stage = "finish"
+            body = Finish().model_dump_json().encode()
+            return {ACTIVE: body, PASSIVE: body}
+        n = min(self._per_round, self._total - self._trees_done)
+        payload = self._template.model_copy(update={"first_tree": self._trees_done, "n_trees": n})
+        return {ACTIVE: payload.model_dump_json().encode()}
+
+    def result(self) -> bytes:
+        """JSON: rounds, trees, the bank's held-out metrics."""
+        return json.dumps({"algorithm": "secureboost", "flower_rounds": self._rounds,
+                           "trees": self._trees_done, "metrics": self._metrics}).encode()
+
+
+def lr_arbiter(context: ArbiterContext) -> LrJobArbiter:
+    """Arbiter factory (run config ``arbiter = "protocols.training.arbiters:lr_arbiter"``)."""
+    _check_parties(context)
+    return LrJobArbiter(context.config)
+
+
+def sb_arbiter(context: ArbiterContext) -> SbJobArbiter:
+    """Arbiter factory (run config ``arbiter = "protocols.training.arbiters:sb_arbiter"``)."""
+    _check_parties(context)
+    return SbJobArbiter(context.config)
+
+
+def _check_parties(context: ArbiterContext) -> None:
+    if set(context.parties) != {ACTIVE, PASSIVE}:
+        raise TrainingError(f"training needs the parties {ACTIVE} and {PASSIVE}, got {list(context.parties)}")
