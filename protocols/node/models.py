@@ -167,7 +167,7 @@ class ModelCard(_Frozen):
 
     job_id: int = Field(ge=1)
     model_id: ModelId = ""
-    kind: Literal[JobKind.TRAIN_RISK, JobKind.TRAIN_PROPENSITY]
+    kind: JobKind
     algo: Algo
     party: str
     peer_party: str
@@ -195,6 +195,8 @@ class ModelCard(_Frozen):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
+        if self.kind not in (JobKind.TRAIN_RISK, JobKind.TRAIN_PROPENSITY):
+            raise ValueError("a model comes from a train_risk or train_propensity job")
         if self.feature_schema_digest != feature_schema_digest(self.features):
             raise ValueError("feature_schema_digest does not match the feature list")
         if (self.role == "active") != (self.label is not None):

@@ -55,6 +55,7 @@ def test_card_fills_model_id_and_schema_digest() -> None:
         {"label": None},
         {"feature_schema_digest": "0" * 64},
         {"features": [{"name": "a"}, {"name": "a"}]},
+        {"kind": "score"},
         {"role": "passive", "label": None, "fallback": {"algo": "hetero_lr", "features": [{"name": "age"}]}},
     ],
 )
