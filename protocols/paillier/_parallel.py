@@ -18,13 +18,15 @@ from collections.abc import Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from types import TracebackType
 
+import gmpy2
 import numpy as np
 import numpy.typing as npt
 import phe
+from gmpy2 import mpz
 
 from protocols.errors import LocalProtocolError
 from protocols.paillier._decryptor import Decryptor
-from protocols.paillier._encoding import decode_mantissas, signed_mantissas
+from protocols.paillier._encoding import choose_exponent, decode_mantissas, encode_mantissas, signed_mantissas
 from protocols.paillier._encryptor import Encryptor
 from protocols.paillier._primitives import CrtKey, crt_decrypt
 from protocols.paillier._vector import EncryptedVector
@@ -61,6 +63,30 @@ def _encrypt_chunk(mantissas: list[int]) -> list[int]:
 def _decrypt_chunk(ciphertexts: list[int]) -> list[int]:
     assert _worker_crt is not None
     return [int(crt_decrypt(_worker_crt, c)) for c in ciphertexts]
+
+
+def _dot_chunk(ciphertexts: list[int], exponent: int, block: npt.NDArray[np.generic], plain_exponent: int) -> list[int]:
+    assert _worker_encryptor is not None
+    vector = EncryptedVector.from_ciphertexts(_worker_encryptor.public_key, ciphertexts, exponent)
+    return [int(c) for c in vector.dot(block, exponent=plain_exponent).ciphertexts]
+
+
+def _affine_chunk(ciphertexts: list[int], factors: list[int], offsets: list[int]) -> list[int]:
+    assert _worker_encryptor is not None
+    return [int(c) for c in _affine(_worker_encryptor, ciphertexts, factors, offsets)]
+
+
+def _affine(
+    encryptor: Encryptor, ciphertexts: Sequence[int], factors: Sequence[int], offsets: Sequence[int]
+) -> list[mpz]:
+    """``c_i ** f_i * (1 + o_i * n) * hs**r_i mod n**2`` with fresh ``r_i`` (signed ``f_i``, ``o_i`` mod ``n``)."""
+    n = mpz(encryptor.public_key.n)
+    nsquare = n * n
+    out: list[mpz] = []
+    for c, f, o in zip(ciphertexts, factors, offsets, strict=True):
+        powered = gmpy2.powmod(mpz(c), f, nsquare)
+        out.append(powered * encryptor.encrypt_raw(o) % nsquare)
+    return out
 
 
 def _chunks(items: Sequence[int], size: int) -> list[list[int]]:
@@ -129,11 +155,18 @@ class ParallelPaillier:
     ) -> EncryptedVector:
         """Like :meth:`Encryptor.encrypt_vector`, in the pool when the vector is large."""
         mantissas, chosen = self.encryptor.encode(values, exponent=exponent, precision=precision)
+        return self.encrypt_mantissas(mantissas, chosen)
+
+    def encrypt_mantissas(self, mantissas: list[int], exponent: int) -> EncryptedVector:
+        """Like :meth:`Encryptor.encrypt_mantissas` (raw plaintexts in ``[0, n)``, e.g. packed ones)."""
         if len(mantissas) < self.threshold:
-            return self.encryptor.encrypt_mantissas(mantissas, chosen)
+            return self.encryptor.encrypt_mantissas(mantissas, exponent)
+        n = int(self.encryptor.public_key.n)
+        if any(not 0 <= int(m) < n for m in mantissas):
+            raise LocalProtocolError("raw plaintext must lie in [0, n)")
         parts = self._executor().map(_encrypt_chunk, _chunks(mantissas, self._chunk_size(len(mantissas))))
         cts = [c for part in parts for c in part]
-        return EncryptedVector.from_ciphertexts(self.encryptor.public_key, cts, chosen)
+        return EncryptedVector.from_ciphertexts(self.encryptor.public_key, cts, exponent)
 
     def decrypt_raw_vector(self, vector: EncryptedVector) -> list[int]:
         """Like :meth:`Decryptor.decrypt_raw_vector`, in the pool when the vector is large."""
@@ -152,6 +185,68 @@ class ParallelPaillier:
         raw = self.decrypt_raw_vector(vector)
         pub = vector.public_key
         return decode_mantissas(signed_mantissas(raw, int(pub.n), int(pub.max_int)), vector.exponent)
+
+    def dot(
+        self,
+        vector: EncryptedVector,
+        matrix: npt.ArrayLike,
+        *,
+        exponent: int | None = None,
+        precision: float | None = None,
+    ) -> EncryptedVector:
+        """Like :meth:`EncryptedVector.dot`, with the rows split over the pool when the vector is large.
+
+        Each worker computes the Pippenger products of its rows for every column; the parent multiplies
+        the partial products together (one multiplication per column and chunk).
+        """
+        arr = np.asarray(matrix)
+        arr2 = arr.reshape(-1, 1) if arr.ndim == 1 else arr
+        if len(vector) < self.threshold or arr2.ndim != 2 or arr2.shape[0] != len(vector):
+            return vector.dot(matrix, exponent=exponent, precision=precision)
+        if vector.public_key != self.encryptor.public_key:
+            raise LocalProtocolError("vector is under a different public key")
+        plain_exponent = choose_exponent(arr2, exponent=exponent, precision=precision)
+        size = -(-len(vector) // self.workers)
+        cts = [int(c) for c in vector.ciphertexts]
+        futures = [
+            self._executor().submit(_dot_chunk, cts[i : i + size], vector.exponent, arr2[i : i + size], plain_exponent)
+            for i in range(0, len(cts), size)
+        ]
+        nsquare = mpz(vector.public_key.n) ** 2
+        totals = [mpz(1)] * arr2.shape[1]
+        for future in futures:
+            totals = [t * mpz(p) % nsquare for t, p in zip(totals, future.result(), strict=True)]
+        return EncryptedVector(vector.public_key, tuple(totals), vector.exponent + plain_exponent)
+
+    def affine(
+        self, vector: EncryptedVector, factors: npt.ArrayLike, offsets: npt.ArrayLike, *, factor_exponent: int
+    ) -> EncryptedVector:
+        """Return ``[[v_i * f_i + o_i]]`` with fresh randomness (so the result is unlinkable to ``vector``).
+
+        Args:
+            vector: the encrypted ``v``.
+            factors: plaintext ``f`` (one per element), encoded at ``factor_exponent``.
+            offsets: plaintext ``o``, encoded at the result's exponent ``vector.exponent + factor_exponent``.
+            factor_exponent: fixed-point exponent of ``factors``.
+        """
+        if vector.public_key != self.encryptor.public_key:
+            raise LocalProtocolError("vector is under a different public key")
+        pub = vector.public_key
+        n, max_int = int(pub.n), int(pub.max_int)
+        out_exponent = vector.exponent + factor_exponent
+        f = np.asarray(factors)
+        o = np.asarray(offsets)
+        if f.shape != (len(vector),) or o.shape != (len(vector),):
+            raise LocalProtocolError("factors and offsets must have one value per element")
+        fm = [m - n if m > n // 2 else m for m in encode_mantissas(f, factor_exponent, n, max_int)]
+        om = encode_mantissas(o, out_exponent, n, max_int)
+        cts = [int(c) for c in vector.ciphertexts]
+        if len(cts) < self.threshold:
+            result = _affine(self.encryptor, cts, fm, om)
+            return EncryptedVector(pub, tuple(result), out_exponent)
+        size = self._chunk_size(len(cts))
+        parts = self._executor().map(_affine_chunk, _chunks(cts, size), _chunks(fm, size), _chunks(om, size))
+        return EncryptedVector.from_ciphertexts(pub, [c for part in parts for c in part], out_exponent)
 
     def close(self) -> None:
         """Shut the worker processes down (idempotent)."""

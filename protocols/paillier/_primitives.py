@@ -64,7 +64,8 @@ def encrypt_with_obfuscator(n: mpz, nsquare: mpz, plaintext: int, obfuscator: mp
         plaintext: an integer in ``[0, n)``.
         obfuscator: an ``n``-th residue mod ``n**2`` that is never reused (e.g. ``hs**r``).
     """
-    return nude_ciphertext(n, nsquare, plaintext) * obfuscator % nsquare
+    # (1 + m*n) * o = o + n * (m * o mod n)  (mod n**2): one product mod n instead of one mod n**2
+    return (obfuscator + n * (mpz(plaintext) * obfuscator % n)) % nsquare
 
 
 def djn_h(n: int, x: int) -> mpz:

@@ -6,6 +6,7 @@ them with the data plane (party ↔ party) and Flower (arbiter ↔ parties).
 
 from __future__ import annotations
 
+import json
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ __all__ = [
     "LocalSecureBoostResult",
     "Observer",
     "TrafficLog",
+    "binary_size",
     "run_local_lr",
     "run_local_secureboost",
     "score_local_lr",
@@ -64,21 +66,59 @@ def wire_roundtrip(msg: BaseModel) -> tuple[Any, int]:
     return _ADAPTER.validate_json(data), len(data)
 
 
+def _strip_bytes(value: Any) -> tuple[Any, int]:
+    """Replace every ``bytes`` value by ``b""``; return the stripped value and the bytes removed."""
+    if isinstance(value, bytes):
+        return b"", len(value)
+    if isinstance(value, dict):
+        total, out = 0, {}
+        for key, item in value.items():
+            out[key], size = _strip_bytes(item)
+            total += size
+        return out, total
+    if isinstance(value, list):
+        parts = [_strip_bytes(item) for item in value]
+        return [p for p, _ in parts], sum(n for _, n in parts)
+    return value, 0
+
+
+def binary_size(msg: BaseModel) -> int:
+    """Size of ``msg`` with its binary fields sent raw (ciphertexts in the binary codec, not base64).
+
+    The non-binary envelope is counted at its JSON size; a binary transport (the data plane's chunked
+    bodies, Flower's ``bytes`` records) carries the ciphertext vectors as they are.
+    """
+    stripped, payload = _strip_bytes(msg.model_dump())
+    envelope = json.dumps(stripped, default=lambda v: "" if isinstance(v, bytes) else str(v))
+    return len(envelope.encode()) + payload
+
+
 @dataclass
 class TrafficLog:
-    """Bytes and message counts per ``(sender, receiver)`` link."""
+    """Bytes and message counts per ``(sender, receiver)`` link.
+
+    ``bytes`` counts the JSON wire form (binary fields in base64); ``binary_bytes`` the same messages
+    with binary fields sent raw (see :func:`binary_size`).
+    """
 
     bytes: Counter[tuple[str, str]] = field(default_factory=Counter)
     messages: Counter[tuple[str, str]] = field(default_factory=Counter)
+    binary_bytes: Counter[tuple[str, str]] = field(default_factory=Counter)
 
-    def record(self, sender: VflRole, receiver: VflRole, size: int) -> None:
+    def record(self, sender: VflRole, receiver: VflRole, size: int, binary: int | None = None) -> None:
         self.bytes[(sender.value, receiver.value)] += size
         self.messages[(sender.value, receiver.value)] += 1
+        self.binary_bytes[(sender.value, receiver.value)] += size if binary is None else binary
 
     @property
     def total_bytes(self) -> int:
-        """All bytes on all links."""
+        """All bytes on all links (JSON wire form)."""
         return sum(self.bytes.values())
+
+    @property
+    def total_binary_bytes(self) -> int:
+        """All bytes on all links with binary fields sent raw."""
+        return sum(self.binary_bytes.values())
 
 
 @dataclass(frozen=True)
@@ -103,6 +143,7 @@ def run_local_lr(
     *,
     key_bits: int = 2048,
     observer: Observer | None = None,
+    workers: int = 0,
 ) -> LocalLrResult:
     """Train hetero LR with all three parties in this process.
 
@@ -113,24 +154,29 @@ def run_local_lr(
         passive_features: the telco's aligned features.
         key_bits: Paillier modulus length of the arbiter's fresh key.
         observer: sees every delivered message (e.g. to record what the arbiter receives).
+        workers: worker processes per party for the large Paillier batches (0: none).
     """
     _, private_key = generate_keypair(key_bits, allow_insecure_test_key=config.allow_insecure_test_key)
     arbiter = LrArbiter(config, private_key)
     parties: dict[VflRole, Any] = {
-        VflRole.ACTIVE_PARTY: LrActiveParty(config, active_features, labels),
-        VflRole.PASSIVE_PARTY: LrPassiveParty(config, passive_features),
+        VflRole.ACTIVE_PARTY: LrActiveParty(config, active_features, labels, workers=workers),
+        VflRole.PASSIVE_PARTY: LrPassiveParty(config, passive_features, workers=workers),
         VflRole.ARBITER: arbiter,
     }
     traffic = TrafficLog()
     queue: deque[tuple[VflRole, LrMessage]] = deque((VflRole.ARBITER, m) for m in arbiter.start())
-    while queue:
-        sender, msg = queue.popleft()
-        receiver = _lr_receiver(msg)
-        delivered, size = wire_roundtrip(msg)
-        traffic.record(sender, receiver, size)
-        if observer is not None:
-            observer(receiver, delivered)
-        queue.extend((receiver, out) for out in parties[receiver].handle(delivered))
+    try:
+        while queue:
+            sender, msg = queue.popleft()
+            receiver = _lr_receiver(msg)
+            delivered, size = wire_roundtrip(msg)
+            traffic.record(sender, receiver, size, binary_size(msg))
+            if observer is not None:
+                observer(receiver, delivered)
+            queue.extend((receiver, out) for out in parties[receiver].handle(delivered))
+    finally:
+        parties[VflRole.ACTIVE_PARTY].close()
+        parties[VflRole.PASSIVE_PARTY].close()
     return LocalLrResult(
         active=parties[VflRole.ACTIVE_PARTY].result(),
         passive=parties[VflRole.PASSIVE_PARTY].result(),
@@ -157,6 +203,7 @@ def run_local_secureboost(
     key_bits: int = 2048,
     observer: Observer | None = None,
     passive_rng: np.random.Generator | None = None,
+    workers: int = 0,
 ) -> LocalSecureBoostResult:
     """Train SecureBoost with both parties in this process (the active party's fresh key pair).
 
@@ -168,21 +215,25 @@ def run_local_secureboost(
         key_bits: Paillier modulus length of the active party's key.
         observer: sees every delivered message.
         passive_rng: the passive party's split-id shuffle (tests only; default: OS-seeded).
+        workers: worker processes of the active party for the per-tree encryption (0: none).
     """
     _, private_key = generate_keypair(key_bits, allow_insecure_test_key=config.allow_insecure_test_key)
-    active = SbActiveParty(config, active_features, labels, private_key)
+    active = SbActiveParty(config, active_features, labels, private_key, workers=workers)
     passive = SbPassiveParty(config, passive_features, rng=passive_rng)
     parties: dict[VflRole, Any] = {VflRole.ACTIVE_PARTY: active, VflRole.PASSIVE_PARTY: passive}
     traffic = TrafficLog()
     queue: deque[tuple[VflRole, SbMessage]] = deque((VflRole.ACTIVE_PARTY, m) for m in active.start())
-    while queue:
-        sender, msg = queue.popleft()
-        receiver = SB_RECEIVER[msg.kind]
-        delivered, size = wire_roundtrip(msg)
-        traffic.record(sender, receiver, size)
-        if observer is not None:
-            observer(receiver, delivered)
-        queue.extend((receiver, out) for out in parties[receiver].handle(delivered))
+    try:
+        while queue:
+            sender, msg = queue.popleft()
+            receiver = SB_RECEIVER[msg.kind]
+            delivered, size = wire_roundtrip(msg)
+            traffic.record(sender, receiver, size, binary_size(msg))
+            if observer is not None:
+                observer(receiver, delivered)
+            queue.extend((receiver, out) for out in parties[receiver].handle(delivered))
+    finally:
+        active.close()
     return LocalSecureBoostResult(active=active.result(), passive=passive.result(), traffic=traffic)
 
 

@@ -43,6 +43,7 @@ before any work.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -61,7 +62,7 @@ from protocols.messages.training import (
     LrResidual,
     VflRole,
 )
-from protocols.paillier import Decryptor, EncryptedVector, Encryptor
+from protocols.paillier import DEFAULT_PARALLEL_THRESHOLD, Decryptor, EncryptedVector, Encryptor, ParallelPaillier
 from protocols.vfl._crypto import (
     Mask,
     decode_plaintexts,
@@ -97,7 +98,15 @@ SCORE_EXPONENT = -8
 """Fixed-point exponent (base 16) of encrypted scores and residuals: precision 2**-32."""
 
 FEATURE_EXPONENT = -5
-"""Fixed-point exponent of the plaintext features in ``X^T [[d]]``: precision 2**-20."""
+"""Default fixed-point exponent of the plaintext features in ``X^T [[d]]``: precision 2**-20."""
+
+SLOPE_EXPONENT = -3
+"""Fixed-point exponent of the sigmoid slopes ``s'(u_a)`` of the linearised gradient: precision 2**-12."""
+
+_RIDGE = 1e-9
+
+_WINDOW_BITS = 11
+"""DJN table digit width: 24 multiplications per encryption for a 25 MiB table (both parties encrypt a lot)."""
 
 LR_RECEIVER: dict[str, VflRole] = {
     "lr_forward": VflRole.ACTIVE_PARTY,
@@ -120,6 +129,16 @@ class LrConfig:
         seed: shared permutation seed for the batches (not a secret).
         tol: early stop when the epoch Taylor loss changes by less than this.
         allow_insecure_test_key: accept Paillier keys under 2048 bits. Tests only.
+        gradient: ``"taylor"`` (Hardy et al.: the sigmoid replaced by ``0.5 + u/4``, ``d = 0.25u - 0.5y'``) or
+            ``"linearized"``: the sigmoid expanded to first order around the active party's own score,
+            ``d = s(u_a) - y + s'(u_a) u_p``. The latter is exact when ``u_p = 0`` and close to the
+            logistic gradient otherwise (the Taylor optimum loses about 0.006 AUC on default_credit);
+            it costs one short exponentiation per row on the active side.
+        feature_exponent: fixed-point exponent of the features in ``X^T [[d]]``; a coarser exponent
+            makes the Pippenger products cheaper (``-1``, i.e. 1/16, is plenty for standardised
+            features: the rounding errors average out in the sum).
+        warm_start: the active party starts from its own logistic regression (its features and
+            labels only; no message), so the federated iterations only add the passive's part.
     """
 
     n_rows: int
@@ -130,6 +149,30 @@ class LrConfig:
     seed: int = 0
     tol: float = 1e-5
     allow_insecure_test_key: bool = False
+    gradient: Literal["taylor", "linearized"] = "taylor"
+    feature_exponent: int = FEATURE_EXPONENT
+    warm_start: bool = False
+
+    @classmethod
+    def recommended(cls, n_rows: int, **overrides: object) -> LrConfig:
+        """Few-round settings for a Flower deployment (one round trip per iteration).
+
+        Full batch, 8 iterations of block-diagonal Newton with momentum 0.3, the linearised gradient,
+        a warm-started active party and features at 1/16 precision: on default_credit (21,000 training
+        rows) this reaches the centralised scikit-learn AUC within 0.002.
+        """
+        base: dict[str, object] = {
+            "batch_size": n_rows,
+            "max_epochs": 8,
+            "alpha": 1e-4,
+            "optimizer": OptimizerConfig("newton", 1.0, momentum=0.3),
+            "tol": 1e-6,
+            "gradient": "linearized",
+            "feature_exponent": -1,
+            "warm_start": True,
+        }
+        base.update(overrides)
+        return cls(n_rows=n_rows, **base)  # type: ignore[arg-type]
 
     @property
     def batches_per_epoch(self) -> int:
@@ -202,7 +245,7 @@ class _Party:
 
     role: Literal[VflRole.ACTIVE_PARTY, VflRole.PASSIVE_PARTY]
 
-    def __init__(self, config: LrConfig, features: npt.ArrayLike, *, intercept: bool) -> None:
+    def __init__(self, config: LrConfig, features: npt.ArrayLike, *, intercept: bool, workers: int = 0) -> None:
         x = np.asarray(features, dtype=np.float64)
         if x.ndim != 2 or x.shape[0] != config.n_rows:
             raise LocalProtocolError(f"features must have shape ({config.n_rows}, d), got {x.shape}")
@@ -215,6 +258,8 @@ class _Party:
         self._optimizer = Optimizer(config.optimizer, self._x.shape[1])
         self._public_key: phe.PaillierPublicKey | None = None
         self._encryptor: Encryptor | None = None
+        self._pool: ParallelPaillier | None = None
+        self._workers = workers
         self._iteration = 0
         self._rows: npt.NDArray[np.int64] = np.arange(0)
         self._grad_mask: Mask | None = None
@@ -225,7 +270,28 @@ class _Party:
         self._public_key = public_key_from_bytes(
             msg.public_key, allow_insecure_test_key=self.config.allow_insecure_test_key
         )
-        self._encryptor = Encryptor(self._public_key, allow_insecure_test_key=self.config.allow_insecure_test_key)
+        self._encryptor = Encryptor(
+            self._public_key,
+            window_bits=_WINDOW_BITS,
+            allow_insecure_test_key=self.config.allow_insecure_test_key,
+        )
+        threshold = DEFAULT_PARALLEL_THRESHOLD if self._workers > 0 else sys.maxsize
+        self._pool = ParallelPaillier(self._encryptor, workers=max(1, self._workers), threshold=threshold)
+
+    @property
+    def _pp(self) -> ParallelPaillier:
+        if self._pool is None:
+            raise LocalProtocolError("no public key yet")
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the worker processes, if any (idempotent; also done when training ends)."""
+        if self._pool is not None:
+            self._pool.close()
+
+    def _finish(self) -> None:
+        self.stage = LrPartyStage.DONE
+        self.close()
 
     def _open_instruction(self, msg: LrInstruction) -> None:
         """Check the instruction, take the key (iteration 0) or apply the previous gradient."""
@@ -238,12 +304,25 @@ class _Party:
         if msg.masked_gradient is None or self._grad_mask is None:
             raise RemoteProtocolError("instruction lacks the masked gradient")
         raw = decode_plaintexts(msg.masked_gradient, self._n, count=len(self._grad_mask.values))
-        self._apply_gradient(unmask(raw, self._grad_mask, self._pk) * (0.25 / len(self._rows)))
+        self._apply_gradient(self._data_gradient(unmask(raw, self._grad_mask, self._pk)))
         self._grad_mask = None
+
+    def _data_gradient(self, unmasked: FloatArray) -> FloatArray:
+        """The mean data gradient of the batch from the unmasked ``X^T [[residual]]``."""
+        scale = 0.25 if self.config.gradient == "taylor" else 1.0
+        return unmasked * (scale / len(self._rows))
+
+    def _curvature(self) -> FloatArray:
+        """The party's own block of the loss curvature (``"newton"`` only): ``0.25 X^T X / m`` here."""
+        x = self._x[self._rows]
+        return 0.25 * (x.T @ x) / len(self._rows)
 
     def _apply_gradient(self, data_gradient: FloatArray) -> None:
         gradient = data_gradient + self.config.alpha * self._penalised * self._w
-        self._w = self._optimizer.step(self._w, gradient)
+        hessian = None
+        if self.config.optimizer.method == "newton":
+            hessian = self._curvature() + np.diag(self.config.alpha * self._penalised + _RIDGE)
+        self._w = self._optimizer.step(self._w, gradient, hessian)
 
     @property
     def _pk(self) -> phe.PaillierPublicKey:
@@ -261,14 +340,17 @@ class _Party:
             raise LocalProtocolError("no public key yet")
         return self._encryptor
 
-    def _masked_gradient(self, residual: EncryptedVector) -> tuple[bytes, Mask]:
-        gradient = residual.dot(self._x[self._rows], exponent=FEATURE_EXPONENT)
+    def _masked_gradient(
+        self, residual: EncryptedVector, matrix: FloatArray | None = None, exponent: int | None = None
+    ) -> tuple[bytes, Mask]:
+        x = self._x[self._rows] if matrix is None else matrix
+        gradient = self._pp.dot(residual, x, exponent=self.config.feature_exponent if exponent is None else exponent)
         masked, mask = mask_vector(self._enc, gradient)
         return encode_vector(masked), mask
 
-    def _decode_scores(self, data: bytes, count: int) -> EncryptedVector:
+    def _decode_scores(self, data: bytes, count: int, exponent: int = SCORE_EXPONENT) -> EncryptedVector:
         vector = decode_vector(data, self._pk, max_count=count)
-        if len(vector) != count or vector.exponent != SCORE_EXPONENT:
+        if len(vector) != count or vector.exponent != exponent:
             raise RemoteProtocolError("encrypted vector has the wrong length or exponent")
         return vector
 
@@ -283,9 +365,15 @@ class LrPassiveParty(_Party):
         (LrPartyStage.AWAIT_RESIDUAL, "lr_residual"): "_on_residual",
     }
 
-    def __init__(self, config: LrConfig, features: npt.ArrayLike) -> None:
-        """Hold the passive party's aligned ``features`` (shape ``(n_rows, d_p)``)."""
-        super().__init__(config, features, intercept=False)
+    def __init__(self, config: LrConfig, features: npt.ArrayLike, *, workers: int = 0) -> None:
+        """Hold the passive party's aligned ``features`` (shape ``(n_rows, d_p)``).
+
+        Args:
+            config: shared hyper-parameters.
+            features: aligned feature rows.
+            workers: worker processes for encryption and ``X^T [[d]]`` (0: all in this process).
+        """
+        super().__init__(config, features, intercept=False, workers=workers)
         self.stage = LrPartyStage.AWAIT_INSTRUCTION
 
     def handle(self, msg: LrMessage) -> list[LrMessage]:
@@ -299,18 +387,19 @@ class LrPassiveParty(_Party):
         assert isinstance(msg, LrInstruction)
         self._open_instruction(msg)
         if msg.stop:
-            self.stage = LrPartyStage.DONE
+            self._finish()
             return []
         self._rows = self.config.batch_rows(self._iteration)
         u = self._x[self._rows] @ self._w
-        scores = self._enc.encrypt_vector(np.append(u, u @ u), exponent=SCORE_EXPONENT)
+        scores = self._pp.encrypt_vector(np.append(u, u @ u), exponent=SCORE_EXPONENT)
         self.stage = LrPartyStage.AWAIT_RESIDUAL
         return [LrForward(iteration=self._iteration, encrypted_scores=encode_vector(scores))]
 
     def _on_residual(self, msg: LrMessage) -> list[LrMessage]:
         assert isinstance(msg, LrResidual)
         _check_iteration(msg.iteration, self._iteration)
-        residual = self._decode_scores(msg.encrypted_residual, len(self._rows))
+        exponent = SCORE_EXPONENT + (SLOPE_EXPONENT if self.config.gradient == "linearized" else 0)
+        residual = self._decode_scores(msg.encrypted_residual, len(self._rows), exponent)
         masked, self._grad_mask = self._masked_gradient(residual)
         reply = LrMaskedUpdate(sender=self.role, iteration=self._iteration, masked_gradient=masked)
         self._iteration += 1
@@ -358,9 +447,16 @@ class LrActiveParty(_Party):
         (LrPartyStage.AWAIT_ROUND, "lr_forward"): "_on_forward",
     }
 
-    def __init__(self, config: LrConfig, features: npt.ArrayLike, labels: npt.ArrayLike) -> None:
-        """Hold the aligned ``features`` (``(n_rows, d_a)``) and 0/1 ``labels``."""
-        super().__init__(config, features, intercept=True)
+    def __init__(self, config: LrConfig, features: npt.ArrayLike, labels: npt.ArrayLike, *, workers: int = 0) -> None:
+        """Hold the aligned ``features`` (``(n_rows, d_a)``) and 0/1 ``labels``.
+
+        Args:
+            config: shared hyper-parameters.
+            features: aligned feature rows.
+            labels: 0/1 labels.
+            workers: worker processes for encryption and ``X^T [[u_p]]`` (0: all in this process).
+        """
+        super().__init__(config, features, intercept=True, workers=workers)
         y = np.asarray(labels, dtype=np.float64).reshape(-1)
         if y.shape != (config.n_rows,) or not np.isin(y, (0.0, 1.0)).all():
             raise LocalProtocolError("labels must be n_rows values in {0, 1}")
@@ -371,6 +467,10 @@ class LrActiveParty(_Party):
         self._loss_mask: Mask | None = None
         self._loss_plain = 0.0
         self._loss = _LossTracker(config.n_rows, config.tol)
+        self._plain_gradient = np.zeros(self._x.shape[1])
+        self._slopes = np.zeros(0)
+        if config.warm_start:
+            self._w = _local_logistic_fit(self._x, y, config.alpha * self._penalised)
 
     def handle(self, msg: LrMessage) -> list[LrMessage]:
         """Process one message; raise :class:`RemoteProtocolError` if it is out of stage."""
@@ -386,7 +486,7 @@ class LrActiveParty(_Party):
         self._open_instruction(msg)
         self._open_loss(msg)
         if msg.stop:
-            self.stage = LrPartyStage.DONE
+            self._finish()
             return []
         self._instruction = msg
         return self._maybe_compute()
@@ -421,15 +521,60 @@ class LrActiveParty(_Party):
         self._iteration += 1
         return out
 
+    def _data_gradient(self, unmasked: FloatArray) -> FloatArray:
+        if self.config.gradient == "taylor":
+            return super()._data_gradient(unmasked)
+        return (unmasked + self._plain_gradient) / len(self._rows)
+
+    def _curvature(self) -> FloatArray:
+        if self.config.gradient == "taylor":
+            return super()._curvature()
+        x = self._x[self._rows]
+        return (x.T * self._slopes) @ x / len(self._rows)
+
     def _compute(self, scores: EncryptedVector) -> list[LrMessage]:
+        if self.config.gradient == "linearized":
+            return self._compute_linearized(scores)
         m = len(self._rows)
         u_a = self._x[self._rows] @ self._w
         y_sign = 2.0 * self._y[self._rows] - 1.0
-        residual = scores[:m] + self._enc.encrypt_vector(u_a - 2.0 * y_sign, exponent=SCORE_EXPONENT)
+        residual = scores[:m] + self._pp.encrypt_vector(u_a - 2.0 * y_sign, exponent=SCORE_EXPONENT)
         masked_gradient, self._grad_mask = self._masked_gradient(residual)
         loss = scores.dot(np.append(0.25 * u_a - 0.5 * y_sign, 0.125), exponent=SCORE_EXPONENT)
         masked_loss, self._loss_mask = mask_vector(self._enc, loss)
         self._loss_plain = m * math.log(2.0) - 0.5 * float(y_sign @ u_a) + 0.125 * float(u_a @ u_a)
+        return self._replies(residual, masked_gradient, masked_loss)
+
+    def _compute_linearized(self, scores: EncryptedVector) -> list[LrMessage]:
+        """Linearised residual ``d = s(u_a) - y + s'(u_a) u_p``.
+
+        The passive gets ``[[d]]``, freshly randomised. The active's own gradient is ``X_a^T (s - y)`` in
+        plaintext plus ``(X_a s')^T [[u_p]]`` (masked for the arbiter), so it needs no ``[[d]]`` itself.
+
+        The loss sent for decryption is ``sum (s - y) u_p + 0.125 sum u_p**2``, which with the plain
+        ``sum log(1 + e**u_a) - y u_a`` bounds the linearised logistic loss from above (``s' <= 1/4``).
+        """
+        m = len(self._rows)
+        x = self._x[self._rows]
+        u_a = x @ self._w
+        y = self._y[self._rows]
+        s = 1.0 / (1.0 + np.exp(-u_a))
+        slopes = s * (1.0 - s)
+        quantised = np.ldexp(np.rint(np.ldexp(slopes, -4 * SLOPE_EXPONENT)), 4 * SLOPE_EXPONENT)
+        self._slopes = slopes
+        residual = self._pp.affine(scores[:m], quantised, s - y, factor_exponent=SLOPE_EXPONENT)
+        masked_gradient, self._grad_mask = self._masked_gradient(
+            scores[:m], x * quantised[:, None], self.config.feature_exponent - 1
+        )
+        self._plain_gradient = x.T @ (s - y)
+        loss = scores.dot(np.append(s - y, 0.125), exponent=SCORE_EXPONENT)
+        masked_loss, self._loss_mask = mask_vector(self._enc, loss)
+        self._loss_plain = float(np.sum(np.logaddexp(0.0, u_a) - y * u_a))
+        return self._replies(residual, masked_gradient, masked_loss)
+
+    def _replies(
+        self, residual: EncryptedVector, masked_gradient: bytes, masked_loss: EncryptedVector
+    ) -> list[LrMessage]:
         return [
             LrResidual(iteration=self._iteration, encrypted_residual=encode_vector(residual)),
             LrMaskedUpdate(
@@ -456,6 +601,20 @@ class LrActiveParty(_Party):
             iterations=self._iteration,
             converged=self._loss.converged,
         )
+
+
+def _local_logistic_fit(x: FloatArray, y: FloatArray, penalty: FloatArray, iterations: int = 25) -> FloatArray:
+    """Newton's method on the L2-penalised mean logistic loss over one party's own columns."""
+    w = np.zeros(x.shape[1])
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-(x @ w)))
+        gradient = x.T @ (p - y) / len(y) + penalty * w
+        hessian = (x.T * (p * (1.0 - p))) @ x / len(y) + np.diag(penalty + _RIDGE)
+        step = np.linalg.solve(hessian, gradient)
+        w -= step
+        if float(np.max(np.abs(step))) < 1e-10:
+            break
+    return w
 
 
 @dataclass(frozen=True)

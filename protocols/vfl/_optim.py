@@ -19,20 +19,25 @@ class OptimizerConfig:
     """Update rule shared by both parties.
 
     Attributes:
-        method: ``"sgd"`` (with ``lr / sqrt(1 + decay * t)``), ``"rmsprop"`` or ``"adam"``.
-        learning_rate: step size.
+        method: ``"sgd"`` (with ``lr / sqrt(1 + decay * t)``), ``"rmsprop"``, ``"adam"``, or ``"newton"``:
+            block-diagonal Newton, where each party preconditions its own gradient with the curvature of
+            its own block (computed from its own features only, so nothing more is exchanged), with
+            heavy-ball ``momentum``; converges in a handful of full-batch iterations.
+        learning_rate: step size (for ``"newton"`` a damping factor; 1.0 is a full Newton step).
         decay: SGD learning-rate decay.
         beta1: Adam first-moment decay.
         beta2: Adam/RMSprop second-moment decay.
         eps: numerical floor.
+        momentum: heavy-ball momentum of ``"newton"`` (speeds up the block-diagonal iteration).
     """
 
-    method: Literal["sgd", "rmsprop", "adam"] = "adam"
+    method: Literal["sgd", "rmsprop", "adam", "newton"] = "adam"
     learning_rate: float = 0.05
     decay: float = 0.0
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8
+    momentum: float = 0.0
 
 
 @dataclass
@@ -49,12 +54,23 @@ class Optimizer:
         self._m = np.zeros(self.size)
         self._v = np.zeros(self.size)
 
-    def step(self, weights: FloatArray, gradient: FloatArray) -> FloatArray:
-        """Return the updated weights after one step along ``gradient``."""
+    def step(self, weights: FloatArray, gradient: FloatArray, hessian: FloatArray | None = None) -> FloatArray:
+        """Return the updated weights after one step along ``gradient``.
+
+        Args:
+            weights: current weights.
+            gradient: gradient of the (regularised) loss at ``weights``.
+            hessian: the party's own block of the curvature; required by ``"newton"``, ignored otherwise.
+        """
         self.step_count += 1
         c = self.config
         if c.method == "sgd":
             return weights - c.learning_rate / math.sqrt(1 + c.decay * self.step_count) * gradient
+        if c.method == "newton":
+            if hessian is None:
+                raise ValueError("the newton method needs the party's curvature block")
+            self._m = c.momentum * self._m - c.learning_rate * np.linalg.solve(hessian, gradient)
+            return weights + self._m
         self._v = c.beta2 * self._v + (1 - c.beta2) * gradient**2
         if c.method == "rmsprop":
             return weights - c.learning_rate * gradient / (np.sqrt(self._v) + c.eps)

@@ -40,6 +40,7 @@ out-of-stage messages raise before any work.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 from enum import StrEnum
 
@@ -63,7 +64,14 @@ from protocols.messages.training import (
     SbTreeStart,
     VflRole,
 )
-from protocols.paillier import Decryptor, EncryptedVector, Encryptor, PackingScheme
+from protocols.paillier import (
+    DEFAULT_PARALLEL_THRESHOLD,
+    Decryptor,
+    EncryptedVector,
+    Encryptor,
+    PackingScheme,
+    ParallelPaillier,
+)
 from protocols.vfl._binning import QuantileBins
 from protocols.vfl._crypto import decode_vector, encode_vector, public_key_from_bytes, public_key_to_bytes
 from protocols.vfl._sb_tree import (
@@ -396,8 +404,18 @@ class SbActiveParty:
         features: npt.ArrayLike,
         labels: npt.ArrayLike,
         private_key: phe.PaillierPrivateKey,
+        *,
+        workers: int = 0,
     ) -> None:
-        """Hold aligned ``features``, 0/1 ``labels`` and the active party's own private key."""
+        """Hold aligned ``features``, 0/1 ``labels`` and the active party's own private key.
+
+        Args:
+            config: shared hyper-parameters.
+            features: aligned feature rows.
+            labels: 0/1 labels.
+            private_key: the active party's own key pair (it encrypts with the CRT fast path).
+            workers: worker processes for the per-tree encryption of ``(g, h)`` (0: all in this process).
+        """
         self.config = config
         self._x = np.asarray(features, dtype=np.float64)
         self._y = np.asarray(labels, dtype=np.float64).reshape(-1)
@@ -405,8 +423,16 @@ class SbActiveParty:
             raise LocalProtocolError("labels must be one 0/1 value per row")
         allow = config.allow_insecure_test_key
         self._public_key = private_key.public_key
-        self._encryptor = Encryptor(self._public_key, allow_insecure_test_key=allow)
+        self._encryptor = Encryptor(
+            self._public_key, window_bits=11, allow_insecure_test_key=allow, private_key=private_key
+        )
         self._decryptor = Decryptor(private_key, allow_insecure_test_key=allow)
+        self._pool = ParallelPaillier(
+            self._encryptor,
+            self._decryptor,
+            workers=max(1, workers),
+            threshold=DEFAULT_PARALLEL_THRESHOLD if workers > 0 else sys.maxsize,
+        )
         self._packing = PackingScheme.create(
             self._public_key, slots=3, max_abs=1.0, exponent=GH_EXPONENT, max_summands=len(self._y)
         )
@@ -442,7 +468,7 @@ class SbActiveParty:
         self._g, self._h = gh_mantissas(self._margin, self._y)
         scale = 2.0 ** (4 * GH_EXPONENT)
         rows = np.stack([self._g * scale, self._h * scale, np.zeros(len(self._g))], axis=1)
-        encrypted = self._packing.encrypt(self._encryptor, rows)
+        encrypted = self._pool.encrypt_mantissas(self._packing.pack(rows), 0)
         self._depth, self._nodes, self._pending = 0, [], {}
         self._members = {0: np.arange(len(self._y))}
         first = self._tree == 0
@@ -552,8 +578,13 @@ class SbActiveParty:
         self._tree += 1
         if self._tree >= self.config.n_trees:
             self.stage = SbActiveStage.DONE
+            self.close()
             return [SbTrainingDone(n_trees=self._tree)]
         return [self._tree_start()]
+
+    def close(self) -> None:
+        """Stop the worker processes, if any (idempotent; also done when training ends)."""
+        self._pool.close()
 
     def result(self) -> SbActiveModel:
         """Return the trees (own splits, passive placeholders, leaf weights).

@@ -32,7 +32,7 @@ def _config(n, **kw):
 
 def test_federated_lr_matches_central_sklearn(breast):
     xa, y, xp = breast
-    config = _config(len(y))
+    config = _config(len(y), batch_size=300, max_epochs=6)
 
     result = run_local_lr(config, xa, y, xp, key_bits=512)
 
