@@ -16,7 +16,7 @@ from coordinator import audit_log
 from coordinator.api.deps import ContextDep
 from coordinator.api.error_catalog import install_error_handlers
 from coordinator.api.middleware import BodySizeLimit
-from coordinator.api.routes import audit, audit_pages, catalog, jobs
+from coordinator.api.routes import audit, audit_pages, budgets, catalog, jobs
 from coordinator.api.schemas import Health
 from coordinator.context import Context
 from coordinator.keys import load_or_create_signing_key
@@ -59,7 +59,7 @@ def _operation_id(route: APIRoute) -> str:
 
 def routers() -> list[APIRouter]:
     """Every router the app mounts under ``API_PREFIX``."""
-    return [_HEALTH, catalog.router, jobs.router, audit.router]
+    return [_HEALTH, catalog.router, jobs.router, budgets.router, audit.router]
 
 
 def create_app(settings: Settings | None = None, *, store: Store | None = None) -> FastAPI:

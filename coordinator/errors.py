@@ -8,13 +8,14 @@ Tree::
     ├── Forbidden         authenticated, but not allowed to do this (403)
     ├── NotFound          an id or name that does not exist (404)
     └── Conflict          the object exists, or is in a state that forbids this (409)
+        └── BudgetExceeded    an ε charge would overspend its dataset pair's budget (409)
 
 Each error names the offending ``field`` when there is one and may suggest a ``fix``.
 """
 
 from __future__ import annotations
 
-__all__ = ["BadRequest", "Conflict", "CoordinatorError", "Forbidden", "NotFound", "Unauthorized"]
+__all__ = ["BadRequest", "BudgetExceeded", "Conflict", "CoordinatorError", "Forbidden", "NotFound", "Unauthorized"]
 
 
 class CoordinatorError(Exception):
@@ -45,3 +46,12 @@ class NotFound(CoordinatorError):
 
 class Conflict(CoordinatorError):
     """The object already exists or is in a state that forbids the action."""
+
+
+class BudgetExceeded(Conflict):
+    """A store refused an ε charge: the pair has already spent ``spent`` of its ``limit``."""
+
+    def __init__(self, message: str, *, spent: float, limit: float, fix: str | None = None) -> None:
+        super().__init__(message, field="params.epsilon", fix=fix)
+        self.spent = spent
+        self.limit = limit

@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from coordinator import audit_log
+from coordinator import audit_log, budgets
 from coordinator.accounts import Principal
 from coordinator.context import Context
-from coordinator.errors import BadRequest, Conflict, Forbidden, NotFound
+from coordinator.errors import BadRequest, BudgetExceeded, Conflict, Forbidden, NotFound
 from coordinator.job_states import (
     FINAL,
     REPORTABLE,
@@ -62,6 +62,10 @@ def _move(ctx: Context, tx: Transaction, actor: str, job: JobPublic, target: Job
           **changes: Any) -> JobPublic:
     if not can_move(job.status, target):
         raise Conflict(f"job {job.id} is {job.status}; it cannot become {target}")
+    if target == JobStatus.APPROVED:
+        budgets.charge(ctx, tx, job)
+    elif target in (JobStatus.CANCELLED, JobStatus.FAILED):
+        budgets.refund_unreleased(ctx, tx, job.id, f"job {target.value}")
     updated = tx.jobs.update_job(job.id, JobUpdate(status=target, status_detail=detail, **changes), ctx.clock())
     audit_log.record(ctx, tx, actor, "job.status", f"job:{job.id}",
                      {"from": job.status.value, "to": target.value, "detail": detail[:500]})
@@ -103,7 +107,7 @@ def submit(ctx: Context, actor: Principal, body: JobCreate) -> JobPublic:
         if actor.party not in parties:
             raise Forbidden(f"a job must use at least one dataset of your party {actor.party!r}", field="body.inputs")
         kinds = {p.name: p.kind for p in tx.catalog.list_parties()}
-        decision = evaluate(body, datasets, kinds, ctx.policy)
+        decision = evaluate(body, datasets, kinds, ctx.policy, tx.budgets.spent())
         now = ctx.clock()
         job = tx.jobs.create_job(body, created_by=actor.name, parties=parties, decision=decision, now=now)
         digest = job_digest(job_terms(job.id, body.kind, body.purpose, body.title, body.inputs, body.params,
@@ -163,9 +167,16 @@ def approve(ctx: Context, actor: Principal, job_id: int, body: ApprovalCreate) -
             the job digest with the approver's registered key (audited as ``approval.refused``).
         BadRequest: the approver is not required for this job.
         Conflict: the job is not pending approval, or this approver already approved.
+        BudgetExceeded: this approval would approve a noised count whose ε no longer fits its dataset
+            pair's budget (R16-epsilon-budget; audited as ``budget.refused``). The approval is not
+            recorded and the job stays pending.
     """
     try:
         return _approve(ctx, actor, job_id, body)
+    except BudgetExceeded as exc:
+        audit_log.record_alone(ctx, actor.actor, "budget.refused", f"job:{job_id}",
+                               {"approver": body.approver, "reason": exc.message[:500]})
+        raise
     except CryptoError:
         audit_log.record_alone(ctx, actor.actor, "approval.refused", f"job:{job_id}",
                                {"approver": body.approver, "reason": "signature does not verify"})
@@ -178,7 +189,10 @@ def approve(ctx: Context, actor: Principal, job_id: int, body: ApprovalCreate) -
 
 
 def cancel(ctx: Context, actor: Principal, job_id: int) -> JobPublic:
-    """Cancel a job that is not final. Allowed to its creator and to admins of an involved party."""
+    """Cancel a job that is not final. Allowed to its creator and to admins of an involved party.
+
+    An ε charge is refunded unless a party already reported a successful result (``budgets``).
+    """
     with ctx.store.write() as tx:
         job, _ = _visible_job(tx, actor, job_id)
         if actor.name != job.created_by and actor.role != Role.ADMIN:
@@ -221,7 +235,8 @@ def report_progress(ctx: Context, actor: Principal, job_id: int, body: JobProgre
 
     The first report starts an approved job (``running``), except a report with stage ``waiting``,
     which leaves it ``approved`` with the report's detail (e.g. no protocol for its kind yet).
-    A report with status ``failed`` fails the job. Success is decided by results, not progress.
+    A report with status ``failed`` fails the job (refunding an ε charge, as no result was released).
+    Success is decided by results, not progress.
     """
     with ctx.store.write() as tx:
         job = _reportable(tx, actor, job_id, "progress")
@@ -251,7 +266,8 @@ def report_result(ctx: Context, actor: Principal, job_id: int, body: JobResultRe
     """Record the caller's party's final report; finish the job when the reports decide it.
 
     The job fails as soon as one party reports failure and succeeds once every involved party has
-    reported success. Only the aggregates the node chose to report are stored.
+    reported success. Only the aggregates the node chose to report are stored. A failed job's ε charge
+    is refunded only if no party reported success (a successful report may carry the released count).
     """
     outputs_digest = _check_outputs(body.outputs)
     with ctx.store.write() as tx:

@@ -11,13 +11,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, DateTime, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 __all__ = [
     "TABLES",
     "ApprovalRow",
     "AuditEventRow",
+    "BudgetChargeRow",
     "DatasetRow",
     "JobPartyRow",
     "JobResultRow",
@@ -147,6 +148,21 @@ class JobResultRow(SQLModel, table=True):
     created_at: datetime = _ts()
 
 
+class BudgetChargeRow(SQLModel, table=True):
+    """One ε charge on a (bank dataset, telco dataset) pair's budget; at most one per job."""
+
+    __tablename__ = "budget_charge"
+    __table_args__ = (Index("ix_budget_charge_pair", "bank_dataset_id", "telco_dataset_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int = Field(foreign_key="job.id", unique=True)
+    bank_dataset_id: int = Field(sa_type=BigInteger)
+    telco_dataset_id: int = Field(sa_type=BigInteger)
+    epsilon: float
+    charged_at: datetime = _ts()
+    refunded_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
 class AuditEventRow(SQLModel, table=True):
     """One hash-chain record. ``seq`` is the primary key, so two appends can never share a number."""
 
@@ -159,4 +175,5 @@ class AuditEventRow(SQLModel, table=True):
     hash: str
 
 
-TABLES = (PartyRow, UserRow, DatasetRow, JobRow, JobPartyRow, ApprovalRow, JobResultRow, AuditEventRow)
+TABLES = (PartyRow, UserRow, DatasetRow, JobRow, JobPartyRow, ApprovalRow, JobResultRow, BudgetChargeRow,
+          AuditEventRow)

@@ -23,6 +23,15 @@ Rules (ids are stable; add new ones at the end, never renumber)::
     R13-reveal-recovery       reveal mode: purpose recovery, bank consent field, match_cap within the cap
     R14-relay-template        relay mode carries a message_template
     R15-filter                filters parse and use only feature fields approved for the purpose
+    R16-epsilon-budget        a noised count's epsilon is within the per-job maximum and the remaining
+                              budget of its (bank dataset, telco dataset) pair
+
+The ε budget: a count-mode ``audience_overlap`` with ``params.epsilon`` releases a count with
+two-sided geometric noise, spending ``epsilon`` from the budget of its dataset pair
+(``epsilon_charge``). ``evaluate`` stays pure: the caller passes what each pair has spent
+(``budget_spent``); the job service charges the budget when the job is approved and refunds it if the
+job ends before a count is released. An exact count (no ``epsilon``, suppressed below k) spends
+nothing.
 
 Errors::
 
@@ -39,7 +48,7 @@ from types import MappingProxyType
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
 
 from protocols import filters as _filters
 from protocols.canonical import sha256_hex
@@ -53,6 +62,7 @@ from protocols.messages.control import (
     JobCreate,
     JobInput,
     JobKind,
+    JobParams,
     KeyType,
     PartyKind,
     Purpose,
@@ -61,12 +71,16 @@ from protocols.messages.control import (
 
 __all__ = [
     "DEFAULT_POLICY_PATH",
+    "BudgetPair",
     "FilterSyntaxError",
     "KindRule",
     "Policy",
     "PolicyError",
     "Predicate",
     "RULE_IDS",
+    "budget_denial",
+    "budget_pair",
+    "epsilon_charge",
     "evaluate",
     "load_policy",
     "parse_filter",
@@ -74,6 +88,9 @@ __all__ = [
 ]
 
 DEFAULT_POLICY_PATH = Path(__file__).with_name("policy.yaml")
+
+BudgetPair = tuple[int, int]
+"""(bank dataset id, telco dataset id): the unit an ε budget is kept for."""
 
 
 class PolicyError(Exception):
@@ -111,6 +128,9 @@ class Policy:
     reveal_output_key_types: frozenset[KeyType]
     consent_categories: frozenset[FieldCategory]
     kinds: Mapping[JobKind, KindRule]
+    epsilon_budget_per_pair: float
+    epsilon_max_per_job: float
+    epsilon_default: float
 
 
 _OutputMode = Literal["count", "bank_ids", "reveal", "relay", "model", "scores"]
@@ -142,6 +162,9 @@ class _PolicyFile(BaseModel):
     auditor_level: StrictInt = Field(ge=1, le=5)
     reveal_output_key_types: list[KeyType]
     consent_categories: list[FieldCategory]
+    epsilon_budget_per_pair: StrictFloat = Field(gt=0)
+    epsilon_max_per_job: StrictFloat = Field(gt=0, le=10)
+    epsilon_default: StrictFloat = Field(gt=0, le=10)
     kinds: dict[JobKind, _KindFile]
 
 
@@ -152,6 +175,9 @@ _FIXES: Mapping[str, str] = {
     "auditor_level": "set a security level from 1 to 5, e.g. auditor_level: 4",
     "reveal_output_key_types": f"list key types from {sorted(k.value for k in KeyType)}, e.g. [mobile]",
     "consent_categories": f"list categories from {sorted(c.value for c in FieldCategory)}, e.g. [feature, sensitive]",
+    "epsilon_budget_per_pair": "set a positive number (total ε per dataset pair), e.g. epsilon_budget_per_pair: 3.0",
+    "epsilon_max_per_job": "set a number in (0, 10], at most epsilon_budget_per_pair, e.g. epsilon_max_per_job: 1.0",
+    "epsilon_default": "set a number in (0, 10], at most epsilon_max_per_job, e.g. epsilon_default: 0.5",
     "kinds": "give each job kind purposes, inputs {required, optional}, output_modes, "
     "output_mode_required (true/false) and label (required/forbidden)",
 }
@@ -178,6 +204,17 @@ def _kind_rule(spec: _KindFile) -> KindRule:
     )
 
 
+def _check_epsilon_order(spec: _PolicyFile) -> None:
+    """``epsilon_default <= epsilon_max_per_job <= epsilon_budget_per_pair``, naming the key that breaks it."""
+    if spec.epsilon_max_per_job > spec.epsilon_budget_per_pair:
+        raise PolicyError(f"policy key 'epsilon_max_per_job': {spec.epsilon_max_per_job} exceeds "
+                          f"epsilon_budget_per_pair {spec.epsilon_budget_per_pair} "
+                          f"(fix: {_FIXES['epsilon_max_per_job']})")
+    if spec.epsilon_default > spec.epsilon_max_per_job:
+        raise PolicyError(f"policy key 'epsilon_default': {spec.epsilon_default} exceeds epsilon_max_per_job "
+                          f"{spec.epsilon_max_per_job} (fix: {_FIXES['epsilon_default']})")
+
+
 def _policy_from_text(text: str, digest: str) -> Policy:
     try:
         raw = yaml.safe_load(text)
@@ -193,6 +230,7 @@ def _policy_from_text(text: str, digest: str) -> Policy:
     missing = [k.value for k in JobKind if k not in spec.kinds]
     if missing:
         raise PolicyError(f"policy key 'kinds.{missing[0]}': missing job kind(s) {missing} (fix: {_FIXES['kinds']})")
+    _check_epsilon_order(spec)
     return Policy(
         version=spec.version,
         digest=digest,
@@ -202,6 +240,9 @@ def _policy_from_text(text: str, digest: str) -> Policy:
         reveal_output_key_types=frozenset(spec.reveal_output_key_types),
         consent_categories=frozenset(spec.consent_categories),
         kinds=MappingProxyType({kind: _kind_rule(k) for kind, k in spec.kinds.items()}),
+        epsilon_budget_per_pair=spec.epsilon_budget_per_pair,
+        epsilon_max_per_job=spec.epsilon_max_per_job,
+        epsilon_default=spec.epsilon_default,
     )
 
 
@@ -294,6 +335,7 @@ class _Ctx:
     policy: Policy
     inputs: tuple[_Input, ...]
     missing: tuple[tuple[int, int], ...]  # (input index, dataset id) not in the catalog
+    budget_spent: Mapping[BudgetPair, float]
 
     @property
     def rule(self) -> KindRule:
@@ -312,7 +354,8 @@ class _Ctx:
 
 
 def _context(
-    job: JobCreate, datasets: Mapping[int, DatasetPublic], party_kinds: Mapping[str, PartyKind], policy: Policy
+    job: JobCreate, datasets: Mapping[int, DatasetPublic], party_kinds: Mapping[str, PartyKind], policy: Policy,
+    budget_spent: Mapping[BudgetPair, float],
 ) -> _Ctx:
     inputs, missing = [], []
     for index, spec in enumerate(job.inputs):
@@ -322,7 +365,7 @@ def _context(
             continue
         fields = MappingProxyType({f.name: f for f in ds.fields})
         inputs.append(_Input(index, spec, ds, party_kinds.get(ds.party), fields))
-    return _Ctx(job, policy, tuple(inputs), tuple(missing))
+    return _Ctx(job, policy, tuple(inputs), tuple(missing), budget_spent)
 
 
 def _out(rule_id: str, allowed: bool, message: str, field: str | None = None, fix: str | None = None) -> RuleOutcome:
@@ -336,6 +379,7 @@ R01, R02, R03, R04, R05 = (
 R06, R07, R08, R09, R10 = (
     "R06-purpose-binding", "R07-key-fields", "R08-label-locality", "R09-output-desensitisation", "R10-auditor-level")
 R11, R12, R13, R14, R15 = ("R11-min-cell", "R12-output-mode", "R13-reveal-recovery", "R14-relay-template", "R15-filter")
+R16 = "R16-epsilon-budget"
 
 
 def _r01(ctx: _Ctx) -> list[RuleOutcome]:
@@ -630,6 +674,87 @@ def _r15(ctx: _Ctx) -> list[RuleOutcome]:
     return found
 
 
+# ---------------------------------------------------------------- the ε budget (R16)
+
+_BUDGET_DIGITS = 9
+"""ε amounts are compared rounded to this many decimals, so 30 charges of 0.1 fit a budget of 3.0
+(the same as ``coordinator.store.BUDGET_DIGITS``; this module imports no store)."""
+
+
+def epsilon_charge(kind: JobKind, params: JobParams) -> float:
+    """The ε a job spends from its pair's budget: ``params.epsilon`` of a count-mode audience_overlap, else 0.
+
+    An exact count (no ``epsilon``; suppressed below k) spends nothing: the budget accounts for noised
+    releases only, and k-suppression is the protection of exact counts.
+    """
+    if kind != JobKind.AUDIENCE_OVERLAP or (params.output_mode or "count") != "count" or params.epsilon is None:
+        return 0.0
+    return params.epsilon
+
+
+def budget_pair(inputs: Sequence[JobInput], datasets: Mapping[int, DatasetPublic],
+                party_kinds: Mapping[str, PartyKind]) -> BudgetPair | None:
+    """(bank dataset id, telco dataset id) of a job with exactly one input of each, else None."""
+    by_kind: dict[PartyKind, list[int]] = {}
+    for inp in inputs:
+        ds = datasets.get(inp.dataset_id)
+        kind = party_kinds.get(ds.party) if ds is not None else None
+        if kind is not None:
+            by_kind.setdefault(kind, []).append(inp.dataset_id)
+    banks, telcos = by_kind.get(PartyKind.BANK, []), by_kind.get(PartyKind.TELCO, [])
+    return (banks[0], telcos[0]) if len(banks) == len(telcos) == 1 else None
+
+
+def _remaining(policy: Policy, spent: float) -> float:
+    return max(0.0, round(policy.epsilon_budget_per_pair - spent, _BUDGET_DIGITS))
+
+
+def budget_denial(policy: Policy, pair: BudgetPair, epsilon: float, spent: float) -> RuleOutcome | None:
+    """R16's denial when ``epsilon`` does not fit what ``pair`` has left after ``spent`` (pure), else None.
+
+    The job service calls this again when it charges the budget at approval, so a budget spent between
+    submission and approval is refused with the same rule id and wording.
+    """
+    remaining, total = _remaining(policy, spent), policy.epsilon_budget_per_pair
+    if round(epsilon, _BUDGET_DIGITS) <= remaining:
+        return None
+    fix = (f"lower params.epsilon to at most {remaining:g} (more noise), or ask compliance to raise "
+           "epsilon_budget_per_pair in the policy" if remaining > 0 else
+           "run an exact count instead (omit params.epsilon; counts below k are suppressed), or ask compliance "
+           "to raise epsilon_budget_per_pair in the policy")
+    return _out(R16, False, f"dataset pair (bank dataset {pair[0]}, telco dataset {pair[1]}) has epsilon "
+                f"{remaining:g} of {total:g} remaining; this job needs {epsilon:g}", "params.epsilon", fix)
+
+
+def _epsilon_mode_findings(ctx: _Ctx) -> list[RuleOutcome]:
+    eps, limit = ctx.job.params.epsilon, ctx.policy.epsilon_max_per_job
+    if eps is None or ctx.job.kind != JobKind.AUDIENCE_OVERLAP:
+        return []
+    if (ctx.mode or "count") != "count":
+        return [_out(R16, False, f"params.epsilon has no effect in output_mode '{ctx.mode}' (only counts are noised)",
+                     "params.epsilon", "remove params.epsilon, or use output_mode 'count'")]
+    if eps > limit:
+        return [_out(R16, False, f"params.epsilon {eps:g} exceeds the per-job maximum {limit:g}", "params.epsilon",
+                     f"set params.epsilon to at most {limit:g} (the policy suggests {ctx.policy.epsilon_default:g})")]
+    return []
+
+
+def _r16(ctx: _Ctx) -> list[RuleOutcome]:
+    found = _epsilon_mode_findings(ctx)
+    eps = epsilon_charge(ctx.job.kind, ctx.job.params)
+    pair = budget_pair(ctx.job.inputs, {i.dataset.id: i.dataset for i in ctx.inputs},
+                       {i.dataset.party: i.party_kind for i in ctx.inputs if i.party_kind is not None})
+    if found or not eps or pair is None:
+        return found
+    spent = ctx.budget_spent.get(pair, 0.0)
+    denial = budget_denial(ctx.policy, pair, eps, spent)
+    if denial is not None:
+        return [denial]
+    return [_out(R16, True, f"epsilon {eps:g} fits dataset pair (bank dataset {pair[0]}, telco dataset {pair[1]}) "
+                 f"with {_remaining(ctx.policy, spent):g} of {ctx.policy.epsilon_budget_per_pair:g} remaining; "
+                 "charged when the job is approved")]
+
+
 _Rule = tuple[str, Callable[[_Ctx], list[RuleOutcome]], str]
 _RULES: tuple[_Rule, ...] = (
     (R01, _r01, "every input dataset is in the catalog"),
@@ -647,6 +772,7 @@ _RULES: tuple[_Rule, ...] = (
     (R13, _r13, "reveal-mode recovery conditions hold (or not reveal mode)"),
     (R14, _r14, "relay conditions hold (or not relay mode)"),
     (R15, _r15, "filters parse and use approved feature fields"),
+    (R16, _r16, "no epsilon budget is spent (an exact count, or not a count)"),
 )
 
 RULE_IDS: tuple[str, ...] = tuple(rule_id for rule_id, _, _ in _RULES)
@@ -665,6 +791,7 @@ def evaluate(
     datasets: Mapping[int, DatasetPublic],
     party_kinds: Mapping[str, PartyKind],
     policy: Policy,
+    budget_spent: Mapping[BudgetPair, float] = MappingProxyType({}),
 ) -> Decision:
     """Evaluate ``job`` against ``policy`` and the catalog (pure).
 
@@ -673,6 +800,8 @@ def evaluate(
         datasets: catalog entries by dataset id (at least the job's inputs; others are ignored).
         party_kinds: registered parties' kinds by party name.
         policy: the loaded policy.
+        budget_spent: ε already charged per (bank dataset id, telco dataset id) pair; a pair that is
+            absent has spent nothing. Only R16 reads it.
 
     Returns:
         A ``Decision`` listing every rule's outcome in rule order (a passing rule once, a failing rule once
@@ -680,7 +809,7 @@ def evaluate(
         ``party:<owner>`` of every catalogued input dataset, plus ``auditor`` when a field at or above
         ``policy.auditor_level`` is used or the job is a reveal-mode recovery.
     """
-    ctx = _context(job, datasets, party_kinds, policy)
+    ctx = _context(job, datasets, party_kinds, policy, budget_spent)
     rules: list[RuleOutcome] = []
     for rule_id, check, ok_text in _RULES:
         rules += check(ctx) or [_out(rule_id, True, ok_text)]

@@ -41,6 +41,7 @@ ACCESS: dict[str, tuple[str, ...]] = {
     "node_jobs": (ADMIN, OPERATOR),
     "report_progress": (ADMIN, OPERATOR),
     "report_result": (ADMIN, OPERATOR),
+    "list_budgets": (AUDITOR, ADMIN),
     "audit_events": (AUDITOR, ADMIN),
     "audit_export": (AUDITOR,),
     "audit_head": (AUDITOR, ADMIN),

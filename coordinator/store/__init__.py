@@ -1,8 +1,11 @@
 """Coordinator storage: the store contract and its in-memory and SQL implementations."""
 
 from coordinator.store._interface import (
+    BUDGET_DIGITS,
     MAX_DB_INT,
     AuditStore,
+    BudgetCharge,
+    BudgetStore,
     CatalogStore,
     JobStore,
     JobUpdate,
@@ -13,8 +16,11 @@ from coordinator.store._memory import MemoryStore
 from coordinator.store._sql import SqlStore, init_schema, make_engine
 
 __all__ = [
+    "BUDGET_DIGITS",
     "MAX_DB_INT",
     "AuditStore",
+    "BudgetCharge",
+    "BudgetStore",
     "CatalogStore",
     "JobStore",
     "JobUpdate",

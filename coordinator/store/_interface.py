@@ -1,7 +1,7 @@
-"""What the coordinator needs from storage: three small stores that share one transaction.
+"""What the coordinator needs from storage: four small stores that share one transaction.
 
-``Store.write()`` opens a transaction and yields a ``Transaction`` whose ``catalog``, ``jobs`` and
-``audit`` stores all write inside it, so a state change and its audit event commit together or not
+``Store.write()`` opens a transaction and yields a ``Transaction`` whose ``catalog``, ``jobs``,
+``budgets`` and ``audit`` stores all write inside it, so a state change and its audit event commit together or not
 at all. ``Store.read()`` gives the same view without taking the writer lock.
 
 Two implementations pass the same contract test (``tests/coordinator/test_coord_store_contract.py``):
@@ -32,10 +32,32 @@ from protocols.messages.control import (
     UserPublic,
 )
 
-__all__ = ["MAX_DB_INT", "AuditStore", "CatalogStore", "JobStore", "JobUpdate", "Store", "Transaction", "token_expiry"]
+__all__ = [
+    "BUDGET_DIGITS",
+    "MAX_DB_INT",
+    "AuditStore",
+    "BudgetCharge",
+    "BudgetStore",
+    "CatalogStore",
+    "JobStore",
+    "JobUpdate",
+    "Store",
+    "Transaction",
+    "over_budget",
+    "token_expiry",
+]
 
 MAX_DB_INT = 2**63 - 1
 """Largest id any backend can hold; larger ids simply do not exist."""
+
+
+BUDGET_DIGITS = 9
+"""ε totals are rounded to this many decimals (so 30 charges of 0.1 fit a budget of 3.0)."""
+
+
+def over_budget(spent: float, amount: float, limit: float) -> bool:
+    """Whether charging ``amount`` on top of ``spent`` would exceed ``limit``."""
+    return round(spent + amount, BUDGET_DIGITS) > round(limit, BUDGET_DIGITS)
 
 
 def token_expiry(user: UserCreate, now: datetime) -> datetime:
@@ -59,6 +81,24 @@ class JobUpdate(BaseModel):
     def changes(self) -> dict[str, Any]:
         """The fields that were set, as plain data."""
         return self.model_dump(mode="json", exclude_unset=True)
+
+
+class BudgetCharge(BaseModel):
+    """One ε charge in the ledger: a job's spend on its (bank dataset, telco dataset) pair."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    job_id: int
+    bank_dataset_id: int
+    telco_dataset_id: int
+    epsilon: float
+    charged_at: datetime
+    refunded_at: datetime | None = None
+
+    @property
+    def pair(self) -> tuple[int, int]:
+        """(bank dataset id, telco dataset id)."""
+        return self.bank_dataset_id, self.telco_dataset_id
 
 
 class CatalogStore(Protocol):
@@ -145,6 +185,34 @@ class JobStore(Protocol):
         ...
 
 
+class BudgetStore(Protocol):
+    """The ε ledger: at most one charge per job, refunded at most once."""
+
+    def charge(self, charge: BudgetCharge, limit: float) -> float:
+        """Record ``charge`` unless the pair's unrefunded total would exceed ``limit``; return the new total.
+
+        Check and insert are atomic per pair: concurrent transactions charging the same pair are
+        serialised, so together they never exceed ``limit``.
+
+        Raises:
+            BudgetExceeded: the charge does not fit (carries the pair's current total and ``limit``).
+            Conflict: the job was already charged.
+        """
+        ...
+
+    def refund(self, job_id: int, now: datetime) -> BudgetCharge | None:
+        """Mark the job's charge refunded at ``now`` and return it; None if it has no unrefunded charge."""
+        ...
+
+    def spent(self) -> dict[tuple[int, int], float]:
+        """Unrefunded ε total per pair (pairs with nothing outstanding are absent)."""
+        ...
+
+    def charges(self) -> list[BudgetCharge]:
+        """Every ledger entry (refunded ones included), by job id."""
+        ...
+
+
 class AuditStore(Protocol):
     """The append-only, hash-chained audit log."""
 
@@ -162,7 +230,7 @@ class AuditStore(Protocol):
 
 
 class Transaction(Protocol):
-    """One unit of work over the three stores."""
+    """One unit of work over the four stores."""
 
     @property
     def catalog(self) -> CatalogStore:
@@ -172,6 +240,11 @@ class Transaction(Protocol):
     @property
     def jobs(self) -> JobStore:
         """Jobs, approvals, results."""
+        ...
+
+    @property
+    def budgets(self) -> BudgetStore:
+        """The ε ledger."""
         ...
 
     @property

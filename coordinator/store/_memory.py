@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from coordinator.errors import Conflict, NotFound
-from coordinator.store._interface import JobUpdate, token_expiry
+from coordinator.errors import BudgetExceeded, Conflict, NotFound
+from coordinator.store._interface import BUDGET_DIGITS, BudgetCharge, JobUpdate, over_budget, token_expiry
 from protocols.hashchain import ChainRecord, next_record
 from protocols.messages.control import (
     ApprovalPublic,
@@ -44,6 +44,7 @@ class _Tables:
     job_parties: dict[int, tuple[str, ...]] = field(default_factory=dict)
     approvals: dict[int, tuple[ApprovalPublic, ...]] = field(default_factory=dict)
     results: dict[tuple[int, str], JobResultReport] = field(default_factory=dict)
+    budget: dict[int, BudgetCharge] = field(default_factory=dict)
     audit: list[ChainRecord] = field(default_factory=list)
     next_id: dict[str, int] = field(default_factory=dict)
 
@@ -176,6 +177,40 @@ class _Jobs:
         return {p: r for (jid, p), r in sorted(self._t.results.items()) if jid == job_id}
 
 
+class _Budgets:
+    """Writes already hold the store's one lock, so check-then-insert is atomic."""
+
+    def __init__(self, t: _Tables) -> None:
+        self._t = t
+
+    def charge(self, charge: BudgetCharge, limit: float) -> float:
+        if charge.job_id in self._t.budget:
+            raise Conflict(f"job {charge.job_id} was already charged against its epsilon budget")
+        spent = self.spent().get(charge.pair, 0.0)
+        if over_budget(spent, charge.epsilon, limit):
+            raise BudgetExceeded(f"dataset pair {charge.pair} has spent {spent:g} of {limit:g}", spent=spent,
+                                 limit=limit)
+        self._t.budget[charge.job_id] = charge
+        return round(spent + charge.epsilon, BUDGET_DIGITS)
+
+    def refund(self, job_id: int, now: datetime) -> BudgetCharge | None:
+        charge = self._t.budget.get(job_id)
+        if charge is None or charge.refunded_at is not None:
+            return None
+        self._t.budget[job_id] = charge.model_copy(update={"refunded_at": now})
+        return self._t.budget[job_id]
+
+    def spent(self) -> dict[tuple[int, int], float]:
+        totals: dict[tuple[int, int], float] = {}
+        for c in self._t.budget.values():
+            if c.refunded_at is None:
+                totals[c.pair] = totals.get(c.pair, 0.0) + c.epsilon
+        return {pair: round(total, BUDGET_DIGITS) for pair, total in sorted(totals.items())}
+
+    def charges(self) -> list[BudgetCharge]:
+        return [c for _, c in sorted(self._t.budget.items())]
+
+
 class _Audit:
     def __init__(self, t: _Tables) -> None:
         self._t = t
@@ -197,11 +232,12 @@ class _Audit:
 class _Tx:
     catalog: _Catalog
     jobs: _Jobs
+    budgets: _Budgets
     audit: _Audit
 
     @classmethod
     def over(cls, t: _Tables) -> _Tx:
-        return cls(_Catalog(t), _Jobs(t), _Audit(t))
+        return cls(_Catalog(t), _Jobs(t), _Budgets(t), _Audit(t))
 
 
 class MemoryStore:

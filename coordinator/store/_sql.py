@@ -7,6 +7,9 @@ Serialising audit appends, so the chain never forks or skips a number:
 - PostgreSQL: every append first takes ``pg_advisory_xact_lock``, held until the transaction ends;
   ``seq`` is the primary key as a second line of defence.
 
+ε budget charges are serialised the same way (the SQLite writer lock; on PostgreSQL an advisory lock
+of their own, taken before the pair's total is read), so concurrent approvals cannot overspend.
+
 On PostgreSQL the ``audit_event`` table refuses UPDATE, DELETE and TRUNCATE with a trigger created by
 ``init_schema``; the application never needs either.
 """
@@ -24,13 +27,14 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.pool import StaticPool
-from sqlmodel import Session, SQLModel, col, select
+from sqlmodel import Session, SQLModel, col, func, select
 
-from coordinator.errors import Conflict, NotFound
+from coordinator.errors import BudgetExceeded, Conflict, NotFound
 from coordinator.models import (
     TABLES,
     ApprovalRow,
     AuditEventRow,
+    BudgetChargeRow,
     DatasetRow,
     JobPartyRow,
     JobResultRow,
@@ -39,7 +43,14 @@ from coordinator.models import (
     UserRow,
     utc,
 )
-from coordinator.store._interface import MAX_DB_INT, JobUpdate, token_expiry
+from coordinator.store._interface import (
+    BUDGET_DIGITS,
+    MAX_DB_INT,
+    BudgetCharge,
+    JobUpdate,
+    over_budget,
+    token_expiry,
+)
 from protocols.canonical import canonical_json
 from protocols.hashchain import ChainRecord, next_record
 from protocols.messages.control import (
@@ -60,6 +71,7 @@ from protocols.messages.control import (
 __all__ = ["SqlStore", "init_schema", "make_engine"]
 
 AUDIT_LOCK_KEY = 0x7A4D_0A0D  # arbitrary constant naming "the audit chain" among advisory locks
+BUDGET_LOCK_KEY = 0x7A4D_0B0D  # ... and "the epsilon ledger"
 
 _PG_IMMUTABLE_AUDIT = (
     """CREATE OR REPLACE FUNCTION tandem_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -315,6 +327,57 @@ class _Jobs:
         return {r.party: JobResultReport.model_validate(r.report) for r in self._s.exec(query)}
 
 
+def _charge_public(row: BudgetChargeRow) -> BudgetCharge:
+    refunded = utc(row.refunded_at) if row.refunded_at else None
+    return BudgetCharge.model_validate({**row.model_dump(exclude={"id"}), "charged_at": utc(row.charged_at),
+                                        "refunded_at": refunded})
+
+
+class _Budgets:
+    def __init__(self, session: Session) -> None:
+        self._s = session
+
+    def _pair_spent(self, pair: tuple[int, int]) -> float:
+        query = select(func.coalesce(func.sum(BudgetChargeRow.epsilon), 0.0)).where(
+            BudgetChargeRow.bank_dataset_id == pair[0], BudgetChargeRow.telco_dataset_id == pair[1],
+            col(BudgetChargeRow.refunded_at).is_(None))
+        return round(float(self._s.exec(query).one()), BUDGET_DIGITS)
+
+    def charge(self, charge: BudgetCharge, limit: float) -> float:
+        if self._s.get_bind().dialect.name == "postgresql":
+            self._s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": BUDGET_LOCK_KEY})
+        if self._s.exec(select(BudgetChargeRow.id).where(BudgetChargeRow.job_id == charge.job_id)).first():
+            raise Conflict(f"job {charge.job_id} was already charged against its epsilon budget")
+        spent = self._pair_spent(charge.pair)
+        if over_budget(spent, charge.epsilon, limit):
+            raise BudgetExceeded(f"dataset pair {charge.pair} has spent {spent:g} of {limit:g}", spent=spent,
+                                 limit=limit)
+        self._s.add(BudgetChargeRow(**charge.model_dump()))
+        self._s.flush()
+        return round(spent + charge.epsilon, BUDGET_DIGITS)
+
+    def refund(self, job_id: int, now: datetime) -> BudgetCharge | None:
+        query = select(BudgetChargeRow).where(BudgetChargeRow.job_id == job_id,
+                                              col(BudgetChargeRow.refunded_at).is_(None))
+        row = self._s.exec(query).first()
+        if row is None:
+            return None
+        row.refunded_at = now
+        self._s.add(row)
+        self._s.flush()
+        return _charge_public(row)
+
+    def spent(self) -> dict[tuple[int, int], float]:
+        pair = (col(BudgetChargeRow.bank_dataset_id), col(BudgetChargeRow.telco_dataset_id))
+        query = (select(*pair, func.sum(BudgetChargeRow.epsilon)).where(col(BudgetChargeRow.refunded_at).is_(None))
+                 .group_by(*pair).order_by(*pair))
+        return {(b, t): round(float(total), BUDGET_DIGITS) for b, t, total in self._s.exec(query)}
+
+    def charges(self) -> list[BudgetCharge]:
+        rows = self._s.exec(select(BudgetChargeRow).order_by(col(BudgetChargeRow.job_id)))
+        return [_charge_public(r) for r in rows]
+
+
 def _record(row: AuditEventRow) -> ChainRecord:
     return ChainRecord(seq=row.seq, ts=row.ts, body=json.loads(row.body), prev_hash=row.prev_hash, hash=row.hash)
 
@@ -346,11 +409,12 @@ class _Audit:
 class _Tx:
     catalog: _Catalog
     jobs: _Jobs
+    budgets: _Budgets
     audit: _Audit
 
     @classmethod
     def over(cls, session: Session) -> _Tx:
-        return cls(_Catalog(session), _Jobs(session), _Audit(session))
+        return cls(_Catalog(session), _Jobs(session), _Budgets(session), _Audit(session))
 
 
 class SqlStore:
