@@ -286,6 +286,7 @@ def _run_jobs(fed: Federation) -> list[JobPublic]:
 
 _PSI_KINDS = {"audience_overlap", "recovery"}
 _TRAIN_KINDS = {"train_risk", "train_propensity"}
+_RUN_END = {"training.run_finished", "training.run_failed"}
 
 
 def _print_training(fed: Federation, job: JobPublic) -> None:
@@ -294,16 +295,21 @@ def _print_training(fed: Federation, job: JobPublic) -> None:
     if "auc_federated" in bank:
         print(f"   held-out AUC: federated {bank['auc_federated']:.3f} vs bank-only {bank['auc_bank_only']:.3f}; "
               f"KS: federated {bank['ks_federated']:.3f} vs bank-only {bank['ks_bank_only']:.3f} "
-              f"({bank.get('n_train', 0)} training / {bank.get('n_test', 0)} held-out aligned rows)")
+              f"({int(bank.get('n_train', 0))} training / {int(bank.get('n_test', 0))} held-out aligned rows)")
         for name in bank.get("figures", []):
             print(f"   figure: {fed.state / 'bank' / name}")
     for party in ("bank", "telco"):
         card = fed.state / party / "models" / str(job.id) / "card.json"
         print(f"   {party} model part + card: {card.parent if card.exists() else '(none stored)'}")
     trail = _job_trail(fed, job.id)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not any(e["action"] in _RUN_END for e in trail):
+        time.sleep(0.5)  # the launcher audits the ServerApp's report a moment after the nodes' results
+        trail = _job_trail(fed, job.id)
     runs = [e for e in trail if e["action"].startswith("training.run_")]
     for e in runs:
-        print(f"   {e['action']}: {json.dumps({k: v for k, v in e['details'].items() if k != 'summary'})}")
+        shown = {k: v for k, v in e["details"].items() if k != "summary"}
+        print(f"   {e['action']} (Flower round trips for this job: {shown.get('rounds', '-')}): {json.dumps(shown)}")
     print(f"   audit trail: {len(trail)} events (" + ", ".join(sorted({e['action'] for e in trail})) + ")")
 _PSI_KEYS = ("overlap", "telco_set_size", "k", "epsilon", "hits_by_key", "conflicts", "recovered", "relayed",
              "not_queried_cap", "excluded_no_consent", "invalid_identifiers", "telco_evaluations", "bytes_to_peer",
