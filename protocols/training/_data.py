@@ -1,6 +1,6 @@
 """A party's training rows: key, features and (bank only) label, checked against its governance file.
 
-Nothing here leaves the party. 
+Nothing here leaves the party.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def _check_fields(governance: Governance, inp: JobInput) -> KeyType:
 
 def _numeric(frame: pd.DataFrame, names: list[str]) -> FloatArray:
     try:
-        values = frame[names].apply(pd.to_numeric, errors="raise").to_numpy(dtype=np.float64)
+        values: FloatArray = frame[names].apply(pd.to_numeric, errors="raise").to_numpy(dtype=np.float64)
     except (ValueError, TypeError):
         raise TrainingError("a feature column holds non-numeric values") from None
     if not np.isfinite(values).all():

@@ -38,6 +38,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from protocols.messages.training import (
     LrForward,
     LrInstruction,
+    LrMaskedUpdate,
     LrPartialScores,
     LrResidual,
     SbPredictReply,
@@ -368,6 +369,8 @@ class TelcoLrJob(PartyJob):
         if not isinstance(residual, LrResidual):
             raise TrainingError("the bank answered something other than LrResidual")
         (update,) = self._party.handle(residual)
+        if not isinstance(update, LrMaskedUpdate):
+            raise TrainingError("the LR core produced no masked update")
         return LrRoundReply(update=update)
 
     def _finish(self) -> FinishReply:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -83,7 +84,7 @@ def align_as_receiver(client: PeerClient, job_id: int, key_type: KeyType, keys: 
     for output in (OutputTo.RECEIVER, OutputTo.SENDER):
         session = EcdhPsiReceiver(list(canonical), key_type=key_type, job_id=str(job_id), output_to=output)
         transport = PeerFrameTransport(client, job_id, ready_timeout=ready_timeout)
-        message = session.start()
+        message: Any = session.start()
         seq = 0
         try:
             while message is not None:

@@ -101,8 +101,11 @@ class LrJobArbiter:
     """Setup, then one Flower round per LR iteration around :class:`protocols.vfl.LrArbiter`."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
-        """Read ``iterations``, ``batch_size``, ``alpha``, ``learning_rate``, ``optimizer``, ``key_bits``,
-        ``allow_insecure_test_key`` (tests only) and ``seed`` from the job's arbiter config."""
+        """Hold the job's arbiter config.
+
+        Keys: ``iterations``, ``batch_size``, ``alpha``, ``learning_rate``, ``optimizer``, ``key_bits``,
+        ``allow_insecure_test_key`` (tests only) and ``seed``.
+        """
         self._config = dict(config)
         self._core: LrArbiter | None = None
         self._wire: LrConfigWire | None = None
@@ -121,7 +124,8 @@ class LrJobArbiter:
         if self._core is None:
             return self._begin(_check_setup(replies))
         if self._core.stage.value == "done":
-            return self._finish(replies)
+            self._finish(replies)
+            return None
         updates: list[LrInstruction] = []
         for party in (ACTIVE, PASSIVE):
             update = _reply_of(replies[party], LrRoundReply, party).update
@@ -157,7 +161,6 @@ class LrJobArbiter:
         self._metrics = _reply_of(replies[ACTIVE], FinishReply, ACTIVE).metrics
         _reply_of(replies[PASSIVE], FinishReply, PASSIVE)
         self._done = True
-        return None
 
     def result(self) -> bytes:
         """JSON: rounds, iterations, early stop, the bank's held-out metrics."""
@@ -173,8 +176,11 @@ class SbJobArbiter:
     """Setup, then SecureBoost trees in batches of ``trees_per_round`` per Flower round, then finish."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
-        """Read ``trees``, ``max_depth``, ``n_bins``, ``trees_per_round``, ``key_bits`` and
-        ``allow_insecure_test_key`` from the job's arbiter config."""
+        """Hold the job's arbiter config.
+
+        Keys: ``trees``, ``max_depth``, ``n_bins``, ``trees_per_round``, ``key_bits`` and
+        ``allow_insecure_test_key`` (tests only).
+        """
         c = dict(config)
         self._total = int(c.get("trees", 10))
         self._per_round = max(1, int(c.get("trees_per_round", 5)))

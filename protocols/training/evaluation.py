@@ -51,7 +51,8 @@ def bank_only_scores(algorithm: str, x_train: FloatArray, y_train: FloatArray, x
         return out
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    return np.asarray(HistGradientBoostingClassifier(max_iter=trees, max_depth=max_depth).fit(x_train, y_train).predict_proba(x_test)[:, 1])
+    model = HistGradientBoostingClassifier(max_iter=trees, max_depth=max_depth).fit(x_train, y_train)
+    return np.asarray(model.predict_proba(x_test)[:, 1], dtype=np.float64)
 
 
 def save_figures(directory: Path, labels: FloatArray, federated: FloatArray, bank_only: FloatArray,

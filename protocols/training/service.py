@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -306,7 +306,8 @@ def _peer_party(ctx: JobContext) -> str:
 
 def _read(ctx: JobContext, inp: JobInput) -> PartyData:
     source, governance = ctx.open_dataset(inp.dataset_id)
-    columns = list(dict.fromkeys([*inp.key_fields, *inp.feature_fields, *([inp.label_field] if inp.label_field else [])]))
+    label = [inp.label_field] if inp.label_field else []
+    columns = list(dict.fromkeys([*inp.key_fields, *inp.feature_fields, *label]))
     missing = [c for c in columns if c not in source.columns]
     if missing:
         source.close()
@@ -335,7 +336,8 @@ class _Store:
         columns = [FeatureColumn(name=n, type=_feature_type(governance.fields[n].type)) for n in inp.feature_fields]
         active = inp.label_field is not None
         fallback = extra.get("fallback")
-        algo = "hetero_lr" if ctx.job.kind == JobKind.TRAIN_RISK else "secureboost"
+        algo: Literal["hetero_lr", "secureboost"] = (
+            "hetero_lr" if ctx.job.kind == JobKind.TRAIN_RISK else "secureboost")
         card = ModelCard(
             job_id=ctx.job.id, kind=ctx.job.kind, algo=algo, party=ctx.settings.party, peer_party=self.peer_party,
             role="active" if active else "passive", features=columns, label=inp.label_field,
