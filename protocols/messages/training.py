@@ -77,7 +77,10 @@ class LrInstruction(_Wire):
 
 
 class LrForward(_Wire):
-    """Passive → active (data plane): ``[[u_p]]`` of the batch followed by ``[[sum u_p**2]]``."""
+    """Passive → active (data plane): ``[[u_p]]`` of the batch followed by ``[[sum u_p**2]]``.
+
+    Empty (no ciphertexts) in iteration 0 of the linearised mode, where ``u_p = 0`` is known to both.
+    """
 
     kind: Literal["lr_forward"] = "lr_forward"
     iteration: NonNegative

@@ -82,9 +82,13 @@ def test_arbiter_sees_only_masked_values_in_linearized_mode(breast):
 
 def test_binary_size_counts_raw_ciphertexts(breast):
     xa, y, xp = breast
-    config = _fast_config(len(y), max_epochs=1)
-    result = run_local_lr(config, xa, y, xp, key_bits=512)
+    config = _fast_config(len(y), max_epochs=2)
+    forwards = []
+    observer = lambda r, m: m.kind == "lr_forward" and forwards.append(len(m.encrypted_scores))  # noqa: E731
+    result = run_local_lr(config, xa, y, xp, key_bits=512, observer=observer)
     traffic = result.traffic
+    # iteration 0: the passive's weights are zero, so it sends no ciphertext at all
+    assert forwards[0] < 100 and forwards[1] > (len(y) + 1) * 128
     assert 0 < traffic.total_binary_bytes < traffic.total_bytes * 0.8  # base64 costs a third more
     # the forward message carries n + 1 ciphertexts of 2 * 64 bytes
     assert traffic.binary_bytes[("passive_party", "active_party")] > (len(y) + 1) * 128
