@@ -8,8 +8,8 @@ from datetime import timedelta
 import pytest
 from coord_helpers import NOW, dataset_register, job_create, party_create
 
-from coordinator.errors import Conflict, NotFound
-from coordinator.store import JobUpdate
+from coordinator.errors import BudgetExceeded, Conflict, NotFound
+from coordinator.store import BudgetCharge, JobUpdate
 from protocols.hashchain import verify_chain
 from protocols.messages.control import (
     ApprovalPublic,
@@ -125,6 +125,92 @@ class TestJobs:
     def test_unknown_job_is_not_found(self, store, job_id):
         with store.write() as tx, pytest.raises(NotFound):
             tx.jobs.update_job(job_id, JobUpdate(stage="x"), NOW)
+
+
+def _charge(job_id: int, epsilon: float, pair: tuple[int, int] = (1, 2)) -> BudgetCharge:
+    return BudgetCharge(job_id=job_id, bank_dataset_id=pair[0], telco_dataset_id=pair[1], epsilon=epsilon,
+                        charged_at=NOW)
+
+
+class TestBudgets:
+    def test_charges_add_up_per_pair_and_refunds_release(self, store):
+        # Prepare
+        with store.write() as tx:
+            a, b, c = _job(tx), _job(tx), _job(tx)
+        # Execute
+        with store.write() as tx:
+            assert tx.budgets.charge(_charge(a.id, 1.0), 3.0) == 1.0
+            assert tx.budgets.charge(_charge(b.id, 0.5), 3.0) == 1.5
+            assert tx.budgets.charge(_charge(c.id, 2.0, pair=(1, 3)), 3.0) == 2.0
+        with store.write() as tx:
+            refunded = tx.budgets.refund(a.id, NOW + timedelta(hours=1))
+            assert tx.budgets.refund(a.id, NOW) is None  # once only
+            assert tx.budgets.refund(999, NOW) is None  # never charged
+        # Assert
+        assert refunded == _charge(a.id, 1.0).model_copy(update={"refunded_at": NOW + timedelta(hours=1)})
+        with store.read() as tx:
+            assert tx.budgets.spent() == {(1, 2): 0.5, (1, 3): 2.0}
+            charges = tx.budgets.charges()
+        assert [(x.job_id, x.pair, x.epsilon, x.refunded_at is not None) for x in charges] == [
+            (a.id, (1, 2), 1.0, True), (b.id, (1, 2), 0.5, False), (c.id, (1, 3), 2.0, False)]
+        assert charges[1].charged_at == NOW
+
+    def test_overspend_is_refused_with_the_spent_total_and_leaves_no_trace(self, store):
+        with store.write() as tx:
+            a, b = _job(tx), _job(tx)
+            tx.budgets.charge(_charge(a.id, 2.5), 3.0)
+        with store.write() as tx, pytest.raises(BudgetExceeded) as info:
+            tx.budgets.charge(_charge(b.id, 1.0), 3.0)
+        assert (info.value.spent, info.value.limit) == (2.5, 3.0)
+        with store.read() as tx:
+            assert tx.budgets.spent() == {(1, 2): 2.5} and len(tx.budgets.charges()) == 1
+
+    def test_a_job_is_charged_once(self, store):
+        with store.write() as tx:
+            a = _job(tx)
+            tx.budgets.charge(_charge(a.id, 0.5), 3.0)
+        with store.write() as tx, pytest.raises(Conflict, match="already charged"):
+            tx.budgets.charge(_charge(a.id, 0.5, pair=(7, 8)), 3.0)
+
+    def test_many_small_charges_fill_the_budget_exactly(self, store):
+        with store.write() as tx:
+            jobs = [_job(tx) for _ in range(31)]
+        with store.write() as tx:
+            for job in jobs[:30]:
+                tx.budgets.charge(_charge(job.id, 0.1), 3.0)
+            with pytest.raises(BudgetExceeded):
+                tx.budgets.charge(_charge(jobs[30].id, 0.1), 3.0)
+        with store.read() as tx:
+            assert tx.budgets.spent() == {(1, 2): 3.0}
+
+    def test_concurrent_charges_never_overspend(self, store):
+        # Prepare: 12 jobs of one pair each want 0.5 of a 3.0 budget: exactly 6 can have it
+        with store.write() as tx:
+            jobs = [_job(tx) for _ in range(12)]
+        outcomes: list[str] = []
+        start = threading.Barrier(len(jobs))
+
+        def worker(job_id: int) -> None:
+            start.wait()
+            try:
+                with store.write() as tx:
+                    tx.budgets.charge(_charge(job_id, 0.5), 3.0)
+                outcomes.append("charged")
+            except BudgetExceeded:
+                outcomes.append("refused")
+
+        # Execute
+        threads = [threading.Thread(target=worker, args=(j.id,)) for j in jobs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+        # Assert
+        assert sorted(outcomes) == ["charged"] * 6 + ["refused"] * 6
+        with store.read() as tx:
+            assert tx.budgets.spent() == {(1, 2): 3.0}
+            assert len(tx.budgets.charges()) == 6
 
 
 class TestAudit:

@@ -12,10 +12,13 @@ import pytest
 from coordinator.policy import (
     DEFAULT_POLICY_PATH,
     RULE_IDS,
+    BudgetPair,
     FilterSyntaxError,
     Policy,
     PolicyError,
     Predicate,
+    budget_denial,
+    epsilon_charge,
     evaluate,
     load_policy,
     parse_filter,
@@ -117,8 +120,9 @@ def train_job(bank: dict[str, Any] | None = None, telco: dict[str, Any] | None =
     return JobCreate.model_validate(base)
 
 
-def run(job: JobCreate, policy: Policy, catalog: dict[int, DatasetPublic] | None = None) -> Decision:
-    return evaluate(job, CATALOG if catalog is None else catalog, PARTIES, policy)
+def run(job: JobCreate, policy: Policy, catalog: dict[int, DatasetPublic] | None = None,
+        spent: dict[BudgetPair, float] | None = None) -> Decision:
+    return evaluate(job, CATALOG if catalog is None else catalog, PARTIES, policy, spent or {})
 
 
 def denials(decision: Decision, rule_prefix: str) -> list[Any]:
@@ -435,6 +439,76 @@ def test_filter_level_counts_for_auditor(policy: Policy) -> None:
     assert decision.allowed and "auditor" in decision.required_approvals
 
 
+# ---------------------------------------------------------------- R16 epsilon budget
+
+PAIR = (BANK_ID, TELCO_ID)
+
+
+def noised(epsilon: float, mode: str = "count") -> JobCreate:
+    return overlap_job(params={"output_mode": mode, "min_cell": 50, "epsilon": epsilon})
+
+
+def test_r16_noised_count_within_budget_is_allowed_and_says_when_charged(policy: Policy) -> None:
+    decision = run(noised(1.0), policy, spent={PAIR: 1.5})
+
+    assert decision.allowed, [r.message for r in decision.rules if not r.allowed]
+    r16 = next(r for r in decision.rules if r.rule_id == "R16-epsilon-budget")
+    assert "1.5 of 3 remaining" in r16.message and "charged when the job is approved" in r16.message
+
+
+def test_r16_exhausted_budget_denied_naming_pair_remaining_and_fix(policy: Policy) -> None:
+    # Prepare: the pair has spent 2.5 of 3.0; another pair's spending is irrelevant
+    job = noised(1.0)
+
+    # Execute
+    decision = run(job, policy, spent={PAIR: 2.5, (BANK_ID, 99): 3.0})
+
+    # Assert
+    (denial,) = assert_only_denied_by(decision, "R16")
+    assert denial.rule_id == "R16-epsilon-budget" and denial.field == "params.epsilon"
+    assert f"bank dataset {BANK_ID}, telco dataset {TELCO_ID}" in denial.message
+    assert "0.5 of 3 remaining" in denial.message and "needs 1" in denial.message
+    assert "lower params.epsilon to at most 0.5" in denial.fix and "ask compliance" in denial.fix
+
+
+def test_r16_fully_spent_budget_suggests_an_exact_count(policy: Policy) -> None:
+    (denial,) = assert_only_denied_by(run(noised(0.1), policy, spent={PAIR: 3.0}), "R16")
+
+    assert "0 of 3 remaining" in denial.message and "exact count" in denial.fix
+
+
+def test_r16_exactly_the_remaining_budget_fits_despite_float_sums(policy: Policy) -> None:
+    spent = sum([0.1] * 29)  # 2.9000000000000004 in floating point
+
+    assert run(noised(0.1), policy, spent={PAIR: spent}).allowed
+
+
+def test_r16_epsilon_above_per_job_maximum(policy: Policy) -> None:
+    (denial,) = assert_only_denied_by(run(noised(1.5), policy), "R16")
+
+    assert "exceeds the per-job maximum 1" in denial.message and "at most 1" in denial.fix
+
+
+def test_r16_epsilon_in_bank_ids_mode_is_refused_as_meaningless(policy: Policy) -> None:
+    (denial,) = assert_only_denied_by(run(noised(0.5, mode="bank_ids"), policy), "R16")
+
+    assert "no effect in output_mode 'bank_ids'" in denial.message
+
+
+def test_r16_exact_count_spends_nothing_even_with_budget_exhausted(policy: Policy) -> None:
+    decision = run(overlap_job(), policy, spent={PAIR: 3.0})
+
+    assert decision.allowed
+    assert epsilon_charge(JobKind.AUDIENCE_OVERLAP, overlap_job().params) == 0.0
+    assert epsilon_charge(JobKind.AUDIENCE_OVERLAP, noised(0.5).params) == 0.5
+
+
+def test_budget_denial_is_pure_and_none_when_it_fits(policy: Policy) -> None:
+    assert budget_denial(policy, PAIR, 1.0, 2.0) is None
+    denial = budget_denial(policy, PAIR, 1.0, 2.5)
+    assert denial is not None and denial.rule_id == "R16-epsilon-budget" and not denial.allowed
+
+
 # ---------------------------------------------------------------- filter parser
 
 
@@ -471,6 +545,7 @@ def test_load_policy_default_and_digest() -> None:
     assert policy.digest == sha256_hex(DEFAULT_POLICY_PATH.read_bytes())
     assert set(policy.kinds) == set(JobKind)
     assert policy.kinds[JobKind.AUDIENCE_OVERLAP].purposes == {Purpose.MARKETING, Purpose.APP_PROMOTION}
+    assert (policy.epsilon_budget_per_pair, policy.epsilon_max_per_job, policy.epsilon_default) == (3.0, 1.0, 0.5)
 
 
 def test_parse_policy_matches_load(tmp_path: Path) -> None:
@@ -489,6 +564,12 @@ def test_parse_policy_matches_load(tmp_path: Path) -> None:
     ("auditor_level: 4", "auditor_level: 4\nauditor_levle: 4", "'auditor_levle'"),
     ("purposes: [recovery]", "purposes: [recovry]", "'kinds.recovery.purposes.0'"),
     ("  site_selection:\n", "  site_selektion:\n", "'kinds.site_selektion'"),
+    ("epsilon_budget_per_pair: 3.0", 'epsilon_budget_per_pair: "3.0"', "'epsilon_budget_per_pair'"),
+    ("epsilon_budget_per_pair: 3.0", "epsilon_budget_per_pair: 0", "'epsilon_budget_per_pair'"),
+    ("epsilon_budget_per_pair: 3.0\n", "", "'epsilon_budget_per_pair'"),
+    ("epsilon_max_per_job: 1.0", "epsilon_max_per_job: 4.0", "'epsilon_max_per_job'"),
+    ("epsilon_default: 0.5", "epsilon_default: 2.0", "'epsilon_default'"),
+    ("epsilon_default: 0.5", "epsilon_default: -1", "'epsilon_default'"),
 ])
 def test_malformed_policy_names_key_and_fix(old: str, new: str, needle: str) -> None:
     text = DEFAULT_POLICY_PATH.read_text(encoding="utf-8")
