@@ -64,10 +64,14 @@ from protocols.training._wire import (
 )
 from protocols.training.alignment import Aligned, split_rows
 from protocols.training.arbiters import TrainingError, lr_config
+from protocols.training.checkpoints import (
+    LrCheckpoints,
+    ResumableLrActiveParty,
+    ResumableLrPassiveParty,
+    Role,
+)
 from protocols.training.evaluation import bank_only_scores, metrics, save_figures
 from protocols.vfl import (
-    LrActiveParty,
-    LrPassiveParty,
     SbActiveParty,
     SbConfig,
     SbPassiveParty,
@@ -101,6 +105,8 @@ class JobSpec:
     store: Callable[[dict[str, Any], BaseModel, dict[str, Any]], None]
     """``store(metrics, part, extra)`` writes this party's model part and card (atomically)."""
     figures_dir: Path
+    checkpoint_dir: Path | None = None
+    """Where LR checkpoints of this job live (:func:`protocols.training.checkpoints.checkpoint_dir`); None: off."""
 
 
 class _Slots:
@@ -221,23 +227,74 @@ class PartyJob:
     def _setup_reply(self, setup: Setup) -> SetupReply:
         aligned = self.aligned
         return SetupReply(n_train=len(self.train_rows), n_test=len(self.test_rows),
-                          n_features=self.spec.data.features.shape[1], alignment_digest=aligned.digest)
+                          n_features=self.spec.data.features.shape[1], alignment_digest=aligned.digest,
+                          resume_from=self._resumable())
+
+    def _resumable(self) -> int:
+        """Completed iterations this party can resume from (0: none); LR jobs only."""
+        return 0
 
     def _complete(self, metrics_: dict[str, float], part: BaseModel, extra: dict[str, Any]) -> FinishReply:
         train_keys = [self.aligned.keys[i] for i in self._train_positions]
         self.spec.store({**metrics_, "n_train": float(len(self.train_rows))}, part,
                         {**extra, "keys_sha256": key_list_digest(train_keys)})
+        self._stored()
         self.outputs = {"algorithm": self.spec.algorithm, "n_train": len(self.train_rows),
                         "n_test": len(self.test_rows), "aligned_rows": len(self.aligned.rows),
                         "flower_rounds_here": self.rounds, **{k: round(v, 6) for k, v in metrics_.items()}}
         self.finished.set()
         return FinishReply(metrics=metrics_)
 
+    def _stored(self) -> None:
+        """Called once the model part is stored (LR: drop the checkpoints)."""
+
     def _round(self, payload: Setup | LrRound | SbRound | Finish) -> BaseModel:
         raise NotImplementedError
 
     def _peer(self, message: PeerMessage) -> bytes:
         raise NotImplementedError
+
+
+class _LrJob(PartyJob):
+    """What both LR party jobs share: per-iteration checkpoints and resume (:mod:`protocols.training.checkpoints`)."""
+
+    role: Role
+
+    def __init__(self, spec: JobSpec) -> None:
+        super().__init__(spec)
+        self.checkpoints = None if spec.checkpoint_dir is None else LrCheckpoints(
+            spec.checkpoint_dir, spec.job_id, spec.job_digest, self.role)
+        self.resumed_from = 0
+
+    def _resumable(self) -> int:
+        return 0 if self.checkpoints is None else self.checkpoints.latest(self.aligned.digest)
+
+    def _stored(self) -> None:
+        if self.checkpoints is not None:
+            self.checkpoints.clear()
+
+    def _restore(self, party: ResumableLrActiveParty | ResumableLrPassiveParty, payload: LrRound) -> None:
+        """Restore checkpoint ``payload.resume_from`` into a fresh ``party`` (no-op when not resuming)."""
+        k = payload.resume_from
+        if k == 0:
+            return
+        checkpoint = self.checkpoints.load(k) if self.checkpoints is not None else None
+        if checkpoint is None or checkpoint.alignment_digest != self.aligned.digest:
+            raise TrainingError(f"the arbiter resumes at iteration {k}, but this node has no checkpoint of it")
+        if checkpoint.config != payload.config:
+            raise TrainingError(f"the checkpoint of iteration {k} was written under other training settings")
+        party.restore(checkpoint)
+        self.resumed_from = k
+        logger.info("job %s: %s party resumes after %d completed iterations", self.spec.job_id, self.role, k)
+
+    def _checkpoint(self, party: ResumableLrActiveParty | ResumableLrPassiveParty, payload: LrRound) -> None:
+        """Write the checkpoint after an instruction was applied (iterations >= 1, not the last)."""
+        iteration = payload.instruction.iteration
+        if self.checkpoints is None or iteration == 0 or payload.instruction.stop:
+            return
+        ids = {"job_id": self.spec.job_id, "job_digest": self.spec.job_digest,
+               "alignment_digest": self.aligned.digest, "config": payload.config}
+        self.checkpoints.save(party.checkpoint(iteration, ids))
 
 
 def _scaled(job: PartyJob) -> tuple[FeatureScaling, FloatArray, FloatArray]:
@@ -253,12 +310,14 @@ def _labels(job: PartyJob, rows: npt.NDArray[np.int64]) -> FloatArray:
 # ---------------------------------------------------------------------------------------------- LR
 
 
-class BankLrJob(PartyJob):
+class BankLrJob(_LrJob):
     """The bank (active party) of hetero LR."""
+
+    role: Role = "active"
 
     def __init__(self, spec: JobSpec) -> None:
         super().__init__(spec)
-        self._party: LrActiveParty | None = None
+        self._party: ResumableLrActiveParty | None = None
         self._party_ready = threading.Event()
         self._model_done = threading.Event()
         self._scaling: FeatureScaling | None = None
@@ -272,7 +331,8 @@ class BankLrJob(PartyJob):
             raise TrainingError(f"unexpected round {payload.kind!r} in an LR job")
         if self._party is None:
             self._start(payload)
-        self._deliver(payload.instruction)
+        self._deliver(payload.instruction, payload)
+        self._party_ready.set()
         if payload.instruction.stop:
             self._model_done.set()
             metrics_ = self.slots.take(("metrics", 0), self.spec.wait_timeout)
@@ -285,13 +345,17 @@ class BankLrJob(PartyJob):
         config = lr_config(payload.config, allow_insecure_test_key=self.spec.allow_insecure_test_key)
         if config.n_rows != len(self.train_rows):
             raise TrainingError("the arbiter's row count differs from the aligned training rows")
-        self._party = LrActiveParty(config, x_train, _labels(self, self.train_rows))
-        self._party_ready.set()
+        party = ResumableLrActiveParty(config, x_train, _labels(self, self.train_rows))
+        self._restore(party, payload)
+        self._party = party
 
-    def _deliver(self, msg: Any) -> None:
+    def _deliver(self, msg: Any, payload: LrRound | None = None) -> None:
+        """Hand one message to the core; after an instruction (``payload`` set), write the checkpoint."""
         assert self._party is not None
         with self.lock:
             outs = self._party.handle(msg)
+            if payload is not None:
+                self._checkpoint(self._party, payload)
         for out in outs:
             self.slots.put((out.kind, out.iteration), out)
 
@@ -340,12 +404,14 @@ def _fallback_lr(x_train: FloatArray, y_train: FloatArray, scaling: FeatureScali
     return LrPart(weights=lr.coef_[0].tolist(), intercept=float(lr.intercept_[0]), scaling=scaling)
 
 
-class TelcoLrJob(PartyJob):
+class TelcoLrJob(_LrJob):
     """The telco (passive party) of hetero LR: drives the data-plane exchange of each iteration."""
+
+    role: Role = "passive"
 
     def __init__(self, spec: JobSpec) -> None:
         super().__init__(spec)
-        self._party: LrPassiveParty | None = None
+        self._party: ResumableLrPassiveParty | None = None
         self._scaling: FeatureScaling | None = None
         self._x_test: FloatArray = np.zeros((0, 0))
 
@@ -357,9 +423,12 @@ class TelcoLrJob(PartyJob):
         if self._party is None:
             self._scaling, x_train, self._x_test = _scaled(self)
             config = lr_config(payload.config, allow_insecure_test_key=self.spec.allow_insecure_test_key)
-            self._party = LrPassiveParty(config, x_train)
+            party = ResumableLrPassiveParty(config, x_train)
+            self._restore(party, payload)
+            self._party = party
         instruction: LrInstruction = payload.instruction
         outs = self._party.handle(instruction)
+        self._checkpoint(self._party, payload)
         if instruction.stop:
             return self._finish()
         forward = outs[0]

@@ -79,11 +79,16 @@ class LrConfigWire(_Wire):
 
 
 class LrRound(_Wire):
-    """One LR iteration, arbiter → one party: the shared config and the party's instruction."""
+    """One LR iteration, arbiter → one party: the shared config and the party's instruction.
+
+    In the first LR round of a resumed run ``resume_from = k > 0``: the instruction is iteration ``k``
+    with the run's fresh public key and no gradient (:mod:`protocols.training.checkpoints`).
+    """
 
     kind: Literal["lr_round"] = "lr_round"
     config: LrConfigWire
     instruction: LrInstruction
+    resume_from: int = Field(default=0, ge=0, description="iterations both parties restore from their checkpoints")
 
 
 class LrRoundReply(_Wire):

@@ -8,6 +8,9 @@ Hetero LR (:func:`lr_arbiter`), Flower rounds of one job with ``E`` iterations::
                      [[d]] over the data plane: one request/response per iteration)
     round E+2        LrRound(stop) → each         FinishReply (held-out metrics) ← each
 
+    A retried job resumes: when both SetupReplies report ``resume_from >= k`` (checkpoints of k
+    completed iterations), round 2 is iteration k with a fresh key (:mod:`protocols.training.checkpoints`).
+
 SecureBoost (:func:`sb_arbiter`; the bank holds its own key, so this arbiter holds none)::
 
     round 1          Setup → bank, telco          SetupReply ← each
@@ -112,6 +115,7 @@ class LrJobArbiter:
         self._metrics: dict[str, float] = {}
         self._done = False
         self._rounds = 0
+        self._resume_from = 0
 
     def start(self) -> Payloads:
         """Round 1: ask both parties to align and describe their rows."""
@@ -144,16 +148,22 @@ class LrJobArbiter:
             optimizer=c.get("optimizer", "adam"), seed=int(c.get("seed", 0)), tol=float(c.get("tol", 1e-6)),
             allow_insecure_test_key=allow,
         )
+        self._resume_from = min(s.resume_from for s in setups.values())
         _, private_key = generate_keypair(int(c.get("key_bits", 2048)), allow_insecure_test_key=allow)
-        self._core = LrArbiter(lr_config(self._wire, allow_insecure_test_key=allow), private_key)
+        from protocols.training.checkpoints import ResumableLrArbiter
+
+        self._core = ResumableLrArbiter(lr_config(self._wire, allow_insecure_test_key=allow), private_key,
+                                        self._resume_from)
         return self._instructions([m for m in self._core.start() if isinstance(m, LrInstruction)])
 
     def _instructions(self, instructions: list[LrInstruction]) -> Payloads:
         assert self._wire is not None
         if len(instructions) != 2:
             raise TrainingError("the LR arbiter produced no instruction for a party")
+        resume = self._resume_from if self._rounds == 1 else 0
         return {
-            _PARTY[VflRole(i.receiver)]: LrRound(config=self._wire, instruction=i).model_dump_json().encode()
+            _PARTY[VflRole(i.receiver)]: LrRound(config=self._wire, instruction=i,
+                                                 resume_from=resume).model_dump_json().encode()
             for i in instructions
         }
 
@@ -168,7 +178,8 @@ class LrJobArbiter:
         return json.dumps({
             "algorithm": "lr", "flower_rounds": self._rounds,
             "iterations": summary.iterations if summary else None,
-            "stopped_early": summary.stopped_early if summary else None, "metrics": self._metrics,
+            "stopped_early": summary.stopped_early if summary else None, "resumed_from": self._resume_from,
+            "metrics": self._metrics,
         }).encode()
 
 

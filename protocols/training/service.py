@@ -51,6 +51,7 @@ from protocols.training._data import PartyData, read_party_data
 from protocols.training._party import JobSpec, PartyJob, make_party_job
 from protocols.training.alignment import PSI_CHANNELS, AlignmentSender, align_as_receiver
 from protocols.training.arbiters import TrainingError
+from protocols.training.checkpoints import checkpoint_dir
 
 __all__ = ["TrainingNodeSettings", "TrainingService"]
 
@@ -184,6 +185,8 @@ class TrainingService:
             algorithm=_ALGORITHM[ctx.job.kind], data=data, peer=lambda: ctx.peer(peer_party),
             allow_insecure_test_key=settings.allow_insecure_test_key, wait_timeout=settings.wait_timeout,
             store=store, figures_dir=ctx.workdir,
+            checkpoint_dir=checkpoint_dir(ctx.settings.state_path, ctx.job.id)
+            if ctx.job.kind == JobKind.TRAIN_RISK else None,
         )
 
     def _await(self, ctx: JobContext, job: PartyJob, settings: TrainingNodeSettings) -> None:
