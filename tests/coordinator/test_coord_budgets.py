@@ -5,7 +5,9 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from coord_helpers import API, World, party_create
+from coord_helpers import API, TestClient, World, app_settings, party_create
+
+from coordinator.app import create_app
 
 
 def _submit(world: World, epsilon: float | None) -> dict[str, Any]:
@@ -149,8 +151,12 @@ def test_failure_after_the_count_was_released_keeps_the_charge(world):
     assert _pair(world)["spent"] == 1.0 and _events(world, "budget.refunded") == []
 
 
-def test_concurrent_final_approvals_cannot_overspend(world):
-    # Prepare: six 1.0 jobs, each missing only the telco's approval; the budget holds three
+def test_concurrent_final_approvals_cannot_overspend(tmp_path):
+    # Prepare: a file database, as deployed (the shared connection of in-memory SQLite is not meant for
+    # concurrent requests); six 1.0 jobs, each missing only the telco's approval; the budget holds three
+    settings = app_settings(tmp_path, database_url=f"sqlite:///{tmp_path}/coord.db")
+    client = TestClient(create_app(settings))
+    world = World(client).populate()
     jobs = [_submit(world, 1.0) for _ in range(6)]
     for job in jobs:
         assert world.approve(job, "party:bank", "bank_admin").status_code == 200
@@ -173,6 +179,7 @@ def test_concurrent_final_approvals_cannot_overspend(world):
     pair = _pair(world)
     assert pair["spent"] == 3.0 and len(pair["charged_jobs"]) == 3
     assert len(_events(world, "budget.charged")) == 3 and len(_events(world, "budget.refused")) == 3
+    client.app.state.context.store.close()
 
 
 def test_budgets_visible_to_auditor_and_admins_of_involved_parties_only(world):
