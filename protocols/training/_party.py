@@ -35,6 +35,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from protocols.errors import RemoteProtocolError
 from protocols.messages.training import (
     LrForward,
     LrInstruction,
@@ -194,11 +195,11 @@ class PartyJob:
         self.last_activity = time.monotonic()
         self.rounds += 1
         try:
-            payload = decode_payload(body)
+            try:
+                payload = decode_payload(body)
+            except ValidationError:
+                raise TrainingError("the arbiter sent a malformed round payload") from None
             return self._round(payload).model_dump_json().encode()
-        except ValidationError:
-            self.fail(TrainingError("the arbiter sent a malformed round payload"))
-            raise TrainingError("malformed round payload") from None
         except Exception as exc:
             self.fail(exc)
             raise
@@ -287,6 +288,14 @@ class _LrJob(PartyJob):
         self.resumed_from = k
         logger.info("job %s: %s party resumes after %d completed iterations", self.spec.job_id, self.role, k)
 
+    def _open(self, party: ResumableLrActiveParty | ResumableLrPassiveParty, instruction: LrInstruction) -> list[Any]:
+        """Apply the arbiter's instruction; a gradient that does not decode fails the job with a clear reason."""
+        try:
+            return party.handle(instruction)
+        except RemoteProtocolError as exc:
+            raise TrainingError(f"the decrypted gradient of iteration {instruction.iteration - 1} was refused: {exc} "
+                                "(a ciphertext of that iteration was corrupted or out of range)") from exc
+
     def _checkpoint(self, party: ResumableLrActiveParty | ResumableLrPassiveParty, payload: LrRound) -> None:
         """Write the checkpoint after an instruction was applied (iterations >= 1, not the last)."""
         iteration = payload.instruction.iteration
@@ -353,7 +362,7 @@ class BankLrJob(_LrJob):
         """Hand one message to the core; after an instruction (``payload`` set), write the checkpoint."""
         assert self._party is not None
         with self.lock:
-            outs = self._party.handle(msg)
+            outs = self._party.handle(msg) if payload is None else self._open(self._party, msg)
             if payload is not None:
                 self._checkpoint(self._party, payload)
         for out in outs:
@@ -366,7 +375,11 @@ class BankLrJob(_LrJob):
                 raise TrainingError("expected LrForward on train.lr")
             if not self._party_ready.wait(self.spec.wait_timeout):
                 raise TrainingError("no LR instruction from the arbiter in time")
-            self._deliver(forward)
+            try:
+                self._deliver(forward)
+            except RemoteProtocolError as exc:
+                raise TrainingError(f"refused the telco's encrypted scores of iteration {forward.iteration}: {exc} "
+                                    "(a ciphertext is malformed, out of range or under another key)") from exc
             residual = self.slots.take(("lr_residual", forward.iteration), self.spec.wait_timeout)
             return bytes(residual.model_dump_json().encode())
         if message.channel == "train.eval":
@@ -427,7 +440,7 @@ class TelcoLrJob(_LrJob):
             self._restore(party, payload)
             self._party = party
         instruction: LrInstruction = payload.instruction
-        outs = self._party.handle(instruction)
+        outs = self._open(self._party, instruction)
         self._checkpoint(self._party, payload)
         if instruction.stop:
             return self._finish()

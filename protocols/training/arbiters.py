@@ -25,7 +25,8 @@ holds the job's Paillier private key; it never leaves this process.
 
 Refusals (raise :class:`TrainingError`, which fails the Flower run and, through the coordinator's
 launcher, the job): replies of the wrong kind, different aligned row counts or alignment digests, no
-rows, a key shorter than 2048 bits without the test-only flag.
+rows, a key shorter than 2048 bits without the test-only flag, a masked update whose ciphertexts do
+not decrypt under the job key (not units mod ``n**2``, out of range, another key), naming the party.
 """
 
 from __future__ import annotations
@@ -34,10 +35,12 @@ import json
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
+import phe
 from pydantic import ValidationError
 
-from protocols.errors import ProtocolError
+from protocols.errors import ProtocolError, RemoteProtocolError
 from protocols.flower.arbiter import ArbiterContext, Payloads
+from protocols.messages.paillier_codec import decode_vector
 from protocols.messages.training import LrInstruction, LrMaskedUpdate, VflRole
 from protocols.paillier import generate_keypair
 from protocols.training._wire import (
@@ -116,6 +119,7 @@ class LrJobArbiter:
         self._done = False
         self._rounds = 0
         self._resume_from = 0
+        self._public_key: phe.PaillierPublicKey | None = None
 
     def start(self) -> Payloads:
         """Round 1: ask both parties to align and describe their rows."""
@@ -135,8 +139,25 @@ class LrJobArbiter:
             update = _reply_of(replies[party], LrRoundReply, party).update
             if not isinstance(update, LrMaskedUpdate) or update.sender != _ROLE[party]:
                 raise TrainingError(f"{party} sent no masked update of its own")
-            updates += [m for m in self._core.handle(update) if isinstance(m, LrInstruction)]
+            self._check_ciphertexts(party, update)
+            try:
+                updates += [m for m in self._core.handle(update) if isinstance(m, LrInstruction)]
+            except RemoteProtocolError as exc:
+                raise TrainingError(f"{party}'s masked update was refused: {exc}") from exc
         return self._instructions(updates)
+
+    def _check_ciphertexts(self, party: str, update: LrMaskedUpdate) -> None:
+        """Refuse a party's vectors that cannot be decrypted under the job key, naming the party."""
+        assert self._public_key is not None
+        for data in (update.masked_gradient, update.masked_loss):
+            if data is None:
+                continue
+            try:
+                decode_vector(data, self._public_key, max_count=LrArbiter._MAX_VECTOR)
+            except RemoteProtocolError:
+                raise TrainingError(f"{party}'s masked update of iteration {update.iteration} holds ciphertexts "
+                                    "that do not decrypt under the job key (malformed, out of range or under "
+                                    "another key); refusing to go on") from None
 
     def _begin(self, setups: dict[str, SetupReply]) -> Payloads:
         c = self._config
@@ -150,6 +171,7 @@ class LrJobArbiter:
         )
         self._resume_from = min(s.resume_from for s in setups.values())
         _, private_key = generate_keypair(int(c.get("key_bits", 2048)), allow_insecure_test_key=allow)
+        self._public_key = private_key.public_key
         from protocols.training.checkpoints import ResumableLrArbiter
 
         self._core = ResumableLrArbiter(lr_config(self._wire, allow_insecure_test_key=allow), private_key,

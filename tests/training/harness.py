@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,10 +24,11 @@ from protocols.node.peer import PeerError, PeerMessage
 from protocols.training import LrJobArbiter, TrainingError
 from protocols.training._data import PartyData
 from protocols.training._party import JobSpec, PartyJob, make_party_job
-from protocols.training._wire import RoundPayload, decode_payload
+from protocols.training._wire import LrRound, RoundPayload, decode_payload
 from protocols.training.alignment import aligned_from
 from protocols.training.checkpoints import checkpoint_dir
 
+OTHER = {"bank": "telco", "telco": "bank"}
 JOB_ID = 7
 DIGEST = hashlib.sha256(b"job 7").hexdigest()
 ARBITER = {"iterations": 3, "batch_size": 64, "key_bits": 256, "allow_insecure_test_key": True,
@@ -75,10 +76,10 @@ class Federation:
     jobs: dict[str, PartyJob] = field(default_factory=dict)
     links: dict[str, Link] = field(default_factory=dict)
     parts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pending: dict[str, Future[bytes]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        other = {"bank": "telco", "telco": "bank"}
-        self.links = {p: Link(p, lambda o=other[p]: self.jobs[o]) for p in ("bank", "telco")}  # type: ignore[misc]
+        self.links = {p: Link(p, lambda o=OTHER[p]: self.jobs[o]) for p in ("bank", "telco")}  # type: ignore[misc]
         for party, data in self.data.items():
             spec = JobSpec(
                 job_id=JOB_ID, job_digest=DIGEST, party=party, algorithm="lr", data=data,
@@ -117,28 +118,49 @@ class Federation:
             job.fail(TrainingError(reason))
 
 
-def run(fed: Federation, arbiter: LrJobArbiter, *,
-        crash_after: int | None = None) -> list[dict[str, RoundPayload]]:
+def run(fed: Federation, arbiter: LrJobArbiter, *, crash_after: int | None = None,
+        vanish: tuple[str, int] | None = None) -> list[dict[str, RoundPayload]]:
     """Drive the arbiter and both party jobs round by round; return every round's payloads.
+
+    A party's failed round fails the other party's job too (as the coordinator does when the ServerApp
+    run fails), then the failure is raised.
 
     Args:
         fed: the parties.
         arbiter: the coordinator's arbiter for this run.
         crash_after: stop (as if both nodes died) once the LR round of this iteration has been answered,
             before the arbiter sees the answers.
+        vanish: ``(party, iteration)``: that party's node disappears at the LR round of that iteration
+            (its round is never answered, its data plane refuses connections). The other party's round
+            is left running in ``fed.pending``.
     """
     sent: list[dict[str, RoundPayload]] = []
     payloads = arbiter.start()
-    with ThreadPoolExecutor(2) as pool:
+    pool = ThreadPoolExecutor(2)
+    try:
         while payloads is not None:
             decoded = {p: decode_payload(b) for p, b in payloads.items()}
             sent.append(decoded)
+            iteration = _lr_iteration(decoded)
+            if vanish is not None and iteration == vanish[1]:
+                fed.links[OTHER[vanish[0]]].gone = True  # the link *to* the vanished node
+                fed.pending = {p: pool.submit(fed.jobs[p].on_round, b) for p, b in payloads.items() if p != vanish[0]}
+                return sent
             futures = {p: pool.submit(fed.jobs[p].on_round, b) for p, b in payloads.items()}
-            replies = {p: f.result(timeout=60) for p, f in futures.items()}
-            lr = decoded.get("bank")
-            if crash_after is not None and lr is not None and getattr(lr, "kind", "") == "lr_round":
-                if lr.instruction.iteration == crash_after:  # type: ignore[union-attr]
-                    fed.fail("node lost")
-                    return sent
+            wait(futures.values(), timeout=120, return_when=FIRST_EXCEPTION)
+            for party, future in futures.items():
+                if future.done() and future.exception() is not None:
+                    fed.fail(f"{party}: {future.exception()}")
+            replies = {p: f.result(timeout=120) for p, f in futures.items()}
+            if crash_after is not None and iteration == crash_after:
+                fed.fail("node lost")
+                return sent
             payloads = arbiter.handle(replies)
+    finally:
+        pool.shutdown(wait=False)
     return sent
+
+
+def _lr_iteration(payloads: dict[str, RoundPayload]) -> int | None:
+    bank = payloads.get("bank")
+    return bank.instruction.iteration if isinstance(bank, LrRound) else None
