@@ -113,7 +113,9 @@ def _create_users(coord_url: str, bootstrap: str, auditor_key: SigningKey) -> di
 def _node_env(state: Path, coord_url: str, party: str, token: str) -> dict[str, str]:
     prefix = f"TANDEM_{party.upper()}_"
     port = free_port()
+    scoring = {prefix + "SCORING_API_KEY": secrets.token_urlsafe(32), prefix + "SCORING_PORT": str(free_port())}
     return {
+        **(scoring if party == "bank" else {}),
         prefix + "PARTY": party,
         prefix + "KIND": party,
         prefix + "COORDINATOR_URL": coord_url,
@@ -281,7 +283,61 @@ def _run_jobs(fed: Federation) -> list[JobPublic]:
         else:
             print(f"   outputs: {json.dumps(job.outputs, indent=None)[:600]}")
         done.append(job)
+    risk = [j for j in done if j.kind == "train_risk" and j.status == JobStatus.SUCCEEDED]
+    if risk:
+        done.append(_score_with(fed, ds, risk[0]))
+        _score_in_real_time(fed, risk[0])
     return done
+
+
+def _score_with(fed: Federation, ds: dict[str, int], model_job: JobPublic) -> JobPublic:
+    """A batch ``score`` job over the bank's customers with the model of ``model_job``; print its outputs."""
+    _say("7/8 Batch scoring: every bank customer with the credit-risk model (job kind score)")
+    job = _submit(fed, {
+        "kind": "score", "purpose": "scoring", "title": f"Score bank customers with the model of job {model_job.id}",
+        "inputs": [{"dataset_id": ds["bank_customers"], "key_fields": ["id_number"]},
+                   {"dataset_id": ds["telco_subscribers"], "key_fields": ["id_number"]}],
+        "params": {"output_mode": "scores", "model_job_id": model_job.id},
+    })
+    print(f"   job {job.id} pending approval by: {', '.join(job.required_approvals)}")
+    _approve(fed, job)
+    job = _wait_job(fed, job.id)
+    bank = job.outputs.get("bank", {})
+    if job.status == JobStatus.SUCCEEDED:
+        print(f"   bank: {bank.get('rows')} rows scored with model {bank.get('model_id')}: {bank.get('scored')} with "
+              f"telco data, {bank.get('no_telco_data')} no_telco_data (bank-only fallback), "
+              f"{bank.get('without_score')} without a score")
+        print(f"   score deciles: {bank.get('score_deciles')}")
+        print(f"   telco: {json.dumps(job.outputs.get('telco', {}))}; "
+              f"the scores themselves stay at the bank: {fed.state / 'bank' / 'jobs' / str(job.id) / 'scores.csv'}")
+    else:
+        print(f"   job {job.id}: {job.status}: {job.status_detail}")
+    trail = _job_trail(fed, job.id)
+    print(f"   audit trail: {len(trail)} events (" + ", ".join(sorted({e['action'] for e in trail})) + ")")
+    return job
+
+
+def _score_in_real_time(fed: Federation, model_job: JobPublic) -> None:
+    """Call the bank node's real-time scoring API for a telco subscriber and for a customer who is not one."""
+    import csv
+
+    _say("7/8 Real-time scoring API on the bank node (POST /score/v1/{model_id}, loopback, bearer key)")
+    data = fed.state / "data"
+    with (data / "telco_subscribers.csv").open() as f:
+        subscribers = {row["id_number"] for row in csv.DictReader(f)}
+    with (data / "bank_customers.csv").open() as f:
+        customers = [(row["customer_id"], row["id_number"] in subscribers) for row in csv.DictReader(f)]
+    known = next(c for c, subscribed in customers if subscribed)
+    unknown = next(c for c, subscribed in customers if not subscribed)
+    env = fed.node_env["bank"]
+    url = f"http://127.0.0.1:{env['TANDEM_BANK_SCORING_PORT']}/score/v1/m{model_job.id}"
+    headers = {"Authorization": f"Bearer {env['TANDEM_BANK_SCORING_API_KEY']}"}
+    print("   (the demo knows from its synthetic population who has a telco line; the bank does not;"
+          " the first call loads the model at both nodes)")
+    with httpx.Client(timeout=30.0, headers=headers) as c:
+        for who, customer in (("a telco subscriber", known), ("not a telco subscriber", unknown)):
+            r = c.post(url, json={"customer_id": customer})
+            print(f"   {who}, {customer}: HTTP {r.status_code} {r.text}")
 
 
 _PSI_KINDS = {"audience_overlap", "recovery"}

@@ -8,6 +8,8 @@ Pieces:
   ClientApp shim calls, the node's SuperNode).
 - :mod:`protocols.training.alignment`: PSI alignment with the intersection revealed to both parties.
 - :mod:`protocols.training.evaluation`: held-out AUC/KS, ROC and KS figures, bank-only baseline.
+- :mod:`protocols.training.checkpoints`: per-iteration LR checkpoints; a re-run of the same job (same
+  id and digest) resumes after the last iteration both parties completed.
 
 What each party learns: the VFL cores' statements (:mod:`protocols.vfl`), the alignment's
 (:mod:`protocols.training.alignment`), and the rounds' (:mod:`protocols.training._party`). The

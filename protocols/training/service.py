@@ -12,7 +12,9 @@ A job's handler (runner thread) reads and checks the party's rows, aligns them w
 (:mod:`protocols.training.alignment`), registers a :class:`~protocols.training._party.PartyJob` that
 the round endpoint and the data plane drive, and waits until the job stores its model part or fails:
 because the job failed at the coordinator (e.g. the arbiter reported a lost node), a round or exchange
-failed here, or no round arrived for ``idle_timeout`` seconds. A failed job stores nothing.
+failed here, or no round arrived for ``idle_timeout`` seconds. A failed job stores nothing; a
+``train_risk`` job keeps its per-iteration checkpoints (``<state>/training/checkpoints/<job_id>/``), so
+running the same job again resumes (:mod:`protocols.training.checkpoints`).
 
 The round endpoint listens on 127.0.0.1 only: the ClientApp shim runs on this host beside the
 SuperNode. It accepts rounds only for jobs this node is running (approved, own approval verified by
