@@ -86,13 +86,16 @@ class ProcessGroup:
                                    f"{svc.tail()}")
 
     def stop(self) -> None:
-        """Terminate every process group, newest first; kill what does not stop in 10 s."""
+        """Terminate every process group, newest first; kill what does not stop in 30 s.
+
+        The grace period lets the coordinator stop the Flower SuperLink it started.
+        """
         for svc in reversed(self.services):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(svc.proc.pid, signal.SIGTERM)
         for svc in reversed(self.services):
             try:
-                svc.proc.wait(timeout=10)
+                svc.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(svc.proc.pid, signal.SIGKILL)

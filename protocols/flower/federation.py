@@ -43,8 +43,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -78,6 +79,25 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A pre-exec hook asking Linux to SIGTERM the child when its parent dies (PR_SET_PDEATHSIG).
+
+    The Flower processes run in their own sessions so that they can be stopped as a group; without this
+    hook a parent killed before its clean-up (SIGKILL, a crash) would leave them running and polling.
+    Only used from the main thread: the kernel ties the signal to the creating thread's lifetime.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+
+    def hook() -> None:
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+    return hook
 
 
 def _descendants(pid: int) -> list[int]:
@@ -390,6 +410,7 @@ class LocalFederation:
                 env=env,
                 cwd=self.state_dir,
                 start_new_session=True,
+                preexec_fn=_die_with_parent() if threading.current_thread() is threading.main_thread() else None,
             )
         component = _Component(name, process, log)
         self._components.append(component)
