@@ -10,6 +10,7 @@ are verified.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import secrets
 import shutil
@@ -73,6 +74,16 @@ def _base_env() -> dict[str, str]:
     return {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
 
 
+def _alive_and(group: ProcessGroup, probe: Callable[[], bool]) -> Callable[[], bool]:
+    """``probe``, after checking that every started process is still alive (raises if one died)."""
+
+    def check() -> bool:
+        group.check_alive()
+        return probe()
+
+    return check
+
+
 def _start_coordinator(state: Path, group: ProcessGroup, training: dict[str, str]) -> tuple[str, str]:
     port, token = free_port(), secrets.token_urlsafe(32)
     env = {
@@ -84,8 +95,7 @@ def _start_coordinator(state: Path, group: ProcessGroup, training: dict[str, str
     group.start("coordinator", [_script("tandem-coordinator"), "serve", "--host", "127.0.0.1", "--port", str(port)],
                 env)
     url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: (group.check_alive(), http_ok(url + "/api/v1/healthz")())[1], timeout=120,
-               what="the coordinator's /healthz")
+    wait_until(_alive_and(group, http_ok(url + "/api/v1/healthz")), timeout=120, what="the coordinator's /healthz")
     return url, token
 
 
@@ -248,7 +258,7 @@ def _start_nodes(fed: Federation) -> None:
     for party in ("bank", "telco"):
         port = fed.node_env[party][f"TANDEM_{party.upper()}_LISTEN_PORT"]
         cert = fed.state / party / "tls" / "cert.pem"
-        wait_until(lambda p=port, c=cert: (fed.group.check_alive(), _node_up(p, c))[1], timeout=60,
+        wait_until(_alive_and(fed.group, functools.partial(_node_up, port, cert)), timeout=60,
                    what=f"the {party} node on port {port}")
 
 

@@ -79,13 +79,11 @@ def _corrupt(body: bytes, position: int, value: bytes) -> bytes:
     return body[:position] + value + body[position + len(value):]
 
 
-@pytest.mark.parametrize(("position", "value", "reason"), [
-    (-64, b"\xff" * 64, "refused the telco's encrypted scores of iteration 1"),  # >= n**2 (64-byte ciphertexts)
-    (-80, b"\x5a" * 16, "the decrypted gradient of iteration 1 was refused"),  # a unit, but not what was sent
-], ids=["out-of-range", "corrupted"])
-def test_bad_ciphertext_from_the_telco_fails_the_job_with_a_clear_reason(
-        tmp_path: Path, position: int, value: bytes, reason: str) -> None:
-    # Prepare: the telco's encrypted scores of iteration 1 have a score ciphertext overwritten
+def test_out_of_range_ciphertext_from_the_telco_fails_the_job_with_a_clear_reason(tmp_path: Path) -> None:
+    # Prepare: the telco's encrypted scores of iteration 1 end with a ciphertext >= n**2 (64-byte ciphertexts).
+    # (A ciphertext replaced by another *valid* one is not detectable in general: Paillier is malleable, and
+    # the data plane's mutual TLS, not the cipher, keeps third parties from doing that.)
+    position, value, reason = -64, b"\xff" * 64, "refused the telco's encrypted scores of iteration 1"
     fed = Federation(tmp_path, party_data())
 
     def tamper(channel: str, body: bytes) -> bytes:
