@@ -322,8 +322,8 @@ class PeerInbox:
             if job_id not in self._active:
                 raise ProtocolError(f"job {job_id} is not running on this node (yet)", status_hint=409)
             handler = self._handlers.get(channel)
-        if handler is None:
-            raise ProtocolError(f"no handler for channel {channel!r} on this node", status_hint=404)
+        if handler is None:  # the job is open but its driver has not registered this channel: not ready yet
+            raise ProtocolError(f"no handler for channel {channel!r} on this node (yet)", status_hint=409)
         return handler
 
     def status(self, key: _Key) -> dict[str, Any]:
@@ -411,7 +411,8 @@ class PeerClient:
         pins: pinned certificates; the peer's is fetched and checked on first use.
         ledger: egress ledger; every chunk is recorded before it is sent.
         chunk_bytes: request chunk size (must not exceed the receiver's limit).
-        retries: attempts per request on transport errors or "job not running here yet" (409).
+        retries: attempts per request on transport errors or "not ready here yet" (409: the job or its
+            channel is not open on the peer yet).
         backoff: first wait between attempts, in seconds (doubles each time).
         timeout: per-request timeout, in seconds.
     """
@@ -461,7 +462,7 @@ class PeerClient:
                 wait *= 2
                 continue
             self._check_presented(response)
-            if response.status_code == 409 and "not running" in response.text and attempt < self._retries:
+            if response.status_code == 409 and "(yet)" in response.text and attempt < self._retries:
                 time.sleep(wait)
                 wait *= 2
                 continue
