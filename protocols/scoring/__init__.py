@@ -2,16 +2,16 @@
 
 Parts: :mod:`~protocols.scoring._parties` (the sans-I/O core; rounds and what each party learns),
 :mod:`~protocols.scoring._pseudonyms` (keyed pseudonyms instead of identifiers),
-:mod:`~protocols.scoring.messages` (wire models), :mod:`~protocols.scoring.service` (node services),
+:mod:`~protocols.messages.scoring` (wire models), :mod:`~protocols.scoring.service` (node services),
 :mod:`~protocols.scoring.api` (the bank's real-time HTTP API), :mod:`~protocols.scoring.jobs` (the batch
 ``score`` job handlers).
 """
 
+from protocols.messages.scoring import PSEUDONYM_BYTES, ScoreReply, ScoreRequest
 from protocols.scoring._caller import PeerCaller
 from protocols.scoring._features import SchemaMismatch, check_schema, feature_matrix, governance_columns
 from protocols.scoring._parties import ActiveScorer, Outcome, PassiveScorer, ScoredRows
 from protocols.scoring._pseudonyms import SCORING_KEY_TYPE, PseudonymKey, derive_pseudonym_key
-from protocols.scoring.messages import PSEUDONYM_BYTES, ScoreReply, ScoreRequest
 
 __all__ = [
     "PSEUDONYM_BYTES",

@@ -35,10 +35,10 @@ import numpy as np
 import numpy.typing as npt
 
 from protocols.errors import ConfigError, RemoteProtocolError
+from protocols.messages.scoring import PSEUDONYM_BYTES, ScoreReply, ScoreRequest
 from protocols.messages.training import LrPartialScores, SbPredictReply, SbRoute
 from protocols.node.models import LrPart, ModelCard, SbActivePart, SbPassivePart
 from protocols.scoring._pseudonyms import PseudonymKey
-from protocols.scoring.messages import PSEUDONYM_BYTES, ScoreReply, ScoreRequest
 from protocols.vfl import lr_active_predict_proba, lr_passive_partial_scores, sb_active_predict_proba, sb_passive_routes
 
 __all__ = ["ActiveScorer", "Outcome", "PassiveScorer", "ScoredRows"]

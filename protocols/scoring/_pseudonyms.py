@@ -29,7 +29,7 @@ from Crypto.PublicKey import ECC
 
 from protocols.errors import CryptoError
 from protocols.messages.control import KeyType
-from protocols.scoring.messages import PSEUDONYM_BYTES
+from protocols.messages.scoring import PSEUDONYM_BYTES
 from protocols.sealing import sealing_public_key
 from psi.identifiers import normalise
 

@@ -31,6 +31,7 @@ from pydantic import ValidationError
 
 from protocols.errors import ConfigError, ProtocolError, RemoteProtocolError
 from protocols.messages.control import JobKind, KeyType
+from protocols.messages.scoring import ScoreBatchAck, ScoreBatchClose, ScoreReply, ScoreRequest
 from protocols.messages.training import LrPartialScores
 from protocols.node.adapters import open_source
 from protocols.node.governance import Governance, coerce_types, load_governance
@@ -39,7 +40,6 @@ from protocols.node.peer import PeerInbox, PeerMessage
 from protocols.node.runner import JobContext, JobHandler
 from protocols.scoring._features import check_schema, feature_matrix, governance_columns
 from protocols.scoring._parties import ActiveScorer, PassiveScorer, ScoredRows
-from protocols.scoring.messages import ScoreBatchAck, ScoreBatchClose, ScoreReply, ScoreRequest
 from protocols.scoring.service import BankScoring, TelcoScoring, identifier_values, key_column, load_rows
 
 __all__ = ["CHUNK_ROWS", "MIN_ROWS_FOR_DECILES", "BatchPatience", "TelcoBatchScoring", "bank_score",

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from protocols.errors import ConfigError, ProtocolError, RemoteProtocolError
 from protocols.messages.control import KeyType
+from protocols.messages.scoring import ScoreReply, ScoreRequest
 from protocols.messages.training import LrPartialScores
 from protocols.node.adapters import open_source
 from protocols.node.governance import Governance, coerce_types, load_governance
@@ -33,7 +34,6 @@ from protocols.scoring._caller import PeerCaller
 from protocols.scoring._features import check_schema, feature_matrix, governance_columns
 from protocols.scoring._parties import ActiveScorer, Outcome, PassiveScorer, ScoredRows
 from protocols.scoring._pseudonyms import derive_pseudonym_key
-from protocols.scoring.messages import ScoreReply, ScoreRequest
 
 __all__ = ["SCORE_CALL", "BankScoring", "PartyRows", "TelcoScoring", "identifier_values", "key_column", "load_rows"]
 

@@ -6,9 +6,6 @@ pseudonyms, never identifiers, see :mod:`protocols.scoring._pseudonyms`); ``know
 the model kind's scoring reply from :mod:`protocols.messages.training`: ``LrPartialScores`` (plain
 ``u_p`` per row, 0 for unknown rows) or ``SbPredictReply`` (left bitmaps per passive split, 0 bits for
 unknown rows).
-
-These models belong with the other wire schemas in :mod:`protocols.messages`; they live here until that
-package takes them (one import to change).
 """
 
 from __future__ import annotations
