@@ -8,6 +8,11 @@ log, so compliance verifies both with one tool and can cross-check sizes and dig
 
 Writers serialise on a lock within the process and on SQLite's ``BEGIN IMMEDIATE`` across
 processes, so a ``serve`` process and a ``run-once`` process can share one ledger.
+
+Payload capture (``capture_dir``, setting ``egress_capture_dir``): additionally keep a copy of every
+recorded payload as ``<capture_dir>/<seq>-<kind>.bin``. The copies hold exactly what the receivers got,
+so they add nothing a peer does not already have; they exist so that a reviewer (and the wire-capture
+tests) can search everything a node sent. Off by default: the ledger itself keeps digests only.
 """
 
 from __future__ import annotations
@@ -55,7 +60,11 @@ class LedgerTotals:
 class EgressLedger:
     """Append-only, hash-chained record of outgoing messages in ``node.db``."""
 
-    def __init__(self, db_path: Path, *, clock: Callable[[], str] = _utc_now) -> None:
+    def __init__(self, db_path: Path, *, clock: Callable[[], str] = _utc_now, capture_dir: Path | None = None) -> None:
+        """Open (creating if needed) the ledger table in ``db_path``; ``capture_dir``: see the module docstring."""
+        self._capture = capture_dir
+        if capture_dir is not None:
+            capture_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._conn = connect(db_path)
         self._conn.execute(_SCHEMA)
         self._lock = threading.Lock()
@@ -92,6 +101,9 @@ class EgressLedger:
                 self._conn.execute("ROLLBACK")
                 raise
             self._conn.execute("COMMIT")
+            if self._capture is not None:
+                safe_kind = "".join(c if c.isalnum() or c in "._-" else "_" for c in kind)[:60]
+                (self._capture / f"{rec.seq:09d}-{safe_kind}.bin").write_bytes(payload)
         return rec
 
     def _last(self) -> ChainRecord | None:

@@ -47,7 +47,7 @@ class NodeRuntime:
         """
         state = settings.state_path
         keys = init_keys(state, settings.party, settings.certificate_names()) if create_keys else load_keys(state)
-        ledger = EgressLedger(state / NODE_DB)
+        ledger = EgressLedger(state / NODE_DB, capture_dir=settings.egress_capture_dir)
         coordinator = CoordinatorClient(settings.coordinator_url, settings.api_token, ledger,
                                         verify=settings.coordinator_verify(), transport=transport)
         return cls(

@@ -57,6 +57,9 @@ class NodeSettings(BaseSettings):
     )
     scoring_host: str = Field(default="127.0.0.1", description="real-time scoring API address (loopback by default)")
     scoring_port: int = Field(default=8600, ge=0, le=65535)
+    egress_capture_dir: Path | None = Field(
+        default=None, description="keep a copy of every payload this node sends here (review and tests); off by default"
+    )
 
     @model_validator(mode="after")
     def _fill_and_check(self) -> Self:

@@ -89,3 +89,19 @@ def test_concurrent_writers_keep_one_chain(tmp_path):
     assert verdict.ok and verdict.count == 160
     ledger.close()
     other.close()
+
+
+def test_capture_keeps_each_payload_named_by_seq_and_kind_and_matching_the_digest(tmp_path):
+    ledger = EgressLedger(tmp_path / "node.db", capture_dir=tmp_path / "capture")
+    _fill(ledger)
+    ledger.record(peer="telco", kind="train/../x y", payload=b"odd kind")
+    files = sorted((tmp_path / "capture").iterdir())
+    assert [f.name for f in files] == ["000000000-register_dataset.bin", "000000001-psi.query.bin",
+                                       "000000002-psi.query.bin", "000000003-result.bin", "000000004-train_.._x_y.bin"]
+    for record, file in zip(ledger.records(), files, strict=True):
+        assert hashlib.sha256(file.read_bytes()).hexdigest() == record.body["digest"]
+
+
+def test_no_capture_by_default(tmp_path):
+    _fill(EgressLedger(tmp_path / "node.db"))
+    assert not [p for p in tmp_path.iterdir() if p.is_dir()]
