@@ -132,6 +132,10 @@ class GridExchange:
         self._party_of = {node_id: party for party, node_id in nodes.items()}
         self._settings = settings
         self.seconds: list[float] = []
+        self.bytes_to: dict[str, int] = dict.fromkeys(nodes, 0)
+        """Payload bytes relayed to each party (the arbiter's instructions), summed over rounds."""
+        self.bytes_from: dict[str, int] = dict.fromkeys(nodes, 0)
+        """Payload bytes relayed from each party (its replies), summed over rounds."""
 
     def __call__(self, round_: int, payloads: Payloads) -> Payloads:
         """Send ``payloads`` for round ``round_`` and return each addressed party's reply."""
@@ -148,6 +152,8 @@ class GridExchange:
             for party, payload in payloads.items()
         ]
         ids = _push(self._grid, messages, what)
+        for addressed, payload in payloads.items():
+            self.bytes_to[addressed] += len(payload)
         replies: Payloads = {}
         for reply in _await_replies(
             self._grid, ids, self._settings.round_timeout, self._settings.grid_poll_interval, what
@@ -158,6 +164,7 @@ class GridExchange:
             if reply.has_error():
                 raise RoundFailedError(f"{what}: {party} failed: {reply.error.reason}")
             replies[party] = read_reply(reply.content)
+            self.bytes_from[party] += len(replies[party])
         self.seconds.append(time.perf_counter() - started)
         LOG.info("%s: %d replies in %.3f s", what, len(replies), self.seconds[-1])
         return replies
@@ -261,8 +268,25 @@ def run_job(grid: Grid, context: Context) -> int:
         except httpx.HTTPError as report_err:
             LOG.error("job %s: could not report the failure: %s", settings.job_id, report_err)
         raise
-    _report(settings, run_id, "succeeded", outcome.result, outcome.rounds)
+    _report(settings, run_id, "succeeded", with_relayed_bytes(outcome.result, exchange.bytes_to, exchange.bytes_from),
+            outcome.rounds)
     return outcome.rounds
+
+
+def with_relayed_bytes(result: bytes, to: Mapping[str, int], from_: Mapping[str, int]) -> bytes:
+    """The arbiter's JSON result with ``relayed_bytes`` added: round payload bytes to and from each party.
+
+    Counts the payloads the arbiter sent and received (not Flower's message framing or TLS). A
+    result that is not a JSON object is returned unchanged.
+    """
+    try:
+        summary = json.loads(result)
+    except ValueError:
+        return result
+    if not isinstance(summary, dict):
+        return result
+    summary["relayed_bytes"] = {"to": dict(to), "from": dict(from_), "total": sum(to.values()) + sum(from_.values())}
+    return json.dumps(summary).encode()
 
 
 app = ServerApp()

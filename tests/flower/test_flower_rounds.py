@@ -11,7 +11,13 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from protocols.flower.arbiter import ArbiterContext, ArbiterError, build_arbiter, load_arbiter_factory, run_rounds
 from protocols.flower.client_app import ShimError, forward_round
-from protocols.flower.server_app import GridExchange, RoundFailedError, RunSettings, resolve_parties
+from protocols.flower.server_app import (
+    GridExchange,
+    RoundFailedError,
+    RunSettings,
+    resolve_parties,
+    with_relayed_bytes,
+)
 from protocols.flower.toy import SumArbiter, ToyService, adder
 from protocols.flower.wire import (
     Instruction,
@@ -194,8 +200,19 @@ def test_grid_exchange_maps_parties_and_payloads() -> None:
     grid = _FakeGrid({11: "bank", 22: "telco", 33: "other"}, answer)
     nodes = resolve_parties(grid, _settings())  # type: ignore[arg-type]
     assert nodes == {"bank": 11, "telco": 22}
-    replies = GridExchange(grid, nodes, _settings())(1, {"bank": b"-x", "telco": b"-y"})  # type: ignore[arg-type]
+    exchange = GridExchange(grid, nodes, _settings())  # type: ignore[arg-type]
+    replies = exchange(1, {"bank": b"-x", "telco": b"-y"})
     assert replies == {"bank": b"bank-x", "telco": b"telco-y"}
+    exchange(2, {"bank": b"-xyz"})
+    assert (exchange.bytes_to, exchange.bytes_from) == ({"bank": 6, "telco": 2}, {"bank": 14, "telco": 7})
+
+
+def test_report_adds_relayed_bytes_to_a_json_result_only() -> None:
+    to, from_ = {"bank": 6, "telco": 2}, {"bank": 14, "telco": 7}
+    summary = json.loads(with_relayed_bytes(b'{"rounds": 2}', to, from_))
+    assert summary == {"rounds": 2, "relayed_bytes": {"to": to, "from": from_, "total": 29}}
+    assert with_relayed_bytes(b"done", to, from_) == b"done"
+    assert with_relayed_bytes(b"[1]", to, from_) == b"[1]"
 
 
 def test_grid_exchange_surfaces_party_errors() -> None:
