@@ -16,7 +16,7 @@ import secrets
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from demo.processes import ProcessGroup, free_port, http_ok, wait_until
 from protocols.messages.control import JobPublic, JobStatus
 from protocols.signing import SigningKey
 
-__all__ = ["main"]
+__all__ = ["main", "register_datasets"]
 
 _FINAL = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.REJECTED, JobStatus.CANCELLED}
 
@@ -243,13 +243,25 @@ def _denied_job(ds: dict[str, int]) -> dict[str, Any]:
     }
 
 
-def _setup(fed: Federation, data_dir: Path, governance: Path) -> None:
-    for party, sets in (("bank", ["bank_customers", "bank_lost_contacts"]), ("telco", ["telco_subscribers"])):
+def register_datasets(fed: Federation, datasets: Mapping[str, Sequence[tuple[Path, Path]]]) -> None:
+    """Initialise each party's node (keys, certificate, party) and register its datasets in the catalog.
+
+    Args:
+        fed: The federation, its node services not started yet.
+        datasets: party -> ``[(CSV file, governance YAML), ...]``; only schemas and coarse statistics
+            reach the coordinator, the rows stay in the files (read again when a job runs).
+    """
+    for party, sets in datasets.items():
         print(fed.node(party, "init").strip().replace("\n", "\n   "))
-        for name in sets:
-            out = fed.node(party, "register-dataset", "--source", f"csv://{data_dir / (name + '.csv')}",
-                           "--governance", str(governance / f"{name}.yaml"))
+        for source, governance in sets:
+            out = fed.node(party, "register-dataset", "--source", f"csv://{source}", "--governance", str(governance))
             print("   " + out.strip().splitlines()[-1])
+
+
+def _setup(fed: Federation, data_dir: Path, governance: Path) -> None:
+    names = {"bank": ["bank_customers", "bank_lost_contacts"], "telco": ["telco_subscribers"]}
+    register_datasets(fed, {party: [(data_dir / f"{n}.csv", governance / f"{n}.yaml") for n in sets]
+                            for party, sets in names.items()})
 
 
 def _start_nodes(fed: Federation) -> None:
