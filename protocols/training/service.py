@@ -38,6 +38,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from protocols.errors import ProtocolError
 from protocols.messages.control import JobInput, JobKind, JobStatus
+from protocols.node.ledger import COORDINATOR_PEER, EgressLedger
 from protocols.node.models import (
     DataDigests,
     FallbackModel,
@@ -221,7 +222,7 @@ class TrainingService:
             self.settings = TrainingNodeSettings(_env_prefix=f"{prefix}TRAINING_")  # type: ignore[call-arg]
         for channel in CHANNELS:
             rt.inbox.register_handler(channel, self.on_peer)
-        server = _round_server(self, rt.settings.party, self.settings.flower_port)
+        server = _round_server(self, rt.settings.party, self.settings.flower_port, rt.ledger)
         threading.Thread(target=server.serve_forever, name="flower-rounds", daemon=True).start()
         self.flower_url = f"http://127.0.0.1:{server.server_address[1]}"
         logger.info("training round endpoint on %s", self.flower_url)
@@ -251,11 +252,19 @@ def _supernode(settings: TrainingNodeSettings, rt: NodeRuntime, service_url: str
         node.stop(clean=False)
 
 
-def _round_server(service: TrainingService, party: str, port: int) -> ThreadingHTTPServer:
+def _round_server(service: TrainingService, party: str, port: int, ledger: EgressLedger) -> ThreadingHTTPServer:
+    """The loopback round endpoint.
+
+    Its replies leave the node (the SuperNode relays them to the coordinator's SuperLink), so each is
+    recorded in the egress ledger before it is returned.
+    """
+
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802
-            status, body = _answer_round(service, party, self.path, dict(self.headers),
+            headers = dict(self.headers)
+            status, body = _answer_round(service, party, self.path, headers,
                                          self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+            _record_reply(ledger, headers, status, body)
             self.send_response(status)
             self.send_header("Content-Type", "application/octet-stream")
             self.send_header("Content-Length", str(len(body)))
@@ -268,6 +277,15 @@ def _round_server(service: TrainingService, party: str, port: int) -> ThreadingH
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True
     return server
+
+
+def _record_reply(ledger: EgressLedger, headers: dict[str, str], status: int, body: bytes) -> None:
+    from protocols.flower.wire import HEADER_JOB_ID, HEADER_ROUND, HEADER_RUN_ID
+
+    job = headers.get(HEADER_JOB_ID, "")
+    ledger.record(peer=COORDINATOR_PEER, kind="flower.round_reply" if status == 200 else "flower.round_error",
+                  payload=body, job_id=int(job) if job.isdigit() else None,
+                  ref=f"flower/run/{headers.get(HEADER_RUN_ID, '?')}/round/{headers.get(HEADER_ROUND, '?')}")
 
 
 def _answer_round(service: TrainingService, party: str, path: str, headers: dict[str, str],
