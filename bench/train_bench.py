@@ -1,29 +1,54 @@
-"""Benchmark federated training (in-process driver) against centralised baselines on default_credit.
+"""Benchmark federated training on default_credit against centralised baselines and FATE 2.2.
 
-    .venv/bin/python bench/train_bench.py --algo lr [--json PATH] [--bits 2048] [--workers 2]
-        [--iterations 8 --batch 0 --alpha 0.0001 --gradient linearized --optimizer newton]
-    .venv/bin/python bench/train_bench.py --algo secureboost [--json PATH] [--bits 2048] [--workers 2]
-        [--trees 30 --depth 3 --bins 32]
+    .venv/bin/python bench/train_bench.py --algo lr|secureboost [--runtime flower|inprocess|both]
+        [--json PATH] [--bits 2048] [--rows N] [--state DIR]
+        LR:          [--iterations N]   (Flower: the train_risk job's default when not given)
+                     inprocess only: [--batch 0 --alpha 0.0001 --gradient linearized --optimizer newton ...]
+        SecureBoost: [--trees 30 --depth 3 --bins 32]
 
-Split: 70/30 stratified on y, random_state=42. All parties run in this process (plus ``--workers``
-Paillier worker processes per party); every message still goes through its JSON wire form.
+Data: FATE's default_credit files in ../shared/data/fate/ (PROVENANCE.md there): the guest half (13
+features and the label ``y``) is the bank's, the host half (10 features) the telco's; both share an
+integer ``id`` (full overlap). Split: 70/30 stratified on y, random_state=42 (``--rows N`` first
+draws a stratified subset of N rows, for quick runs).
 
-Reported costs:
-    * ``ours_wall_s``: wall time of training (key generation included, scoring excluded).
-    * ``ours_cpu_s``: user + system CPU of this process *and* all its worker processes during training
-      (``getrusage`` of self and of reaped children), i.e. the CPU of every party together.
-    * ``bytes_sent``: bytes of every message with ciphertexts in the binary codec (what a binary data
-      plane carries); ``bytes_sent_json`` the same messages as base64 JSON.
-    * ``round_trips``: Flower round trips the job needs (LR: one arbiter instruction per iteration plus
-      the final one; SecureBoost: one per tree, the level exchanges go over the data plane).
-    * ``load_avg_*``: the machine's load average before and after (2 cores are shared with others, so
+Runtimes:
+    * ``flower`` (default): the real job path (:mod:`_train_flower`): coordinator, SuperLink, one
+      ServerApp run, bank and telco node processes with their SuperNodes, all local processes under
+      ``--state`` (default ``.tandem/train_bench``). The bench registers the two halves as the nodes'
+      datasets (governance: ``bench/governance/default_credit/``), submits a ``train_risk`` (LR) or
+      ``train_propensity`` (SecureBoost) job, approves it with both parties' signatures and reads the
+      outputs. Key mapping: ``id`` becomes a ``customer_id`` key (PSI aligns on it), written so that
+      the job's digest-seeded held-out rows are exactly the benchmark's test rows (details in
+      :mod:`_train_flower`); the held-out AUC/KS the job reports are therefore on the same split as
+      the baselines. SecureBoost bins are the job's (32; no job parameter).
+    * ``inprocess``: the in-process driver (``protocols.vfl.run_local_*``): every party in this
+      process plus ``--workers`` Paillier worker processes per party; every message still goes
+      through its JSON wire form. For comparison and debugging.
+    * ``both``: inprocess, then flower; both tables; the JSON is the flower run's with the inprocess
+      run's figures under ``inprocess``.
+
+Reported costs (Flower):
+    * ``ours_wall_s``: from the moment both approvals are in to the job's ``succeeded`` (polled every
+      0.5 s): alignment (PSI), training, held-out evaluation, model storage.
+    * ``ours_cpu_s``: user + system CPU of ALL processes of the federation in that window (coordinator,
+      SuperLink, SuperExec, ServerApp, both nodes, SuperNodes, ClientApp processes, Paillier workers),
+      sampled with psutil over this process's tree, counting processes that exit (:mod:`_proc_meter`);
+      ``cpu_s_by_process`` splits it by role.
+    * ``peak_rss_mb_by_process``: the largest peak RSS of one process of each role.
+    * ``round_trips``: Flower rounds of the job's ServerApp run (from the coordinator's audit event);
+      ``bytes_relayed``: round payload bytes through the ServerApp, both directions.
+    * ``bytes_bank_to_telco`` / ``bytes_telco_to_bank``: the data plane as the nodes' egress ledgers
+      record it (PSI alignment, per-round ciphertexts, evaluation); ``bytes_by_ledger`` by kind.
+    * ``load_avg_*``: 1/5/15-minute load averages before and after (2 cores are shared with other work:
       wall time is inflated when the load exceeds the core count; CPU-seconds are not).
-    * ``idle_2core_wall_estimate_s``: main-process CPU plus half the worker CPU, the wall time the run
-      would take alone on 2 cores (the parties run one after another in this driver and each spreads
-      its Paillier batches over 2 workers). An estimate, printed as such, next to the measured wall.
 
-FATE 2.2 figures (1024-bit key, same machine, same split, quiet) are the targets' reference:
-coordinated LR 250 s wall / 446 CPU-s; SecureBoost 29 s wall / 65 CPU-s per tree.
+Reported costs (inprocess): wall and CPU of this process and its reaped workers (``getrusage``),
+message bytes in the binary codec and as base64 JSON, the round trips the job would need, and
+``idle_2core_wall_estimate_s`` (main CPU + workers / 2).
+
+FATE 2.2 figures (1024-bit key, same machine, same split, quiet) are the reference: coordinated LR
+250 s wall / 446 CPU-s, AUC 0.706; SecureBoost 29 s wall / 65 CPU-s per tree, AUC 0.762 at 5 trees.
+Goals: AUC within 0.005 of the centralised model, wall and CPU each at most half of FATE's.
 """
 
 from __future__ import annotations
@@ -38,6 +63,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -55,6 +81,7 @@ from protocols.vfl._sb_tree import predict_margin  # noqa: E402
 
 Arr = np.ndarray
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "fate"
+TEST_FRACTION = 0.3
 
 FATE = {
     "lr": {"fate_wall_s": 250.0, "fate_cpu_s": 446.0, "fate_auc": 0.706},
@@ -63,15 +90,35 @@ FATE = {
 }
 
 
-def load(name: str = "default_credit") -> tuple[Arr, Arr, Arr]:
-    import pandas as pd
+# ---------------------------------------------------------------------------------------- data
 
-    guest = pd.read_csv(DATA / f"{name}_hetero_guest.csv")
-    host = pd.read_csv(DATA / f"{name}_hetero_host.csv")
-    merged = guest.merge(host, on="id", suffixes=("_bank", "_telco"))
-    bank_cols = [c + "_bank" if c + "_bank" in merged else c for c in guest.columns if c not in ("id", "y")]
-    telco_cols = [c + "_telco" if c + "_telco" in merged else c for c in host.columns if c != "id"]
-    return merged[bank_cols].to_numpy(float), merged[telco_cols].to_numpy(float), merged["y"].to_numpy(float)
+
+class Data:
+    """Both halves, aligned on ``id`` (row i of ``xa``, ``xp``, ``y``, ``ids`` is one customer)."""
+
+    def __init__(self, name: str, rows: int = 0) -> None:
+        self.guest = pd.read_csv(DATA / f"{name}_hetero_guest.csv")
+        self.host = pd.read_csv(DATA / f"{name}_hetero_host.csv")
+        merged = self.guest.merge(self.host, on="id", suffixes=("_bank", "_telco"))
+        if rows:
+            from sklearn.model_selection import train_test_split
+
+            keep, _ = train_test_split(np.arange(len(merged)), train_size=rows, stratify=merged["y"], random_state=42)
+            merged = merged.iloc[np.sort(keep)].reset_index(drop=True)
+        bank = [c + "_bank" if c + "_bank" in merged else c for c in self.guest.columns if c not in ("id", "y")]
+        telco = [c + "_telco" if c + "_telco" in merged else c for c in self.host.columns if c != "id"]
+        self.ids: Arr = merged["id"].to_numpy()
+        self.xa: Arr = merged[bank].to_numpy(float)
+        self.xp: Arr = merged[telco].to_numpy(float)
+        self.y: Arr = merged["y"].to_numpy(float)
+
+    def split(self) -> tuple[Arr, Arr]:
+        """Train and test row positions: 70/30 stratified on y, random_state=42."""
+        from sklearn.model_selection import train_test_split
+
+        n_test = int(round(len(self.y) * TEST_FRACTION))  # an integer, as the Flower job holds out
+        tr, te = train_test_split(np.arange(len(self.y)), test_size=n_test, stratify=self.y, random_state=42)
+        return np.sort(tr), np.sort(te)
 
 
 def ks(y: Arr, p: Arr) -> float:
@@ -85,6 +132,48 @@ def auc(y: Arr, p: Arr) -> float:
     from sklearn.metrics import roc_auc_score
 
     return float(roc_auc_score(y, p))
+
+
+# ----------------------------------------------------------------------------------- baselines
+
+
+def lr_baselines(args: argparse.Namespace, d: Data, tr: Arr, te: Arr) -> dict[str, Any]:
+    """Centralised and bank-only scikit-learn LR on the same split."""
+    from sklearn.linear_model import LogisticRegression
+
+    c = 1.0 / (args.alpha * len(tr))
+    central = LogisticRegression(C=c, max_iter=2000).fit(np.hstack([d.xa[tr], d.xp[tr]]), d.y[tr])
+    bank = LogisticRegression(C=c, max_iter=2000).fit(d.xa[tr], d.y[tr])
+    central_p = central.predict_proba(np.hstack([d.xa[te], d.xp[te]]))[:, 1]
+    bank_p = bank.predict_proba(d.xa[te])[:, 1]
+    return {"central_model": f"scikit-learn LogisticRegression(C={c:.3g})",
+            "central_auc": auc(d.y[te], central_p), "central_ks": ks(d.y[te], central_p),
+            "bank_only_auc": auc(d.y[te], bank_p), "bank_only_ks": ks(d.y[te], bank_p)}
+
+
+def sb_baselines(args: argparse.Namespace, d: Data, tr: Arr, te: Arr) -> dict[str, Any]:
+    """Centralised and bank-only XGBoost with the SecureBoost settings on the same split."""
+    import xgboost as xgb
+
+    cfg = SbConfig(n_trees=args.trees, max_depth=args.depth, n_bins=args.bins, allow_insecure_test_key=True)
+
+    def fit(x_tr: Arr, x_te: Arr) -> Arr:
+        model = xgb.XGBClassifier(
+            n_estimators=args.trees, max_depth=args.depth, learning_rate=cfg.learning_rate, max_bin=args.bins,
+            tree_method="hist", reg_lambda=cfg.reg_lambda, min_child_weight=cfg.min_child_weight,
+            base_score=float(d.y[tr].mean()), n_jobs=1,
+        ).fit(x_tr, d.y[tr])
+        out: Arr = model.predict_proba(x_te)[:, 1]
+        return out
+
+    central_p = fit(np.hstack([d.xa[tr], d.xp[tr]]), np.hstack([d.xa[te], d.xp[te]]))
+    bank_p = fit(d.xa[tr], d.xa[te])
+    return {"central_model": f"XGBoost hist, {args.trees} trees, depth {args.depth}, {args.bins} bins",
+            "central_auc": auc(d.y[te], central_p), "central_ks": ks(d.y[te], central_p),
+            "bank_only_auc": auc(d.y[te], bank_p), "bank_only_ks": ks(d.y[te], bank_p)}
+
+
+# ----------------------------------------------------------------------------------- inprocess
 
 
 def _cpu() -> tuple[float, float]:
@@ -113,7 +202,6 @@ class Meter:
             "ours_cpu_s": self.cpu,
             "ours_cpu_s_main_process": self.cpu_main,
             "ours_cpu_s_workers": self.cpu_workers,
-            "cpu_share_of_wall": self.cpu / self.wall,
             "idle_2core_wall_estimate_s": self.cpu_main + self.cpu_workers / 2,
         }
 
@@ -127,9 +215,7 @@ def traffic_fields(traffic: Any) -> dict[str, Any]:
     }
 
 
-def run_lr(args: argparse.Namespace, xa: Arr, xp: Arr, y: Arr, tr: Arr, te: Arr) -> dict[str, Any]:
-    from sklearn.linear_model import LogisticRegression
-
+def lr_inprocess(args: argparse.Namespace, d: Data, tr: Arr, te: Arr) -> dict[str, Any]:
     n = len(tr)
     optimizer = (
         OptimizerConfig("newton", args.lr or 1.0, momentum=args.momentum)
@@ -137,32 +223,17 @@ def run_lr(args: argparse.Namespace, xa: Arr, xp: Arr, y: Arr, tr: Arr, te: Arr)
         else OptimizerConfig(args.optimizer, args.lr or 0.05)
     )
     cfg = LrConfig.recommended(
-        n,
-        batch_size=args.batch or n,
-        max_epochs=args.iterations,
-        alpha=args.alpha,
-        optimizer=optimizer,
-        gradient=args.gradient,
-        warm_start=not args.cold,
-        allow_insecure_test_key=args.bits < 2048,
+        n, batch_size=args.batch or n, max_epochs=args.iterations or 6, alpha=args.alpha, optimizer=optimizer,
+        gradient=args.gradient, warm_start=not args.cold, allow_insecure_test_key=args.bits < 2048,
     )
     with Meter() as m:
-        result = run_local_lr(cfg, xa[tr], y[tr], xp[tr], key_bits=args.bits, workers=args.workers)
-    p = score_local_lr(result, xa[te], xp[te])
-    c = 1.0 / (args.alpha * n)
-    central = LogisticRegression(C=c, max_iter=2000).fit(np.hstack([xa[tr], xp[tr]]), y[tr])
-    bank = LogisticRegression(C=c, max_iter=2000).fit(xa[tr], y[tr])
-    central_p = central.predict_proba(np.hstack([xa[te], xp[te]]))[:, 1]
-    bank_p = bank.predict_proba(xa[te])[:, 1]
+        result = run_local_lr(cfg, d.xa[tr], d.y[tr], d.xp[tr], key_bits=args.bits, workers=args.workers)
+    p = score_local_lr(result, d.xa[te], d.xp[te])
     iterations = result.arbiter.iterations
     return {
         **m.fields(),
-        "auc": auc(y[te], p),
-        "ks": ks(y[te], p),
-        "central_auc": auc(y[te], central_p),
-        "central_ks": ks(y[te], central_p),
-        "bank_only_auc": auc(y[te], bank_p),
-        "bank_only_ks": ks(y[te], bank_p),
+        "auc": auc(d.y[te], p),
+        "ks": ks(d.y[te], p),
         "iterations": iterations,
         "round_trips": iterations + 1,
         "round_trips_note": "one arbiter instruction per iteration, plus the final one carrying the last update",
@@ -170,149 +241,174 @@ def run_lr(args: argparse.Namespace, xa: Arr, xp: Arr, y: Arr, tr: Arr, te: Arr)
         "gradient": cfg.gradient,
         "optimizer": cfg.optimizer.method,
         "stopped_early": result.arbiter.stopped_early,
-        "epoch_loss": list(result.active.loss_history),
         **traffic_fields(result.traffic),
-        **FATE["lr"],
     }
 
 
-def run_secureboost(args: argparse.Namespace, xa: Arr, xp: Arr, y: Arr, tr: Arr, te: Arr) -> dict[str, Any]:
-    import xgboost as xgb
-
+def sb_inprocess(args: argparse.Namespace, d: Data, tr: Arr, te: Arr) -> dict[str, Any]:
     cfg = SbConfig(n_trees=args.trees, max_depth=args.depth, n_bins=args.bins, allow_insecure_test_key=args.bits < 2048)
     with Meter() as m:
-        result = run_local_secureboost(cfg, xa[tr], y[tr], xp[tr], key_bits=args.bits, workers=args.workers)
-    p = score_local_secureboost(result, cfg, xa[te], xp[te])
-    plain_a, plain_p = train_plain_secureboost(cfg, xa[tr], y[tr], xp[tr])
-    plain_routes = {k: xp[te][:, f] <= thr for k, (f, thr) in plain_p.splits.items()}
-    plain_prob = 1 / (1 + np.exp(-predict_margin(plain_a, xa[te], plain_routes, cfg)))
-
-    def xgb_fit(x_tr: Arr, x_te: Arr) -> Arr:
-        model = xgb.XGBClassifier(
-            n_estimators=args.trees,
-            max_depth=args.depth,
-            learning_rate=cfg.learning_rate,
-            max_bin=args.bins,
-            tree_method="hist",
-            reg_lambda=cfg.reg_lambda,
-            min_child_weight=cfg.min_child_weight,
-            base_score=float(y[tr].mean()),
-            n_jobs=1,
-        ).fit(x_tr, y[tr])
-        out: Arr = model.predict_proba(x_te)[:, 1]
-        return out
-
-    central_p = xgb_fit(np.hstack([xa[tr], xp[tr]]), np.hstack([xa[te], xp[te]]))
-    bank_p = xgb_fit(xa[tr], xa[te])
+        result = run_local_secureboost(cfg, d.xa[tr], d.y[tr], d.xp[tr], key_bits=args.bits, workers=args.workers)
+    p = score_local_secureboost(result, cfg, d.xa[te], d.xp[te])
+    plain_a, plain_p = train_plain_secureboost(cfg, d.xa[tr], d.y[tr], d.xp[tr])
+    plain_routes = {k: d.xp[te][:, f] <= thr for k, (f, thr) in plain_p.splits.items()}
+    plain_prob = 1 / (1 + np.exp(-predict_margin(plain_a, d.xa[te], plain_routes, cfg)))
     return {
         **m.fields(),
-        "wall_s_per_tree": m.wall / args.trees,
-        "cpu_s_per_tree": m.cpu / args.trees,
-        "auc": auc(y[te], p),
-        "ks": ks(y[te], p),
-        "plain_reference_auc": auc(y[te], plain_prob),
+        "auc": auc(d.y[te], p),
+        "ks": ks(d.y[te], p),
+        "plain_reference_auc": auc(d.y[te], plain_prob),
         "same_trees_as_plain": plain_a.trees == result.active.trees and plain_p.splits == result.passive.splits,
-        "central_auc": auc(y[te], central_p),
-        "central_ks": ks(y[te], central_p),
-        "bank_only_auc": auc(y[te], bank_p),
-        "bank_only_ks": ks(y[te], bank_p),
         "passive_splits": len(result.passive.splits),
-        "round_trips": args.trees,
-        "round_trips_note": "one Flower round per tree (1 if the whole job is one round); "
+        "round_trips": -(-args.trees // 5) + 2,
+        "round_trips_note": "as the job: setup, one Flower round per 5 trees, finish; "
         f"{args.depth + 1} data-plane exchanges per tree",
         **traffic_fields(result.traffic),
-        **FATE["secureboost"],
-        "fate_wall_s": FATE["secureboost"]["fate_wall_s_per_tree"] * args.trees,
-        "fate_cpu_s": FATE["secureboost"]["fate_cpu_s_per_tree"] * args.trees,
     }
+
+
+def run_inprocess(args: argparse.Namespace, d: Data, tr: Arr, te: Arr) -> dict[str, Any]:
+    out = (lr_inprocess if args.algo == "lr" else sb_inprocess)(args, d, tr, te)
+    return {"runtime": "inprocess", "workers": args.workers, **out,
+            "peak_rss_mb_by_process": {
+                "bench (all parties)": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "paillier worker": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}}
+
+
+# -------------------------------------------------------------------------------------- flower
+
+
+def run_flower(args: argparse.Namespace, d: Data, tr: Arr, te: Arr) -> dict[str, Any]:
+    from _train_flower import FlowerJob, run_flower_job
+
+    if args.algo == "secureboost" and args.bins != 32:
+        raise SystemExit("--bins: the train_propensity job always bins into 32 (no job parameter)")
+    job = FlowerJob(args.algo, args.bits, args.iterations, args.trees, args.depth, timeout=args.timeout)
+    guest = d.guest[d.guest["id"].isin(d.ids)]
+    host = d.host[d.host["id"].isin(d.ids)]
+    out = run_flower_job(job, guest, host, d.ids[tr], d.ids[te], args.state.resolve())
+    return {"runtime": "flower", **out}
+
+
+# -------------------------------------------------------------------------------------- report
+
+
+def finish(args: argparse.Namespace, out: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    """Add the baselines, FATE's figures, per-tree costs and the goals to one runtime's figures."""
+    out = {**out, **base}
+    fate = dict(FATE[args.algo])
+    if args.algo == "secureboost":
+        fate |= {"fate_wall_s": fate["fate_wall_s_per_tree"] * args.trees,
+                 "fate_cpu_s": fate["fate_cpu_s_per_tree"] * args.trees}
+        out |= {"wall_s_per_tree": out["ours_wall_s"] / args.trees, "cpu_s_per_tree": out["ours_cpu_s"] / args.trees}
+    out |= {**fate, "reference_wall_s": fate["fate_wall_s"], "reference_cpu_s": fate["fate_cpu_s"],
+            "reference_auc": fate["fate_auc"], "reference": "FATE 2.2 (1024-bit Paillier)"}
+    out["goal_auc"] = out["auc"] >= out["central_auc"] - 0.005
+    out["goal_wall"] = out["ours_wall_s"] <= out["fate_wall_s"] / 2
+    out["goal_cpu"] = out["ours_cpu_s"] <= out["fate_cpu_s"] / 2
+    return out
+
+
+def _row(label: str, *cells: object) -> str:
+    return f"{label:<30}" + "".join(f"{c:>16}" for c in cells)
 
 
 def table(out: dict[str, Any]) -> str:
-    rows = [
-        ("", "ours (federated)", "central", "bank only"),
-        ("test AUC", f"{out['auc']:.4f}", f"{out['central_auc']:.4f}", f"{out['bank_only_auc']:.4f}"),
-        ("test KS", f"{out['ks']:.4f}", f"{out['central_ks']:.4f}", f"{out['bank_only_ks']:.4f}"),
+    """The printed report of one runtime."""
+    fate_wall, fate_cpu = out["fate_wall_s"], out["fate_cpu_s"]
+    lines = [
+        f"== {out['algo']} via {out['runtime']}: {out['train_rows']:,} training / {out['test_rows']:,} test rows, "
+        f"{out['key_bits']}-bit Paillier",
+        _row("", "ours (federated)", "central", "bank only"),
+        _row("test AUC", f"{out['auc']:.4f}", f"{out['central_auc']:.4f}", f"{out['bank_only_auc']:.4f}"),
+        _row("test KS", f"{out['ks']:.4f}", f"{out['central_ks']:.4f}", f"{out['bank_only_ks']:.4f}"),
+        f"   central: {out['central_model']}; FATE 2.2 AUC {out['fate_auc']}",
     ]
-    per_tree = "cpu_s_per_tree" in out
-    fate_wall = out["fate_wall_s"]
-    fate_cpu = out["fate_cpu_s"]
-    lines = [f"{a:<22}{b:>18}{c:>12}{d:>12}" for a, b, c, d in rows]
+    if out.get("job_bank_only_auc") is not None:
+        lines.append(_row("bank only (the job's own)", f"{out['job_bank_only_auc']:.4f}"))
     lines += [
         "",
-        f"{'':<22}{'ours':>18}{'FATE 2.2':>12}{'goal':>12}",
-        f"{'wall s':<22}{out['ours_wall_s']:>18.1f}{fate_wall:>12.1f}{fate_wall / 2:>12.1f}",
-        f"{'CPU s (all procs)':<22}{out['ours_cpu_s']:>18.1f}{fate_cpu:>12.1f}{fate_cpu / 2:>12.1f}",
-        f"{'  main / workers':<22}{out['ours_cpu_s_main_process']:>9.1f}{out['ours_cpu_s_workers']:>9.1f}",
-        f"{'wall if idle (est.)':<22}{out['idle_2core_wall_estimate_s']:>18.1f}",
+        _row("", "ours", "FATE 2.2", "goal (1/2)"),
+        _row("wall s", f"{out['ours_wall_s']:.1f}", f"{fate_wall:.1f}", f"{fate_wall / 2:.1f}"),
+        _row("CPU s (all processes)", f"{out['ours_cpu_s']:.1f}", f"{fate_cpu:.1f}", f"{fate_cpu / 2:.1f}"),
     ]
-    if per_tree:
+    if "wall_s_per_tree" in out:
         lines += [
-            f"{'wall s per tree':<22}{out['wall_s_per_tree']:>18.2f}{fate_wall / out['trees']:>12.1f}"
-            f"{fate_wall / out['trees'] / 2:>12.1f}",
-            f"{'CPU s per tree':<22}{out['cpu_s_per_tree']:>18.2f}{fate_cpu / out['trees']:>12.1f}"
-            f"{fate_cpu / out['trees'] / 2:>12.1f}",
+            _row("wall s per tree", f"{out['wall_s_per_tree']:.2f}", f"{fate_wall / out['trees']:.1f}",
+                 f"{fate_wall / out['trees'] / 2:.1f}"),
+            _row("CPU s per tree", f"{out['cpu_s_per_tree']:.2f}", f"{fate_cpu / out['trees']:.1f}",
+                 f"{fate_cpu / out['trees'] / 2:.1f}"),
         ]
-    lines += [
-        "",
-        f"{'key bits':<22}{out['key_bits']:>18}",
-        f"{'bytes (binary)':<22}{out['bytes_sent']:>18,}",
-        f"{'bytes (JSON/base64)':<22}{out['bytes_sent_json']:>18,}",
-        f"{'messages':<22}{out['messages']:>18}",
-        f"{'Flower round trips':<22}{out['round_trips']:>18}",
-        f"{'peak RSS MB (main)':<22}{out['peak_rss_mb']:>18.0f}",
-        f"{'peak RSS MB (worker)':<22}{out['peak_rss_mb_worker']:>18.0f}",
-        f"{'workers per party':<22}{out['workers']:>18}",
-        f"{'load avg before/after':<22}{out['load_avg_before']:>9.2f}{out['load_avg_after']:>9.2f}",
-    ]
+    if "idle_2core_wall_estimate_s" in out:
+        lines.append(_row("wall if idle (estimate)", f"{out['idle_2core_wall_estimate_s']:.1f}"))
+    lines += ["", _row("Flower round trips", out["round_trips"])]
+    for key, label in (("bytes_relayed", "bytes relayed (ServerApp)"), ("bytes_bank_to_telco", "bytes bank -> telco"),
+                       ("bytes_telco_to_bank", "bytes telco -> bank"),
+                       ("bytes_nodes_to_coordinator", "bytes nodes -> coordinator"),
+                       ("bytes_sent", "bytes (binary codec)"), ("bytes_sent_json", "bytes (JSON/base64)")):
+        if out.get(key) is not None:
+            lines.append(_row(label, f"{out[key]:,}"))
+    if out.get("cpu_s_by_process"):
+        lines += ["", _row("process", "CPU s (training)", "peak RSS MB")]
+        rss = out["peak_rss_mb_by_process"]
+        for role in sorted(set(out["cpu_s_by_process"]) | set(rss)):
+            cpu = out["cpu_s_by_process"].get(role)
+            mb = rss.get(role)
+            lines.append(_row(f"  {role}", "-" if cpu is None else f"{cpu:.1f}", "-" if not mb else f"{mb:.0f}"))
+    else:
+        lines += [_row(f"peak RSS MB: {role}", f"{mb:.0f}") for role, mb in out["peak_rss_mb_by_process"].items()]
+    load = out["load_avg_before"], out["load_avg_after"]
+    lines += ["", f"load average (1/5/15 min) before {load[0]}, after {load[1]} on {out['cores']} cores",
+              f"goals: AUC {out['goal_auc']}, wall {out['goal_wall']}, CPU {out['goal_cpu']}"]
     return "\n".join(lines)
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--algo", choices=["lr", "secureboost"], required=True)
+    ap.add_argument("--runtime", choices=["flower", "inprocess", "both"], default="flower")
     ap.add_argument("--json", type=Path)
-    ap.add_argument("--bits", type=int, default=2048)
-    ap.add_argument("--workers", type=int, default=2, help="Paillier worker processes per party (0: none)")
+    ap.add_argument("--bits", type=int, default=2048, help="Paillier bits; < 2048 only for tests (insecure)")
+    ap.add_argument("--rows", type=int, default=0, help="stratified subset of this many rows (0: all)")
+    ap.add_argument("--state", type=Path, default=Path(".tandem/train_bench"), help="flower: state, logs, data")
+    ap.add_argument("--timeout", type=float, default=3600.0, help="flower: longest wait for the job, seconds")
+    ap.add_argument("--workers", type=int, default=2, help="inprocess: Paillier worker processes per party")
     ap.add_argument("--data", default="default_credit")
     ap.add_argument("--trees", type=int, default=30)
     ap.add_argument("--depth", type=int, default=3)
     ap.add_argument("--bins", type=int, default=32)
-    ap.add_argument("--iterations", type=int, default=6, help="LR epochs (= iterations at full batch)")
-    ap.add_argument("--batch", type=int, default=0, help="LR batch size (0: full batch)")
+    ap.add_argument("--iterations", type=int, default=None,
+                    help="LR iterations (default: the job's default through Flower, 6 in process)")
+    ap.add_argument("--batch", type=int, default=0, help="inprocess LR batch size (0: full batch)")
     ap.add_argument("--optimizer", choices=["newton", "adam", "rmsprop", "sgd"], default="newton")
     ap.add_argument("--lr", type=float, default=0.0, help="learning rate (0: 1.0 for newton, 0.05 otherwise)")
     ap.add_argument("--momentum", type=float, default=0.3)
     ap.add_argument("--gradient", choices=["linearized", "taylor"], default="linearized")
     ap.add_argument("--cold", action="store_true", help="no warm start of the active party")
-    ap.add_argument("--alpha", type=float, default=1e-4)
-    args = ap.parse_args()
-    from sklearn.model_selection import train_test_split
+    ap.add_argument("--alpha", type=float, default=1e-4, help="L2 strength (inprocess LR and the sklearn baseline)")
+    return ap.parse_args(argv)
 
-    xa, xp, y = load(args.data)
-    tr, te = train_test_split(np.arange(len(y)), test_size=0.3, stratify=y, random_state=42)
-    load_before = os.getloadavg()[0]
-    out = (run_lr if args.algo == "lr" else run_secureboost)(args, xa, xp, y, tr, te)
-    out = {
-        "algo": args.algo,
-        "key_bits": args.bits,
-        "workers": args.workers,
-        "trees": args.trees,
-        "train_rows": len(tr),
-        "test_rows": len(te),
-        **out,
-        "load_avg_before": load_before,
-        "load_avg_after": os.getloadavg()[0],
-        "cores": os.cpu_count(),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "peak_rss_mb_worker": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
-    }
-    out["goal_auc"] = out["auc"] >= out["central_auc"] - 0.005
-    out["goal_wall"] = out["ours_wall_s"] <= out["fate_wall_s"] / 2
-    out["goal_cpu"] = out["ours_cpu_s"] <= out["fate_cpu_s"] / 2
-    print(table(out))
-    print(f"goals: AUC {out['goal_auc']}, wall {out['goal_wall']}, CPU {out['goal_cpu']}")
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    d = Data(args.data, args.rows)
+    tr, te = d.split()
+    base = (lr_baselines if args.algo == "lr" else sb_baselines)(args, d, tr, te)
+    common = {"algo": args.algo, "key_bits": args.bits, "trees": args.trees, "depth": args.depth, "bins": args.bins,
+              "train_rows": len(tr), "test_rows": len(te), "cores": os.cpu_count()}
+    runs: dict[str, dict[str, Any]] = {}
+    for runtime in (["inprocess", "flower"] if args.runtime == "both" else [args.runtime]):
+        load_before = os.getloadavg()
+        out = (run_inprocess if runtime == "inprocess" else run_flower)(args, d, tr, te)
+        out = finish(args, {**common, **out, "load_avg_before": load_before, "load_avg_after": os.getloadavg()}, base)
+        runs[runtime] = out
+        print("\n" + table(out), flush=True)
+    result = runs.get("flower", runs.get("inprocess", {}))
+    if len(runs) == 2:
+        result = {**runs["flower"], "inprocess": runs["inprocess"]}
     if args.json:
-        args.json.write_text(json.dumps(out, indent=2, default=float))
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2, default=float))
 
 
 if __name__ == "__main__":
