@@ -9,9 +9,13 @@ instant is
 so a process that exits between two polls is still counted: its parent reaps it and its CPU moves
 into the parent's reaped-children times (or stays visible while it is a zombie). This process is made
 a child subreaper (Linux ``PR_SET_CHILD_SUBREAPER``), so descendants orphaned by a parent that exits
-are re-parented here rather than to init; the meter reaps them (and only them) so that their CPU
-lands in ``RUSAGE_CHILDREN``. CPU of a window is the difference of two :meth:`ProcessTreeMeter.cpu`
-snapshots. By role, the CPU of a reaped process counts for the role of the process that reaped it.
+are re-parented here rather than to init, and stay counted (a zombie's times stay readable). The
+meter reaps those it saw under another parent, so that their CPU lands in ``RUSAGE_CHILDREN``; it
+never reaps a child this process started (that would hide the child's exit status from its
+``subprocess`` owner), so an orphan first seen as a direct child stays a zombie until the bench exits.
+
+CPU of a window is the difference of two :meth:`ProcessTreeMeter.cpu` snapshots. By role, the CPU of a
+reaped process counts for the role of the process that reaped it.
 
 Peak RSS per process is the kernel's high-water mark (``VmHWM`` in ``/proc/<pid>/status``), read at
 every poll; a process that lives less than one interval may be missed.

@@ -73,3 +73,29 @@ def test_bench_runs_the_job_through_flower(tmp_path: Path, algo: str, extra: lis
             "bank/supernode", "telco/supernode"} <= set(rss)
     assert all(mb > 0 for role, mb in rss.items() if role != "bench/reaped")
     assert f"== {algo} via flower" in proc.stdout
+
+
+_METER_SCRIPT = """
+import json, subprocess, sys, time
+sys.path.insert(0, sys.argv[1])
+from _proc_meter import ProcessTreeMeter, cpu_delta
+
+burn = "import time\\nt = time.process_time()\\nwhile time.process_time() - t < 0.6: pass"
+with ProcessTreeMeter(interval=5.0) as meter:   # far longer than either process lives
+    before = meter.cpu()
+    subprocess.run([sys.executable, "-c", burn], check=True)                   # a child that exits
+    subprocess.run(["sh", "-c", f"{sys.executable} -c '{burn}' & exit 0"], check=True)  # an orphaned grandchild
+    time.sleep(2.0)
+    meter.cpu()  # the poll that reaps the re-parented orphan
+    print(json.dumps(cpu_delta(before, meter.cpu())))
+"""
+
+
+def test_meter_counts_processes_that_exit_between_polls(tmp_path: Path) -> None:
+    # Execute
+    proc = subprocess.run([sys.executable, "-c", _METER_SCRIPT, str(BENCH.parent)], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+
+    # Assert: both burners' 0.6 CPU-s, though the meter never saw either alive
+    assert proc.returncode == 0, proc.stderr
+    assert sum(json.loads(proc.stdout).values()) >= 1.1
