@@ -82,10 +82,15 @@ class TrainingSettings(BaseSettings):
 
 
 def arbiter_config(job: JobPublic, settings: TrainingSettings) -> dict[str, Any]:
-    """The arbiter's configuration for ``job`` (its parameters plus the launcher's settings)."""
+    """The arbiter's configuration for ``job`` (its parameters plus the launcher's settings).
+
+    LR takes :meth:`protocols.vfl.LrConfig.recommended` for whatever is None here
+    (:func:`protocols.training.arbiters.lr_job_config`): ``iterations`` when the job names none, the
+    full batch when ``batch_size`` is unset.
+    """
     params = job.params
     return {
-        "iterations": params.iterations or 10, "trees": params.trees or 10, "max_depth": params.max_depth or 3,
+        "iterations": params.iterations, "trees": params.trees or 10, "max_depth": params.max_depth or 3,
         "batch_size": settings.batch_size, "key_bits": settings.key_bits,
         "allow_insecure_test_key": settings.allow_insecure_test_key, "trees_per_round": settings.trees_per_round,
         "seed": int(job.digest[:8], 16),

@@ -216,7 +216,7 @@ def _jobs(ds: dict[str, int]) -> list[tuple[str, dict[str, Any]]]:
                        {"dataset_id": telco, "key_fields": ["id_number"],
                         "feature_fields": ["tenure_months", "arpu", "data_usage_gb", "night_usage_ratio",
                                            "app_competitor", "business_trips_90d"]}],
-            "params": {"output_mode": "model", "iterations": 10},
+            "params": {"output_mode": "model"},  # LR settings: LrConfig.recommended (6 Newton iterations)
         }),
         ("wealth-product propensity model (SecureBoost)", {
             "kind": "train_propensity", "purpose": "propensity", "title": "Wealth purchase, bank + telco features",

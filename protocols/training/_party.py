@@ -35,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from protocols.errors import RemoteProtocolError
+from protocols.errors import LocalProtocolError, RemoteProtocolError
 from protocols.messages.training import (
     LrForward,
     LrInstruction,
@@ -65,14 +65,11 @@ from protocols.training._wire import (
 )
 from protocols.training.alignment import Aligned, split_rows
 from protocols.training.arbiters import TrainingError, lr_config
-from protocols.training.checkpoints import (
-    LrCheckpoints,
-    ResumableLrActiveParty,
-    ResumableLrPassiveParty,
-    Role,
-)
+from protocols.training.checkpoints import LrCheckpoint, LrCheckpoints, Role
 from protocols.training.evaluation import bank_only_scores, metrics, save_figures
 from protocols.vfl import (
+    LrActiveParty,
+    LrPassiveParty,
     SbActiveParty,
     SbConfig,
     SbPassiveParty,
@@ -242,12 +239,17 @@ class PartyJob:
         self._stored()
         self.outputs = {"algorithm": self.spec.algorithm, "n_train": len(self.train_rows),
                         "n_test": len(self.test_rows), "aligned_rows": len(self.aligned.rows),
-                        "flower_rounds_here": self.rounds, **{k: round(v, 6) for k, v in metrics_.items()}}
+                        "flower_rounds_here": self.rounds, **self._run_outputs(),
+                        **{k: round(v, 6) for k, v in metrics_.items()}}
         self.finished.set()
         return FinishReply(metrics=metrics_)
 
     def _stored(self) -> None:
         """Called once the model part is stored (LR: drop the checkpoints)."""
+
+    def _run_outputs(self) -> dict[str, Any]:
+        """Facts about this run for the coordinator (LR: the iteration it resumed from)."""
+        return {}
 
     def _round(self, payload: Setup | LrRound | SbRound | Finish) -> BaseModel:
         raise NotImplementedError
@@ -274,7 +276,10 @@ class _LrJob(PartyJob):
         if self.checkpoints is not None:
             self.checkpoints.clear()
 
-    def _restore(self, party: ResumableLrActiveParty | ResumableLrPassiveParty, payload: LrRound) -> None:
+    def _run_outputs(self) -> dict[str, Any]:
+        return {"resumed_from": self.resumed_from}
+
+    def _restore(self, party: LrActiveParty | LrPassiveParty, payload: LrRound) -> None:
         """Restore checkpoint ``payload.resume_from`` into a fresh ``party`` (no-op when not resuming)."""
         k = payload.resume_from
         if k == 0:
@@ -284,11 +289,15 @@ class _LrJob(PartyJob):
             raise TrainingError(f"the arbiter resumes at iteration {k}, but this node has no checkpoint of it")
         if checkpoint.config != payload.config:
             raise TrainingError(f"the checkpoint of iteration {k} was written under other training settings")
-        party.restore(checkpoint)
+        try:
+            party.restore(checkpoint.state())
+        except LocalProtocolError as exc:
+            raise TrainingError(f"the checkpoint of iteration {k} does not fit this party ({exc}); "
+                                "refusing to resume") from None
         self.resumed_from = k
         logger.info("job %s: %s party resumes after %d completed iterations", self.spec.job_id, self.role, k)
 
-    def _open(self, party: ResumableLrActiveParty | ResumableLrPassiveParty, instruction: LrInstruction) -> list[Any]:
+    def _open(self, party: LrActiveParty | LrPassiveParty, instruction: LrInstruction) -> list[Any]:
         """Apply the arbiter's instruction; a gradient that does not decode fails the job with a clear reason."""
         try:
             return party.handle(instruction)
@@ -296,14 +305,17 @@ class _LrJob(PartyJob):
             raise TrainingError(f"the decrypted gradient of iteration {instruction.iteration - 1} was refused: {exc} "
                                 "(a ciphertext of that iteration was corrupted or out of range)") from exc
 
-    def _checkpoint(self, party: ResumableLrActiveParty | ResumableLrPassiveParty, payload: LrRound) -> None:
+    def _checkpoint(self, party: LrActiveParty | LrPassiveParty, payload: LrRound) -> None:
         """Write the checkpoint after an instruction was applied (iterations >= 1, not the last)."""
         iteration = payload.instruction.iteration
         if self.checkpoints is None or iteration == 0 or payload.instruction.stop:
             return
         ids = {"job_id": self.spec.job_id, "job_digest": self.spec.job_digest,
                "alignment_digest": self.aligned.digest, "config": payload.config}
-        self.checkpoints.save(party.checkpoint(iteration, ids))
+        state = party.state()
+        if state.iteration != iteration:
+            raise TrainingError(f"the party's state is of iteration {state.iteration}, not {iteration}")
+        self.checkpoints.save(LrCheckpoint.of(state, role=self.role, ids=ids))
 
 
 def _scaled(job: PartyJob) -> tuple[FeatureScaling, FloatArray, FloatArray]:
@@ -326,7 +338,7 @@ class BankLrJob(_LrJob):
 
     def __init__(self, spec: JobSpec) -> None:
         super().__init__(spec)
-        self._party: ResumableLrActiveParty | None = None
+        self._party: LrActiveParty | None = None
         self._party_ready = threading.Event()
         self._model_done = threading.Event()
         self._scaling: FeatureScaling | None = None
@@ -354,7 +366,7 @@ class BankLrJob(_LrJob):
         config = lr_config(payload.config, allow_insecure_test_key=self.spec.allow_insecure_test_key)
         if config.n_rows != len(self.train_rows):
             raise TrainingError("the arbiter's row count differs from the aligned training rows")
-        party = ResumableLrActiveParty(config, x_train, _labels(self, self.train_rows))
+        party = LrActiveParty(config, x_train, _labels(self, self.train_rows))
         self._restore(party, payload)
         self._party = party
 
@@ -424,7 +436,7 @@ class TelcoLrJob(_LrJob):
 
     def __init__(self, spec: JobSpec) -> None:
         super().__init__(spec)
-        self._party: ResumableLrPassiveParty | None = None
+        self._party: LrPassiveParty | None = None
         self._scaling: FeatureScaling | None = None
         self._x_test: FloatArray = np.zeros((0, 0))
 
@@ -436,7 +448,7 @@ class TelcoLrJob(_LrJob):
         if self._party is None:
             self._scaling, x_train, self._x_test = _scaled(self)
             config = lr_config(payload.config, allow_insecure_test_key=self.spec.allow_insecure_test_key)
-            party = ResumableLrPassiveParty(config, x_train)
+            party = LrPassiveParty(config, x_train)
             self._restore(party, payload)
             self._party = party
         instruction: LrInstruction = payload.instruction

@@ -19,6 +19,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from protocols.messages.training import LrInstruction, LrMaskedUpdate
+from protocols.vfl import LrConfig, OptimizerConfig
+from protocols.vfl._lr import FEATURE_EXPONENT
 
 __all__ = [
     "Finish",
@@ -65,17 +67,50 @@ class SetupReply(_Wire):
 
 
 class LrConfigWire(_Wire):
-    """The :class:`protocols.vfl.LrConfig` every party of a job must share."""
+    """The :class:`protocols.vfl.LrConfig` every party of a job must share, field for field.
+
+    The arbiter fills it from :meth:`protocols.vfl.LrConfig.recommended` and the job's overrides
+    (:class:`protocols.training.arbiters.LrJobArbiter`); the defaults here are those of ``LrConfig`` itself
+    (Adam, Taylor gradient), so a config written before a field existed still means what it meant.
+    ``allow_insecure_test_key`` travels for the record only: each party applies its *own* setting.
+    """
 
     n_rows: int = Field(ge=1)
     batch_size: int = Field(ge=1)
     max_epochs: int = Field(ge=1)
     alpha: float = Field(ge=0.0)
     learning_rate: float = Field(gt=0.0)
-    optimizer: Literal["sgd", "rmsprop", "adam"] = "adam"
+    optimizer: Literal["sgd", "rmsprop", "adam", "newton"] = "adam"
+    momentum: float = Field(default=0.0, ge=0.0, lt=1.0)
+    decay: float = Field(default=0.0, ge=0.0)
+    beta1: float = Field(default=0.9, ge=0.0, lt=1.0)
+    beta2: float = Field(default=0.999, ge=0.0, lt=1.0)
+    eps: float = Field(default=1e-8, gt=0.0)
     seed: int = 0
     tol: float = Field(default=1e-5, ge=0.0)
+    gradient: Literal["taylor", "linearized"] = "taylor"
+    feature_exponent: int = Field(default=FEATURE_EXPONENT, ge=-16, le=0)
+    warm_start: bool = False
     allow_insecure_test_key: bool = False
+
+    @classmethod
+    def of(cls, config: LrConfig) -> LrConfigWire:
+        """The wire form of ``config``."""
+        o = config.optimizer
+        return cls(n_rows=config.n_rows, batch_size=config.batch_size, max_epochs=config.max_epochs,
+                   alpha=config.alpha, learning_rate=o.learning_rate, optimizer=o.method, momentum=o.momentum,
+                   decay=o.decay, beta1=o.beta1, beta2=o.beta2, eps=o.eps, seed=config.seed, tol=config.tol,
+                   gradient=config.gradient, feature_exponent=config.feature_exponent,
+                   warm_start=config.warm_start, allow_insecure_test_key=config.allow_insecure_test_key)
+
+    def to_config(self, *, allow_insecure_test_key: bool) -> LrConfig:
+        """The VFL config; the key-size flag is the *local* party's own setting, never the wire's."""
+        optimizer = OptimizerConfig(method=self.optimizer, learning_rate=self.learning_rate, decay=self.decay,
+                                    beta1=self.beta1, beta2=self.beta2, eps=self.eps, momentum=self.momentum)
+        return LrConfig(n_rows=self.n_rows, batch_size=self.batch_size, max_epochs=self.max_epochs,
+                        alpha=self.alpha, optimizer=optimizer, seed=self.seed, tol=self.tol,
+                        allow_insecure_test_key=allow_insecure_test_key, gradient=self.gradient,
+                        feature_exponent=self.feature_exponent, warm_start=self.warm_start)
 
 
 class LrRound(_Wire):

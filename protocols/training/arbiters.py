@@ -8,6 +8,10 @@ Hetero LR (:func:`lr_arbiter`), Flower rounds of one job with ``E`` iterations::
                      [[d]] over the data plane: one request/response per iteration)
     round E+2        LrRound(stop) → each         FinishReply (held-out metrics) ← each
 
+    Settings: :meth:`protocols.vfl.LrConfig.recommended` (full batch, ``E = 6`` iterations of block-diagonal
+    Newton with momentum 0.3, linearised gradient, warm-started bank, features at 1/16) with the job's
+    overrides (:func:`lr_job_config`); every ``LrRound`` carries all of it (``LrConfigWire``).
+
     A retried job resumes: when both SetupReplies report ``resume_from >= k`` (checkpoints of k
     completed iterations), round 2 is iteration k with a fresh key (:mod:`protocols.training.checkpoints`).
 
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import phe
@@ -55,10 +60,10 @@ from protocols.training._wire import (
     SetupReply,
     decode_reply,
 )
-from protocols.vfl import LrArbiter, LrConfig, OptimizerConfig
+from protocols.vfl import LrArbiter, LrConfig
 
-__all__ = ["ACTIVE", "PASSIVE", "LrJobArbiter", "SbJobArbiter", "TrainingError", "lr_arbiter", "lr_config",
-           "sb_arbiter"]
+__all__ = ["ACTIVE", "DEFAULT_LR_ITERATIONS", "PASSIVE", "LrJobArbiter", "SbJobArbiter", "TrainingError",
+           "lr_arbiter", "lr_config", "lr_job_config", "sb_arbiter"]
 
 ACTIVE, PASSIVE = "bank", "telco"
 _ROLE = {ACTIVE: VflRole.ACTIVE_PARTY, PASSIVE: VflRole.PASSIVE_PARTY}
@@ -96,11 +101,38 @@ def _check_setup(replies: Payloads) -> dict[str, SetupReply]:
 
 def lr_config(wire: LrConfigWire, *, allow_insecure_test_key: bool) -> LrConfig:
     """The VFL config from its wire form; the key-size flag is always the *local* party's own setting."""
-    return LrConfig(
-        n_rows=wire.n_rows, batch_size=wire.batch_size, max_epochs=wire.max_epochs, alpha=wire.alpha,
-        optimizer=OptimizerConfig(method=wire.optimizer, learning_rate=wire.learning_rate), seed=wire.seed,
-        tol=wire.tol, allow_insecure_test_key=allow_insecure_test_key,
-    )
+    return wire.to_config(allow_insecure_test_key=allow_insecure_test_key)
+
+
+DEFAULT_LR_ITERATIONS = LrConfig.recommended(1).max_epochs
+"""Iterations (full-batch epochs) of an LR job whose parameters name none."""
+
+_LR_OVERRIDES: dict[str, tuple[str, type]] = {
+    "iterations": ("max_epochs", int), "batch_size": ("batch_size", int), "alpha": ("alpha", float),
+    "tol": ("tol", float), "seed": ("seed", int), "gradient": ("gradient", str),
+    "feature_exponent": ("feature_exponent", int), "warm_start": ("warm_start", bool),
+}
+_OPTIMIZER_OVERRIDES: dict[str, tuple[str, type]] = {
+    "optimizer": ("method", str), "learning_rate": ("learning_rate", float), "momentum": ("momentum", float),
+}
+
+
+def lr_job_config(n_rows: int, config: Mapping[str, Any]) -> LrConfig:
+    """The shared config of an LR job over ``n_rows`` aligned rows: :meth:`LrConfig.recommended` + overrides.
+
+    Each key of the arbiter's ``config`` that is set (not None) replaces one field: ``iterations``
+    (epochs), ``batch_size``, ``alpha``, ``tol``, ``seed``, ``gradient``, ``feature_exponent``,
+    ``warm_start``, and of the optimiser ``optimizer`` (method), ``learning_rate`` and ``momentum``.
+    ``allow_insecure_test_key`` is taken as given (tests only).
+    """
+    fields: dict[str, Any] = {name: cast(config[key]) for key, (name, cast) in _LR_OVERRIDES.items()
+                              if config.get(key) is not None}
+    base = LrConfig.recommended(n_rows).optimizer
+    optimizer = {name: cast(config[key]) for key, (name, cast) in _OPTIMIZER_OVERRIDES.items()
+                 if config.get(key) is not None}
+    fields["optimizer"] = replace(base, **optimizer)
+    fields["allow_insecure_test_key"] = bool(config.get("allow_insecure_test_key", False))
+    return LrConfig.recommended(n_rows, **fields)
 
 
 class LrJobArbiter:
@@ -109,8 +141,9 @@ class LrJobArbiter:
     def __init__(self, config: Mapping[str, Any]) -> None:
         """Hold the job's arbiter config.
 
-        Keys: ``iterations``, ``batch_size``, ``alpha``, ``learning_rate``, ``optimizer``, ``key_bits``,
-        ``allow_insecure_test_key`` (tests only) and ``seed``.
+        Keys: ``key_bits``, ``allow_insecure_test_key`` (tests only), and the overrides of the recommended LR
+        settings that :func:`lr_job_config` reads (``iterations``, ``batch_size``, ``seed``, ...); a key that
+        is absent or None keeps the recommended value.
         """
         self._config = dict(config)
         self._core: LrArbiter | None = None
@@ -161,21 +194,18 @@ class LrJobArbiter:
 
     def _begin(self, setups: dict[str, SetupReply]) -> Payloads:
         c = self._config
-        n = setups[ACTIVE].n_train
-        allow = bool(c.get("allow_insecure_test_key", False))
-        self._wire = LrConfigWire(
-            n_rows=n, batch_size=int(c.get("batch_size") or n), max_epochs=int(c.get("iterations", 10)),
-            alpha=float(c.get("alpha", 0.01)), learning_rate=float(c.get("learning_rate", 0.15)),
-            optimizer=c.get("optimizer", "adam"), seed=int(c.get("seed", 0)), tol=float(c.get("tol", 1e-6)),
-            allow_insecure_test_key=allow,
-        )
+        try:
+            config = lr_job_config(setups[ACTIVE].n_train, c)
+            self._wire = LrConfigWire.of(config)
+        except (TypeError, ValueError) as exc:
+            raise TrainingError(f"invalid LR settings: {exc}") from None
         self._resume_from = min(s.resume_from for s in setups.values())
+        if self._resume_from >= config.max_iterations:
+            raise TrainingError(f"cannot resume at iteration {self._resume_from} of {config.max_iterations}")
+        allow = config.allow_insecure_test_key
         _, private_key = generate_keypair(int(c.get("key_bits", 2048)), allow_insecure_test_key=allow)
         self._public_key = private_key.public_key
-        from protocols.training.checkpoints import ResumableLrArbiter
-
-        self._core = ResumableLrArbiter(lr_config(self._wire, allow_insecure_test_key=allow), private_key,
-                                        self._resume_from)
+        self._core = LrArbiter(config, private_key, start_iteration=self._resume_from)
         return self._instructions([m for m in self._core.start() if isinstance(m, LrInstruction)])
 
     def _instructions(self, instructions: list[LrInstruction]) -> Payloads:

@@ -1,9 +1,9 @@
 """Per-iteration checkpoints of hetero LR: a retried ``train_risk`` job resumes from the last completed iteration.
 
-What "retry" means: the coordinator has no transition out of ``failed``, so a retry is a *new run of the
-same job* (same job id, same job digest) on the nodes: the runner picks a job up again whenever it is
-approved or running at the coordinator and not final in the node's journal (e.g. a node restarted while
-its job was running, or a future coordinator path that sets a failed job back to approved).
+What "retry" means: a *new run of the same job* (same job id, same job digest) on the nodes. The coordinator
+sets a failed job back to approved (``POST /api/v1/jobs/{id}/retry``, a new ``attempt``; approvals stay
+valid only while the job digest is unchanged), and each node's runner runs every attempt once; a node that
+restarted while its job was running also runs it again.
 
 Mechanism (three steps, no new round trip)::
 
@@ -21,16 +21,16 @@ after both replied to t), and every checkpoint of the job is kept until the mode
 checkpoint ``k`` exists at both parties. The arbiter needs no checkpoint of its own: its only state is
 the iteration count (restored from the parties' reports) and the Paillier key, which is fresh per run.
 
-A checkpoint holds only the party's own plaintext state (its weights, optimiser moments, the active
-party's loss history): no ciphertext, mask or key survives a run, so a fresh key and fresh masks are
-safe to mix with restored weights. The decrypted, unmasked gradients are exact fixed-point values, so
-a resumed run ends with the same model as an uninterrupted one. Checkpoints sit in the node's state
-directory with the node's other private data (they reveal the party's own weights only) and are
+A checkpoint is the party's :class:`protocols.vfl.LrPartyState` (``state()`` / ``restore()`` of the VFL
+parties) plus the ids it belongs to and the run's :class:`LrConfigWire`: its weights (a warm start is already
+in them), its optimiser state (the Newton heavy-ball velocity in ``optimizer_m``, or the Adam/RMSprop moments
+in ``optimizer_m`` / ``optimizer_v``, and the step count), and the active party's loss tracker. The Newton
+curvature is not state (each party recomputes it from its own features when it applies a gradient). No
+ciphertext, mask or key survives a run, so a fresh key and fresh masks are safe to mix with restored weights.
+The decrypted, unmasked gradients are exact fixed-point values, so a resumed run ends with the same model as
+an uninterrupted one. A checkpoint written under other training settings is refused. Checkpoints sit in the
+node's state directory with the node's other private data (they reveal the party's own weights only) and are
 removed once the party's model part is stored.
-
-Coupling: restoring reaches into :mod:`protocols.vfl`'s party state (weights, optimiser, loss tracker,
-key setup), isolated in the ``Resumable*`` classes below; the resume test in ``tests/training`` pins it.
-A public ``state()`` / ``restore()`` on the VFL parties would replace that code.
 """
 
 from __future__ import annotations
@@ -39,28 +39,20 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-import phe
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from protocols.errors import RemoteProtocolError
-from protocols.messages.training import LrInstruction
 from protocols.training._wire import LrConfigWire
-from protocols.training.arbiters import TrainingError
-from protocols.vfl import LrActiveParty, LrArbiter, LrConfig, LrPassiveParty
-from protocols.vfl._lr import LrMessage
+from protocols.vfl import LrPartyState, OptimizerState
 
 __all__ = [
     "LrCheckpoint",
     "LrCheckpoints",
-    "ResumableLrActiveParty",
-    "ResumableLrArbiter",
-    "ResumableLrPassiveParty",
     "Role",
     "checkpoint_dir",
 ]
@@ -75,7 +67,11 @@ def checkpoint_dir(state_dir: Path, job_id: int) -> Path:
 
 
 class LrCheckpoint(BaseModel):
-    """One party's LR state after ``iteration`` completed iterations (plaintext, own values only)."""
+    """One party's LR state after ``iteration`` completed iterations (plaintext, own values only).
+
+    ``optimizer_m`` is the heavy-ball velocity of ``"newton"`` (Adam's first moment otherwise), ``optimizer_v``
+    the Adam/RMSprop second moment; ``loss_*`` and ``converged`` are the active party's loss tracker.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -93,6 +89,24 @@ class LrCheckpoint(BaseModel):
     loss_sums: float = 0.0
     loss_history: list[float] = Field(default_factory=list)
     converged: bool = False
+
+    @classmethod
+    def of(cls, state: LrPartyState, *, role: Role, ids: Mapping[str, object]) -> LrCheckpoint:
+        """The checkpoint of ``state`` (``ids``: ``job_id``, ``job_digest``, ``alignment_digest``, ``config``)."""
+        return cls.model_validate({
+            **ids, "role": role, "iteration": state.iteration, "weights": _floats(state.weights),
+            "optimizer_steps": state.optimizer.steps, "optimizer_m": _floats(state.optimizer.first),
+            "optimizer_v": _floats(state.optimizer.second), "loss_sums": state.loss_sums,
+            "loss_history": list(state.loss_history), "converged": state.converged,
+        })
+
+    def state(self) -> LrPartyState:
+        """The party state to restore (``LrActiveParty.restore`` / ``LrPassiveParty.restore``)."""
+        optimizer = OptimizerState(self.optimizer_steps, np.asarray(self.optimizer_m, dtype=np.float64),
+                                   np.asarray(self.optimizer_v, dtype=np.float64))
+        return LrPartyState(iteration=self.iteration, weights=np.asarray(self.weights, dtype=np.float64),
+                            optimizer=optimizer, loss_sums=self.loss_sums, loss_history=tuple(self.loss_history),
+                            converged=self.converged)
 
 
 class LrCheckpoints:
@@ -154,118 +168,5 @@ class LrCheckpoints:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-# ------------------------------------------------------------------ VFL state capture and restore
-
-
 def _floats(values: npt.NDArray[np.float64]) -> list[float]:
     return [float(v) for v in values]
-
-
-def _array(values: Sequence[float], size: int, what: str) -> npt.NDArray[np.float64]:
-    if len(values) != size:
-        raise TrainingError(f"the checkpoint's {what} has {len(values)} values, the model has {size}; "
-                            "refusing to resume")
-    return np.asarray(values, dtype=np.float64)
-
-
-class _ResumableMixin:
-    """The resume part shared by both parties (reaches into :class:`protocols.vfl` party state)."""
-
-    _resume_at: int | None = None
-
-    def _capture(self, party: LrActiveParty | LrPassiveParty, iteration: int, **ids: object) -> dict[str, object]:
-        opt = party._optimizer
-        return {**ids, "iteration": iteration, "weights": _floats(party._w), "optimizer_steps": opt.step_count,
-                "optimizer_m": _floats(opt._m), "optimizer_v": _floats(opt._v)}
-
-    def _restore_common(self, party: LrActiveParty | LrPassiveParty, checkpoint: LrCheckpoint) -> None:
-        size = party._w.shape[0]
-        party._w = _array(checkpoint.weights, size, "weight vector")
-        party._optimizer.step_count = checkpoint.optimizer_steps
-        party._optimizer._m = _array(checkpoint.optimizer_m, size, "optimiser state")
-        party._optimizer._v = _array(checkpoint.optimizer_v, size, "optimiser state")
-        party._iteration = checkpoint.iteration
-        self._resume_at = checkpoint.iteration
-
-    def _open_resume(self, party: LrActiveParty | LrPassiveParty, msg: LrInstruction) -> bool:
-        """Open the first instruction after a restore (the new key, no gradient); False otherwise."""
-        if self._resume_at is None:
-            return False
-        if (msg.receiver != party.role or msg.iteration != self._resume_at or msg.public_key is None
-                or msg.masked_gradient is not None):
-            raise RemoteProtocolError("the resume instruction must carry the key of the checkpointed iteration")
-        self._resume_at = None
-        party._receive_key(msg)
-        return True
-
-
-class ResumableLrPassiveParty(_ResumableMixin, LrPassiveParty):
-    """:class:`protocols.vfl.LrPassiveParty` that can write and restore :class:`LrCheckpoint` state."""
-
-    def checkpoint(self, iteration: int, ids: dict[str, object]) -> LrCheckpoint:
-        """The party's state after ``iteration`` completed iterations (call after handling that instruction)."""
-        return LrCheckpoint.model_validate({**self._capture(self, iteration), **ids, "role": "passive"})
-
-    def restore(self, checkpoint: LrCheckpoint) -> None:
-        """Take the checkpointed state; the next instruction must be the resume instruction of its iteration."""
-        self._restore_common(self, checkpoint)
-
-    def _open_instruction(self, msg: LrInstruction) -> None:
-        if not self._open_resume(self, msg):
-            super()._open_instruction(msg)
-
-
-class ResumableLrActiveParty(_ResumableMixin, LrActiveParty):
-    """:class:`protocols.vfl.LrActiveParty` that can write and restore :class:`LrCheckpoint` state."""
-
-    _skip_loss = False
-
-    def checkpoint(self, iteration: int, ids: dict[str, object]) -> LrCheckpoint:
-        """The party's state after ``iteration`` completed iterations (call after handling that instruction)."""
-        loss = self._loss
-        return LrCheckpoint.model_validate({**self._capture(self, iteration), **ids, "role": "active",
-                                            "loss_sums": loss.batch_sums, "loss_history": list(loss.history),
-                                            "converged": loss.converged})
-
-    def restore(self, checkpoint: LrCheckpoint) -> None:
-        """Take the checkpointed state; the next instruction must be the resume instruction of its iteration."""
-        self._restore_common(self, checkpoint)
-        self._loss.batch_sums = checkpoint.loss_sums
-        self._loss.history = list(checkpoint.loss_history)
-        self._loss.converged = checkpoint.converged
-
-    def _open_instruction(self, msg: LrInstruction) -> None:
-        self._skip_loss = self._open_resume(self, msg)
-        if not self._skip_loss:
-            super()._open_instruction(msg)
-
-    def _open_loss(self, msg: LrInstruction) -> None:
-        if self._skip_loss:
-            self._skip_loss = False
-            return
-        super()._open_loss(msg)
-
-
-class ResumableLrArbiter(LrArbiter):
-    """:class:`protocols.vfl.LrArbiter` that starts at iteration ``resume_from`` (0: from scratch).
-
-    Its first instructions carry the (fresh) public key and the iteration both parties restored.
-    """
-
-    def __init__(self, config: LrConfig, private_key: phe.PaillierPrivateKey, resume_from: int = 0) -> None:
-        """As :class:`protocols.vfl.LrArbiter`, starting after ``resume_from`` completed iterations.
-
-        Raises:
-            TrainingError: ``resume_from`` is not below the configured iteration count.
-        """
-        super().__init__(config, private_key)
-        if not 0 <= resume_from < config.max_iterations:
-            raise TrainingError(f"cannot resume at iteration {resume_from} of {config.max_iterations}")
-        self.resume_from = resume_from
-
-    def start(self) -> list[LrMessage]:
-        """Return the first instructions: iteration ``resume_from`` with the public key."""
-        first = super().start()
-        self._iteration = self.resume_from
-        return [m.model_copy(update={"iteration": self.resume_from}) for m in first]
-

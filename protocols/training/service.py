@@ -53,7 +53,7 @@ from protocols.node.runtime import NodeRuntime
 from protocols.training._data import PartyData, read_party_data
 from protocols.training._party import JobSpec, PartyJob, make_party_job
 from protocols.training.alignment import PSI_CHANNELS, AlignmentSender, align_as_receiver
-from protocols.training.arbiters import TrainingError
+from protocols.training.arbiters import DEFAULT_LR_ITERATIONS, TrainingError
 from protocols.training.checkpoints import checkpoint_dir
 
 __all__ = ["TrainingNodeSettings", "TrainingService"]
@@ -343,7 +343,7 @@ def _read(ctx: JobContext, inp: JobInput) -> PartyData:
 def _expected_rounds(ctx: JobContext) -> int:
     params = ctx.job.params
     if ctx.job.kind == JobKind.TRAIN_RISK:
-        return (params.iterations or 10) + 2
+        return (params.iterations or DEFAULT_LR_ITERATIONS) + 2
     return -(-(params.trees or 10) // 5) + 2
 
 

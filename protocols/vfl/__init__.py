@@ -26,12 +26,13 @@ from protocols.vfl._lr import (
     LrArbiterStage,
     LrConfig,
     LrPartyStage,
+    LrPartyState,
     LrPassiveModel,
     LrPassiveParty,
     lr_active_predict_proba,
     lr_passive_partial_scores,
 )
-from protocols.vfl._optim import OptimizerConfig
+from protocols.vfl._optim import OptimizerConfig, OptimizerState
 from protocols.vfl._sb_tree import SbActiveModel, SbConfig, SbPassiveModel, TreeNode, train_plain_secureboost
 from protocols.vfl._secureboost import (
     SB_RECEIVER,
@@ -69,10 +70,12 @@ __all__ = [
     "LrArbiterStage",
     "LrConfig",
     "LrPartyStage",
+    "LrPartyState",
     "LrPassiveModel",
     "LrPassiveParty",
     "Observer",
     "OptimizerConfig",
+    "OptimizerState",
     "TrafficLog",
     "binary_size",
     "lr_active_predict_proba",

@@ -23,6 +23,12 @@ Rounds of iteration ``t`` (batch ``B_t`` of ``m`` rows); one arbiter instruction
        ``loss_enc = sum u_p (0.25 u_a - 0.5 y') + 0.125 sum u_p**2`` is the encrypted part of the
        batch Taylor loss, and its early-stopping vote.
 
+Resume (a failed run continued in a new one): each party's :class:`LrPartyState` after ``k`` completed
+iterations (``state()``; plaintext, its own values only) is restored into a fresh party (``restore()``); the
+arbiter of the new run, with a fresh key, starts at ``k`` (``start_iteration``): its first instructions are
+iteration ``k`` with the new public key and no gradient. No ciphertext or mask crosses from one run to the
+next; the run ends with the same model as an uninterrupted one.
+
 What each party learns:
     * arbiter: only values ``v + R mod n`` with ``R`` uniform and used once, i.e. uniformly random
       numbers; never a gradient, a loss, a score or a label. It learns the vector lengths (the
@@ -45,7 +51,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Literal
 
@@ -75,7 +81,7 @@ from protocols.vfl._crypto import (
     public_key_to_bytes,
     unmask,
 )
-from protocols.vfl._optim import Optimizer, OptimizerConfig
+from protocols.vfl._optim import Optimizer, OptimizerConfig, OptimizerState
 
 __all__ = [
     "LR_RECEIVER",
@@ -86,6 +92,7 @@ __all__ = [
     "LrConfig",
     "LrMessage",
     "LrPartyStage",
+    "LrPartyState",
     "LrPassiveModel",
     "LrPassiveParty",
     "lr_active_predict_proba",
@@ -244,6 +251,28 @@ class LrActiveModel:
     converged: bool
 
 
+@dataclass(frozen=True)
+class LrPartyState:
+    """A party's own plaintext training state after ``iteration`` completed iterations (no key, mask or ciphertext).
+
+    What :meth:`LrActiveParty.state` / :meth:`LrPassiveParty.state` return and ``restore`` takes to resume a run
+    with a fresh key. It holds everything the update rules carry between iterations: the weights (for the
+    active party with the intercept last; a warm start is already in them), the optimiser state (the Newton
+    heavy-ball velocity, or Adam/RMSprop moments) and, for the active party, the loss tracker. The
+    block-diagonal Newton curvature is not state: each party recomputes it from its own features (and, in
+    the linearised mode, the slopes of the iteration being run) when it applies that iteration's gradient.
+
+    It reveals the party's own weights: keep it with the party's other private data.
+    """
+
+    iteration: int
+    weights: FloatArray
+    optimizer: OptimizerState
+    loss_sums: float = 0.0
+    loss_history: tuple[float, ...] = ()
+    converged: bool = False
+
+
 class _Party:
     """What both parties share: key, batches, weights, masks, optimiser."""
 
@@ -265,6 +294,8 @@ class _Party:
         self._pool: ParallelPaillier | None = None
         self._workers = workers
         self._iteration = 0
+        self._applied: int | None = None
+        self._resume_at: int | None = None
         self._rows: npt.NDArray[np.int64] = np.arange(0)
         self._grad_mask: Mask | None = None
 
@@ -297,19 +328,71 @@ class _Party:
         self.stage = LrPartyStage.DONE
         self.close()
 
-    def _open_instruction(self, msg: LrInstruction) -> None:
-        """Check the instruction, take the key (iteration 0) or apply the previous gradient."""
+    def _open_instruction(self, msg: LrInstruction) -> bool:
+        """Check the instruction, take the key (iteration 0 or resume) or apply the previous gradient.
+
+        Returns:
+            Whether the gradient of the previous iteration was applied (False for a key instruction).
+        """
         if msg.receiver != self.role:
             raise RemoteProtocolError("instruction addressed to another role")
         _check_iteration(msg.iteration, self._iteration)
-        if msg.iteration == 0:
+        applied = False
+        if self._resume_at is not None:
+            if msg.public_key is None or msg.masked_gradient is not None or msg.masked_loss is not None:
+                raise RemoteProtocolError("the resume instruction must carry the new key and no gradient or loss")
             self._receive_key(msg)
-            return
-        if msg.masked_gradient is None or self._grad_mask is None:
-            raise RemoteProtocolError("instruction lacks the masked gradient")
-        raw = decode_plaintexts(msg.masked_gradient, self._n, count=len(self._grad_mask.values))
-        self._apply_gradient(self._data_gradient(unmask(raw, self._grad_mask, self._pk)))
-        self._grad_mask = None
+            self._resume_at = None
+        elif msg.iteration == 0:
+            self._receive_key(msg)
+        else:
+            if msg.masked_gradient is None or self._grad_mask is None:
+                raise RemoteProtocolError("instruction lacks the masked gradient")
+            raw = decode_plaintexts(msg.masked_gradient, self._n, count=len(self._grad_mask.values))
+            self._apply_gradient(self._data_gradient(unmask(raw, self._grad_mask, self._pk)))
+            self._grad_mask = None
+            applied = True
+        self._applied = msg.iteration
+        return applied
+
+    def state(self) -> LrPartyState:
+        """The party's own state after the last instruction it applied (checkpoint it to resume later).
+
+        Call it after handling instruction ``t`` (``t >= 1``, not the ``stop`` one): the state is that of
+        ``t`` completed iterations whatever else the party has done since (the active party may already
+        have computed iteration ``t``, which changes none of it).
+
+        Raises:
+            LocalProtocolError: no instruction has been applied yet.
+        """
+        if self._applied is None:
+            raise LocalProtocolError("no instruction applied yet")
+        return LrPartyState(iteration=self._applied, weights=self._w.copy(), optimizer=self._optimizer.state())
+
+    def restore(self, state: LrPartyState) -> None:
+        """Continue from ``state`` (taken from a party of the same config, role and features) in a new run.
+
+        Only before the first message. The next instruction must be the resume instruction: iteration
+        ``state.iteration`` with the run's (fresh) public key and no gradient, as
+        ``LrArbiter(..., start_iteration=state.iteration)`` sends; from there the run goes on exactly as an
+        uninterrupted one would (the decrypted gradients are exact fixed-point values, so a fresh key and
+        fresh masks change nothing).
+
+        Raises:
+            LocalProtocolError: the party has already started, or the state does not fit it.
+        """
+        if self._applied is not None or self._public_key is not None:
+            raise LocalProtocolError("restore only before the first instruction")
+        if not 1 <= state.iteration < self.config.max_iterations:
+            raise LocalProtocolError(f"cannot resume at iteration {state.iteration} of {self.config.max_iterations}")
+        if np.shape(state.weights) != self._w.shape:
+            raise LocalProtocolError(f"the state holds {np.size(state.weights)} weights, the party {self._w.size}")
+        try:
+            self._optimizer.restore(state.optimizer)
+        except ValueError as exc:
+            raise LocalProtocolError(str(exc)) from None
+        self._w = np.array(state.weights, dtype=np.float64)
+        self._iteration = self._resume_at = state.iteration
 
     def _data_gradient(self, unmasked: FloatArray) -> FloatArray:
         """The mean data gradient of the batch from the unmasked ``X^T [[residual]]``."""
@@ -491,17 +574,28 @@ class LrActiveParty(_Party):
         assert isinstance(msg, LrInstruction)
         if self._instruction is not None:
             raise RemoteProtocolError("second instruction for one iteration", status_hint=409)
-        self._open_instruction(msg)
-        self._open_loss(msg)
+        if self._open_instruction(msg):
+            self._open_loss(msg)
         if msg.stop:
             self._finish()
             return []
         self._instruction = msg
         return self._maybe_compute()
 
+    def state(self) -> LrPartyState:
+        """As :meth:`_Party.state`, plus the loss tracker (the epoch losses and the early-stopping vote)."""
+        loss = self._loss
+        return replace(super().state(), loss_sums=loss.batch_sums, loss_history=tuple(loss.history),
+                       converged=loss.converged)
+
+    def restore(self, state: LrPartyState) -> None:
+        """As :meth:`_Party.restore`, plus the loss tracker."""
+        super().restore(state)
+        self._loss.batch_sums = float(state.loss_sums)
+        self._loss.history = list(state.loss_history)
+        self._loss.converged = bool(state.converged)
+
     def _open_loss(self, msg: LrInstruction) -> None:
-        if msg.iteration == 0:
-            return
         if msg.masked_loss is None or self._loss_mask is None:
             raise RemoteProtocolError("instruction lacks the masked loss")
         raw = decode_plaintexts(msg.masked_loss, self._n, count=1)
@@ -653,18 +747,31 @@ class LrArbiter:
         (LrArbiterStage.AWAIT_UPDATES, "lr_masked_update"): "_on_update",
     }
 
-    def __init__(self, config: LrConfig, private_key: phe.PaillierPrivateKey) -> None:
-        """Hold the job's private key (never sent anywhere) and the shared ``config``."""
+    def __init__(self, config: LrConfig, private_key: phe.PaillierPrivateKey, *, start_iteration: int = 0) -> None:
+        """Hold the job's private key (never sent anywhere) and the shared ``config``.
+
+        Args:
+            config: shared hyper-parameters.
+            private_key: this run's key; a resumed run must use a fresh one.
+            start_iteration: ``k > 0`` resumes a run after ``k`` completed iterations: the first instructions
+                are iteration ``k`` with the public key and no gradient, for parties restored from their
+                state after ``k`` iterations (``LrActiveParty.restore`` / ``LrPassiveParty.restore``).
+
+        Raises:
+            LocalProtocolError: ``start_iteration`` is not below the configured iteration count.
+        """
+        if not 0 <= start_iteration < config.max_iterations:
+            raise LocalProtocolError(f"cannot start at iteration {start_iteration} of {config.max_iterations}")
         self.config = config
         self._decryptor = Decryptor(private_key, allow_insecure_test_key=config.allow_insecure_test_key)
         self._public_key = private_key.public_key
         self.stage = LrArbiterStage.START
-        self._iteration = 0
+        self._iteration = start_iteration
         self._updates: dict[VflRole, LrMaskedUpdate] = {}
         self._stopped_early = False
 
     def start(self) -> list[LrMessage]:
-        """Return iteration 0's instructions (carrying the public key).
+        """Return the first instructions (iteration 0, or ``start_iteration``), carrying the public key.
 
         Raises:
             LocalProtocolError: called twice.
@@ -673,7 +780,7 @@ class LrArbiter:
             raise LocalProtocolError("arbiter already started")
         self.stage = LrArbiterStage.AWAIT_UPDATES
         key = public_key_to_bytes(self._public_key)
-        return [LrInstruction(receiver=role, iteration=0, public_key=key) for role in self._party_roles()]
+        return [LrInstruction(receiver=role, iteration=self._iteration, public_key=key) for role in self._party_roles()]
 
     @staticmethod
     def _party_roles() -> tuple[Literal[VflRole.ACTIVE_PARTY], Literal[VflRole.PASSIVE_PARTY]]:

@@ -9,7 +9,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Optimizer", "OptimizerConfig"]
+__all__ = ["Optimizer", "OptimizerConfig", "OptimizerState"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -40,6 +40,21 @@ class OptimizerConfig:
     momentum: float = 0.0
 
 
+@dataclass(frozen=True)
+class OptimizerState:
+    """Everything an :class:`Optimizer` carries from one step to the next (restoring it continues bit for bit).
+
+    Attributes:
+        steps: steps taken.
+        first: Adam's first moment, or the heavy-ball velocity of ``"newton"`` (zeros for the others).
+        second: the second moment of Adam and RMSprop (zeros for the others).
+    """
+
+    steps: int
+    first: FloatArray
+    second: FloatArray
+
+
 @dataclass
 class Optimizer:
     """Stateful optimiser over one weight vector."""
@@ -53,6 +68,22 @@ class Optimizer:
     def __post_init__(self) -> None:
         self._m = np.zeros(self.size)
         self._v = np.zeros(self.size)
+
+    def state(self) -> OptimizerState:
+        """A copy of the optimiser's state."""
+        return OptimizerState(self.step_count, self._m.copy(), self._v.copy())
+
+    def restore(self, state: OptimizerState) -> None:
+        """Continue from ``state`` (taken from an optimiser of the same config and size).
+
+        Raises:
+            ValueError: the state's vectors do not have this optimiser's size, or ``steps`` is negative.
+        """
+        if state.steps < 0 or np.shape(state.first) != (self.size,) or np.shape(state.second) != (self.size,):
+            raise ValueError(f"optimiser state does not fit a vector of {self.size} weights")
+        self.step_count = int(state.steps)
+        self._m = np.array(state.first, dtype=np.float64)
+        self._v = np.array(state.second, dtype=np.float64)
 
     def step(self, weights: FloatArray, gradient: FloatArray, hessian: FloatArray | None = None) -> FloatArray:
         """Return the updated weights after one step along ``gradient``.

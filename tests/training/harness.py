@@ -32,7 +32,11 @@ OTHER = {"bank": "telco", "telco": "bank"}
 JOB_ID = 7
 DIGEST = hashlib.sha256(b"job 7").hexdigest()
 ARBITER = {"iterations": 3, "batch_size": 64, "key_bits": 256, "allow_insecure_test_key": True,
-           "optimizer": "adam", "learning_rate": 0.2, "seed": 3}
+           "optimizer": "adam", "learning_rate": 0.2, "gradient": "taylor", "warm_start": False,
+           "feature_exponent": -5, "alpha": 0.01, "seed": 3}
+"""Mini-batch Adam on the Taylor gradient (the settings before ``LrConfig.recommended``), small test key."""
+RECOMMENDED = {"key_bits": 256, "allow_insecure_test_key": True, "seed": 3}
+"""What the coordinator sends for a job without LR overrides (the recommended settings), small test key."""
 
 
 def party_data(n: int = 160, seed: int = 5) -> dict[str, PartyData]:

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from protocols.training import LrJobArbiter
-from protocols.training._wire import LrRound
-from protocols.training.checkpoints import LrCheckpoints, checkpoint_dir
-from tests.training.harness import ARBITER, DIGEST, JOB_ID, Federation, party_data, run
+from protocols.training._wire import LrConfigWire, LrRound
+from protocols.training.checkpoints import LrCheckpoint, LrCheckpoints, checkpoint_dir
+from protocols.vfl import LrConfig
+from tests.training.harness import ARBITER, DIGEST, JOB_ID, RECOMMENDED, Federation, party_data, run
 
 
 def _lr_iterations(sent: list) -> list[int]:
@@ -44,6 +47,37 @@ def test_retried_job_resumes_after_the_last_completed_iteration_with_the_same_mo
     assert retried.jobs["bank"].outputs["iterations"] == reference.jobs["bank"].outputs["iterations"] == 6
     assert [c.job_id for c in retried.models("bank")] == [JOB_ID]
     assert not checkpoints["bank"].directory.exists()  # removed once the model part is stored
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_recommended_run_interrupted_after_iteration_k_resumes_to_the_same_model(tmp_path: Path, k: int) -> None:
+    """Newton with momentum, linearised gradient, warm start: the velocity and the warm start survive a retry."""
+    # Prepare: an uninterrupted run, and a run that crashes once iteration k has been answered
+    data = party_data()
+    reference = Federation(tmp_path / "reference", data)
+    sent = run(reference, LrJobArbiter(RECOMMENDED))
+    crashed = Federation(tmp_path / "retried", data)
+    run(crashed, LrJobArbiter(RECOMMENDED), crash_after=k)
+    bank = LrCheckpoints(checkpoint_dir(tmp_path / "retried" / "bank", JOB_ID), JOB_ID, DIGEST, "active")
+    checkpoint = bank.load(k)
+
+    # Execute
+    retried = Federation(tmp_path / "retried", data)
+    second = run(retried, LrJobArbiter(RECOMMENDED))
+
+    # Assert: the recommended settings on the wire, a checkpoint with the Newton velocity, the same model
+    config = sent[1]["bank"].config
+    n_train = retried.jobs["bank"].outputs["n_train"]
+    assert config == LrConfigWire.of(LrConfig.recommended(n_train, seed=3, allow_insecure_test_key=True))
+    assert (config.optimizer, config.momentum, config.gradient, config.warm_start) == ("newton", 0.3, "linearized",
+                                                                                       True)
+    assert isinstance(checkpoint, LrCheckpoint) and checkpoint.config == config
+    assert checkpoint.optimizer_steps == k and any(checkpoint.optimizer_m)
+    assert _lr_iterations(second)[0] == k and second[1]["bank"].resume_from == k
+    assert retried.parts == reference.parts  # bit-for-bit the same weights on both sides
+    assert retried.jobs["bank"].outputs["resumed_from"] == retried.jobs["telco"].outputs["resumed_from"] == k
+    assert reference.jobs["bank"].outputs["resumed_from"] == 0
+    assert retried.jobs["bank"].outputs["iterations"] == reference.jobs["bank"].outputs["iterations"]
 
 
 def test_checkpoints_of_other_rows_or_another_digest_are_not_resumed(tmp_path: Path) -> None:

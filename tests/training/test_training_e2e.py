@@ -50,7 +50,7 @@ def test_both_training_jobs_through_flower(tmp_path: Path) -> None:
         fed = _federation(tmp_path, group)
         jobs = dict(demo._jobs(demo._datasets(fed))[2:])
         risk, propensity = list(jobs.values())
-        risk["params"] = {"output_mode": "model", "iterations": 3}
+        risk["params"] = {"output_mode": "model"}  # the recommended LR settings: 6 full-batch Newton iterations
         propensity["params"] = {"output_mode": "model", "trees": 2, "max_depth": 2}
 
         # Execute
@@ -68,3 +68,5 @@ def test_both_training_jobs_through_flower(tmp_path: Path) -> None:
             assert card["data"]["keys_sha256"] and (card["label"] is not None) == (party == "bank")
         started = [e for e in trails[job_id] if e["action"] == "training.run_started"]
         assert len(started) == 1
+    risk_bank = outcomes[0][1]["bank"]
+    assert risk_bank["iterations"] == 6 and risk_bank["resumed_from"] == 0 and risk_bank["flower_rounds_here"] == 8
