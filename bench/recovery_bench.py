@@ -12,12 +12,18 @@ current number each; ``lost`` bank customers, half of them subscribers. Reports:
 * ``online_s``: the bank's wall time from hello to close (the telco's online OPRF evaluation of
   the bank's queries runs inside it, in the same process);
 * ``bytes_bank_to_telco`` / ``bytes_telco_to_bank``: frame bytes each way (the table dominates);
-* ``peak_rss_mb``: peak resident memory of this process (both roles).
+* ``peak_rss_mb``: peak resident memory of this process (both roles); ``peak_rss_worker_mb``: of the
+  largest pool worker;
+* ``prepare_cpu_main_s``: CPU seconds of this process during ``prepare_s``; ``cpu_workers_s``: CPU
+  seconds of the pool workers over the whole run (preparation, online, reuse);
+* ``load_avg``: the 1-minute load average before and after the preparation (other work on the
+  machine slows it down: on 2 cores, ``prepare_s`` is only meaningful near a load of 0).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import platform
@@ -41,13 +47,11 @@ from psi.engine import ProcessPoolMapper  # noqa: E402
 from psi.identifiers import gb11643_check_digit, luhn_check_digit  # noqa: E402
 
 _DAYS = 20_000
+_BIRTH_DATES = [f"{dt.date(1950, 1, 1) + dt.timedelta(days=d):%Y%m%d}" for d in range(_DAYS)]
 
 
 def _id_number(i: int) -> str:
-    import datetime as dt
-
-    born = dt.date(1950, 1, 1) + dt.timedelta(days=i % _DAYS)
-    first17 = f"110101{born:%Y%m%d}{(i // _DAYS) % 1000:03d}"
+    first17 = f"110101{_BIRTH_DATES[i % _DAYS]}{(i // _DAYS) % 1000:03d}"
     return first17 + gb11643_check_digit(first17)
 
 
@@ -80,9 +84,11 @@ def run(n: int, lost: int, keys: list[KeyType], workers: int, seed: int) -> dict
     terms = recovery_terms("bench", keys, JobParams(output_mode="reveal", match_cap=10_000_000))
     with tempfile.TemporaryDirectory(prefix="recovery-bench-") as state, ProcessPoolMapper(workers) as mapper:
         tables, outbox = TableStore(Path(state) / "psi"), OutboxChannel(Path(state) / "outbox.db")
-        t0 = time.perf_counter()
+        load_before = os.getloadavg()[0]
+        t0, c0 = time.perf_counter(), time.process_time()
         job, report = recovery_sender_job(telco, terms, tables=tables, outreach=outbox, mapper=mapper)
-        prepare_s = time.perf_counter() - t0
+        prepare_s, prepare_cpu = time.perf_counter() - t0, time.process_time() - c0
+        load_after = os.getloadavg()[0]
         registry = SenderRegistry()
         link = SessionLink(LocalFrameTransport(lambda ch, fr: registry.dispatch("bench", ch, fr)), "bench")
         with registry.opened(job):
@@ -94,6 +100,7 @@ def run(n: int, lost: int, keys: list[KeyType], workers: int, seed: int) -> dict
         reuse_s = time.perf_counter() - t0
         outbox.close()
     assert all(t["reused"] for t in again.tables.values())
+    pool = resource.getrusage(resource.RUSAGE_CHILDREN)
     return {
         "n": n, "lost": lost, "keys": [str(k) for k in keys], "workers": workers, "generate_s": round(generate_s, 2),
         "prepare_s": round(prepare_s, 2), "reuse_s": round(reuse_s, 2), "online_s": round(online_s, 2),
@@ -101,7 +108,9 @@ def run(n: int, lost: int, keys: list[KeyType], workers: int, seed: int) -> dict
         "bytes_bank_to_telco": link.stats.bytes_sent, "bytes_telco_to_bank": link.stats.bytes_received,
         "table_records": {k: v["records"] for k, v in report.tables.items()},
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "hits_by_key": outputs["hits_by_key"], "cpus": os.cpu_count(), "load_avg": os.getloadavg()[0],
+        "peak_rss_worker_mb": round(pool.ru_maxrss / 1024, 1), "prepare_cpu_main_s": round(prepare_cpu, 2),
+        "cpu_workers_s": round(pool.ru_utime + pool.ru_stime, 2),
+        "hits_by_key": outputs["hits_by_key"], "cpus": os.cpu_count(), "load_avg": [load_before, load_after],
         "python": platform.python_version(),
     }
 
