@@ -8,14 +8,16 @@ Tree::
     ├── Forbidden         authenticated, but not allowed to do this (403)
     ├── NotFound          an id or name that does not exist (404)
     └── Conflict          the object exists, or is in a state that forbids this (409)
-        └── BudgetExceeded    an ε charge would overspend its dataset pair's budget (409)
+        ├── BudgetExceeded    an ε charge would overspend its dataset pair's budget (409)
+        └── PolicyDenied      the policy (now) denies the job; one entry per denying rule (409)
 
 Each error names the offending ``field`` when there is one and may suggest a ``fix``.
 """
 
 from __future__ import annotations
 
-__all__ = ["BadRequest", "BudgetExceeded", "Conflict", "CoordinatorError", "Forbidden", "NotFound", "Unauthorized"]
+__all__ = ["BadRequest", "BudgetExceeded", "Conflict", "CoordinatorError", "Forbidden", "NotFound", "PolicyDenied",
+           "Unauthorized"]
 
 
 class CoordinatorError(Exception):
@@ -55,3 +57,14 @@ class BudgetExceeded(Conflict):
         super().__init__(message, field="params.epsilon", fix=fix)
         self.spent = spent
         self.limit = limit
+
+
+class PolicyDenied(Conflict):
+    """The policy denies the job (e.g. a retry under a newer policy or an exhausted ε budget).
+
+    ``denials`` holds one ``(rule_id, field, message, fix)`` per denying rule; the API lists each.
+    """
+
+    def __init__(self, message: str, *, denials: list[tuple[str, str | None, str, str | None]]) -> None:
+        super().__init__(message, field="policy", fix="; ".join(dict.fromkeys(d[3] for d in denials if d[3])) or None)
+        self.denials = denials

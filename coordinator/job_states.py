@@ -1,25 +1,41 @@
 """The job lifecycle as data: which status may follow which, and pure helpers over it.
 
 ``draft → pending_approval → approved → running → succeeded | failed``; ``rejected`` straight from
-``draft`` when policy denies; ``cancelled`` from any non-final status.
+``draft`` when policy denies; ``cancelled`` from any non-final status. A ``failed`` job may be
+retried (``coordinator.jobs.retry``): it goes back to ``approved`` when its approvals still cover its
+terms, else to ``pending_approval``, as a new *attempt*. ``FINAL`` are the statuses in which nothing
+runs and no node reports; only ``failed`` has a way out, and only by an explicit retry.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from protocols.messages.control import Decision, JobResultReport, JobStatus
 
-__all__ = ["FINAL", "TRANSITIONS", "WAITING_STAGE", "can_move", "outcome_of_results", "status_after_decision"]
+__all__ = [
+    "FINAL",
+    "RETRYABLE",
+    "TRANSITIONS",
+    "WAITING_STAGE",
+    "can_move",
+    "outcome_of_results",
+    "status_after_decision",
+    "status_after_retry",
+]
 
 S = JobStatus
 FINAL = frozenset({S.SUCCEEDED, S.FAILED, S.REJECTED, S.CANCELLED})
+RETRYABLE = frozenset({S.FAILED})
 TRANSITIONS: Mapping[JobStatus, frozenset[JobStatus]] = {
     S.DRAFT: frozenset({S.PENDING_APPROVAL, S.APPROVED, S.REJECTED}),
     S.PENDING_APPROVAL: frozenset({S.APPROVED, S.CANCELLED}),
     S.APPROVED: frozenset({S.RUNNING, S.SUCCEEDED, S.FAILED, S.CANCELLED}),
     S.RUNNING: frozenset({S.SUCCEEDED, S.FAILED, S.CANCELLED}),
-    **{final: frozenset() for final in FINAL},
+    S.SUCCEEDED: frozenset(),
+    S.FAILED: frozenset({S.APPROVED, S.PENDING_APPROVAL}),  # retry only
+    S.REJECTED: frozenset(),
+    S.CANCELLED: frozenset(),
 }
 REPORTABLE = frozenset({S.APPROVED, S.RUNNING})
 WAITING_STAGE = "waiting"
@@ -39,6 +55,25 @@ def status_after_decision(decision: Decision) -> tuple[JobStatus, str]:
     if decision.required_approvals:
         return S.PENDING_APPROVAL, "waiting for approvals: " + ", ".join(decision.required_approvals)
     return S.APPROVED, ""
+
+
+def status_after_retry(decision: Decision, valid_approvals: Collection[str], attempt: int) -> tuple[JobStatus, str]:
+    """Status and detail of a failed job retried as ``attempt`` under a fresh, allowing ``decision``.
+
+    Args:
+        decision: the policy's verdict now (must allow the job; a denied retry is refused before this).
+        valid_approvals: approvers whose signatures still cover the job's digest (none if it changed).
+        attempt: the new attempt number.
+
+    Raises:
+        ValueError: ``decision`` denies the job.
+    """
+    if not decision.allowed:
+        raise ValueError("a denied job cannot be retried")
+    missing = [a for a in decision.required_approvals if a not in valid_approvals]
+    if missing:
+        return S.PENDING_APPROVAL, f"attempt {attempt}: waiting for approvals: " + ", ".join(missing)
+    return S.APPROVED, f"attempt {attempt}: approvals still valid"
 
 
 def outcome_of_results(parties: list[str], results: Mapping[str, JobResultReport]) -> tuple[JobStatus | None, str]:

@@ -1,4 +1,4 @@
-"""Job service: submission under policy, signed approvals, cancellation, node progress and results.
+"""Job service: submission under policy, signed approvals, cancellation, retry, node progress and results.
 
 Every function opens one write transaction in which the state change and its audit events are
 written together. Party users see only jobs that involve their party; an invisible job is reported
@@ -13,14 +13,16 @@ from typing import Any
 from coordinator import audit_log, budgets
 from coordinator.accounts import Principal
 from coordinator.context import Context
-from coordinator.errors import BadRequest, BudgetExceeded, Conflict, Forbidden, NotFound
+from coordinator.errors import BadRequest, BudgetExceeded, Conflict, Forbidden, NotFound, PolicyDenied
 from coordinator.job_states import (
     FINAL,
     REPORTABLE,
+    RETRYABLE,
     WAITING_STAGE,
     can_move,
     outcome_of_results,
     status_after_decision,
+    status_after_retry,
 )
 from coordinator.policy import evaluate
 from coordinator.store import JobUpdate, Transaction
@@ -35,13 +37,15 @@ from protocols.messages.control import (
     JobProgress,
     JobPublic,
     JobResultReport,
+    JobRetry,
     JobStatus,
     Role,
     job_terms,
 )
 from protocols.signing import job_digest, verify_approval
 
-__all__ = ["approve", "cancel", "get_job", "list_jobs", "node_jobs", "report_progress", "report_result", "submit"]
+__all__ = ["approve", "cancel", "get_job", "list_jobs", "node_jobs", "report_progress", "report_result", "retry",
+           "submit"]
 
 logger = logging.getLogger(__name__)
 MAX_AUDITED_DENIALS = 50
@@ -202,6 +206,81 @@ def cancel(ctx: Context, actor: Principal, job_id: int) -> JobPublic:
         return _move(ctx, tx, actor.actor, job, JobStatus.CANCELLED, f"cancelled by {actor.actor}")
 
 
+# ---------------------------------------------------------------- retry
+
+
+def _spec(job: JobPublic) -> JobCreate:
+    return JobCreate(kind=job.kind, purpose=job.purpose, title=job.title, inputs=job.inputs, params=job.params)
+
+
+def _denied(job_id: int, decision: Decision) -> PolicyDenied:
+    rules = [r for r in decision.rules if not r.allowed]
+    ids = ", ".join(dict.fromkeys(r.rule_id for r in rules))
+    return PolicyDenied(f"job {job_id} is now denied by policy {decision.policy_version}: {ids}; it stays failed",
+                        denials=[(r.rule_id, r.field, r.message, r.fix) for r in rules[:MAX_AUDITED_DENIALS]])
+
+
+def _retry(ctx: Context, actor: Principal, job_id: int, body: JobRetry) -> JobPublic:
+    with ctx.store.write() as tx:
+        job, _ = _visible_job(tx, actor, job_id)
+        if actor.name != job.created_by and actor.role != Role.ADMIN:
+            raise Forbidden(f"only the creator of job {job_id} or an admin of an involved party may retry it")
+        if job.status not in RETRYABLE:
+            raise Conflict(f"job {job_id} is {job.status}; only a failed job can be retried")
+        if any(r.status == "succeeded" for r in tx.jobs.results(job_id).values()):
+            raise Conflict(f"a party already reported success for job {job_id}; its outputs stand",
+                           fix="submit a new job")
+        spec = _spec(job)
+        kinds = {p.name: p.kind for p in tx.catalog.list_parties()}
+        decision = evaluate(spec, _input_datasets(tx, spec), kinds, ctx.policy, tx.budgets.spent())
+        if not decision.allowed:
+            raise _denied(job_id, decision)
+        digest = job_digest(job_terms(job.id, job.kind, job.purpose, job.title, job.inputs, job.params,
+                                      decision.policy_version))
+        kept = [a.approver for a in job.approvals] if digest == job.digest else []
+        if not kept:
+            tx.jobs.clear_approvals(job_id)
+        tx.jobs.clear_results(job_id)
+        attempt = job.attempt + 1
+        status, detail = status_after_retry(decision, kept, attempt)
+        update = JobUpdate(attempt=attempt, digest=digest, policy_version=decision.policy_version, decision=decision,
+                           required_approvals=decision.required_approvals, outputs={}, stage="", progress=0.0)
+        retried = tx.jobs.update_job(job_id, update, ctx.clock())
+        audit_log.record(ctx, tx, actor.actor, "job.retried", f"job:{job_id}",
+                         {"attempt": attempt, "reason": body.reason, "previous_detail": job.status_detail[:500],
+                          "digest": digest, "digest_changed": digest != job.digest, "approvals_kept": kept})
+        audit_log.record(ctx, tx, "coordinator", "policy.decided", f"job:{job_id}", _decision_details(decision))
+        return _move(ctx, tx, actor.actor, retried, status, detail)
+
+
+def retry(ctx: Context, actor: Principal, job_id: int, body: JobRetry) -> JobPublic:
+    """Run a failed job again as a new attempt (allowed to its creator and to admins of an involved party).
+
+    The job is evaluated again under the current policy and ε budgets. Its approvals stay valid only if
+    its digest (terms and policy version) is unchanged: then it becomes ``approved`` at once (charging its ε
+    again, as its failure refunded it), otherwise it waits in ``pending_approval`` for new signatures. The
+    parties' reports and outputs of the failed attempt are cleared; the nodes run the new ``attempt``
+    (a training job resumes from its checkpoints). Audited as ``job.retried`` with the caller's reason.
+
+    Raises:
+        Forbidden: the caller is neither the creator nor an admin of an involved party.
+        Conflict: the job is not ``failed``, or a party already reported success (its outputs stand).
+        PolicyDenied: the policy now denies the job (each denying rule with its fix; audited as
+            ``job.retry_refused``); the job stays ``failed``.
+        BudgetExceeded: its ε no longer fits its dataset pair's budget (audited as ``budget.refused``).
+    """
+    try:
+        return _retry(ctx, actor, job_id, body)
+    except PolicyDenied as exc:
+        audit_log.record_alone(ctx, actor.actor, "job.retry_refused", f"job:{job_id}",
+                               {"reason": body.reason, "rules_denied": [d[0] for d in exc.denials]})
+        raise
+    except BudgetExceeded as exc:
+        audit_log.record_alone(ctx, actor.actor, "budget.refused", f"job:{job_id}",
+                               {"retry": True, "reason": exc.message[:500]})
+        raise
+
+
 def get_job(ctx: Context, actor: Principal, job_id: int) -> JobPublic:
     """One job, if the caller may see it."""
     with ctx.store.read() as tx:
@@ -223,10 +302,13 @@ def node_jobs(ctx: Context, actor: Principal, status: JobStatus) -> list[JobPubl
 # ---------------------------------------------------------------- node reports
 
 
-def _reportable(tx: Transaction, actor: Principal, job_id: int, what: str) -> JobPublic:
+def _reportable(tx: Transaction, actor: Principal, job_id: int, what: str, attempt: int | None) -> JobPublic:
     job, _ = _visible_job(tx, actor, job_id)
     if job.status not in REPORTABLE:
         raise Conflict(f"job {job_id} is {job.status}; {what} is accepted only for approved or running jobs")
+    if attempt is not None and attempt != job.attempt:
+        raise Conflict(f"{what} of attempt {attempt} of job {job_id}, which is at attempt {job.attempt}; "
+                       "a stale report is refused", field="body.attempt")
     return job
 
 
@@ -236,10 +318,11 @@ def report_progress(ctx: Context, actor: Principal, job_id: int, body: JobProgre
     The first report starts an approved job (``running``), except a report with stage ``waiting``,
     which leaves it ``approved`` with the report's detail (e.g. no protocol for its kind yet).
     A report with status ``failed`` fails the job (refunding an ε charge, as no result was released).
-    Success is decided by results, not progress.
+    Success is decided by results, not progress. A report naming another ``attempt`` than the job's
+    (a node still finishing an attempt that failed and was retried) is refused (``Conflict``).
     """
     with ctx.store.write() as tx:
-        job = _reportable(tx, actor, job_id, "progress")
+        job = _reportable(tx, actor, job_id, "progress", body.attempt)
         audit_log.record(ctx, tx, actor.actor, "job.progress", f"job:{job_id}",
                          {"party": actor.party, "stage": body.stage, "fraction": body.fraction,
                           "status": body.status})
@@ -271,7 +354,7 @@ def report_result(ctx: Context, actor: Principal, job_id: int, body: JobResultRe
     """
     outputs_digest = _check_outputs(body.outputs)
     with ctx.store.write() as tx:
-        job = _reportable(tx, actor, job_id, "a result")
+        job = _reportable(tx, actor, job_id, "a result", body.attempt)
         assert actor.party is not None
         tx.jobs.record_result(job_id, actor.party, body, ctx.clock())
         audit_log.record(ctx, tx, actor.actor, "job.result", f"job:{job_id}",

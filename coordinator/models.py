@@ -109,6 +109,7 @@ class JobRow(SQLModel, table=True):
     created_by: str
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
+    attempt: int = 1
 
 
 class JobPartyRow(SQLModel, table=True):

@@ -38,6 +38,7 @@ ACCESS: dict[str, tuple[str, ...]] = {
     "get_job": USERS,
     "approve_job": (ADMIN, AUDITOR),
     "cancel_job": (ANALYST, ADMIN),
+    "retry_job": (ANALYST, ADMIN),  # the job's creator or an admin (approver) of an involved party
     "node_jobs": (ADMIN, OPERATOR),
     "report_progress": (ADMIN, OPERATOR),
     "report_result": (ADMIN, OPERATOR),

@@ -4,7 +4,8 @@ Every error body has the same shape::
 
     {"detail": [{"field": "body.inputs.0.dataset_id", "message": "...", "fix": "..."}]}
 
-``field`` is a dotted path into the request (``body.…``, ``query.…``, ``path.…``) or null.
+``field`` is a dotted path into the request (``body.…``, ``query.…``, ``path.…``) or null. A policy denial
+(``PolicyDenied``) adds one entry per denying rule, each with its ``rule_id``.
 Domain errors map by class through ``CATALOG``; validation errors name each offending field;
 anything unexpected is a 500 with no detail (and a logged traceback).
 """
@@ -21,7 +22,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from coordinator.audit_chain import AuditError
-from coordinator.errors import BadRequest, Conflict, CoordinatorError, Forbidden, NotFound, Unauthorized
+from coordinator.errors import BadRequest, Conflict, CoordinatorError, Forbidden, NotFound, PolicyDenied, Unauthorized
 from coordinator.policy import PolicyError
 from protocols.errors import ProtocolError
 
@@ -79,7 +80,11 @@ async def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:
         logger.error("%s %s failed: %s", request.method, request.url.path, type(exc).__name__)
     message, field, fix = _domain_message(exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(error_body(message, field, fix), status_code=status, headers=headers)
+    body = error_body(message, field, fix)
+    if isinstance(exc, PolicyDenied):  # one more entry per denying rule, named by its rule id
+        body["detail"] += [{"field": f, "message": f"{rule_id}: {text}", "fix": rule_fix, "rule_id": rule_id}
+                           for rule_id, f, text, rule_fix in exc.denials]
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _field(loc: tuple[Any, ...] | list[Any]) -> str:

@@ -77,6 +77,9 @@ class JobUpdate(BaseModel):
     digest: str | None = None
     required_approvals: list[str] | None = None
     outputs: dict[str, Any] | None = None
+    policy_version: str | None = None
+    decision: Decision | None = None
+    attempt: int | None = None
 
     def changes(self) -> dict[str, Any]:
         """The fields that were set, as plain data."""
@@ -184,19 +187,28 @@ class JobStore(Protocol):
         """Final reports received so far, by party."""
         ...
 
+    def clear_results(self, job_id: int) -> None:
+        """Forget the parties' final reports (a retried job's new attempt is decided by its own reports)."""
+        ...
+
+    def clear_approvals(self, job_id: int) -> None:
+        """Forget the job's approvals (they sign a digest the job no longer has; the audit log keeps them)."""
+        ...
+
 
 class BudgetStore(Protocol):
-    """The ε ledger: at most one charge per job, refunded at most once."""
+    """The ε ledger: at most one entry per job, charged, refunded, and charged again if the job is retried."""
 
     def charge(self, charge: BudgetCharge, limit: float) -> float:
         """Record ``charge`` unless the pair's unrefunded total would exceed ``limit``; return the new total.
 
         Check and insert are atomic per pair: concurrent transactions charging the same pair are
-        serialised, so together they never exceed ``limit``.
+        serialised, so together they never exceed ``limit``. A job whose charge was refunded (a failed job
+        that is retried) is charged again: its entry is replaced by ``charge``.
 
         Raises:
             BudgetExceeded: the charge does not fit (carries the pair's current total and ``limit``).
-            Conflict: the job was already charged.
+            Conflict: the job has an unrefunded charge.
         """
         ...
 

@@ -176,6 +176,14 @@ class _Jobs:
     def results(self, job_id: int) -> dict[str, JobResultReport]:
         return {p: r for (jid, p), r in sorted(self._t.results.items()) if jid == job_id}
 
+    def clear_results(self, job_id: int) -> None:
+        self._stored(job_id)
+        self._t.results = {key: r for key, r in self._t.results.items() if key[0] != job_id}
+
+    def clear_approvals(self, job_id: int) -> None:
+        self._stored(job_id)
+        self._t.approvals.pop(job_id, None)
+
 
 class _Budgets:
     """Writes already hold the store's one lock, so check-then-insert is atomic."""
@@ -184,7 +192,8 @@ class _Budgets:
         self._t = t
 
     def charge(self, charge: BudgetCharge, limit: float) -> float:
-        if charge.job_id in self._t.budget:
+        existing = self._t.budget.get(charge.job_id)
+        if existing is not None and existing.refunded_at is None:
             raise Conflict(f"job {charge.job_id} was already charged against its epsilon budget")
         spent = self.spent().get(charge.pair, 0.0)
         if over_budget(spent, charge.epsilon, limit):

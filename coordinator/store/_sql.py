@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import Engine, create_engine, delete, event, inspect, text
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, SQLModel, col, func, select
 
@@ -122,12 +122,13 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
-_ADDED_COLUMNS = (("app_user", "expires_at", "TIMESTAMP WITH TIME ZONE"),)
+_ADDED_COLUMNS = (("app_user", "expires_at", "TIMESTAMP WITH TIME ZONE"),
+                  ("job", "attempt", "INTEGER NOT NULL DEFAULT 1"))
 """Columns added after a table was first created (``create_all`` never alters an existing table)."""
 
 
 def _add_missing_columns(engine: Engine) -> None:
-    """Bring databases created by earlier versions up to date (nullable columns only)."""
+    """Bring databases created by earlier versions up to date (nullable columns, or with a default)."""
     inspector = inspect(engine)
     for table, column, sql_type in _ADDED_COLUMNS:
         if column not in {c["name"] for c in inspector.get_columns(table)}:
@@ -326,6 +327,16 @@ class _Jobs:
         query = select(JobResultRow).where(JobResultRow.job_id == job_id).order_by(col(JobResultRow.party))
         return {r.party: JobResultReport.model_validate(r.report) for r in self._s.exec(query)}
 
+    def clear_results(self, job_id: int) -> None:
+        self._row(job_id)
+        self._s.execute(delete(JobResultRow).where(col(JobResultRow.job_id) == job_id))
+        self._s.flush()
+
+    def clear_approvals(self, job_id: int) -> None:
+        self._row(job_id)
+        self._s.execute(delete(ApprovalRow).where(col(ApprovalRow.job_id) == job_id))
+        self._s.flush()
+
 
 def _charge_public(row: BudgetChargeRow) -> BudgetCharge:
     refunded = utc(row.refunded_at) if row.refunded_at else None
@@ -346,13 +357,16 @@ class _Budgets:
     def charge(self, charge: BudgetCharge, limit: float) -> float:
         if self._s.get_bind().dialect.name == "postgresql":
             self._s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": BUDGET_LOCK_KEY})
-        if self._s.exec(select(BudgetChargeRow.id).where(BudgetChargeRow.job_id == charge.job_id)).first():
+        existing = self._s.exec(select(BudgetChargeRow).where(BudgetChargeRow.job_id == charge.job_id)).first()
+        if existing is not None and existing.refunded_at is None:
             raise Conflict(f"job {charge.job_id} was already charged against its epsilon budget")
         spent = self._pair_spent(charge.pair)
         if over_budget(spent, charge.epsilon, limit):
             raise BudgetExceeded(f"dataset pair {charge.pair} has spent {spent:g} of {limit:g}", spent=spent,
                                  limit=limit)
-        self._s.add(BudgetChargeRow(**charge.model_dump()))
+        row = existing if existing is not None else BudgetChargeRow(**charge.model_dump())
+        row.sqlmodel_update(charge.model_dump())
+        self._s.add(row)
         self._s.flush()
         return round(spent + charge.epsilon, BUDGET_DIGITS)
 

@@ -32,6 +32,7 @@ __all__ = [
     "JobProgress",
     "JobPublic",
     "JobResultReport",
+    "JobRetry",
     "JobStatus",
     "KeyType",
     "PartyCreate",
@@ -312,6 +313,13 @@ class ApprovalCreate(_Request):
     signature: Hex128
 
 
+class JobRetry(_Request):
+    """Retry a failed job: run it again, with its checkpoints (``POST /jobs/{id}/retry``)."""
+
+    reason: Annotated[str, StringConstraints(max_length=500)] = Field(
+        default="", description="why the job is retried (e.g. the fixed cause of the failure); audited")
+
+
 class ApprovalPublic(BaseModel):
     """A recorded approval."""
 
@@ -329,6 +337,8 @@ class JobProgress(_Request):
     fraction: float = Field(ge=0.0, le=1.0)
     status: Literal["running", "succeeded", "failed"] = "running"
     detail: Annotated[str, StringConstraints(max_length=2000)] = ""
+    attempt: int | None = Field(default=None, ge=1,
+                                description="the job attempt this report is about; a report of another is refused")
 
 
 class JobResultReport(_Request):
@@ -340,6 +350,8 @@ class JobResultReport(_Request):
     ledger_head: Hex64 | None = None
     messages_sent: int = Field(default=0, ge=0)
     bytes_sent: int = Field(default=0, ge=0)
+    attempt: int | None = Field(default=None, ge=1,
+                                description="the job attempt this report is about; a report of another is refused")
 
 
 class JobPublic(BaseModel):
@@ -364,6 +376,7 @@ class JobPublic(BaseModel):
     created_by: str
     created_at: datetime
     updated_at: datetime
+    attempt: int = Field(default=1, ge=1, description="run attempt: 1, then one more per retry; nodes run each once")
 
 
 class AuditEventPublic(BaseModel):

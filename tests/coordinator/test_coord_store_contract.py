@@ -121,6 +121,32 @@ class TestJobs:
         with store.write() as tx, pytest.raises(Conflict):
             tx.jobs.record_result(job.id, "bank", report, NOW)
 
+    def test_a_retry_resets_results_approvals_and_terms(self, store):
+        # Prepare: a job with an approval and a result, as a failed job has
+        approval = ApprovalPublic(approver="party:bank", signature="s" * 128, signer_key="k" * 64, user="alice",
+                                  created_at=NOW)
+        with store.write() as tx:
+            job, other = _job(tx), _job(tx)
+            for j in (job, other):
+                tx.jobs.add_approval(j.id, approval)
+                tx.jobs.record_result(j.id, "bank", JobResultReport(status="failed", detail="x"), NOW)
+        newer = DECISION.model_copy(update={"policy_version": "2", "required_approvals": ["party:bank", "auditor"]})
+
+        # Execute
+        with store.write() as tx:
+            tx.jobs.clear_results(job.id)
+            tx.jobs.clear_approvals(job.id)
+            updated = tx.jobs.update_job(job.id, JobUpdate(attempt=2, policy_version="2", decision=newer), NOW)
+
+        # Assert: only this job's, and its new terms and attempt stored
+        assert (updated.attempt, updated.policy_version, updated.decision) == (2, "2", newer)
+        assert job.attempt == 1
+        with store.read() as tx:
+            assert tx.jobs.results(job.id) == {} and tx.jobs.get_job(job.id).approvals == []
+            assert tx.jobs.results(other.id) != {} and tx.jobs.get_job(other.id).approvals == [approval]
+            assert tx.jobs.get_job(job.id).attempt == 2
+            tx.jobs.record_result(job.id, "bank", JobResultReport(status="succeeded"), NOW)  # reportable again
+
     @pytest.mark.parametrize("job_id", [0, 42, 2**64])
     def test_unknown_job_is_not_found(self, store, job_id):
         with store.write() as tx, pytest.raises(NotFound):
@@ -171,6 +197,31 @@ class TestBudgets:
             tx.budgets.charge(_charge(a.id, 0.5), 3.0)
         with store.write() as tx, pytest.raises(Conflict, match="already charged"):
             tx.budgets.charge(_charge(a.id, 0.5, pair=(7, 8)), 3.0)
+
+    def test_a_refunded_job_is_charged_again_if_it_still_fits(self, store):
+        # Prepare: a's charge refunded (its job failed), then b took most of the budget
+        with store.write() as tx:
+            a, b = _job(tx), _job(tx)
+            tx.budgets.charge(_charge(a.id, 1.0), 3.0)
+            tx.budgets.refund(a.id, NOW)
+            tx.budgets.charge(_charge(b.id, 1.5), 3.0)
+
+        # Execute: a retried once (fits), then too expensive once refunded again
+        with store.write() as tx:
+            total = tx.budgets.charge(_charge(a.id, 1.0).model_copy(update={"charged_at": NOW + timedelta(1)}), 3.0)
+        with store.write() as tx:
+            tx.budgets.refund(a.id, NOW)
+        with store.write() as tx, pytest.raises(BudgetExceeded):
+            tx.budgets.charge(_charge(a.id, 2.0), 3.0)
+
+        # Assert: one entry per job, the retried charge counted once while it stood
+        assert total == 2.5
+        with store.read() as tx:
+            entries = tx.budgets.charges()
+            assert tx.budgets.spent() == {(1, 2): 1.5}
+        assert [(e.job_id, e.epsilon, e.refunded_at is not None) for e in entries] == [(a.id, 1.0, True),
+                                                                                       (b.id, 1.5, False)]
+        assert entries[0].charged_at == NOW + timedelta(1)
 
     def test_many_small_charges_fill_the_budget_exactly(self, store):
         with store.write() as tx:

@@ -1,4 +1,4 @@
-"""Jobs: submission, approvals, cancellation, and the node-facing progress/result reports."""
+"""Jobs: submission, approvals, cancellation, retry, and the node-facing progress/result reports."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from protocols.messages.control import (
     JobProgress,
     JobPublic,
     JobResultReport,
+    JobRetry,
     JobStatus,
 )
 
@@ -61,6 +62,20 @@ def cancel_job(
 ) -> JobPublic:
     """Cancel a job that is not final."""
     return jobs.cancel(ctx, actor, job_id)
+
+
+@router.post("/jobs/{job_id}/retry", response_model=JobPublic, tags=["jobs"])
+def retry_job(
+    job_id: JobId, ctx: ContextDep, actor: Annotated[Principal, Depends(required("retry_job"))],
+    body: JobRetry | None = None,
+) -> JobPublic:
+    """Run a failed job again as a new attempt, under the current policy.
+
+    ``approved`` at once if its approvals still cover its digest (terms and policy version), else
+    ``pending_approval``; 409 with the denying rules if the policy now denies it (it stays ``failed``).
+    A training job resumes from the nodes' checkpoints.
+    """
+    return jobs.retry(ctx, actor, job_id, body or JobRetry())
 
 
 @router.get("/nodes/jobs", response_model=list[JobPublic], tags=["nodes"])
