@@ -1,6 +1,6 @@
 """The node command line, shared by both nodes: ``build_cli(BankSettings, "bank")`` and so on.
 
-Commands: ``init``, ``register-dataset``, ``datasets``, ``approve``, ``serve``, ``run-once``,
+Commands: ``init``, ``register-dataset``, ``datasets``, ``approve``, ``retry``, ``serve``, ``run-once``,
 ``ledger verify``, ``ledger export``. Every failure prints one line that says what to fix and exits
 with code 2 (``ledger verify`` exits 1 when the chain is broken); no tracebacks.
 """
@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from protocols.errors import ProtocolError
-from protocols.messages.control import JobKind
+from protocols.messages.control import JobKind, JobRetry
 from protocols.node.adapters import open_source, redact_uri
 from protocols.node.approval import job_terms_of, recompute_digest, sign_approval
 from protocols.node.governance import describe, load_governance
@@ -137,6 +137,17 @@ class _Commands:
         finally:
             rt.close()
         typer.echo(f"job {job_id} approved by party:{rt.settings.party}")
+
+    def retry(self, job_id: int, reason: str) -> None:
+        rt = self.runtime()
+        try:
+            job = rt.coordinator.retry(job_id, JobRetry(reason=reason))
+        finally:
+            rt.close()
+        typer.echo(f"job {job_id} retried as attempt {job.attempt}: {job.status}"
+                   + (f" ({job.status_detail})" if job.status_detail else ""))
+        if job.status == "pending_approval":
+            typer.echo(f"its terms changed (policy {job.policy_version}); approve it again: approve {job_id}")
 
     def run_once(self) -> None:
         rt = self.runtime()
@@ -256,6 +267,15 @@ def build_cli(
     ) -> None:
         """Show a job's terms, recompute its digest, sign it with the party key and post the approval."""
         cmd.approve(job_id, yes)
+
+    @app.command("retry")
+    @friendly
+    def retry(
+        job_id: int,
+        reason: Annotated[str, typer.Option("--reason", help="why (audited), e.g. the fixed cause")] = "",
+    ) -> None:
+        """Run a failed job again (a training job resumes from its checkpoints); needs this node's admin token."""
+        cmd.retry(job_id, reason)
 
     @app.command("serve")
     @friendly

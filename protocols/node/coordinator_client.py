@@ -23,6 +23,7 @@ from protocols.messages.control import (
     JobProgress,
     JobPublic,
     JobResultReport,
+    JobRetry,
     PartyCreate,
     PartyPublic,
     UserPublic,
@@ -184,6 +185,11 @@ class CoordinatorClient:
     def approve(self, job_id: int, approval: ApprovalCreate) -> None:
         """``POST /jobs/{id}/approvals``."""
         self._request("POST", f"/jobs/{job_id}/approvals", body=approval, kind="approval", job_id=job_id)
+
+    def retry(self, job_id: int, retry: JobRetry) -> JobPublic:
+        """``POST /jobs/{id}/retry``: run a failed job again (the coordinator re-checks policy and approvals)."""
+        return self._parse(JobPublic, self._request("POST", f"/jobs/{job_id}/retry", body=retry, kind="retry",
+                                                    job_id=job_id))
 
     def node_jobs(self, status: str) -> list[JobPublic]:
         """``GET /nodes/jobs?status=...``: jobs in ``status`` that concern this node's party."""

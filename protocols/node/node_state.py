@@ -2,8 +2,9 @@
 
 The coordinator knows a dataset by id and schema only; the node alone knows where its rows live.
 ``LocalDatasets`` maps coordinator dataset id → source URI + governance file (filled by
-``register-dataset``). ``JobJournal`` remembers what the node did with each job (started, refused,
-waiting, succeeded, failed) so the runner neither repeats work nor repeats notices.
+``register-dataset``). ``JobJournal`` remembers what the node did with each job and attempt (started,
+refused, waiting, succeeded, failed) so the runner neither repeats work nor repeats notices; a job the
+coordinator retried comes back with a higher attempt and is run again.
 """
 
 from __future__ import annotations
@@ -23,8 +24,11 @@ _SCHEMA = (
         dataset_id INTEGER PRIMARY KEY, name TEXT NOT NULL, source_uri TEXT NOT NULL,
         governance_path TEXT NOT NULL, registered_at TEXT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS job_journal (
-        job_id INTEGER PRIMARY KEY, state TEXT NOT NULL, detail TEXT NOT NULL, updated_at TEXT NOT NULL)""",
+        job_id INTEGER PRIMARY KEY, state TEXT NOT NULL, detail TEXT NOT NULL, updated_at TEXT NOT NULL,
+        attempt INTEGER NOT NULL DEFAULT 1)""",
 )
+_ADDED_COLUMNS = (("job_journal", "attempt", "INTEGER NOT NULL DEFAULT 1"),)
+"""Columns added after a table was first created (``CREATE TABLE IF NOT EXISTS`` leaves old tables as they are)."""
 
 
 def _now() -> str:
@@ -48,6 +52,7 @@ class JobRecord:
     job_id: int
     state: str
     detail: str
+    attempt: int = 1
 
 
 class _Table:
@@ -55,6 +60,9 @@ class _Table:
         self._conn = connect(db_path)
         for stmt in _SCHEMA:
             self._conn.execute(stmt)
+        for table, column, sql_type in _ADDED_COLUMNS:
+            if column not in {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}:
+                self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -111,13 +119,15 @@ class JobJournal(_Table):
         """The node's note on ``job_id``, if any."""
         with self._lock:
             row = self._conn.execute(
-                "SELECT job_id, state, detail FROM job_journal WHERE job_id = ?", (job_id,)
+                "SELECT job_id, state, detail, attempt FROM job_journal WHERE job_id = ?", (job_id,)
             ).fetchone()
-        return None if row is None else JobRecord(int(row[0]), str(row[1]), str(row[2]))
+        return None if row is None else JobRecord(int(row[0]), str(row[1]), str(row[2]), int(row[3]))
 
-    def set(self, job_id: int, state: str, detail: str = "") -> None:
-        """Record the node's current note on ``job_id``."""
+    def set(self, job_id: int, state: str, detail: str = "", *, attempt: int = 1) -> None:
+        """Record the node's current note on ``job_id`` (about its ``attempt``)."""
         with self._lock:
             self._conn.execute(
-                "INSERT OR REPLACE INTO job_journal VALUES (?, ?, ?, ?)", (job_id, state, detail, _now())
+                "INSERT OR REPLACE INTO job_journal (job_id, state, detail, updated_at, attempt) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (job_id, state, detail, _now(), attempt),
             )

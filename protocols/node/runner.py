@@ -2,7 +2,7 @@
 
 For each job the coordinator lists as approved or running for this node::
 
-    already finished/refused here?            -> skip
+    this attempt already finished/refused here?  -> skip
     not this party's job?                     -> skip
     own approval does not verify              -> progress failed "refused: ...", journal "refused"
     no handler registered for job.kind        -> progress "waiting: ..." (once), journal "waiting"
@@ -14,6 +14,12 @@ settings, local datasets, peer clients, progress reporter, ledger and a scratch 
 the outputs meant for the coordinator (aggregates only). Reasons reported for unexpected exceptions
 name the exception type and stage only: exception messages can quote row values, and those stay in
 the node.
+
+Attempts: the journal notes which attempt of a job it is about. A job the coordinator retried
+(``POST /jobs/{id}/retry``) comes back approved with ``attempt`` one higher, and is run again even if
+this node noted the previous attempt failed or refused (a training job then resumes from its
+checkpoints). A job this node noted running is run again too (the node restarted mid-job). Every report
+names its attempt, so the coordinator refuses a late report of an attempt it has retried.
 """
 
 from __future__ import annotations
@@ -64,7 +70,7 @@ class JobContext:
     def progress(self, stage: str, fraction: float) -> None:
         """Report progress to the coordinator (``fraction`` in 0..1)."""
         self.stage = stage
-        report = JobProgress(stage=stage, fraction=min(max(fraction, 0.0), 1.0))
+        report = JobProgress(stage=stage, fraction=min(max(fraction, 0.0), 1.0), attempt=self.job.attempt)
         self.coordinator.report_progress(self.job.id, report)
 
     def dataset(self, dataset_id: int) -> LocalDataset:
@@ -168,6 +174,8 @@ class JobRunner:
     def process(self, job: JobPublic) -> JobOutcome | None:
         """Take one job through the steps in the module docstring."""
         note = self.journal.get(job.id)
+        if note is not None and note.attempt < job.attempt:
+            note = None  # the coordinator retried the job: a new attempt, nothing done for it here yet
         if (note is not None and note.state in FINAL_STATES) or not self._concerns_us(job):
             return None
         try:
@@ -181,15 +189,16 @@ class JobRunner:
 
     def _refuse(self, job: JobPublic, detail: str) -> JobOutcome:
         logger.warning("job %s refused: own approval does not verify", job.id)
-        self.journal.set(job.id, "refused", detail)
-        self._report(job.id, JobProgress(stage="approval", fraction=0.0, status="failed", detail=detail))
+        self.journal.set(job.id, "refused", detail, attempt=job.attempt)
+        self._report(job.id, JobProgress(stage="approval", fraction=0.0, status="failed", detail=detail,
+                                         attempt=job.attempt))
         return JobOutcome(job.id, "refused", detail)
 
     def _wait(self, job: JobPublic, already_noted: bool) -> JobOutcome:
         detail = f"waiting: no protocol implementation for {job.kind} yet"
         if not already_noted:
-            self.journal.set(job.id, "waiting", detail)
-            self._report(job.id, JobProgress(stage="waiting", fraction=0.0, detail=detail))
+            self.journal.set(job.id, "waiting", detail, attempt=job.attempt)
+            self._report(job.id, JobProgress(stage="waiting", fraction=0.0, detail=detail, attempt=job.attempt))
         return JobOutcome(job.id, "waiting", detail)
 
     def _run(self, job: JobPublic, handler: JobHandler) -> JobOutcome:
@@ -199,10 +208,10 @@ class JobRunner:
         workdir.mkdir(parents=True, mode=0o700)
         ctx = JobContext(job, self.settings, self.keys, self.ledger, self.datasets, workdir, self.inbox,
                          self.coordinator, self.peer_factory)
-        self.journal.set(job.id, "running")
+        self.journal.set(job.id, "running", attempt=job.attempt)
         if self.inbox is not None:
             self.inbox.activate(job.id)
-        logger.info("job %s (%s): running", job.id, job.kind)
+        logger.info("job %s (%s): running attempt %d", job.id, job.kind, job.attempt)
         try:
             outputs = handler(ctx)
         except Exception as exc:  # noqa: BLE001 - any handler failure fails the job, cleanly
@@ -216,8 +225,8 @@ class JobRunner:
     def _succeed(self, job: JobPublic, outputs: dict[str, Any]) -> JobOutcome:
         totals = self.ledger.totals(job.id)
         report = JobResultReport(status="succeeded", outputs=outputs, ledger_head=self.ledger.head(),
-                                 messages_sent=totals.messages, bytes_sent=totals.bytes)
-        self.journal.set(job.id, "succeeded")
+                                 messages_sent=totals.messages, bytes_sent=totals.bytes, attempt=job.attempt)
+        self.journal.set(job.id, "succeeded", attempt=job.attempt)
         self._report_result(job.id, report)
         logger.info("job %s: succeeded (%d messages, %d bytes sent)", job.id, totals.messages, totals.bytes)
         return JobOutcome(job.id, "succeeded")
@@ -232,10 +241,10 @@ class JobRunner:
             detail = f"failed at stage '{ctx.stage}': {type(exc).__name__} in the {job.kind} handler (see node log)"
         logger.error("job %s failed at stage %s: %s", job.id, ctx.stage, type(exc).__name__)
         logger.debug("job %s failure", job.id, exc_info=exc)
-        self.journal.set(job.id, "failed", detail)
+        self.journal.set(job.id, "failed", detail, attempt=job.attempt)
         totals = self.ledger.totals(job.id)
         report = JobResultReport(status="failed", detail=detail[:2000], ledger_head=self.ledger.head(),
-                                 messages_sent=totals.messages, bytes_sent=totals.bytes)
+                                 messages_sent=totals.messages, bytes_sent=totals.bytes, attempt=job.attempt)
         self._report_result(job.id, report)
         return JobOutcome(job.id, "failed", detail)
 

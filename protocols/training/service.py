@@ -205,6 +205,9 @@ class TrainingService:
                 remote = ctx.coordinator.job(ctx.job.id)
                 if remote.status in _ENDED:
                     raise TrainingError(f"the job was {remote.status} elsewhere: {remote.status_detail[:300]}")
+                if remote.attempt != ctx.job.attempt:
+                    raise TrainingError(f"the job was retried meanwhile (attempt {remote.attempt}); "
+                                        f"attempt {ctx.job.attempt} stops here")
             if time.monotonic() - job.last_activity > settings.idle_timeout:
                 raise TrainingError(f"no training round or peer message for {settings.idle_timeout:.0f} s")
         if job.error is not None:

@@ -56,6 +56,7 @@ class FakeCoordinator:
         self.jobs: dict[int, JobPublic] = {}
         self.progress: list[tuple[int, JobProgress]] = []
         self.results: list[tuple[int, JobResultReport]] = []
+        self.retries: list[tuple[int, dict]] = []
         self.bodies: list[bytes] = []
         self.down = False
 
@@ -93,6 +94,7 @@ class FakeCoordinator:
             (r"/nodes/jobs", "GET", self._node_jobs),
             (r"/jobs/(\d+)/progress", "POST", self._post_progress),
             (r"/jobs/(\d+)/result", "POST", self._post_result),
+            (r"/jobs/(\d+)/retry", "POST", self._post_retry),
         ]
 
     @staticmethod
@@ -133,6 +135,16 @@ class FakeCoordinator:
     def _post_progress(self, request, body, job_id):
         self.progress.append((int(job_id), JobProgress.model_validate(body)))
         return self._ok({"ok": True})
+
+    def _post_retry(self, request, body, job_id):
+        job = self.jobs[int(job_id)]
+        if job.status != JobStatus.FAILED:
+            return httpx.Response(409, json={"detail": [{"field": None, "fix": None,
+                                                         "message": f"job {job_id} is {job.status}; only a failed "
+                                                                    "job can be retried"}]})
+        self.retries.append((int(job_id), body))
+        self.jobs[int(job_id)] = job.model_copy(update={"status": JobStatus.APPROVED, "attempt": job.attempt + 1})
+        return self._ok(self.jobs[int(job_id)].model_dump(mode="json"))
 
     def _post_result(self, request, body, job_id):
         self.results.append((int(job_id), JobResultReport.model_validate(body)))

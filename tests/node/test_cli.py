@@ -44,7 +44,8 @@ def _ok(cli, *args, input=None):
 
 def test_every_command_has_help(cli):
     for args in (["--help"], ["init", "--help"], ["register-dataset", "--help"], ["datasets", "--help"],
-                 ["approve", "--help"], ["serve", "--help"], ["run-once", "--help"], ["ledger", "verify", "--help"],
+                 ["approve", "--help"], ["retry", "--help"], ["serve", "--help"], ["run-once", "--help"],
+                 ["ledger", "verify", "--help"],
                  ["ledger", "export", "--help"]):
         assert runner.invoke(cli, args).exit_code == 0, args
 
@@ -99,6 +100,18 @@ def test_approve_refuses_when_the_coordinator_digest_disagrees(env, cli, coordin
     result = runner.invoke(cli, ["approve", "4", "--yes"])
     assert result.exit_code == 2 and "do not approve" in result.output
     assert coordinator.jobs[4].approvals == []
+
+
+def test_retry_asks_the_coordinator_to_run_a_failed_job_again(env, cli, coordinator):
+    _ok(cli, "init")
+    coordinator.jobs[5] = make_job(5).model_copy(update={"status": "failed"})
+
+    out = _ok(cli, "retry", "5", "--reason", "telco node restarted")
+    refused = runner.invoke(cli, ["retry", "5"])  # approved again now, not failed
+
+    assert "job 5 retried as attempt 2: approved" in out
+    assert coordinator.retries == [(5, {"reason": "telco node restarted"})]
+    assert refused.exit_code == 2 and "only a failed job can be retried" in refused.output
 
 
 def test_ledger_verify_and_export(env, cli):

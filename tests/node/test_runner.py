@@ -165,3 +165,73 @@ def test_coordinator_down_raises_a_clear_error(coordinator, runtime):
     coordinator.down = True
     with pytest.raises(CoordinatorUnavailable, match="cannot reach the coordinator"):
         runtime.runner({}).run_once()
+
+
+def _fail_at_coordinator(coordinator, job_id):
+    coordinator.jobs[job_id] = coordinator.jobs[job_id].model_copy(update={"status": JobStatus.FAILED})
+
+
+def test_a_retried_job_runs_again_as_its_new_attempt(coordinator, runtime):
+    # Prepare: attempt 1 failed here and at the coordinator
+    _approved(coordinator, runtime, 15)
+    calls = []
+
+    def handler(ctx):
+        calls.append(ctx.job.attempt)
+        ctx.progress("psi", 0.5)
+        if len(calls) == 1:
+            raise ProtocolError("peer vanished")
+        return {"overlap": 77}
+
+    runner = runtime.runner({JobKind.AUDIENCE_OVERLAP: handler})
+    assert [o.state for o in runner.run_once()] == ["failed"]
+    _fail_at_coordinator(coordinator, 15)
+    assert runner.run_once() == []  # failed is failed, until the coordinator retries the job
+
+    # Execute: the coordinator retried it (approved again, attempt 2)
+    coordinator.jobs[15] = coordinator.jobs[15].model_copy(update={"status": JobStatus.APPROVED, "attempt": 2})
+    outcomes = runner.run_once()
+
+    # Assert: run again once, every report naming its attempt
+    assert [(o.job_id, o.state) for o in outcomes] == [(15, "succeeded")] and calls == [1, 2]
+    assert [(r.status, r.attempt) for _, r in coordinator.results] == [("failed", 1), ("succeeded", 2)]
+    assert [p.attempt for _, p in coordinator.progress] == [1, 2]
+    note = runtime.journal.get(15)
+    assert (note.state, note.attempt) == ("succeeded", 2)
+    assert runner.run_once() == []  # attempt 2 done once, never again
+
+
+def test_a_refusal_is_final_for_its_attempt_only(coordinator, runtime):
+    job = make_job(16)
+    coordinator.jobs[16] = job
+    coordinator.add_approval(16, sign_approval(job, SigningKey.generate(), "bank"))
+    runner = runtime.runner({JobKind.AUDIENCE_OVERLAP: lambda ctx: {}})
+    assert runner.run_once()[0].state == "refused"
+
+    # the job was retried and approved again, this time with this party's real signature
+    coordinator.jobs[16] = job.model_copy(update={"attempt": 2})
+    coordinator.add_approval(16, sign_approval(job, runtime.keys.signing, "bank"))
+
+    assert [o.state for o in runner.run_once()] == ["succeeded"]
+    assert coordinator.progress[0][1].attempt == 1 and coordinator.results[-1][1].attempt == 2
+
+
+def test_an_old_journal_gains_the_attempt_column(tmp_path):
+    import sqlite3
+
+    from protocols.node.node_state import JobJournal
+
+    db = tmp_path / "node.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE job_journal (job_id INTEGER PRIMARY KEY, state TEXT NOT NULL, "
+                     "detail TEXT NOT NULL, updated_at TEXT NOT NULL)")
+        conn.execute("INSERT INTO job_journal VALUES (3, 'failed', 'x', '2025-01-01')")
+    conn.close()
+
+    journal = JobJournal(db)
+    before = journal.get(3)
+    journal.set(3, "running", attempt=2)
+    after = journal.get(3)
+    journal.close()
+
+    assert (before.state, before.attempt) == ("failed", 1) and (after.state, after.attempt) == ("running", 2)
