@@ -25,17 +25,13 @@ import sqlite3
 import struct
 from pathlib import Path
 
-import ahocorasick
 import pytest
 
 from demo import run as demo
-from protocols.messages.control import KeyType
-from psi import InvalidIdentifier, normalise
+from tests.leaks import IDENTIFIER_COLUMNS, Needles, identifier_forms, with_hashes
 
 pytestmark = [pytest.mark.flower, pytest.mark.slow]
 
-IDENTIFIERS = {"id_number": KeyType.ID_NUMBER, "imei": KeyType.IMEI, "idfa": KeyType.IDFA, "mac": KeyType.MAC,
-               "msisdn": KeyType.MOBILE, "mobile": KeyType.MOBILE, "customer_id": KeyType.CUSTOMER_ID}
 QUASI_IDENTIFIERS = ("home_cell", "work_cell")
 FEATURES = {"bank_customers.csv": ("balance", "monthly_txn_amount"),
             "telco_subscribers.csv": ("arpu", "data_usage_gb", "night_usage_ratio")}
@@ -53,40 +49,14 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def _with_hashes(forms: set[str]) -> set[bytes]:
-    out: set[bytes] = set()
-    for form in forms:
-        raw = form.encode()
-        out.add(raw)
-        for algo in (hashlib.sha256, hashlib.sha1, hashlib.md5):
-            digest = algo(raw)
-            out |= {digest.digest(), digest.hexdigest().encode(), digest.hexdigest().upper().encode()}
-    return out
-
-
-def _identifier_forms(column: str, raw: str) -> set[str]:
-    forms = {raw}
-    try:
-        forms.add(normalise(IDENTIFIERS[column], raw))
-    except InvalidIdentifier:
-        pass
-    if column == "mac":
-        forms |= {raw.replace(":", ""), raw.replace(":", "-"), raw.upper()}
-    if column == "idfa":
-        forms |= {raw.lower(), raw.replace("-", "")}
-    if column in ("msisdn", "mobile"):
-        forms |= {"+86" + raw, "86" + raw}
-    return forms
-
-
 def _needles(data: Path) -> dict[bytes, str]:
     """Every byte string that must not leave a node, mapped to a description for the failure message."""
     needles: dict[bytes, str] = {}
     for file in ("bank_customers.csv", "bank_lost_contacts.csv", "telco_subscribers.csv"):
         for row in _rows(data / file):
-            for column in IDENTIFIERS:
+            for column in IDENTIFIER_COLUMNS:
                 if row.get(column):
-                    for needle in _with_hashes(_identifier_forms(column, row[column])):
+                    for needle in with_hashes(identifier_forms(column, row[column])):
                         needles[needle] = f"{file}:{column}={row[column]}"
             for column in QUASI_IDENTIFIERS:
                 if row.get(column):
@@ -181,16 +151,11 @@ def test_capture_is_exactly_the_ledger_and_covers_every_kind(demo_run: Path, par
 
 @pytest.mark.parametrize("party", ["bank", "telco"])
 def test_nothing_identifying_or_any_feature_value_left_the_node(demo_run: Path, party: str) -> None:
-    needles = _needles(demo_run / "data")
-    assert len(needles) > 10_000
-    automaton = ahocorasick.Automaton()  # bytes as latin-1 text: one code point per byte, both ways
-    for needle, what in needles.items():
-        automaton.add_word(needle.decode("latin-1"), what)
-    automaton.make_automaton()
+    needles = Needles(_needles(demo_run / "data"))
+    assert needles.count > 10_000
     files = sorted((demo_run.parent / "capture" / party).iterdir())
     assert sum(f.stat().st_size for f in files) > 100_000
-    found = [f"{file.name}: {what}" for file in files
-             for _, what in automaton.iter(file.read_bytes().decode("latin-1"))]
+    found = [f"{file.name}: {what}" for file in files for what in needles.find(file.read_bytes())]
     assert not found, f"{len(found)} hits, e.g.\n" + "\n".join(found[:20])
 
 

@@ -13,7 +13,8 @@ from demo.synthetic import generate
 from protocols.messages.control import JobInput, JobKind, JobParams, KeyType, Purpose
 from protocols.psi_jobs import Patience, receiver_handlers, sender_handlers
 from protocols.psi_jobs.outreach import OutboxChannel
-from psi import InvalidIdentifier, normalise
+from psi import normalise
+from tests.leaks import identifier_forms, with_hashes
 
 from .world import World
 
@@ -28,23 +29,7 @@ def _rows(path):
 
 
 def _forms(column: str, raw: str) -> set[bytes]:
-    forms = {raw}
-    try:
-        forms.add(normalise(COLUMN_TYPES[column], raw))
-    except InvalidIdentifier:
-        pass
-    if column == "mac":
-        forms |= {raw.replace(":", ""), raw.replace(":", "-"), raw.upper()}
-    if column == "idfa":
-        forms |= {raw.lower(), raw.replace("-", "")}
-    out: set[bytes] = set()
-    for form in forms:
-        b = form.encode()
-        out.add(b)
-        for algo in (hashlib.sha256, hashlib.sha1, hashlib.md5):
-            digest = algo(b)
-            out |= {digest.digest(), digest.hexdigest().encode(), digest.hexdigest().upper().encode()}
-    return out
+    return with_hashes(identifier_forms(column, raw))
 
 
 @pytest.fixture(scope="module")
