@@ -104,14 +104,9 @@ def luhn_check_digit(body14: str) -> str:
     return str((10 - total % 10) % 10)
 
 
-def _is_plain_mobile(raw: str) -> bool:
-    """Whether ``raw`` is already a canonical mobile number in ASCII (the fast path)."""
-    return len(raw) == 11 and raw.isascii() and raw.isdigit() and raw[0] == "1" and raw[1] in _MOBILE_SECOND_DIGITS
-
-
 def _normalise_mobile(raw: str) -> str:
-    if _is_plain_mobile(raw):
-        return raw
+    if len(raw) == 11 and raw.isascii() and raw.isdigit() and raw[0] == "1" and raw[1] in _MOBILE_SECOND_DIGITS:
+        return raw  # fast path: already canonical
     digits = _SEPARATORS.sub("", raw)
     for prefix in ("+86", "0086", "86"):
         if digits.startswith(prefix) and len(digits) == len(prefix) + 11:
@@ -138,21 +133,15 @@ def _check_birth_date(yyyymmdd: str) -> None:
         raise InvalidIdentifier(KeyType.ID_NUMBER, "birth_date")
 
 
-def _is_plain_id18(raw: str) -> bool:
-    """Whether ``raw`` has the canonical 18-character shape in ASCII (the fast path skips the regexes)."""
-    return len(raw) == 18 and raw.isascii() and (raw.isdigit() or (raw[17] == "X" and raw[:17].isdigit()))
-
-
-def _checked_id18(value: str) -> str:
-    _check_birth_date(value[6:14])
-    if _gb11643_code(value[:17]) != value[17]:
-        raise InvalidIdentifier(KeyType.ID_NUMBER, "check_digit")
-    return value
-
-
 def _normalise_id_number(raw: str) -> str:
-    if _is_plain_id18(raw):
-        return _checked_id18(raw)
+    if (
+        len(raw) == 18
+        and raw.isascii()
+        and (raw.isdigit() or (raw[17] == "X" and raw[:17].isdigit()))
+        and _is_birth_date(raw[6:14])
+        and _GB11643_CODES[2 * int(raw[:17], 13) % 11] == raw[17]
+    ):
+        return raw  # fast path: already canonical and valid (ASCII digits, so no regex needed)
     value = _SEPARATORS.sub("", raw).upper()
     if _ID15.fullmatch(value):
         first17 = value[:6] + "19" + value[6:]
@@ -160,7 +149,10 @@ def _normalise_id_number(raw: str) -> str:
         return first17 + _gb11643_code(first17)
     if not _ID18.fullmatch(value):
         raise InvalidIdentifier(KeyType.ID_NUMBER, "bad_format")
-    return _checked_id18(value)
+    _check_birth_date(value[6:14])
+    if _gb11643_code(value[:17]) != value[17]:
+        raise InvalidIdentifier(KeyType.ID_NUMBER, "check_digit")
+    return value
 
 
 def _normalise_imei(raw: str) -> str:
@@ -271,6 +263,17 @@ class NormalisedColumn:
         }
 
 
+def _is_missing(raw: object) -> bool:
+    return raw is None or (isinstance(raw, str) and not raw.strip())
+
+
+def _other_value(kind: KeyType, raw: object) -> str:
+    """``normalise`` for a value that is not exactly a ``str`` (``None`` is missing)."""
+    if raw is None:
+        raise InvalidIdentifier(kind, "missing")
+    return normalise(kind, raw)  # type: ignore[arg-type]  # a str subclass, or refused as not_a_string
+
+
 def normalise_column(key_type: KeyType, values: Iterable[str | None]) -> NormalisedColumn:
     """Normalise a whole column, keeping row indices and counting refusals.
 
@@ -282,20 +285,17 @@ def normalise_column(key_type: KeyType, values: Iterable[str | None]) -> Normali
         The :class:`NormalisedColumn`.
     """
     kind = KeyType(key_type)
-    fn = _normaliser(kind)
+    fn, name = _normaliser(kind), str(kind)
     out: list[str] = []
     indices: list[int] = []
     invalid: Counter[tuple[str, str]] = Counter()
-    total = 0
+    index = -1
     for index, raw in enumerate(values):
-        total += 1
-        if raw is None or (isinstance(raw, str) and not raw.strip()):
-            invalid[(str(kind), "missing")] += 1
-            continue
-        try:
-            out.append(fn(raw) if isinstance(raw, str) else normalise(kind, raw))
+        try:  # no normaliser accepts a blank string, so "missing" is only worked out for refusals
+            out.append(fn(raw) if raw.__class__ is str else _other_value(kind, raw))
         except InvalidIdentifier as exc:
-            invalid[(str(kind), exc.reason)] += 1
+            invalid[(name, "missing" if _is_missing(raw) else exc.reason)] += 1
             continue
         indices.append(index)
+    total = index + 1
     return NormalisedColumn(kind, out, indices, invalid, total)

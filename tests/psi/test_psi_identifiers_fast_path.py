@@ -173,3 +173,22 @@ def test_non_ascii_digits_keep_their_general_path_result():
     arabic = "".join("٠١٢٣٤٥٦٧٨٩"[int(d)] for d in "11010519491231002") + "X"
 
     assert normalise(KeyType.ID_NUMBER, arabic) == reference_id_number(arabic)
+
+
+@pytest.mark.parametrize("key_type", list(KeyType))
+@pytest.mark.parametrize("blank", ["", " ", "\t\n", "\u3000"])
+def test_no_normaliser_accepts_a_blank_string(key_type, blank):
+    # normalise_column works out "missing" only for refused values; this is what makes that exact.
+    with pytest.raises(InvalidIdentifier):
+        normalise(key_type, blank)
+    assert normalise_column(key_type, [blank]).invalid == Counter({(str(key_type), "missing"): 1})
+
+
+def test_column_handles_none_str_subclasses_and_non_strings():
+    class Raw(str):
+        pass
+
+    column = normalise_column(KeyType.MOBILE, [None, Raw("13812345678"), 13812345678, Raw("  ")])  # type: ignore[list-item]
+
+    assert column.values == ["13812345678"] and column.indices == [1] and column.total == 4
+    assert column.invalid == Counter({("mobile", "missing"): 2, ("mobile", "not_a_string"): 1})
