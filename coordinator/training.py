@@ -7,12 +7,16 @@ Enabled by ``TANDEM_COORD_TRAINING_ENABLED=1``; ``tandem-coordinator serve`` the
    authentication, no runtime dependency installation, telemetry and update checks off) and
    registers each party's SuperNode public key under the party's name;
 2. every ``check_interval`` seconds, starts a run of the Tandem Flower app for each approved or
-   running ``train_risk`` / ``train_propensity`` job that has none yet, with the arbiter
-   ``protocols.training.arbiters:lr_arbiter`` or ``:sb_arbiter`` and the job's parameters;
+   running ``train_risk`` / ``train_propensity`` job that has none for its current ``attempt`` yet,
+   with the arbiter ``protocols.training.arbiters:lr_arbiter`` or ``:sb_arbiter`` and the job's
+   parameters; a retried job (a new attempt) gets a new run, and the previous one is stopped;
 3. receives the ServerApp's end-of-run report on a loopback-only endpoint and audits it
    (``training.run_started`` / ``training.run_finished`` / ``training.run_failed``, with the round
    count, never a payload); a failed run fails the job with the ServerApp's reason (e.g. the round
-   in which a node disappeared). Success of the job is still decided by the nodes' own results.
+   in which a node disappeared), unless the report is of an earlier run of the job (a retried
+   attempt). Success of the job is still decided by the nodes' own results;
+4. stops a run whose job failed or was cancelled meanwhile (e.g. a node reported the failure while
+   the ServerApp still waited for a round), audited as ``training.run_stopped``.
 
 What the coordinator learns: what the arbiters learn (:mod:`protocols.training.arbiters`) — counts,
 masked values, the held-out metrics — and the run's round count and outcome.
@@ -112,6 +116,16 @@ class _Report:
     status: str
     rounds: int
     body: bytes
+    run_id: int | None = None
+
+
+@dataclass
+class _Run:
+    """The Flower run of one attempt of a job."""
+
+    attempt: int
+    run_id: int
+    ended: bool = False
 
 
 class TrainingLauncher:
@@ -120,7 +134,7 @@ class TrainingLauncher:
     def __init__(self, ctx: Context, settings: TrainingSettings) -> None:
         """Bind to the coordinator's context; nothing starts before :meth:`start`."""
         self.ctx, self.settings = ctx, settings
-        self._runs: dict[int, int] = {}
+        self._runs: dict[int, _Run] = {}
         self._reports: list[_Report] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -171,36 +185,73 @@ class TrainingLauncher:
                 logger.exception("training launcher scan failed")
 
     def tick(self) -> None:
-        """Launch runs for new training jobs and apply the reports that arrived."""
+        """Launch runs for new training jobs and attempts, apply the reports that arrived, stop orphaned runs."""
         for job, parties in self._new_jobs():
             self._launch(job, parties)
         with self._lock:
             reports, self._reports = self._reports, []
         for report in reports:
             self._apply(report)
+        self._stop_ended_jobs()
 
     def _new_jobs(self) -> list[tuple[JobPublic, list[str]]]:
         found = []
         with self.ctx.store.read() as tx:
             for status in (JobStatus.APPROVED, JobStatus.RUNNING):
                 for job in tx.jobs.list_jobs(status=status):
-                    if job.kind in _ARBITERS and job.id not in self._runs:
+                    run = self._runs.get(job.id)
+                    if job.kind in _ARBITERS and (run is None or run.attempt < job.attempt):
                         found.append((job, tx.jobs.job_parties(job.id)))
         return found
 
     def _launch(self, job: JobPublic, parties: list[str]) -> None:
         from protocols.flower.federation import APP_DIR
 
+        previous = self._runs.get(job.id)
+        if previous is not None and not previous.ended:
+            self._stop_run(job.id, previous, f"attempt {job.attempt} replaces it")
         run_id = self._superlink.run(run_config(job, parties, self.settings, self.report_url), APP_DIR)
-        self._runs[job.id] = run_id
+        self._runs[job.id] = _Run(job.attempt, run_id)
         with self.ctx.store.write() as tx:
             audit_log.record(self.ctx, tx, ACTOR, "training.run_started", f"job:{job.id}",
-                             {"run_id": run_id, "arbiter": _ARBITERS[job.kind], "parties": sorted(parties)})
-        logger.info("job %s: Flower run %s started", job.id, run_id)
+                             {"run_id": run_id, "attempt": job.attempt, "arbiter": _ARBITERS[job.kind],
+                              "parties": sorted(parties)})
+        logger.info("job %s: Flower run %s started (attempt %d)", job.id, run_id, job.attempt)
+
+    def _stop_run(self, job_id: int, run: _Run, why: str) -> None:
+        """Stop ``run`` at the SuperLink (its ServerApp and pending messages); audited."""
+        run.ended = True
+        try:
+            self._superlink.stop_run(run.run_id)
+        except Exception as exc:  # noqa: BLE001 - it may have ended by itself meanwhile
+            logger.info("job %s: Flower run %s not stopped: %s", job_id, run.run_id, type(exc).__name__)
+        with self.ctx.store.write() as tx:
+            audit_log.record(self.ctx, tx, ACTOR, "training.run_stopped", f"job:{job_id}",
+                             {"run_id": run.run_id, "attempt": run.attempt, "why": why})
+        logger.info("job %s: Flower run %s stopped (%s)", job_id, run.run_id, why)
+
+    def _stop_ended_jobs(self) -> None:
+        live = {job_id: run for job_id, run in self._runs.items() if not run.ended}
+        if not live:
+            return
+        with self.ctx.store.read() as tx:
+            ended = {job_id: tx.jobs.get_job(job_id) for job_id in live}
+        for job_id, job in ended.items():
+            if job.status in (JobStatus.FAILED, JobStatus.CANCELLED) and job.attempt == live[job_id].attempt:
+                self._stop_run(job_id, live[job_id], f"the job is {job.status}")
 
     def _apply(self, report: _Report) -> None:
         ok = report.status == "succeeded"
-        details: dict[str, Any] = {"run_id": self._runs.get(report.job_id), "rounds": report.rounds}
+        run = self._runs.get(report.job_id)
+        current = run is not None and report.run_id in (None, run.run_id)
+        if current and run is not None:
+            run.ended = True
+        run_id = report.run_id if report.run_id is not None else (run.run_id if run is not None else None)
+        details: dict[str, Any] = {"run_id": run_id, "rounds": report.rounds}
+        if run is not None and current:
+            details["attempt"] = run.attempt
+        elif not current:
+            details["stale"] = True  # a run of an earlier attempt: audited, but it decides nothing
         if ok:
             try:
                 details["summary"] = json.loads(report.body)
@@ -212,7 +263,7 @@ class TrainingLauncher:
             audit_log.record(self.ctx, tx, ACTOR, "training.run_finished" if ok else "training.run_failed",
                              f"job:{report.job_id}", details)
             job = tx.jobs.get_job(report.job_id)
-            if not ok and job.status not in FINAL and can_move(job.status, JobStatus.FAILED):
+            if current and not ok and job.status not in FINAL and can_move(job.status, JobStatus.FAILED):
                 detail = f"training run failed after {report.rounds} round(s): {details['reason']}"
                 tx.jobs.update_job(job.id, JobUpdate(status=JobStatus.FAILED, status_detail=detail[:1000]),
                                    self.ctx.clock())
@@ -227,8 +278,10 @@ class TrainingLauncher:
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 try:
+                    run_id = self.headers.get("X-Tandem-Run-Id")
                     report = _Report(int(self.headers["X-Tandem-Job-Id"]), self.headers["X-Tandem-Status"],
-                                     int(self.headers.get("X-Tandem-Rounds", "0")), body)
+                                     int(self.headers.get("X-Tandem-Rounds", "0")), body,
+                                     int(run_id) if run_id else None)
                 except (KeyError, ValueError):
                     self.send_error(400)
                     return

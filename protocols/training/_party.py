@@ -35,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from protocols.errors import LocalProtocolError, RemoteProtocolError
+from protocols.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from protocols.messages.training import (
     LrForward,
     LrInstruction,
@@ -160,6 +160,8 @@ class PartyJob:
         self.last_activity = time.monotonic()
         self.outputs: dict[str, Any] = {}
         self.rounds = 0
+        self.run_id: str | None = None
+        self._run_lock = threading.Lock()
         self._aligned: Aligned | None = None
         self._aligned_event = threading.Event()
         self.train_rows: npt.NDArray[np.int64] = np.arange(0)
@@ -187,21 +189,46 @@ class PartyJob:
         return self.spec.data.features[rows]
 
     # -- entry points ---------------------------------------------------------------------------
-    def on_round(self, body: bytes) -> bytes:
-        """Handle one Flower round payload; return the reply bytes. Failures fail the job."""
+    def on_round(self, body: bytes, run_id: str | None = None) -> bytes:
+        """Handle one Flower round payload; return the reply bytes. Failures fail the job.
+
+        Args:
+            body: the round payload.
+            run_id: the Flower run it came from. The job binds to the run of its first ``Setup`` round and
+                refuses rounds of any other run (e.g. a stale message of an earlier attempt's run) with a
+                409, without failing.
+
+        Raises:
+            ProtocolError: the round belongs to another run (409), or it failed (the job fails too).
+        """
         self.last_activity = time.monotonic()
-        self.rounds += 1
         try:
             try:
                 payload = decode_payload(body)
             except ValidationError:
                 raise TrainingError("the arbiter sent a malformed round payload") from None
+        except Exception as exc:
+            self.fail(exc)
+            raise
+        self._check_run(payload, run_id)
+        self.rounds += 1
+        try:
             return self._round(payload).model_dump_json().encode()
         except Exception as exc:
             self.fail(exc)
             raise
         finally:
             self.last_activity = time.monotonic()
+
+    def _check_run(self, payload: Setup | LrRound | SbRound | Finish, run_id: str | None) -> None:
+        with self._run_lock:
+            if run_id is None or run_id == self.run_id:
+                return
+            if self.run_id is None and isinstance(payload, Setup):
+                self.run_id = run_id
+                return
+        raise ProtocolError(f"round of Flower run {run_id}, but job {self.spec.job_id} runs here as run "
+                            f"{self.run_id or '(none yet: waiting for its setup round)'}; ignored", status_hint=409)
 
     def on_peer(self, message: PeerMessage) -> bytes:
         """Handle one data-plane message of this job. Failures fail the job."""

@@ -294,7 +294,7 @@ def _record_reply(ledger: EgressLedger, headers: dict[str, str], status: int, bo
 def _answer_round(service: TrainingService, party: str, path: str, headers: dict[str, str],
                   body: bytes) -> tuple[int, bytes]:
     """``(status, body)`` for one POST of the ClientApp shim."""
-    from protocols.flower.wire import HEADER_JOB_ID, HEADER_PARTY
+    from protocols.flower.wire import HEADER_JOB_ID, HEADER_PARTY, HEADER_RUN_ID
 
     if not path.startswith("/flower/v1/"):
         return 404, b"not found"
@@ -303,7 +303,7 @@ def _answer_round(service: TrainingService, party: str, path: str, headers: dict
     try:
         job_id = int(headers.get(HEADER_JOB_ID, ""))
         running = service.running(job_id, timeout=120.0)
-        return 200, running.job.on_round(body)
+        return 200, running.job.on_round(body, headers.get(HEADER_RUN_ID))
     except ValueError:
         return 400, b"bad job id"
     except ProtocolError as exc:

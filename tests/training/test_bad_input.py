@@ -13,13 +13,13 @@ from typing import Any
 import phe
 import pytest
 
-from protocols.errors import ConfigError
+from protocols.errors import ConfigError, ProtocolError
 from protocols.messages.control import JobKind, JobStatus
 from protocols.messages.paillier_codec import encode_vector
 from protocols.messages.training import LrForward, LrMaskedUpdate, VflRole
 from protocols.paillier import Encryptor
 from protocols.training import LrJobArbiter, TrainingError, TrainingNodeSettings, TrainingService
-from protocols.training._wire import LrRound, LrRoundReply, SetupReply, decode_payload
+from protocols.training._wire import Finish, LrRound, LrRoundReply, SetupReply, decode_payload
 from tests.training.harness import ARBITER, JOB_ID, Federation, party_data, run
 
 
@@ -152,3 +152,25 @@ def test_party_refuses_a_short_key_even_when_the_arbiter_allows_it(tmp_path: Pat
     # Assert
     assert "2048" in str(raised.value)
     assert _no_models(fed)
+
+
+def test_a_round_of_another_flower_run_is_refused_without_failing_the_job(tmp_path: Path) -> None:
+    """A stale message of an earlier attempt's run must not reach the current attempt's party job."""
+    # Prepare: the bank's job took its setup round from run 12
+    fed = Federation(tmp_path, party_data())
+    arbiter = LrJobArbiter(ARBITER)
+    setup = arbiter.start()
+    job = fed.jobs["bank"]
+    early = fed.jobs["telco"]
+
+    # Execute
+    with pytest.raises(ProtocolError) as before_setup:
+        early.on_round(Finish().model_dump_json().encode(), "11")  # no setup yet: only a setup binds
+    job.on_round(setup["bank"], "12")
+    with pytest.raises(ProtocolError) as stale:
+        job.on_round(setup["bank"], "11")
+
+    # Assert
+    assert stale.value.status_hint == 409 and "runs here as run 12" in str(stale.value)
+    assert before_setup.value.status_hint == 409
+    assert job.error is None and early.error is None and job.run_id == "12" and early.run_id is None
