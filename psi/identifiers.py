@@ -46,6 +46,7 @@ __all__ = [
     "luhn_check_digit",
     "normalise",
     "normalise_column",
+    "normaliser",
 ]
 
 _SEPARATORS = re.compile(r"[\s\-.()/]")
@@ -157,7 +158,7 @@ def _normalise_id_number(raw: str) -> str:
 
 def _normalise_imei(raw: str) -> str:
     digits = _SEPARATORS.sub("", raw)
-    if not digits.isdigit():
+    if not digits.isdecimal():  # not isdigit(): superscripts such as "²" are digits but not numbers
         raise InvalidIdentifier(KeyType.IMEI, "bad_characters")
     if len(digits) == 15 and luhn_check_digit(digits[:14]) != digits[14]:
         raise InvalidIdentifier(KeyType.IMEI, "check_digit")
@@ -221,6 +222,24 @@ def normalise(key_type: KeyType, raw: str) -> str:
     if not isinstance(raw, str):
         raise InvalidIdentifier(key_type, "not_a_string")
     return _normaliser(key_type)(raw)
+
+
+def normaliser(key_type: KeyType) -> Callable[[str], str]:
+    """:func:`normalise` bound to one key type, for loops over many values (no per-value dispatch).
+
+    Args:
+        key_type: What kind of identifier every value is.
+
+    Returns:
+        A function of ``raw`` with exactly the behaviour of ``normalise(key_type, raw)``.
+    """
+    kind = KeyType(key_type)
+    fn = _normaliser(kind)
+
+    def normalise_one(raw: str) -> str:
+        return fn(raw) if raw.__class__ is str else normalise(kind, raw)
+
+    return normalise_one
 
 
 def _normaliser(key_type: KeyType | str) -> Callable[[str], str]:

@@ -55,7 +55,7 @@ from psi._batch import BatchMapper, serial_map
 from psi._errors import InvalidIdentifier
 from psi._session import RandomSource, Session
 from psi.ecdh import EcdhPsiReceiver, EcdhPsiSender
-from psi.identifiers import normalise, normalise_column
+from psi.identifiers import normalise_column, normaliser
 from psi.labeled import LabeledPsiReceiver, LabeledPsiSender
 from psi.multi_key import MultiKeyMatcher
 
@@ -205,14 +205,17 @@ class SenderReport:
 
 
 def _labels(rows: PartyRows, invalid: Counter[tuple[str, str]]) -> list[str | None]:
+    """Each subscriber's normalised number; ``None`` if missing (not counted) or invalid (counted)."""
     assert rows.labels is not None
+    mobile = normaliser(KeyType.MOBILE)
     out: list[str | None] = []
+    append = out.append
     for raw in rows.labels:
         try:
-            out.append(normalise(KeyType.MOBILE, raw) if raw else None)
+            append(mobile(raw) if raw else None)
         except InvalidIdentifier as exc:
             invalid[(str(KeyType.MOBILE), exc.reason)] += 1
-            out.append(None)
+            append(None)
     return out
 
 

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from protocols.messages.control import KeyType
 from psi import InvalidIdentifier, gb11643_check_digit, normalise, normalise_column
+from psi.identifiers import normaliser
 
 _SEPARATORS = re.compile(r"[\s\-.()/]")
 _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
@@ -71,6 +72,8 @@ def outcome(fn, raw: str) -> tuple[str, str]:
         return ("ok", fn(raw))
     except InvalidIdentifier as exc:
         return ("invalid", exc.reason)
+    except Exception as exc:  # noqa: BLE001  # compared, so that a crash must crash the same way
+        return ("error", type(exc).__name__)
 
 
 # Characters that stress the fast path's shape test: ASCII digits, X/x, separators, non-ASCII
@@ -192,3 +195,17 @@ def test_column_handles_none_str_subclasses_and_non_strings():
 
     assert column.values == ["13812345678"] and column.indices == [1] and column.total == 4
     assert column.invalid == Counter({("mobile", "missing"): 2, ("mobile", "not_a_string"): 1})
+
+
+def test_imei_with_superscript_digits_is_refused_not_a_crash():
+    with pytest.raises(InvalidIdentifier) as info:
+        normalise(KeyType.IMEI, "49015420323751²")
+    assert info.value.reason == "bad_characters"
+
+
+@pytest.mark.parametrize("key_type", list(KeyType))
+def test_bound_normaliser_behaves_like_normalise(key_type):
+    one = normaliser(key_type)
+    inputs = [*_mixed_inputs(KeyType.ID_NUMBER, 7, 200), *_mixed_inputs(KeyType.MOBILE, 8, 200), " ", 5, None, b"x"]
+
+    assert [outcome(one, raw) for raw in inputs] == [outcome(lambda r: normalise(key_type, r), raw) for raw in inputs]
