@@ -183,11 +183,12 @@ class ProcessTreeMeter:
                 os.waitpid(proc.pid, os.WNOHANG)
 
     def peak_rss_mb(self) -> dict[str, float]:
-        """Largest peak RSS (MB) of any one process of each role."""
+        """Largest peak RSS (MB) of any one process of each role (roles only ever seen as zombies left out)."""
         with self._lock:
             out: dict[str, float] = {}
             for seen in self._seen.values():
-                out[seen.role] = max(out.get(seen.role, 0.0), seen.peak_rss_kb / 1024)
+                if seen.peak_rss_kb:
+                    out[seen.role] = max(out.get(seen.role, 0.0), seen.peak_rss_kb / 1024)
             return dict(sorted(out.items()))
 
     def process_counts(self) -> dict[str, int]:

@@ -69,9 +69,9 @@ def test_bench_runs_the_job_through_flower(tmp_path: Path, algo: str, extra: lis
     assert figures["ours_cpu_s"] > 0 and figures["ours_wall_s"] > 0
     assert figures["cpu_s_by_process"]["bank/node"] > 0
     rss = figures["peak_rss_mb_by_process"]
-    assert {"coordinator", "coordinator/superlink", "coordinator/serverapp", "bank/node", "telco/node",
-            "bank/supernode", "telco/supernode"} <= set(rss)
-    assert all(mb > 0 for role, mb in rss.items() if role != "bench/reaped")
+    roles = ("coordinator", "coordinator/superlink", "coordinator/serverapp", "bank/node", "telco/node",
+             "bank/supernode", "telco/supernode")
+    assert all(rss.get(role, 0) > 50 for role in roles), rss
     assert f"== {algo} via flower" in proc.stdout
 
 
