@@ -221,8 +221,11 @@ def _labels(rows: PartyRows, invalid: Counter[tuple[str, str]]) -> list[str | No
 
 def _records(rows: PartyRows, key_type: KeyType, labels: list[str | None],
              invalid: Counter[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``(canonical key, number)`` of every subscriber with a valid key of ``key_type`` and a valid number."""
     column = normalise_column(key_type, rows.keys[key_type])
     invalid.update(column.invalid)
+    if len(column.values) == column.total == len(labels) and None not in labels:  # all valid: pair at C speed
+        return list(zip(column.values, labels, strict=True))  # type: ignore[arg-type]  # no None in labels
     return [(v, lab) for v, i in zip(column.values, column.indices, strict=True) if (lab := labels[i]) is not None]
 
 
