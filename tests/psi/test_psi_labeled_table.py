@@ -24,8 +24,10 @@ from psi.labeled import (
     KDF_KEY,
     TAG_BYTES,
     LabeledPsiReceiver,
+    _candidate_offsets,
     _derive,
     _sorted_records,
+    _tag_heads,
     prepare_sender_table,
     seal_batch,
 )
@@ -150,3 +152,20 @@ def test_sort_is_bytewise_like_sorted_even_for_equal_prefixes():
     got = _sorted_records([packed[:4800], packed[4800:]], 48, len(rows))
 
     assert got == b"".join(sorted(rows))
+
+
+@pytest.mark.parametrize("size", [48, 49, 64])
+def test_prefilter_finds_every_record_whose_tag_is_wanted(size):
+    rng = random.Random(size)
+    rows = [bytes(rng.randrange(256) for _ in range(size)) for _ in range(500)]
+    wanted = [rows[i][:TAG_BYTES] for i in rng.sample(range(500), 40)]
+    wanted += [bytes(rng.randrange(256) for _ in range(TAG_BYTES)) for _ in range(40)]  # not in the table
+    rows[7] = wanted[0][:8] + bytes(8) + rows[7][16:]  # same first 8 bytes as a wanted tag, other tag
+    body = b"".join(rows)
+
+    offsets = _candidate_offsets(body, size, _tag_heads(wanted))
+
+    hits = [i * size for i, row in enumerate(rows) if row[:TAG_BYTES] in set(wanted)]
+    assert set(hits) <= set(offsets) and 7 * size in offsets
+    assert _candidate_offsets(body, size, _tag_heads([])) == []
+    assert _candidate_offsets(b"", size, _tag_heads(wanted)) == []
