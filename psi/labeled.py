@@ -9,9 +9,10 @@ The OPRF is ``F_k(x) = k·H(x)`` on ristretto255. Per distinct key y, S publishe
     tag = okm[0:16]    enc_key = okm[16:48]    nonce = okm[48:60]
     ct  = AES-256-GCM(enc_key, nonce, aad = tag, plaintext = labels)
 
-``F_k(y)`` is the 32-byte canonical encoding. One BLAKE2b call gives all three values (as
-libsodium's ``crypto_kx`` splits one BLAKE2b-512 of a DH output into two session keys); the public
-key string only separates this use from any other hash of the same point. Both parties derive with
+``F_k(y)`` is the 32-byte canonical encoding. BLAKE2b keyed with a public constant is a
+domain-separated hash, modelled as a random oracle like ``H``; one call gives all three values (as
+libsodium's ``crypto_kx`` splits one BLAKE2b-512 of a DH output into two session keys), and the
+key string separates this use from any other hash of the same point. Both parties derive with
 :func:`_derive`, so this is a wire-visible format: ``v2`` replaced v1's HKDF-SHA256 (four HMACs,
 ≈5 µs a record against ≈0.5 µs), and tables built with v1 are not reused (see
 ``protocols.psi_jobs.tables``). The plaintext is the labels, each as one length byte and its UTF-8
@@ -39,7 +40,7 @@ GHASH set-up the bottleneck (≈190 µs against ≈3 µs a record); the bytes ar
 
 Cost of preparing a table, per record on one core: hash to the group ≈11 µs and one scalar
 multiplication ≈34 µs (libsodium; the floor), derivation, label encoding and sealing ≈3 µs, all in
-the mapper's workers; grouping and the final sort run in the calling process (≈1 µs).
+the mapper's workers; grouping and the final sort run in the calling process (under 1 µs).
 """
 
 from __future__ import annotations

@@ -7,9 +7,10 @@ Layout under the node's state directory (``<state>/psi``, mode 0700)::
     epochs/<id>/<key_type>-<digest16>.table a SenderTable (``psi.engine.save_table``)
 
 A table is a deterministic function of (records, k), so it is looked up by the SHA-256 of the
-``(key, label)`` records it was built from: a recovery job over unchanged subscriber data reuses the
-epoch's table and only evaluates the receiver's queries online. Rotating the epoch
-(:meth:`TableStore.rotate`) makes a new key; old tables are left for the operator to delete.
+table format and the ``(key, label)`` records it was built from (:func:`records_digest`): a
+recovery job over unchanged subscriber data reuses the epoch's table and only evaluates the
+receiver's queries online. Rotating the epoch (:meth:`TableStore.rotate`) makes a new key; old
+tables are left for the operator to delete.
 
 Why epochs: anyone who ever learns k can test identifiers against every table built with it, and a
 receiver sees the same tags for the same identifier in every job of one epoch (so it can tell that
