@@ -14,8 +14,10 @@ current number each; ``lost`` bank customers, half of them subscribers. Reports:
 * ``bytes_bank_to_telco`` / ``bytes_telco_to_bank``: frame bytes each way (the table dominates);
 * ``peak_rss_mb``: peak resident memory of this process (both roles); ``peak_rss_worker_mb``: of the
   largest pool worker;
-* ``prepare_cpu_main_s``: CPU seconds of this process during ``prepare_s``; ``cpu_workers_s``: CPU
-  seconds of the pool workers over the whole run (preparation, online, reuse);
+* ``prepare_cpu_main_s`` / ``prepare_cpu_workers_s``: CPU seconds of this process and of the pool
+  workers during ``prepare_s``, and ``prepare_idle_2core_estimate_s`` = main + workers / 2, the
+  preparation's wall time on an otherwise idle 2-core machine; ``cpu_workers_s``: CPU seconds of
+  the pool workers over the whole run (preparation, online, reuse);
 * ``load_avg``: the 1-minute load average before and after the preparation (other work on the
   machine slows it down: on 2 cores, ``prepare_s`` is only meaningful near a load of 0).
 """
@@ -33,6 +35,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -76,6 +80,11 @@ def make_rows(n: int, lost: int, keys: list[KeyType], seed: int) -> tuple[PartyR
     return bank, telco
 
 
+def _workers_cpu() -> float:
+    """User + system CPU seconds of this process's live children (the pool workers)."""
+    return sum(sum(child.cpu_times()[:2]) for child in psutil.Process().children(recursive=True))
+
+
 def run(n: int, lost: int, keys: list[KeyType], workers: int, seed: int) -> dict[str, object]:
     """One measured recovery job (plus a second preparation that reuses the cached tables)."""
     terms = recovery_terms("bench", keys, JobParams(output_mode="reveal", match_cap=10_000_000))
@@ -86,9 +95,10 @@ def run(n: int, lost: int, keys: list[KeyType], workers: int, seed: int) -> dict
         generate_s = time.perf_counter() - t0
         tables, outbox = TableStore(Path(state) / "psi"), OutboxChannel(Path(state) / "outbox.db")
         load_before = os.getloadavg()[0]
-        t0, c0 = time.perf_counter(), time.process_time()
+        t0, c0, w0 = time.perf_counter(), time.process_time(), _workers_cpu()
         job, report = recovery_sender_job(telco, terms, tables=tables, outreach=outbox, mapper=mapper)
         prepare_s, prepare_cpu = time.perf_counter() - t0, time.process_time() - c0
+        prepare_workers = _workers_cpu() - w0
         load_after = os.getloadavg()[0]
         registry = SenderRegistry()
         link = SessionLink(LocalFrameTransport(lambda ch, fr: registry.dispatch("bench", ch, fr)), "bench")
@@ -110,6 +120,8 @@ def run(n: int, lost: int, keys: list[KeyType], workers: int, seed: int) -> dict
         "table_records": {k: v["records"] for k, v in report.tables.items()},
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "peak_rss_worker_mb": round(pool.ru_maxrss / 1024, 1), "prepare_cpu_main_s": round(prepare_cpu, 2),
+        "prepare_cpu_workers_s": round(prepare_workers, 2),
+        "prepare_idle_2core_estimate_s": round(prepare_cpu + prepare_workers / 2, 1),
         "cpu_workers_s": round(pool.ru_utime + pool.ru_stime, 2),
         "hits_by_key": outputs["hits_by_key"], "cpus": os.cpu_count(), "load_avg": [load_before, load_after],
         "python": platform.python_version(),
