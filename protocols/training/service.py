@@ -6,7 +6,8 @@ One :class:`TrainingService` per node process (``tandem-bank`` / ``tandem-telco`
     serve(rt)    NodeService for ``serve``: a loopback-only HTTP endpoint
                      POST /flower/v1/{run_id}/{round}   (the Flower ClientApp shim's target)
                  data-plane channels train.* on the node's inbox, and, when configured, the node's
-                 own SuperNode process pointed at that endpoint
+                 own SuperNode process pointed at that endpoint (started again whenever it exits:
+                 :mod:`protocols.training._supernode`)
 
 A job's handler (runner thread) reads and checks the party's rows, aligns them with the peer
 (:mod:`protocols.training.alignment`), registers a :class:`~protocols.training._party.PartyJob` that
@@ -25,6 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -52,7 +55,7 @@ from protocols.node.runner import JobContext, JobHandler
 from protocols.node.runtime import NodeRuntime
 from protocols.training._data import PartyData, read_party_data
 from protocols.training._party import JobSpec, PartyJob, make_party_job
-from protocols.training.alignment import PSI_CHANNELS, AlignmentSender, align_as_receiver
+from protocols.training.alignment import PSI_CHANNELS, Aligned, AlignmentSender, align_as_receiver
 from protocols.training.arbiters import DEFAULT_LR_ITERATIONS, TrainingError
 from protocols.training.checkpoints import checkpoint_dir
 
@@ -171,7 +174,7 @@ class TrainingService:
                 job.set_aligned(align_as_receiver(ctx.peer(peer_party), ctx.job.id, data.key_type, data.keys,
                                                   ready_timeout=settings.wait_timeout))
             else:
-                job.set_aligned(sender.wait(settings.wait_timeout))
+                job.set_aligned(_wait_aligned(ctx, sender, settings.wait_timeout))
             self._await(ctx, job, settings)
         except BaseException as exc:
             job.fail(exc)
@@ -202,12 +205,7 @@ class TrainingService:
                 ctx.progress(f"train.round.{job.rounds}", min(0.95, 0.1 + 0.85 * job.rounds / expected))
             if time.monotonic() - last_check > 2.0:
                 last_check = time.monotonic()
-                remote = ctx.coordinator.job(ctx.job.id)
-                if remote.status in _ENDED:
-                    raise TrainingError(f"the job was {remote.status} elsewhere: {remote.status_detail[:300]}")
-                if remote.attempt != ctx.job.attempt:
-                    raise TrainingError(f"the job was retried meanwhile (attempt {remote.attempt}); "
-                                        f"attempt {ctx.job.attempt} stops here")
+                _check_still_running(ctx)
             if time.monotonic() - job.last_activity > settings.idle_timeout:
                 raise TrainingError(f"no training round or peer message for {settings.idle_timeout:.0f} s")
         if job.error is not None:
@@ -240,19 +238,27 @@ class TrainingService:
 
 @contextlib.contextmanager
 def _supernode(settings: TrainingNodeSettings, rt: NodeRuntime, service_url: str) -> Iterator[None]:
+    """Run the node's SuperNode, kept running by :mod:`protocols.training._supernode` (a process of its own)."""
     if not (settings.superlink and settings.superlink_ca and settings.supernode_key):
         yield
         return
-    from protocols.flower.services import SuperNodeService
+    from protocols.flower.federation import _die_with_parent
+    from protocols.training._supernode import command
 
-    node = SuperNodeService(rt.settings.state_path / "flower", rt.settings.party, service_url, settings.superlink,
-                            settings.superlink_ca, settings.supernode_key, poll_interval=settings.poll_interval)
-    node.start()
-    logger.info("SuperNode started for %s against %s", rt.settings.party, settings.superlink)
+    args = command(rt.settings.party, rt.settings.state_path / "flower", service_url, settings.superlink,
+                   settings.superlink_ca, settings.supernode_key, settings.poll_interval)
+    keeper = subprocess.Popen([sys.executable, "-m", "protocols.training._supernode", *args],  # noqa: S603
+                              stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent())
+    logger.info("SuperNode keeper started for %s against %s", rt.settings.party, settings.superlink)
     try:
         yield
     finally:
-        node.stop(clean=False)
+        keeper.terminate()
+        try:
+            keeper.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            keeper.kill()
+            keeper.wait(timeout=10)
 
 
 def _round_server(service: TrainingService, party: str, port: int, ledger: EgressLedger) -> ThreadingHTTPServer:
@@ -314,6 +320,28 @@ def _answer_round(service: TrainingService, party: str, path: str, headers: dict
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _check_still_running(ctx: JobContext) -> None:
+    """Raise when the coordinator ended the job or retried it (this attempt is over)."""
+    remote = ctx.coordinator.job(ctx.job.id)
+    if remote.status in _ENDED:
+        raise TrainingError(f"the job was {remote.status} elsewhere: {remote.status_detail[:300]}")
+    if remote.attempt != ctx.job.attempt:
+        raise TrainingError(f"the job was retried meanwhile (attempt {remote.attempt}); "
+                            f"attempt {ctx.job.attempt} stops here")
+
+
+def _wait_aligned(ctx: JobContext, sender: AlignmentSender, timeout: float) -> Aligned:
+    """The telco's wait for the bank's alignment, giving up early when the job ended at the coordinator."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return sender.wait(min(2.0, max(0.0, deadline - time.monotonic())))
+        except TrainingError:
+            if time.monotonic() >= deadline:
+                raise TrainingError(f"row alignment did not complete within {timeout:.0f} s") from None
+            _check_still_running(ctx)
 
 
 def _own_input(ctx: JobContext) -> JobInput:

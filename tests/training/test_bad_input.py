@@ -25,8 +25,8 @@ from tests.training.harness import ARBITER, JOB_ID, Federation, party_data, run
 
 def _context(status: JobStatus = JobStatus.RUNNING, detail: str = "") -> Any:
     """The parts of a JobContext that ``TrainingService._await`` uses."""
-    remote = SimpleNamespace(status=status, status_detail=detail)
-    job = SimpleNamespace(id=JOB_ID, kind=JobKind.TRAIN_RISK, params=SimpleNamespace(iterations=3))
+    remote = SimpleNamespace(status=status, status_detail=detail, attempt=1)
+    job = SimpleNamespace(id=JOB_ID, kind=JobKind.TRAIN_RISK, params=SimpleNamespace(iterations=3), attempt=1)
     return SimpleNamespace(job=job, progress=lambda stage, fraction: None,
                            coordinator=SimpleNamespace(job=lambda job_id: remote))
 
@@ -174,3 +174,13 @@ def test_a_round_of_another_flower_run_is_refused_without_failing_the_job(tmp_pa
     assert stale.value.status_hint == 409 and "runs here as run 12" in str(stale.value)
     assert before_setup.value.status_hint == 409
     assert job.error is None and early.error is None and job.run_id == "12" and early.run_id is None
+
+
+def test_a_party_job_stops_when_the_coordinator_retried_the_job_meanwhile(tmp_path: Path) -> None:
+    fed = Federation(tmp_path, party_data())
+    ctx = _context()
+    ctx.coordinator = SimpleNamespace(job=lambda job_id: SimpleNamespace(status=JobStatus.APPROVED, attempt=2,
+                                                                         status_detail=""))
+
+    with pytest.raises(TrainingError, match="retried meanwhile"):
+        _await(fed.jobs["bank"], ctx)

@@ -86,12 +86,22 @@ def _wait_for(path: Path, timeout: float) -> None:
         time.sleep(0.05)
 
 
-def _restart(fed: demo.Federation, party: str) -> None:
-    """Kill ``party``'s node process (and with it its SuperNode) mid-job, then start it again."""
+def _kill(fed: demo.Federation, party: str) -> None:
+    """Kill ``party``'s node process (and with it its SuperNode) mid-job."""
     (node,) = [s for s in fed.group.services if s.name == f"{party}-node"]
     os.killpg(node.proc.pid, signal.SIGKILL)
     node.proc.wait(timeout=30)
     fed.group.services.remove(node)
+
+
+def _activations(fed: demo.Federation, party: str) -> int:
+    """How often ``party``'s SuperNode was accepted by the SuperLink (each activation logs its node id)."""
+    log = fed.state / party / "flower" / "logs" / f"supernode-{party}.log"
+    return log.read_text(errors="replace").count("SuperNode ID:") if log.exists() else 0
+
+
+def _start(fed: demo.Federation, party: str) -> None:
+    """Start ``party``'s node again (its SuperNode comes back once the SuperLink lets the old one go)."""
     fed.group.start(f"{party}-node", [demo._script(f"tandem-{party}"), "-v", "serve"], fed.node_env[party])
     port = fed.node_env[party][f"TANDEM_{party.upper()}_LISTEN_PORT"]
     cert = fed.state / party / "tls" / "cert.pem"
@@ -112,8 +122,13 @@ def test_a_training_job_that_lost_a_node_is_retried_and_resumes(tmp_path: Path) 
         _wait_for(tmp_path / "telco" / "training" / "checkpoints" / str(job.id) / "lr-passive-2.json", 240)
 
         # Execute: the telco's node dies after two completed iterations; the job fails; the node comes back
-        _restart(fed, "telco")
+        _kill(fed, "telco")
         failed = demo._wait_job(fed, job.id, timeout=240)
+        before = _activations(fed, "telco")
+        _start(fed, "telco")
+        # the SuperLink counts the dead SuperNode online until its heartbeats lapse (up to 60 s) and refuses
+        # the new one meanwhile; the node keeps restarting it until it is let in
+        wait_until(lambda: _activations(fed, "telco") > before, timeout=180, what="the telco's SuperNode back online")
         with fed.api("bank-analyst") as c:
             r = c.post(f"/jobs/{job.id}/retry", json={"reason": "telco node restarted"})
         done = demo._wait_job(fed, job.id, timeout=300)
