@@ -57,7 +57,8 @@ __all__ = [
     "encode_frame",
 ]
 
-PSI_PROTOCOL_VERSION = "1"
+PSI_PROTOCOL_VERSION = "2"
+"""2: labeled-PSI records derived with keyed BLAKE2b-512 (:mod:`psi.labeled`); 1 (HKDF-SHA256) is refused."""
 MAX_CHUNK_ELEMENTS = 1 << 16
 MAX_ELEMENT_BYTES = 1024
 MAX_FRAME_BYTES = 64 * 1024 * 1024
@@ -95,7 +96,7 @@ class Stream(StrEnum):
 class _Header(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    protocol_version: Literal["1"] = "1"
+    protocol_version: Literal["2"] = "2"
     job_id: JobId
     stage: Annotated[str, StringConstraints(max_length=64)] = ""
 
