@@ -62,10 +62,14 @@ class ProcessPoolMapper:
 
     Args:
         workers: Worker processes (default 2, the cores we budget for).
+        start_method: ``"fork"`` (fast; for single-threaded drivers such as the benches and the local
+            CLI) or ``"forkserver"``/``"spawn"`` (for a multi-threaded process such as a node, where
+            forking could copy a lock held by another thread).
     """
 
-    def __init__(self, workers: int = 2) -> None:
-        context = multiprocessing.get_context("fork") if hasattr(multiprocessing, "get_context") else None
+    def __init__(self, workers: int = 2, start_method: str = "fork") -> None:
+        """Start the pool (workers are created lazily by the executor)."""
+        context = multiprocessing.get_context(start_method)
         self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
 
     def __call__(self, fn: Callable[..., bytes], arg_tuples: Sequence[tuple[Any, ...]]) -> list[bytes]:

@@ -42,6 +42,8 @@ compliance); in one key epoch the bank sees the same tag for the same identifier
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -55,6 +57,7 @@ from psi._batch import BatchMapper, serial_map
 from psi._errors import InvalidIdentifier
 from psi._session import RandomSource, Session
 from psi.ecdh import EcdhPsiReceiver, EcdhPsiSender
+from psi.engine import ProcessPoolMapper
 from psi.identifiers import normalise_column, normaliser
 from psi.labeled import LabeledPsiReceiver, LabeledPsiSender
 from psi.multi_key import MultiKeyMatcher
@@ -346,8 +349,25 @@ def telco_recovery(ctx: JobContext, registry: SenderRegistry, *, tables: TableSt
     label = inp.output_fields[0] if inp.output_fields else None
     rows = load_rows(ctx, inp, label_field=label, want_label=KeyType.MOBILE)
     terms = recovery_terms(str(ctx.job.id), _priority(rows), ctx.job.params)
-    job, report = recovery_sender_job(rows, terms, tables=tables, outreach=outreach, progress=progress)
-    with registry.opened(job):
-        progress("serving the bank", 0.5)
-        summary = job.wait(patience)
+    with _pool_for(rows) as mapper:
+        job, report = recovery_sender_job(rows, terms, tables=tables, outreach=outreach, progress=progress,
+                                          mapper=mapper)
+        with registry.opened(job):
+            progress("serving the bank", 0.5)
+            summary = job.wait(patience)
     return sender_outputs(job, rows, report, terms, summary)
+
+
+POOL_MIN_ROWS = 50_000
+"""From this many subscriber rows the telco prepares tables and evaluates queries on a process pool."""
+
+
+def _pool_for(rows: PartyRows) -> contextlib.AbstractContextManager[BatchMapper]:
+    """A process pool over the machine's cores (at most 2 workers below 4 cores) for big tables, else in-process.
+
+    The node is multi-threaded, so workers start from a fork server, never by forking the node itself.
+    """
+    if rows.total_rows < POOL_MIN_ROWS or (os.cpu_count() or 1) < 2:
+        return contextlib.nullcontext(serial_map)
+    return ProcessPoolMapper(max(2, (os.cpu_count() or 2) - 1) if (os.cpu_count() or 2) >= 4 else 2,
+                             start_method="forkserver")
