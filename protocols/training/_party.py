@@ -580,8 +580,13 @@ class BankSbJob(PartyJob):
                  self.spec.wait_timeout)
         from protocols.node.models import SbActivePart
 
+        # The stored fallback for customers the telco does not know: a bank-only LR on the bank's features.
+        scaling, x_train_scaled, x_test_scaled = _scaled(self)
+        fallback = _fallback_lr(x_train_scaled, _labels(self, self.train_rows), scaling)
+        fallback_scores = bank_only_scores("lr", x_train_scaled, _labels(self, self.train_rows), x_test_scaled)
+        fallback_auc = metrics(y_test, fallback_scores, fallback_scores)["auc_bank_only"]
         return self._complete(result, SbActivePart.from_model(model, self._config),
-                              {"fallback_auc": result["auc_bank_only"]})
+                              {"fallback": fallback, "fallback_auc": fallback_auc})
 
     def _peer(self, message: PeerMessage) -> bytes:
         raise TrainingError(f"the bank serves no {message.channel} messages in a SecureBoost job")

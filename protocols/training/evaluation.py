@@ -51,7 +51,7 @@ def bank_only_scores(algorithm: str, x_train: FloatArray, y_train: FloatArray, x
         return out
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    model = HistGradientBoostingClassifier(max_iter=trees, max_depth=max_depth).fit(x_train, y_train)
+    model = HistGradientBoostingClassifier(max_iter=trees, max_depth=max_depth, random_state=0).fit(x_train, y_train)
     return np.asarray(model.predict_proba(x_test)[:, 1], dtype=np.float64)
 
 

@@ -72,6 +72,11 @@ def test_both_training_jobs_through_flower(tmp_path: Path) -> None:
             card = json.loads((tmp_path / party / "models" / str(job_id) / "card.json").read_text())
             assert card["algo"] == algorithm and card["job_id"] == job_id and card["policy_version"]
             assert card["data"]["keys_sha256"] and (card["label"] is not None) == (party == "bank")
+            if party == "bank":  # both model kinds store a bank-only fallback for customers the telco lacks
+                fallback = card["fallback"]
+                assert fallback["algo"] == "hetero_lr" and fallback["features"] and 0.5 < fallback["auc"] <= 1.0
+                part = json.loads((tmp_path / party / "models" / str(job_id) / "part.json").read_text())
+                assert len(part["fallback"]["weights"]) == len(fallback["features"])
         started = [e for e in trails[job_id] if e["action"] == "training.run_started"]
         assert len(started) == 1
     risk_bank = outcomes[0][1]["bank"]
