@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import threading
 import time
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-__all__ = ["Backoff", "command", "keep_running", "main"]
+__all__ = ["Backoff", "command", "keep_running", "main", "watch_parent"]
 
 logger = logging.getLogger("protocols.training._supernode")  # also when run as __main__
 
@@ -90,6 +91,18 @@ def keep_running(start: Callable[[], _Node], stop: threading.Event, backoff: Bac
     return starts
 
 
+def watch_parent(parent: int, stop: threading.Event, interval: float = 1.0) -> None:
+    """Set ``stop`` once this process no longer has ``parent`` as its parent (the node died).
+
+    Belt and braces for ``PR_SET_PDEATHSIG``, which is not delivered when the node started this process
+    from a thread that has since ended: an orphaned supervisor would otherwise restart SuperNodes forever.
+    """
+    while not stop.wait(interval):
+        if os.getppid() != parent:
+            logger.warning("the node process %d is gone; stopping the SuperNode", parent)
+            stop.set()
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m protocols.training._supernode", description=__doc__.splitlines()[0])
     p.add_argument("--party", required=True)
@@ -122,6 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    threading.Thread(target=watch_parent, args=(os.getppid(), stop), name="parent-watch", daemon=True).start()
 
     def start() -> SuperNodeService:
         node = SuperNodeService(args.state_dir, args.party, args.service_url, args.superlink, args.ca, args.key,

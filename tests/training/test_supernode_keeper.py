@@ -75,3 +75,24 @@ def test_the_command_line_names_every_setting() -> None:
 
     assert (args.party, args.state_dir, args.superlink, args.poll_interval) == ("telco", Path("/s"), "127.0.0.1:2",
                                                                                 0.2)
+
+
+def test_the_supervisor_stops_when_its_node_is_gone() -> None:
+    import os
+    import threading
+
+    from protocols.training._supernode import watch_parent
+
+    stop = threading.Event()
+    watcher = threading.Thread(target=watch_parent, args=(os.getppid() + 999_999, stop, 0.01))
+    watcher.start()
+    watcher.join(timeout=5)
+    assert stop.is_set() and not watcher.is_alive()
+
+    stop_alive = threading.Event()
+    watching = threading.Thread(target=watch_parent, args=(os.getppid(), stop_alive, 0.01), daemon=True)
+    watching.start()
+    watching.join(timeout=0.2)
+    assert watching.is_alive() and not stop_alive.is_set()  # the parent is still there: keep going
+    stop_alive.set()
+    watching.join(timeout=5)
