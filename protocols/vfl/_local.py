@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +35,6 @@ from protocols.vfl._sb_tree import SbActiveModel, SbConfig, SbPassiveModel
 from protocols.vfl._secureboost import (
     SB_RECEIVER,
     SbActiveParty,
-    SbMessage,
     SbPassiveParty,
     sb_active_predict_proba,
     sb_passive_routes,
@@ -131,6 +130,20 @@ class LocalLrResult:
     traffic: TrafficLog
 
 
+def _deliver_all(first_sender: VflRole, first: Iterable[Any], parties: Mapping[VflRole, Any],
+                 receiver_of: Callable[[Any], VflRole], traffic: TrafficLog, observer: Observer | None) -> None:
+    """Deliver messages through their wire form, breadth first, until no party has anything more to send."""
+    queue: deque[tuple[VflRole, Any]] = deque((first_sender, m) for m in first)
+    while queue:
+        sender, msg = queue.popleft()
+        receiver = receiver_of(msg)
+        delivered, size = wire_roundtrip(msg)
+        traffic.record(sender, receiver, size, binary_size(msg))
+        if observer is not None:
+            observer(receiver, delivered)
+        queue.extend((receiver, out) for out in parties[receiver].handle(delivered))
+
+
 def _lr_receiver(msg: LrMessage) -> VflRole:
     return msg.receiver if isinstance(msg, LrInstruction) else LR_RECEIVER[msg.kind]
 
@@ -164,16 +177,8 @@ def run_local_lr(
         VflRole.ARBITER: arbiter,
     }
     traffic = TrafficLog()
-    queue: deque[tuple[VflRole, LrMessage]] = deque((VflRole.ARBITER, m) for m in arbiter.start())
     try:
-        while queue:
-            sender, msg = queue.popleft()
-            receiver = _lr_receiver(msg)
-            delivered, size = wire_roundtrip(msg)
-            traffic.record(sender, receiver, size, binary_size(msg))
-            if observer is not None:
-                observer(receiver, delivered)
-            queue.extend((receiver, out) for out in parties[receiver].handle(delivered))
+        _deliver_all(VflRole.ARBITER, arbiter.start(), parties, _lr_receiver, traffic, observer)
     finally:
         parties[VflRole.ACTIVE_PARTY].close()
         parties[VflRole.PASSIVE_PARTY].close()
@@ -222,16 +227,8 @@ def run_local_secureboost(
     passive = SbPassiveParty(config, passive_features, rng=passive_rng)
     parties: dict[VflRole, Any] = {VflRole.ACTIVE_PARTY: active, VflRole.PASSIVE_PARTY: passive}
     traffic = TrafficLog()
-    queue: deque[tuple[VflRole, SbMessage]] = deque((VflRole.ACTIVE_PARTY, m) for m in active.start())
     try:
-        while queue:
-            sender, msg = queue.popleft()
-            receiver = SB_RECEIVER[msg.kind]
-            delivered, size = wire_roundtrip(msg)
-            traffic.record(sender, receiver, size, binary_size(msg))
-            if observer is not None:
-                observer(receiver, delivered)
-            queue.extend((receiver, out) for out in parties[receiver].handle(delivered))
+        _deliver_all(VflRole.ACTIVE_PARTY, active.start(), parties, lambda m: SB_RECEIVER[m.kind], traffic, observer)
     finally:
         active.close()
     return LocalSecureBoostResult(active=active.result(), passive=passive.result(), traffic=traffic)
