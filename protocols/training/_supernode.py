@@ -91,16 +91,23 @@ def keep_running(start: Callable[[], _Node], stop: threading.Event, backoff: Bac
     return starts
 
 
-def watch_parent(parent: int, stop: threading.Event, interval: float = 1.0) -> None:
+def watch_parent(parent: int, stop: threading.Event, interval: float = 1.0,
+                 exit_after: Callable[[], None] | None = None, grace: float = 15.0) -> None:
     """Set ``stop`` once this process no longer has ``parent`` as its parent (the node died).
 
     Belt and braces for ``PR_SET_PDEATHSIG``, which is not delivered when the node started this process
     from a thread that has since ended: an orphaned supervisor would otherwise restart SuperNodes forever.
+    If the main thread is still busy ``grace`` seconds later (e.g. waiting on a SuperNode that never comes
+    up), ``exit_after`` ends the process; the SuperNode it started dies with it (``PR_SET_PDEATHSIG``).
     """
     while not stop.wait(interval):
         if os.getppid() != parent:
             logger.warning("the node process %d is gone; stopping the SuperNode", parent)
             stop.set()
+            if exit_after is not None:
+                time.sleep(grace)
+                exit_after()
+            return
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -135,7 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    threading.Thread(target=watch_parent, args=(os.getppid(), stop), name="parent-watch", daemon=True).start()
+    threading.Thread(target=watch_parent, args=(os.getppid(), stop), kwargs={"exit_after": lambda: os._exit(0)},
+                     name="parent-watch", daemon=True).start()
 
     def start() -> SuperNodeService:
         node = SuperNodeService(args.state_dir, args.party, args.service_url, args.superlink, args.ca, args.key,

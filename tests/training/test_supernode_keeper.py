@@ -96,3 +96,17 @@ def test_the_supervisor_stops_when_its_node_is_gone() -> None:
     assert watching.is_alive() and not stop_alive.is_set()  # the parent is still there: keep going
     stop_alive.set()
     watching.join(timeout=5)
+
+
+def test_an_orphaned_supervisor_whose_main_thread_is_stuck_still_ends() -> None:
+    import os
+    import threading
+
+    from protocols.training._supernode import watch_parent
+
+    ended = threading.Event()
+    watcher = threading.Thread(target=watch_parent, args=(os.getppid() + 999_999, threading.Event(), 0.01),
+                               kwargs={"exit_after": ended.set, "grace": 0.05})
+    watcher.start()
+    watcher.join(timeout=5)
+    assert ended.is_set()
