@@ -157,4 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # Leave without interpreter finalisation: the imported gRPC/Flower machinery can hang there (seen as
+    # supervisors left running after their SuperNode had stopped), and there is nothing left to flush.
+    code = main()
+    logging.shutdown()
+    os._exit(code)
