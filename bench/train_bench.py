@@ -6,7 +6,7 @@
                      inprocess only: [--batch 0 --alpha 0.0001 --gradient linearized --optimizer newton ...]
         SecureBoost: [--trees 30 --depth 3 --bins 32]
 
-Data: FATE's default_credit files in ../shared/data/fate/ (PROVENANCE.md there): the guest half (13
+Data: FATE's default_credit files shipped in demo/data/fate/ (PROVENANCE.md there): the guest half (13
 features and the label ``y``) is the bank's, the host half (10 features) the telco's; both share an
 integer ``id`` (full overlap). Split: 70/30 stratified on y, random_state=42 (``--rows N`` first
 draws a stratified subset of N rows, for quick runs).
@@ -67,6 +67,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from demo.public_data import FATE_DIR  # noqa: E402
 from protocols.vfl import (  # noqa: E402
     LrConfig,
     OptimizerConfig,
@@ -80,7 +81,7 @@ from protocols.vfl import (  # noqa: E402
 from protocols.vfl._sb_tree import predict_margin  # noqa: E402
 
 Arr = np.ndarray
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "fate"
+DATA = FATE_DIR
 TEST_FRACTION = 0.3
 
 FATE = {

@@ -14,9 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from demo.public_data import fate_path
+
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "bench" / "train_bench.py"
-DATA = ROOT.parent / "shared" / "data" / "fate" / "default_credit_hetero_guest.csv"
+DATA = fate_path("default_credit", "guest")
 
 
 def test_key_mapping_makes_the_job_hold_out_the_benchmark_test_rows() -> None:
@@ -45,7 +47,6 @@ def test_key_mapping_makes_the_job_hold_out_the_benchmark_test_rows() -> None:
 
 @pytest.mark.flower
 @pytest.mark.slow
-@pytest.mark.skipif(not DATA.exists(), reason="FATE benchmark data not present")
 @pytest.mark.parametrize("algo, extra", [("lr", ["--iterations", "2"]),
                                          ("secureboost", ["--trees", "2", "--depth", "2"])])
 def test_bench_runs_the_job_through_flower(tmp_path: Path, algo: str, extra: list[str]) -> None:

@@ -1,18 +1,15 @@
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
+from demo.public_data import fate_path
 from protocols.paillier import generate_keypair
-
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "fate"
 
 
 @pytest.fixture(scope="session")
 def breast():
-    guest = pd.read_csv(DATA / "breast_hetero_guest.csv")
-    host = pd.read_csv(DATA / "breast_hetero_host.csv")
+    guest = pd.read_csv(fate_path("breast", "guest"))
+    host = pd.read_csv(fate_path("breast", "host"))
     merged = guest.merge(host, on="id", suffixes=("_a", "_p"))
     xa = merged[[c + "_a" if c + "_a" in merged else c for c in guest.columns if c.startswith("x")]].to_numpy(float)
     xp = merged[[c + "_p" if c + "_p" in merged else c for c in host.columns if c.startswith("x")]].to_numpy(float)
