@@ -1,4 +1,4 @@
-"""The bank's node: settings and role only; the runtime lives in ``protocols.node``."""
+"""The bank's node: settings and role only; the runtime lives in ``node``."""
 
 from bank_node.settings import BankSettings
 

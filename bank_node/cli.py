@@ -1,19 +1,19 @@
 """The bank node's command line (``tandem-bank``): the shared node CLI over ``BankSettings``.
 
-The bank is the PSI receiver of ``audience_overlap`` and ``recovery`` (``protocols.psi_jobs``) and the
+The bank is the PSI receiver of ``audience_overlap`` and ``recovery`` (``node.jobs.psi``) and the
 active party of federated scoring: the batch ``score`` job and, when ``TANDEM_BANK_SCORING_API_KEY`` is
-set, the real-time scoring API beside ``serve`` (``protocols.scoring``).
+set, the real-time scoring API beside ``serve`` (``node.jobs.scoring``).
 """
 
 from __future__ import annotations
 
 from bank_node.settings import BankSettings
-from protocols.node.cli import build_cli
-from protocols.psi_jobs import receiver_handlers
-from protocols.psi_jobs.cli import add_psi_commands
-from protocols.scoring.api import bank_scoring_service
-from protocols.scoring.jobs import bank_score_handlers
-from protocols.training import TrainingService
+from node.cli import build_cli
+from node.jobs.psi import receiver_handlers
+from node.jobs.psi.cli import add_psi_commands
+from node.jobs.scoring.api import bank_scoring_service
+from node.jobs.scoring.jobs import bank_score_handlers
+from node.jobs.training import TrainingService
 
 __all__ = ["main"]
 

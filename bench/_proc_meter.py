@@ -50,7 +50,7 @@ _KINDS = (
     ("flower-superlink", "superlink"),
     ("flower-superexec", "superexec"),
     ("flwr-serverapp", "serverapp"),
-    ("protocols.flower.fastpoll", "supernode"),
+    ("node.flower.fastpoll", "supernode"),
     ("flower-supernode", "supernode"),
     ("warm_clientapp", "clientapp-runner"),
     ("flwr-clientapp", "clientapp"),

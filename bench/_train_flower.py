@@ -12,7 +12,7 @@ process (:mod:`_proc_meter`).
 The key mapping that makes the job hold out the benchmark's test rows: a training job aligns both
 parties' rows by PSI on one key field and orders the shared rows by their canonical key value; its
 held-out positions are a permutation seeded by the job digest
-(:func:`protocols.training.alignment.split_rows`). The FATE files' integer ``id`` is written as a
+(:func:`node.jobs.training.alignment.split_rows`). The FATE files' integer ``id`` is written as a
 ``customer_id`` key ``r<position>`` (zero-padded) once the digest is known (after submission, before
 approval; the catalog holds only the schema, which does not change), the positions chosen so that
 the job's held-out rows are exactly the benchmark's test rows. The same bijection is applied to both
@@ -34,11 +34,11 @@ from _proc_meter import ProcessTreeMeter, cpu_delta
 
 from demo import run as demo
 from demo.processes import ProcessGroup
-from protocols.messages.control import JobPublic, JobStatus
-from protocols.node.ledger import EgressLedger
-from protocols.node.node_db import NODE_DB
-from protocols.signing import SigningKey
-from protocols.training.alignment import split_rows
+from node.jobs.training.alignment import split_rows
+from node.ledger import EgressLedger
+from node.node_db import NODE_DB
+from protocols.crypto.signing import SigningKey
+from protocols.wire.control import JobPublic, JobStatus
 
 __all__ = ["FlowerJob", "aligned_keys", "ledger_bytes", "run_flower_job", "sent_to"]
 

@@ -2,8 +2,8 @@
 
 Starts the real coordinator (uvicorn, SQLite file) on loopback in a subprocess, drives it with httpx
 async clients, and prints p50/p99 latency and throughput; then generates a chain of
-``--verify-events`` records directly with ``protocols.hashchain``, signs its head, and times
-``coordinator.audit_chain.verify_export`` over the file.
+``--verify-events`` records directly with ``protocols.crypto.hashchain``, signs its head, and times
+``coordinator.audit.chain.verify_export`` over the file.
 
     python bench/api_bench.py [--json PATH] [--n N] [--concurrency C] [--verify-events E]
 """
@@ -29,10 +29,10 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from coordinator.audit_chain import export_lines, sign_head, verify_export  # noqa: E402
-from protocols.canonical import canonical_json  # noqa: E402
-from protocols.hashchain import next_record  # noqa: E402
-from protocols.signing import SigningKey  # noqa: E402
+from coordinator.audit.chain import export_lines, sign_head, verify_export  # noqa: E402
+from protocols.crypto.hashchain import next_record  # noqa: E402
+from protocols.crypto.signing import SigningKey  # noqa: E402
+from protocols.wire.canonical import canonical_json  # noqa: E402
 
 API = "/api/v1"
 
@@ -136,7 +136,7 @@ async def api_bench(base: str, token: str, n: int, concurrency: int) -> dict:
 
 
 def write_chain(path: Path, events: int) -> tuple[str, float]:
-    """Write an export of ``events`` records (built with protocols.hashchain) plus its signed head."""
+    """Write an export of ``events`` records (built with protocols.crypto.hashchain) plus its signed head."""
     key = SigningKey.generate()
     start = time.perf_counter()
     last = None

@@ -1,7 +1,7 @@
 """Benchmark: offline verification of an audit export, as compliance runs it (one CLI process).
 
 For each size, writes a synthetic export (streamed, realistic small event bodies) to a temporary file,
-then times ``python -m coordinator.audit_chain verify`` on it in a child process and reads that child's
+then times ``python -m coordinator.audit.chain verify`` on it in a child process and reads that child's
 peak resident memory. Prints a table; ``--json PATH`` also writes the rows.
 
     .venv/bin/python bench/audit_verify_bench.py --events 10000 100000 1000000 --json /tmp/audit_bench.json
@@ -20,10 +20,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from coordinator.audit_chain import append_event, export_lines, sign_head
-from protocols.canonical import canonical_json
-from protocols.hashchain import ChainRecord
-from protocols.signing import SigningKey
+from coordinator.audit.chain import append_event, export_lines, sign_head
+from protocols.crypto.hashchain import ChainRecord
+from protocols.crypto.signing import SigningKey
+from protocols.wire.canonical import canonical_json
 
 ACTIONS = ("job.create", "approval.add", "job.progress", "message.relay", "policy.decision")
 
@@ -56,7 +56,7 @@ def time_cli(path: Path, key: SigningKey) -> tuple[float, float, int]:
     """
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "coordinator.audit_chain", "verify", str(path), "--key",
+    out = subprocess.run([sys.executable, "-m", "coordinator.audit.chain", "verify", str(path), "--key",
                           key.public_hex], capture_output=True, text=True, check=False)
     wall = time.perf_counter() - start
     if out.returncode != 0:

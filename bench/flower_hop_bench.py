@@ -8,11 +8,11 @@ Flower, including the ClientApp process Flower starts per message.
 Settings:
   stock  Flower 1.42 as shipped: SuperNode sleeps 3 s after an empty pull, SuperExec polls every
          1 s, and the ServerApp pulls replies every 3 s (what Grid.send_and_receive does).
-  tuned  SuperNode poll capped at --poll s (protocols.flower.fastpoll), SuperExec
+  tuned  SuperNode poll capped at --poll s (node.flower.fastpoll), SuperExec
          FLWR_SUPEREXEC_TASK_POLL_INTERVAL=--poll, ServerApp grid-poll-interval=--poll.
          Still one fresh flwr-clientapp process per message.
   warm   tuned, plus SuperNodes in --isolation process served by the long-lived
-         protocols.flower.warm_clientapp runner: no process start per message.
+         node.flower.warm_clientapp runner: no process start per message.
 
 Usage: python bench/flower_hop_bench.py [--rounds N] [--poll 0.1] [--json PATH]
 """
@@ -30,8 +30,8 @@ from tempfile import TemporaryDirectory
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from protocols.flower.federation import LocalFederation  # noqa: E402
-from protocols.flower.toy import ToyService, adder, sink  # noqa: E402
+from demo.federation import LocalFederation  # noqa: E402
+from demo.flower_toy import ToyService, adder, sink  # noqa: E402
 
 
 def measure(rounds: int, poll: float | None, grid_poll: float, warm: bool, state: Path) -> dict[str, object]:
@@ -44,7 +44,7 @@ def measure(rounds: int, poll: float | None, grid_poll: float, warm: bool, state
             started = time.monotonic()
             run_id = fed.run(
                 {
-                    "arbiter": "protocols.flower.toy:sum_arbiter",
+                    "arbiter": "demo.flower_toy:sum_arbiter",
                     "job-id": "bench",
                     "report-url": report.url,
                     "arbiter-config": json.dumps({"rounds": rounds}),

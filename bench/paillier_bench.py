@@ -24,14 +24,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from protocols.messages.paillier_codec import decode_vector, encode_vector  # noqa: E402
-from protocols.paillier import (  # noqa: E402
+from protocols.crypto.paillier import (  # noqa: E402
     Decryptor,
     Encryptor,
     PackingScheme,
     ParallelPaillier,
     generate_keypair,
 )
+from protocols.crypto.paillier.codec import decode_vector, encode_vector  # noqa: E402
 
 CLOCK: Callable[[], float] = time.perf_counter
 

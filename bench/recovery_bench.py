@@ -2,7 +2,7 @@
 
     python bench/recovery_bench.py [--lost 10000] [--n 1000000] [--keys id_number] [--workers 2] [--json PATH]
 
-Runs ``protocols.psi_jobs.local.run_local_job``'s parts — the same drivers, frames and sender
+Runs ``node.jobs.psi.local.run_local_job``'s parts — the same drivers, frames and sender
 registry as two nodes, with the data plane replaced by an in-process transport — on synthetic data:
 ``n`` subscribers with unique valid ID numbers (and IMEIs with ``--keys id_number,imei``) and a
 current number each; ``lost`` bank customers, half of them subscribers. Reports:
@@ -40,13 +40,13 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from protocols.messages.control import JobParams, KeyType  # noqa: E402
-from protocols.psi_jobs._link import LocalFrameTransport, SessionLink  # noqa: E402
-from protocols.psi_jobs._rows import PartyRows  # noqa: E402
-from protocols.psi_jobs._sender import SenderRegistry  # noqa: E402
-from protocols.psi_jobs.outreach import OutboxChannel  # noqa: E402
-from protocols.psi_jobs.recovery import recovery_sender_job, recovery_terms, run_recovery_receiver  # noqa: E402
-from protocols.psi_jobs.tables import TableStore  # noqa: E402
+from node.jobs.psi._link import LocalFrameTransport, SessionLink  # noqa: E402
+from node.jobs.psi._rows import PartyRows  # noqa: E402
+from node.jobs.psi._sender import SenderRegistry  # noqa: E402
+from node.jobs.psi.outreach import OutboxChannel  # noqa: E402
+from node.jobs.psi.recovery import recovery_sender_job, recovery_terms, run_recovery_receiver  # noqa: E402
+from node.jobs.psi.tables import TableStore  # noqa: E402
+from protocols.wire.control import JobParams, KeyType  # noqa: E402
 from psi.engine import ProcessPoolMapper  # noqa: E402
 from psi.identifiers import gb11643_check_digit, luhn_check_digit  # noqa: E402
 

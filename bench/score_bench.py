@@ -33,7 +33,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from scoring.models_fixture import population, train  # noqa: E402
 from scoring.nodes import ScoringWorld  # noqa: E402
 
-from protocols.scoring.api import ScoringApiServer, build_scoring_api  # noqa: E402
+from node.jobs.scoring.api import ScoringApiServer, build_scoring_api  # noqa: E402
 
 API_KEY = "bench-api-key-0123456789"
 

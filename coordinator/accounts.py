@@ -18,11 +18,11 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from coordinator import audit_log
+from coordinator.audit import log as audit_log
 from coordinator.context import Context
 from coordinator.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from coordinator.store import Transaction
-from protocols.messages.control import PartyKind, Role, UserCreate, UserCreated, UserPublic
+from protocols.wire.control import PartyKind, Role, UserCreate, UserCreated, UserPublic
 
 __all__ = ["BOOTSTRAP", "EXPIRED", "Principal", "authenticate", "check_operator_party", "create_user", "hash_token",
            "new_token"]

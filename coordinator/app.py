@@ -12,12 +12,12 @@ import logging
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 
-from coordinator import audit_log
 from coordinator.api.deps import ContextDep
 from coordinator.api.error_catalog import install_error_handlers
 from coordinator.api.middleware import BodySizeLimit
 from coordinator.api.routes import audit, audit_pages, budgets, catalog, jobs
 from coordinator.api.schemas import Health
+from coordinator.audit import log as audit_log
 from coordinator.context import Context
 from coordinator.keys import load_or_create_signing_key
 from coordinator.policy import load_policy

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from coordinator import audit_log
 from coordinator.accounts import Principal
+from coordinator.audit import log as audit_log
 from coordinator.context import Context
 from coordinator.errors import BudgetExceeded
 from coordinator.policy import BudgetPair, budget_denial, budget_pair, epsilon_charge
 from coordinator.store import BUDGET_DIGITS, BudgetCharge, Transaction
-from protocols.messages.control import JobPublic, Role
+from protocols.wire.control import JobPublic, Role
 
 __all__ = ["BudgetsPublic", "PairBudgetPublic", "charge", "list_budgets", "refund_unreleased"]
 

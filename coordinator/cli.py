@@ -15,12 +15,14 @@ from typing import Annotated
 import typer
 from pydantic import SecretStr, ValidationError
 
-from coordinator import accounts, audit_chain, audit_log
+from coordinator import accounts
 from coordinator.app import build_context, create_app
+from coordinator.audit import chain as audit_chain
+from coordinator.audit import log as audit_log
 from coordinator.errors import CoordinatorError
 from coordinator.settings import Settings
 from coordinator.store import SqlStore
-from protocols.messages.control import Role, UserCreate
+from protocols.wire.control import Role, UserCreate
 
 __all__ = ["app", "main"]
 
@@ -56,7 +58,7 @@ def serve(
     """Run the coordinator API with uvicorn."""
     import uvicorn
 
-    from coordinator.training import TrainingLauncher, TrainingSettings
+    from coordinator.flower.launcher import TrainingLauncher, TrainingSettings
 
     api = create_app(_settings(serving=True))
     training = TrainingSettings()

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from coordinator.policy import Policy
 from coordinator.store import Store
-from protocols.signing import SigningKey
+from protocols.crypto.signing import SigningKey
 
 __all__ = ["Context", "utc_now"]
 

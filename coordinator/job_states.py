@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 
-from protocols.messages.control import Decision, JobResultReport, JobStatus
+from protocols.wire.control import Decision, JobResultReport, JobStatus
 
 __all__ = [
     "FINAL",

@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from coordinator import audit_log, budgets
+from coordinator import budgets
 from coordinator.accounts import Principal
+from coordinator.audit import log as audit_log
 from coordinator.context import Context
 from coordinator.errors import BadRequest, BudgetExceeded, Conflict, Forbidden, NotFound, PolicyDenied
 from coordinator.job_states import (
@@ -26,9 +27,9 @@ from coordinator.job_states import (
 )
 from coordinator.policy import evaluate
 from coordinator.store import JobUpdate, Transaction
-from protocols.canonical import canonical_json, sha256_hex
-from protocols.errors import CryptoError
-from protocols.messages.control import (
+from protocols.crypto.signing import job_digest, verify_approval
+from protocols.wire.canonical import canonical_json, sha256_hex
+from protocols.wire.control import (
     ApprovalCreate,
     ApprovalPublic,
     DatasetPublic,
@@ -42,7 +43,7 @@ from protocols.messages.control import (
     Role,
     job_terms,
 )
-from protocols.signing import job_digest, verify_approval
+from protocols.wire.errors import CryptoError
 
 __all__ = ["approve", "cancel", "get_job", "list_jobs", "node_jobs", "report_progress", "report_result", "retry",
            "submit"]
@@ -186,7 +187,8 @@ def approve(ctx: Context, actor: Principal, job_id: int, body: ApprovalCreate) -
                                {"approver": body.approver, "reason": "signature does not verify"})
         raise Forbidden(f"signature does not verify against the signing key registered for {body.approver} "
                         f"over the digest of job {job_id}", field="body.signature",
-                        fix="sign protocols.signing.approval_message(job.digest) with that Ed25519 key") from None
+                        fix="sign protocols.crypto.signing.approval_message(job.digest) with that Ed25519 key",
+                        ) from None
 
 
 # ---------------------------------------------------------------- cancellation and reads

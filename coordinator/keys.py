@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from protocols.errors import ConfigError
-from protocols.signing import SigningKey
+from protocols.crypto.signing import SigningKey
+from protocols.wire.errors import ConfigError
 
 __all__ = ["load_or_create_signing_key"]
 

@@ -1,7 +1,7 @@
 """Database tables of the coordinator (SQLModel, table halves only).
 
 The request (``XCreate``) and response (``XPublic``) halves of each family are the control-plane wire
-models in ``protocols.messages.control``, shared with nodes and scripts; this module holds the
+models in ``protocols.wire.control``, shared with nodes and scripts; this module holds the
 ``X(table=True)`` halves and never leaves the store layer. Rows are converted to the public models
 by ``coordinator.store._sql``.
 """

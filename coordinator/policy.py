@@ -50,10 +50,9 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
 
-from protocols import filters as _filters
-from protocols.canonical import sha256_hex
-from protocols.filters import FILTER_HELP, Predicate
-from protocols.messages.control import (
+from protocols.wire import filters as _filters
+from protocols.wire.canonical import sha256_hex
+from protocols.wire.control import (
     DatasetPublic,
     Decision,
     Desensitisation,
@@ -68,6 +67,7 @@ from protocols.messages.control import (
     Purpose,
     RuleOutcome,
 )
+from protocols.wire.filters import FILTER_HELP, Predicate
 
 __all__ = [
     "DEFAULT_POLICY_PATH",
@@ -274,11 +274,11 @@ def load_policy(path: Path | None = None) -> Policy:
 
 
 def parse_filter(text: str) -> list[Predicate]:
-    """Parse a filter such as ``"age >= 25 and app_bank == 0"`` into its conjuncts (``protocols.filters``).
+    """Parse a filter such as ``"age >= 25 and app_bank == 0"`` into its conjuncts (``protocols.wire.filters``).
 
     Only conjunctions (``and``) of ``<field> <op> <number | quoted string>`` are accepted; anything
     else (``or``, ``not``, parentheses, calls, unquoted words as values) is refused. The grammar lives
-    in ``protocols.filters`` so the node that applies a filter parses exactly what policy checked.
+    in ``protocols.wire.filters`` so the node that applies a filter parses exactly what policy checked.
 
     Raises:
         FilterSyntaxError: naming the first token the grammar does not allow.

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from coordinator import audit_log
 from coordinator.accounts import Principal, check_operator_party
+from coordinator.audit import log as audit_log
 from coordinator.context import Context
 from coordinator.errors import BadRequest, Conflict, Forbidden, NotFound
-from protocols.canonical import canonical_json, sha256_hex
-from protocols.messages.control import DatasetPublic, DatasetRegister, FieldSpec, PartyCreate, PartyPublic
+from protocols.wire.canonical import canonical_json, sha256_hex
+from protocols.wire.control import DatasetPublic, DatasetRegister, FieldSpec, PartyCreate, PartyPublic
 
 __all__ = ["get_dataset", "get_party", "list_datasets", "list_parties", "register_dataset", "register_party",
            "schema_digest"]

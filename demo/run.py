@@ -24,8 +24,8 @@ from typing import Any
 import httpx
 
 from demo.processes import ProcessGroup, free_port, http_ok, wait_until
-from protocols.messages.control import JobPublic, JobStatus
-from protocols.signing import SigningKey
+from protocols.crypto.signing import SigningKey
+from protocols.wire.control import JobPublic, JobStatus
 
 __all__ = ["main", "register_datasets"]
 
@@ -446,7 +446,7 @@ def _verify(fed: Federation) -> None:
 
 def _training_env(state: Path, test_key_bits: int | None) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
     """TLS for the SuperLink and each node's SuperNode key, and the environment that points everyone at them."""
-    from protocols.flower.certs import generate_supernode_key, generate_tls
+    from coordinator.flower.certs import generate_supernode_key, generate_tls
 
     tls = generate_tls(state / "flower" / "tls")
     keys = {p: generate_supernode_key(state / "flower" / "supernode-keys" / p, p) for p in ("bank", "telco")}

@@ -2,7 +2,7 @@
 
 Tree::
 
-    PsiError                       root of everything ``psi`` raises (a ``protocols.errors.ProtocolError``)
+    PsiError                       root of everything ``psi`` raises (a ``protocols.wire.errors.ProtocolError``)
     ├── InvalidIdentifier          a raw identifier failed normalisation (carries ``key_type`` and ``reason``)
     ├── InvalidPoint               bytes that are not a canonical ristretto255 encoding (carries ``index``)
     ├── PsiLocalError              we misused a session (start twice, result too early); also a LocalProtocolError
@@ -15,7 +15,7 @@ Tree::
 
 from __future__ import annotations
 
-from protocols.errors import CryptoError, LocalProtocolError, ProtocolError, RemoteProtocolError
+from protocols.wire.errors import CryptoError, LocalProtocolError, ProtocolError, RemoteProtocolError
 
 __all__ = ["InvalidIdentifier", "InvalidPoint", "PsiCryptoError", "PsiError", "PsiLocalError", "PsiRemoteError"]
 

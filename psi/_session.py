@@ -16,7 +16,7 @@ from typing import ClassVar, Protocol
 
 import numpy as np
 
-from protocols.messages.psi import PsiAck, PsiChunk, PsiHello, PsiPull, PsiWelcome, Stream
+from protocols.wire.psi import PsiAck, PsiChunk, PsiHello, PsiPull, PsiWelcome, Stream
 from psi._errors import InvalidPoint, PsiLocalError, PsiRemoteError
 from psi.group import POINT_BYTES
 

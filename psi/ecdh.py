@@ -26,8 +26,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 
-from protocols.messages.control import KeyType
-from protocols.messages.psi import OutputTo, PsiChunk, PsiHello, PsiProtocol, PsiPull, PsiWelcome, Stream
+from protocols.wire.control import KeyType
+from protocols.wire.psi import OutputTo, PsiChunk, PsiHello, PsiProtocol, PsiPull, PsiWelcome, Stream
 from psi._batch import BatchMapper, map_blind, map_evaluate, serial_map
 from psi._session import (
     DEFAULT_CHUNK_SIZE,

@@ -21,8 +21,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from protocols.messages.control import KeyType
-from protocols.messages.psi import OutputTo, decode_frame, encode_frame
+from protocols.wire.control import KeyType
+from protocols.wire.psi import OutputTo, decode_frame, encode_frame
 from psi._batch import BatchMapper, blind_batch, evaluate_batch, hash_to_group_batch, serial_map
 from psi._session import Message, RandomSource, Session
 from psi.cardinality import CardinalityReceiver, CardinalitySender

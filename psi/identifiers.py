@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from protocols.messages.control import KeyType
+from protocols.wire.control import KeyType
 from psi._errors import InvalidIdentifier
 
 __all__ = [

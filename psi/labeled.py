@@ -15,7 +15,7 @@ libsodium's ``crypto_kx`` splits one BLAKE2b-512 of a DH output into two session
 key string separates this use from any other hash of the same point. Both parties derive with
 :func:`_derive`, so this is a wire-visible format: ``v2`` replaced v1's HKDF-SHA256 (four HMACs,
 ≈5 µs a record against ≈0.5 µs), and tables built with v1 are not reused (see
-``protocols.psi_jobs.tables``). The plaintext is the labels, each as one length byte and its UTF-8
+``node.jobs.psi.tables``). The plaintext is the labels, each as one length byte and its UTF-8
 bytes, zero-padded to the table's common size (a multiple of 16, at least 32).
 
 The table (:class:`SenderTable`) is built once per key epoch by :func:`prepare_sender_table`, is a
@@ -56,8 +56,8 @@ import numpy.typing as npt
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from protocols.messages.control import KeyType
-from protocols.messages.psi import PsiChunk, PsiHello, PsiProtocol, PsiPull, PsiWelcome, Stream
+from protocols.wire.control import KeyType
+from protocols.wire.psi import PsiChunk, PsiHello, PsiProtocol, PsiPull, PsiWelcome, Stream
 from psi import _ristretto
 from psi._batch import BatchMapper, map_blind, map_evaluate, serial_map
 from psi._errors import PsiCryptoError

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from protocols.messages.control import KeyType
+from protocols.wire.control import KeyType
 from psi._errors import InvalidIdentifier, PsiLocalError
 from psi.identifiers import normalise
 

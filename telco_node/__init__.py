@@ -1,4 +1,4 @@
-"""The telco's node: settings and role only; the runtime lives in ``protocols.node``."""
+"""The telco's node: settings and role only; the runtime lives in ``node``."""
 
 from telco_node.settings import TelcoSettings
 

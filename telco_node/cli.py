@@ -1,19 +1,19 @@
 """The telco node's command line (``tandem-telco``): the shared node CLI over ``TelcoSettings``.
 
 The telco is the PSI sender of ``audience_overlap`` and ``recovery``: labeled-PSI tables per key
-epoch, OPRF evaluations metered per job, relay messages through its outbox (``protocols.psi_jobs``).
+epoch, OPRF evaluations metered per job, relay messages through its outbox (``node.jobs.psi``).
 It is the passive party of federated scoring: it answers batch ``score`` jobs and, while serving,
-real-time ``score`` calls from the bank (``protocols.scoring``).
+real-time ``score`` calls from the bank (``node.jobs.scoring``).
 """
 
 from __future__ import annotations
 
-from protocols.node.cli import build_cli
-from protocols.psi_jobs import sender_handlers
-from protocols.psi_jobs.cli import add_psi_commands
-from protocols.scoring.api import telco_scoring_service
-from protocols.scoring.jobs import TelcoBatchScoring
-from protocols.training import TrainingService
+from node.cli import build_cli
+from node.jobs.psi import sender_handlers
+from node.jobs.psi.cli import add_psi_commands
+from node.jobs.scoring.api import telco_scoring_service
+from node.jobs.scoring.jobs import TelcoBatchScoring
+from node.jobs.training import TrainingService
 from telco_node.settings import TelcoSettings
 
 __all__ = ["main"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic_settings import SettingsConfigDict
 
-from protocols.messages.control import PartyKind
-from protocols.node.settings import NodeSettings, PartyName
+from node.settings import NodeSettings, PartyName
+from protocols.wire.control import PartyKind
 
 __all__ = ["TelcoSettings"]
 

@@ -16,8 +16,8 @@ from string import Template
 from typing import Any
 from urllib.parse import urlencode
 
-from coordinator.audit_review import AuditReview, ChainStatus, EventFilter
-from protocols.messages.control import AuditEventPublic, JobPublic
+from coordinator.audit.review import AuditReview, ChainStatus, EventFilter
+from protocols.wire.control import AuditEventPublic, JobPublic
 
 __all__ = ["SECURITY_HEADERS", "error_page", "login_page", "review_page"]
 
@@ -38,7 +38,7 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 DETAILS_SUMMARY_CHARS = 160
-VERIFY_COMMAND = "python -m coordinator.audit_chain verify audit.jsonl --key $key"
+VERIFY_COMMAND = "python -m coordinator.audit.chain verify audit.jsonl --key $key"
 
 _LAYOUT = Template("""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>$title</title><style>$css</style></head>

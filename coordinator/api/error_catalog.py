@@ -21,10 +21,10 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from coordinator.audit_chain import AuditError
+from coordinator.audit.chain import AuditError
 from coordinator.errors import BadRequest, Conflict, CoordinatorError, Forbidden, NotFound, PolicyDenied, Unauthorized
 from coordinator.policy import PolicyError
-from protocols.errors import ProtocolError
+from protocols.wire.errors import ProtocolError
 
 __all__ = ["CATALOG", "error_body", "install_error_handlers"]
 

@@ -1,4 +1,4 @@
-"""Response models that exist only on the coordinator's HTTP surface (the rest are in protocols.messages)."""
+"""Response models that exist only on the coordinator's HTTP surface (the rest are in protocols.wire)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ class PublicKey(BaseModel):
 
 
 class SignedHeadPublic(BaseModel):
-    """The audit chain head signed by the coordinator (``coordinator.audit_chain.SignedHead``)."""
+    """The audit chain head signed by the coordinator (``coordinator.audit.chain.SignedHead``)."""
 
     seq: int
     hash: str

@@ -26,9 +26,9 @@ from typing import Annotated
 
 from fastapi import Cookie, Request
 
-from coordinator import audit_log
 from coordinator.accounts import EXPIRED, Principal, authenticate, hash_token
 from coordinator.api.deps import ContextDep
+from coordinator.audit import log as audit_log
 from coordinator.context import Context
 from coordinator.errors import Forbidden, Unauthorized
 

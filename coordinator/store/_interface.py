@@ -16,8 +16,8 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from protocols.hashchain import ChainRecord
-from protocols.messages.control import (
+from protocols.crypto.hashchain import ChainRecord
+from protocols.wire.control import (
     ApprovalPublic,
     DatasetPublic,
     DatasetRegister,

@@ -16,8 +16,8 @@ from typing import Any
 
 from coordinator.errors import BudgetExceeded, Conflict, NotFound
 from coordinator.store._interface import BUDGET_DIGITS, BudgetCharge, JobUpdate, over_budget, token_expiry
-from protocols.hashchain import ChainRecord, next_record
-from protocols.messages.control import (
+from protocols.crypto.hashchain import ChainRecord, next_record
+from protocols.wire.control import (
     ApprovalPublic,
     DatasetPublic,
     DatasetRegister,

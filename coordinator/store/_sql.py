@@ -51,9 +51,9 @@ from coordinator.store._interface import (
     over_budget,
     token_expiry,
 )
-from protocols.canonical import canonical_json
-from protocols.hashchain import ChainRecord, next_record
-from protocols.messages.control import (
+from protocols.crypto.hashchain import ChainRecord, next_record
+from protocols.wire.canonical import canonical_json
+from protocols.wire.control import (
     ApprovalPublic,
     DatasetPublic,
     DatasetRegister,

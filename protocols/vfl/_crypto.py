@@ -1,4 +1,4 @@
-"""VFL-specific glue over :mod:`protocols.paillier`: key bytes, masked plaintexts, additive masks.
+"""VFL-specific glue over :mod:`protocols.crypto.paillier`: key bytes, masked plaintexts, additive masks.
 
 Masking: a party adds a fresh encryption of ``R`` drawn uniformly from ``[0, n)`` (system CSPRNG) to
 each ciphertext before the key holder decrypts it. The key holder sees ``m + R mod n``, which is
@@ -15,9 +15,9 @@ import numpy as np
 import numpy.typing as npt
 import phe
 
-from protocols.errors import CryptoError, RemoteProtocolError
-from protocols.messages.paillier_codec import decode_vector, encode_vector
-from protocols.paillier import EncryptedVector, Encryptor, check_key_size, decode_mantissas, signed_mantissas
+from protocols.crypto.paillier import EncryptedVector, Encryptor, check_key_size, decode_mantissas, signed_mantissas
+from protocols.crypto.paillier.codec import decode_vector, encode_vector
+from protocols.wire.errors import CryptoError, RemoteProtocolError
 
 __all__ = [
     "Mask",

@@ -16,8 +16,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, TypeAdapter
 
-from protocols.messages.training import LrInstruction, TrainingMessage, VflRole
-from protocols.paillier import generate_keypair
+from protocols.crypto.paillier import generate_keypair
 from protocols.vfl._lr import (
     LR_RECEIVER,
     LrActiveModel,
@@ -39,6 +38,7 @@ from protocols.vfl._secureboost import (
     sb_active_predict_proba,
     sb_passive_routes,
 )
+from protocols.wire.training import LrInstruction, TrainingMessage, VflRole
 
 __all__ = [
     "LocalLrResult",

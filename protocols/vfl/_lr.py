@@ -60,16 +60,13 @@ import numpy.typing as npt
 import phe
 from gmpy2 import mpz
 
-from protocols.errors import LocalProtocolError, RemoteProtocolError
-from protocols.messages.training import (
-    LrForward,
-    LrInstruction,
-    LrMaskedUpdate,
-    LrPartialScores,
-    LrResidual,
-    VflRole,
+from protocols.crypto.paillier import (
+    DEFAULT_PARALLEL_THRESHOLD,
+    Decryptor,
+    EncryptedVector,
+    Encryptor,
+    ParallelPaillier,
 )
-from protocols.paillier import DEFAULT_PARALLEL_THRESHOLD, Decryptor, EncryptedVector, Encryptor, ParallelPaillier
 from protocols.vfl._crypto import (
     Mask,
     decode_plaintexts,
@@ -82,6 +79,15 @@ from protocols.vfl._crypto import (
     unmask,
 )
 from protocols.vfl._optim import Optimizer, OptimizerConfig, OptimizerState
+from protocols.wire.errors import LocalProtocolError, RemoteProtocolError
+from protocols.wire.training import (
+    LrForward,
+    LrInstruction,
+    LrMaskedUpdate,
+    LrPartialScores,
+    LrResidual,
+    VflRole,
+)
 
 __all__ = [
     "LR_RECEIVER",

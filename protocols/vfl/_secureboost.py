@@ -49,22 +49,7 @@ import numpy.typing as npt
 import phe
 from gmpy2 import mpz
 
-from protocols.errors import LocalProtocolError, RemoteProtocolError
-from protocols.messages.training import (
-    SbHistograms,
-    SbLeftSet,
-    SbLevelSplits,
-    SbNodeDecision,
-    SbNodeHistogram,
-    SbPacking,
-    SbPredictReply,
-    SbPredictRequest,
-    SbRoute,
-    SbTrainingDone,
-    SbTreeStart,
-    VflRole,
-)
-from protocols.paillier import (
+from protocols.crypto.paillier import (
     DEFAULT_PARALLEL_THRESHOLD,
     Decryptor,
     EncryptedVector,
@@ -88,6 +73,21 @@ from protocols.vfl._sb_tree import (
     leaf_weight,
     own_candidate_sums,
     predict_margin,
+)
+from protocols.wire.errors import LocalProtocolError, RemoteProtocolError
+from protocols.wire.training import (
+    SbHistograms,
+    SbLeftSet,
+    SbLevelSplits,
+    SbNodeDecision,
+    SbNodeHistogram,
+    SbPacking,
+    SbPredictReply,
+    SbPredictRequest,
+    SbRoute,
+    SbTrainingDone,
+    SbTreeStart,
+    VflRole,
 )
 
 __all__ = [

@@ -28,7 +28,7 @@ def test_key_mapping_makes_the_job_hold_out_the_benchmark_test_rows() -> None:
         from _train_flower import aligned_keys
     finally:
         sys.path.remove(str(BENCH.parent))
-    from protocols.training.alignment import split_rows
+    from node.jobs.training.alignment import split_rows
 
     ids = np.arange(1000, 2000)
     test_ids = np.random.default_rng(3).choice(ids, size=300, replace=False)

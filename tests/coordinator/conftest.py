@@ -6,11 +6,11 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from coord_helpers import PG_URL, TestClient, World, app_settings, pg_store
 from sqlalchemy import text
 
 from coordinator.app import create_app
 from coordinator.store import MemoryStore, SqlStore, make_engine
+from tests.support.coordinator import PG_URL, TestClient, World, app_settings, pg_store
 
 
 @pytest.fixture

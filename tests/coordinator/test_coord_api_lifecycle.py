@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from coord_helpers import API, TestClient, World, app_settings, expected_digest
-
 from coordinator.app import create_app
-from coordinator.audit_chain import verify_export
+from coordinator.audit.chain import verify_export
 from coordinator.store import MemoryStore
-from protocols.signing import SigningKey
+from protocols.crypto.signing import SigningKey
+from tests.support.coordinator import API, TestClient, World, app_settings, expected_digest
 
 
 def _actions(world) -> list[str]:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 from datetime import timedelta
 
-from coord_helpers import API, NOW, World, party_create
 from sqlalchemy import text
 
 from coordinator.accounts import EXPIRED
 from coordinator.store import SqlStore
-from protocols.messages.control import UserCreate
+from protocols.wire.control import UserCreate
+from tests.support.coordinator import API, NOW, World, party_create
 
 
 def _at(world: World, when) -> None:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from coord_helpers import API, TestClient, app_settings
 
-import coordinator.audit_log
+import coordinator.audit.log
 from coordinator.app import create_app
-from coordinator.audit_chain import AuditError
+from coordinator.audit.chain import AuditError
+from tests.support.coordinator import API, TestClient, app_settings
 
 
 def _jobs_and_events(world):
@@ -81,14 +81,14 @@ def test_unknown_route_uses_the_error_shape(world):
 
 def test_failure_after_a_write_rolls_back_everything(world, monkeypatch):
     before = _jobs_and_events(world)
-    real = coordinator.audit_log.event_body
+    real = coordinator.audit.log.event_body
 
     def fail_on_decision(actor, action, obj, details):
         if action == "policy.decided":
             raise AuditError("simulated failure after the job row was written")
         return real(actor, action, obj, details)
 
-    monkeypatch.setattr(coordinator.audit_log, "event_body", fail_on_decision)
+    monkeypatch.setattr(coordinator.audit.log, "event_body", fail_on_decision)
     client = TestClient(world.c.app, raise_server_exceptions=False)
     r = client.post(f"{API}/jobs", json=world.job_body(), headers=world.h("bank_analyst"))
     monkeypatch.undo()

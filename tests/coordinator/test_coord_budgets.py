@@ -5,9 +5,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from coord_helpers import API, TestClient, World, app_settings, party_create
-
 from coordinator.app import create_app
+from tests.support.coordinator import API, TestClient, World, app_settings, party_create
 
 
 def _submit(world: World, epsilon: float | None) -> dict[str, Any]:

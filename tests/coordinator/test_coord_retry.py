@@ -6,11 +6,11 @@ import dataclasses
 from typing import Any
 
 import pytest
-from coord_helpers import API, NOW, World, expected_digest, job_create
 from sqlalchemy import text
 
 from coordinator.store import JobUpdate, SqlStore
-from protocols.messages.control import Decision, JobKind, Purpose
+from protocols.wire.control import Decision, JobKind, Purpose
+from tests.support.coordinator import API, NOW, World, expected_digest, job_create
 
 
 def _retry(world: World, job: dict[str, Any], who: str = "bank_analyst", reason: str | None = "node restarted"):

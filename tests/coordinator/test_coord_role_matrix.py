@@ -9,7 +9,6 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from coord_helpers import API, TestClient, World, party_create
 from fastapi.routing import APIRoute
 
 from coordinator.accounts import hash_token
@@ -18,6 +17,7 @@ from coordinator.api.routes import audit_pages
 from coordinator.api.web_sessions import COOKIE
 from coordinator.app import create_app, routers
 from coordinator.settings import Settings
+from tests.support.coordinator import API, TestClient, World, party_create
 
 PRINCIPALS = {"anonymous": None, "bootstrap": "bootstrap", "admin": "bank_admin", "analyst": "bank_analyst",
               "operator": "telco_op", "auditor": "auditor"}

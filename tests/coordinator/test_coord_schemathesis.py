@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from coord_helpers import TestClient, World, app_settings
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
 from coordinator.api.access import ACCESS
 from coordinator.app import create_app
+from tests.support.coordinator import TestClient, World, app_settings
 
 pytestmark = pytest.mark.filterwarnings("ignore::starlette.exceptions.StarletteDeprecationWarning")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import stat
 
 import pytest
-from coord_helpers import API, BOOT, TestClient, app_settings
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
@@ -13,7 +12,8 @@ from coordinator.app import create_app
 from coordinator.cli import app as cli
 from coordinator.keys import load_or_create_signing_key
 from coordinator.settings import Settings, get_settings
-from protocols.errors import ConfigError
+from protocols.wire.errors import ConfigError
+from tests.support.coordinator import API, BOOT, TestClient, app_settings
 
 
 @pytest.fixture

@@ -6,18 +6,18 @@ import threading
 from datetime import timedelta
 
 import pytest
-from coord_helpers import NOW, dataset_register, job_create, party_create
 
 from coordinator.errors import BudgetExceeded, Conflict, NotFound
 from coordinator.store import BudgetCharge, JobUpdate
-from protocols.hashchain import verify_chain
-from protocols.messages.control import (
+from protocols.crypto.hashchain import verify_chain
+from protocols.wire.control import (
     ApprovalPublic,
     Decision,
     JobResultReport,
     JobStatus,
     UserCreate,
 )
+from tests.support.coordinator import NOW, dataset_register, job_create, party_create
 
 DECISION = Decision(allowed=True, policy_version="1", rules=[], required_approvals=["party:bank"])
 

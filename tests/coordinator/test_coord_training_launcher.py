@@ -5,14 +5,13 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from coord_helpers import NOW, job_create
-
 from coordinator.context import Context
+from coordinator.flower.launcher import TrainingLauncher, TrainingSettings, _Report
 from coordinator.policy import load_policy
 from coordinator.store import JobUpdate, MemoryStore
-from coordinator.training import TrainingLauncher, TrainingSettings, _Report
-from protocols.messages.control import Decision, JobStatus
-from protocols.signing import SigningKey
+from protocols.crypto.signing import SigningKey
+from protocols.wire.control import Decision, JobStatus
+from tests.support.coordinator import NOW, job_create
 
 
 class FakeSuperLink:

@@ -15,7 +15,7 @@ from coordinator.job_states import (
     status_after_decision,
     status_after_retry,
 )
-from protocols.messages.control import Decision, JobResultReport, JobStatus, RuleOutcome
+from protocols.wire.control import Decision, JobResultReport, JobStatus, RuleOutcome
 
 S = JobStatus
 ALLOWED = Decision(allowed=True, policy_version="v2", rules=[], required_approvals=["party:bank", "party:telco"])

@@ -24,8 +24,8 @@ from coordinator.policy import (
     parse_filter,
     parse_policy,
 )
-from protocols.canonical import sha256_hex
-from protocols.messages.control import (
+from protocols.wire.canonical import sha256_hex
+from protocols.wire.control import (
     DatasetPublic,
     Decision,
     FieldSpec,

@@ -303,8 +303,8 @@ GOVERNANCE = Path(__file__).resolve().parents[2] / "demo" / "governance"
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_governance_covers_every_column_and_types_parse(tmp_path: Path, fmt: str):
-    from protocols.node.adapters import CsvSource, ParquetSource
-    from protocols.node.governance import describe, load_governance
+    from node.adapters import CsvSource, ParquetSource
+    from node.governance import describe, load_governance
 
     out = generate(tmp_path, n=3_000, seed=1, fmt=fmt, progress=False)  # type: ignore[arg-type]
     for name, path in out.as_dict().items():

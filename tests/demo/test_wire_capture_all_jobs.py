@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from demo import run as demo
-from tests.leaks import IDENTIFIER_COLUMNS, Needles, identifier_forms, with_hashes
+from tests.support.leaks import IDENTIFIER_COLUMNS, Needles, identifier_forms, with_hashes
 
 pytestmark = [pytest.mark.flower, pytest.mark.slow]
 

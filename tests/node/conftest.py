@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from protocols.messages.control import PartyKind, PartyPublic
-from protocols.node.keys import NodeKeys, init_keys
-from protocols.node.ledger import EgressLedger
+from node.keys import NodeKeys, init_keys
+from node.ledger import EgressLedger
+from protocols.wire.control import PartyKind, PartyPublic
 
 
 @dataclass

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from protocols.errors import ConfigError
-from protocols.node.adapters import open_source, redact_uri
-from protocols.node.governance import coerce_types, describe, distinct_bucket, load_governance
+from node.adapters import open_source, redact_uri
+from node.governance import coerce_types, describe, distinct_bucket, load_governance
+from protocols.wire.errors import ConfigError
 
 # Distinctive values: if any of them shows up in a catalog entry, a row value leaked.
 ROWS = pd.DataFrame(

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from protocols.messages.control import ApprovalPublic, JobInput, JobParams, Purpose
-from protocols.node.approval import ApprovalRefused, recompute_digest, sign_approval, verify_own_approval
-from protocols.signing import SigningKey
-
-from .fake_coordinator import NOW, make_job
+from node.approval import ApprovalRefused, recompute_digest, sign_approval, verify_own_approval
+from protocols.crypto.signing import SigningKey
+from protocols.wire.control import ApprovalPublic, JobInput, JobParams, Purpose
+from tests.support.fake_coordinator import NOW, make_job
 
 BANK_KEY = SigningKey.generate()
 

@@ -8,11 +8,10 @@ import pytest
 from typer.testing import CliRunner
 
 from bank_node.settings import BankSettings
-from protocols.messages.control import JobKind
-from protocols.node.cli import build_cli
+from node.cli import build_cli
+from protocols.wire.control import JobKind
 from telco_node.settings import TelcoSettings
-
-from .fake_coordinator import FakeCoordinator, make_job
+from tests.support.fake_coordinator import FakeCoordinator, make_job
 
 runner = CliRunner()
 

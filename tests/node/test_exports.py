@@ -1,12 +1,12 @@
-"""Every name in ``protocols.node.__all__`` exists, and the package exports the runtime's public API."""
+"""Every name in ``node.__all__`` exists, and the package exports the runtime's public API."""
 
 from __future__ import annotations
 
-import protocols.node
+import node
 
 
 def test_all_names_exist_and_are_sorted_uniquely():
-    names = protocols.node.__all__
+    names = node.__all__
     assert len(names) == len(set(names))
     for name in names:
-        assert hasattr(protocols.node, name), name
+        assert hasattr(node, name), name

@@ -8,10 +8,10 @@ import stat
 import pytest
 from cryptography import x509
 
-from protocols.errors import ConfigError
-from protocols.node.keys import init_keys, load_keys, tls_fingerprint
-from protocols.sealing import SealContext, open_sealed, seal
-from protocols.signing import verify_approval
+from node.keys import init_keys, load_keys, tls_fingerprint
+from protocols.crypto.sealing import SealContext, open_sealed, seal
+from protocols.crypto.signing import verify_approval
+from protocols.wire.errors import ConfigError
 
 
 def test_init_is_idempotent_and_files_are_private(tmp_path):

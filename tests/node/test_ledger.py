@@ -7,8 +7,8 @@ import json
 import sqlite3
 import threading
 
-from protocols.hashchain import ChainRecord, verify_chain
-from protocols.node.ledger import EgressLedger
+from node.ledger import EgressLedger
+from protocols.crypto.hashchain import ChainRecord, verify_chain
 
 
 def _fill(ledger):

@@ -6,8 +6,8 @@ import hashlib
 
 import pytest
 
-from protocols.node.app import NodeServer, build_node_app
-from protocols.node.peer import PeerClient, PeerError, PeerInbox, PeerMessage, PeerRefused, PinnedPeers
+from node.app import NodeServer, build_node_app
+from node.peer import PeerClient, PeerError, PeerInbox, PeerMessage, PeerRefused, PinnedPeers
 
 
 class Node:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from protocols.errors import ProtocolError
-from protocols.messages.control import JobKind, JobStatus
-from protocols.node.approval import sign_approval
-from protocols.node.runtime import NodeRuntime
-from protocols.node.settings import NodeSettings
-from protocols.signing import SigningKey
-
-from .fake_coordinator import FakeCoordinator, make_job
+from node.approval import sign_approval
+from node.runtime import NodeRuntime
+from node.settings import NodeSettings
+from protocols.crypto.signing import SigningKey
+from protocols.wire.control import JobKind, JobStatus
+from protocols.wire.errors import ProtocolError
+from tests.support.fake_coordinator import FakeCoordinator, make_job
 
 
 @pytest.fixture
@@ -160,7 +159,7 @@ def test_context_gives_local_datasets(coordinator, runtime, tmp_path):
 
 
 def test_coordinator_down_raises_a_clear_error(coordinator, runtime):
-    from protocols.node.coordinator_client import CoordinatorUnavailable
+    from node.coordinator_client import CoordinatorUnavailable
 
     coordinator.down = True
     with pytest.raises(CoordinatorUnavailable, match="cannot reach the coordinator"):
@@ -219,7 +218,7 @@ def test_a_refusal_is_final_for_its_attempt_only(coordinator, runtime):
 def test_an_old_journal_gains_the_attempt_column(tmp_path):
     import sqlite3
 
-    from protocols.node.node_state import JobJournal
+    from node.node_state import JobJournal
 
     db = tmp_path / "node.db"
     with sqlite3.connect(db) as conn:

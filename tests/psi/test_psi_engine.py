@@ -1,7 +1,7 @@
 import random
 
 import psi
-from protocols.messages.control import KeyType
+from protocols.wire.control import KeyType
 from psi import Scalar, multiply_batch
 from psi.engine import (
     ProcessPoolMapper,

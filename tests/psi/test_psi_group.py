@@ -5,7 +5,7 @@ import pytest
 
 from psi import InvalidPoint, Scalar, _ristretto, hash_to_group, hash_to_group_batch, multiply, multiply_batch
 
-VECTORS = json.loads((Path(__file__).parents[1] / "vectors" / "ristretto255.json").read_text())
+VECTORS = json.loads((Path(__file__).resolve().parents[1] / "vectors" / "ristretto255.json").read_text())
 MULTIPLES = VECTORS["generator_multiples"]["encodings"]
 INVALID = VECTORS["invalid_encodings"]["encodings"]
 ONE_WAY = VECTORS["one_way_map"]["vectors"] + VECTORS.get("one_way_map_edge_cases", {}).get("vectors", [])

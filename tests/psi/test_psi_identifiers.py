@@ -3,10 +3,10 @@ from collections import Counter
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from psi_strategies import CANONICAL, spellings
 
-from protocols.messages.control import KeyType
+from protocols.wire.control import KeyType
 from psi import InvalidIdentifier, PsiError, gb11643_check_digit, luhn_check_digit, normalise, normalise_column
+from tests.support.psi_strategies import CANONICAL, spellings
 
 # Known answers. GB 11643-1999's worked example is 11010519491231002X; the IMEI 490154203237518 is
 # the Luhn example of 3GPP TS 23.003 Annex B (and Wikipedia's "IMEI" article).

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocols.messages.control import KeyType
+from protocols.wire.control import KeyType
 from psi import InvalidIdentifier, gb11643_check_digit, normalise, normalise_column
 from psi.identifiers import normaliser
 

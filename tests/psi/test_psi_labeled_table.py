@@ -16,7 +16,7 @@ import random
 import pytest
 from Crypto.Cipher import AES
 
-from protocols.messages.control import KeyType
+from protocols.wire.control import KeyType
 from psi import Scalar, _ristretto
 from psi.engine import ProcessPoolMapper
 from psi.group import hash_to_group

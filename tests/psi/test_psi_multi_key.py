@@ -1,6 +1,6 @@
 import pytest
 
-from protocols.messages.control import KeyType
+from protocols.wire.control import KeyType
 from psi import MultiKeyMatcher, PsiLocalError
 from psi.engine import run_multi_key_local
 

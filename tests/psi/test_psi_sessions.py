@@ -3,10 +3,9 @@ import random
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from psi_strategies import CANONICAL, raw_spelling
 
-from protocols.messages.control import KeyType
-from protocols.messages.psi import (
+from protocols.wire.control import KeyType
+from protocols.wire.psi import (
     OutputTo,
     PsiAck,
     PsiChunk,
@@ -33,6 +32,7 @@ from psi import (
     two_sided_geometric,
 )
 from psi.engine import run_local
+from tests.support.psi_strategies import CANONICAL, raw_spelling
 
 FAST = settings(max_examples=12, deadline=None)
 KEY_TYPES = sorted(CANONICAL)

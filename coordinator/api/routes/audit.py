@@ -7,13 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 
-from coordinator import audit_log
 from coordinator.accounts import Principal
 from coordinator.api.access import required
 from coordinator.api.deps import ContextDep
 from coordinator.api.schemas import PublicKey, SignedHeadPublic
+from coordinator.audit import log as audit_log
 from coordinator.store import MAX_DB_INT
-from protocols.messages.control import AuditEventPublic
+from protocols.wire.control import AuditEventPublic
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 

@@ -20,13 +20,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
 from fastapi.routing import APIRoute
 
-from coordinator import audit_log, jobs
+from coordinator import jobs
 from coordinator.accounts import Principal
 from coordinator.api import audit_html
 from coordinator.api.access import ACCESS, require
 from coordinator.api.deps import ContextDep, SettingsDep
 from coordinator.api.web_sessions import ABSOLUTE, COOKIE, WebSessions, get_sessions, login, logout, session_principal
-from coordinator.audit_review import EventFilter, review
+from coordinator.audit import log as audit_log
+from coordinator.audit.review import EventFilter, review
 from coordinator.errors import BadRequest, CoordinatorError, Forbidden, Unauthorized
 from coordinator.store import MAX_DB_INT
 

@@ -11,7 +11,7 @@ from coordinator.accounts import Principal
 from coordinator.api.access import required
 from coordinator.api.deps import ContextDep
 from coordinator.store import MAX_DB_INT
-from protocols.messages.control import (
+from protocols.wire.control import (
     ApprovalCreate,
     JobCreate,
     JobProgress,

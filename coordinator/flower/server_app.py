@@ -1,0 +1,298 @@
+"""Tandem's Flower ServerApp: the coordinator-side arbiter loop of one training job.
+
+Started by the SuperLink (``flwr run`` of ``protocols/flower/app``) in its own process. It reads
+its run config (see ``coordinator/flower/app/pyproject.toml``), maps the parties to SuperNodes,
+builds the job's :class:`~coordinator.flower.arbiter.Arbiter` from the ``arbiter`` import path, and
+runs rounds: per round, one ``query.tandem_round`` message per addressed party, then it waits for
+all replies and hands them to the arbiter. At the end it POSTs the arbiter's result (or the
+failure) to ``report-url`` when one is set.
+
+Parties are mapped to nodes by the name the coordinator registered each SuperNode under
+(``flwr supernode register --name``, only with SuperNode authentication). Without names it falls
+back to one discovery round (``query.tandem_hello``) in which each node states the party in its own
+node config: weaker, since a node could claim any party.
+
+Polling: Flower's ``Grid.send_and_receive`` sleeps 3 s between pulls; this loop pulls every
+``grid-poll-interval`` seconds instead (0.1 s by default).
+
+What each party learns: only its own payloads. The coordinator (this process) learns every reply.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from flwr.app import Context, Message, RecordDict
+from flwr.serverapp import Grid, ServerApp
+
+from coordinator.flower.arbiter import ArbiterContext, Payloads, build_arbiter, run_rounds
+from protocols.wire.flower_round import (
+    HEADER_JOB_ID,
+    HEADER_RUN_ID,
+    HELLO_MESSAGE_TYPE,
+    ROUND_MESSAGE_TYPE,
+    Instruction,
+    instruction_content,
+    read_hello_reply,
+    read_reply,
+)
+
+LOG = logging.getLogger("flwr.tandem")  # a child of Flower's logger, so `flwr log` shows it
+
+
+class RoundFailedError(RuntimeError):
+    """A party's ClientApp or node service failed a round, or a round timed out."""
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The ServerApp's run config, typed."""
+
+    arbiter: str
+    job_id: str
+    parties: tuple[str, ...]
+    arbiter_config: Mapping[str, Any]
+    coordinator_url: str
+    report_url: str
+    round_timeout: float
+    nodes_timeout: float
+    grid_poll_interval: float
+    max_rounds: int
+
+    @classmethod
+    def from_run_config(cls, config: Mapping[str, Any]) -> RunSettings:
+        """Parse and check the run config.
+
+        Raises:
+            ValueError: A required key is missing or a value is out of range.
+        """
+        arbiter = str(config.get("arbiter", ""))
+        if not arbiter:
+            raise ValueError("run config 'arbiter' (module:factory) is required")
+        parties = tuple(p.strip() for p in str(config.get("parties", "bank,telco")).split(",") if p.strip())
+        if len(set(parties)) != len(parties) or not parties:
+            raise ValueError(f"run config 'parties' must name distinct parties, got {config.get('parties')!r}")
+        raw_arbiter_config = str(config.get("arbiter-config", "") or "{}")
+        arbiter_config = json.loads(raw_arbiter_config)
+        if not isinstance(arbiter_config, dict):
+            raise ValueError("run config 'arbiter-config' must be a JSON object")
+        settings = cls(
+            arbiter=arbiter,
+            job_id=str(config.get("job-id", "")),
+            parties=parties,
+            arbiter_config=arbiter_config,
+            coordinator_url=str(config.get("coordinator-url", "")),
+            report_url=str(config.get("report-url", "")),
+            round_timeout=float(config.get("round-timeout", 3600.0)),
+            nodes_timeout=float(config.get("nodes-timeout", 60.0)),
+            grid_poll_interval=float(config.get("grid-poll-interval", 0.1)),
+            max_rounds=int(config.get("max-rounds", 100_000)),
+        )
+        if min(settings.round_timeout, settings.nodes_timeout, settings.grid_poll_interval) <= 0:
+            raise ValueError("timeouts and grid-poll-interval must be positive")
+        return settings
+
+
+def _await_replies(grid: Grid, message_ids: list[str], timeout: float, poll: float, what: str) -> list[Message]:
+    """Pull replies to ``message_ids`` until all arrived; raise RoundFailedError after ``timeout``."""
+    pending = set(message_ids)
+    replies: list[Message] = []
+    deadline = time.monotonic() + timeout
+    while pending:
+        for reply in grid.pull_messages(list(pending)):
+            pending.discard(reply.metadata.reply_to_message_id)
+            replies.append(reply)
+        if not pending:
+            break
+        if time.monotonic() > deadline:
+            raise RoundFailedError(f"{what}: no reply to {len(pending)} message(s) within {timeout:.0f} s")
+        time.sleep(poll)
+    return replies
+
+
+def _push(grid: Grid, messages: list[Message], what: str) -> list[str]:
+    ids = [i for i in grid.push_messages(messages) if i]
+    if len(ids) != len(messages):
+        raise RoundFailedError(f"{what}: the SuperLink accepted {len(ids)} of {len(messages)} messages")
+    return ids
+
+
+class GridExchange:
+    """Delivers one round's payloads through the Flower Grid and collects the replies."""
+
+    def __init__(self, grid: Grid, nodes: Mapping[str, int], settings: RunSettings) -> None:
+        self._grid = grid
+        self._nodes = dict(nodes)
+        self._party_of = {node_id: party for party, node_id in nodes.items()}
+        self._settings = settings
+        self.seconds: list[float] = []
+        self.bytes_to: dict[str, int] = dict.fromkeys(nodes, 0)
+        """Payload bytes relayed to each party (the arbiter's instructions), summed over rounds."""
+        self.bytes_from: dict[str, int] = dict.fromkeys(nodes, 0)
+        """Payload bytes relayed from each party (its replies), summed over rounds."""
+
+    def __call__(self, round_: int, payloads: Payloads) -> Payloads:
+        """Send ``payloads`` for round ``round_`` and return each addressed party's reply."""
+        started = time.perf_counter()
+        what = f"job {self._settings.job_id} round {round_}"
+        messages = [
+            Message(
+                content=instruction_content(Instruction(self._settings.job_id, party, round_, payload)),
+                dst_node_id=self._nodes[party],
+                message_type=ROUND_MESSAGE_TYPE,
+                group_id=str(round_),
+                ttl=self._settings.round_timeout,
+            )
+            for party, payload in payloads.items()
+        ]
+        ids = _push(self._grid, messages, what)
+        for addressed, payload in payloads.items():
+            self.bytes_to[addressed] += len(payload)
+        replies: Payloads = {}
+        for reply in _await_replies(
+            self._grid, ids, self._settings.round_timeout, self._settings.grid_poll_interval, what
+        ):
+            party = self._party_of.get(reply.metadata.src_node_id)
+            if party is None:
+                raise RoundFailedError(f"{what}: reply from unknown node {reply.metadata.src_node_id}")
+            if reply.has_error():
+                raise RoundFailedError(f"{what}: {party} failed: {reply.error.reason}")
+            replies[party] = read_reply(reply.content)
+            self.bytes_from[party] += len(replies[party])
+        self.seconds.append(time.perf_counter() - started)
+        LOG.info("%s: %d replies in %.3f s", what, len(replies), self.seconds[-1])
+        return replies
+
+
+def _named_nodes(grid: Grid, parties: Iterable[str]) -> tuple[dict[str, int], list[int]]:
+    """Return {party: node_id} for nodes registered under a party name, and all online node ids."""
+    wanted = set(parties)
+    named: dict[str, int] = {}
+    all_ids: list[int] = []
+    for info in grid.get_nodes():
+        all_ids.append(int(info.node_id))
+        name = getattr(info, "name", "")
+        if name in wanted:
+            if name in named:
+                raise RoundFailedError(f"two SuperNodes are registered as {name!r}")
+            named[name] = int(info.node_id)
+    return named, all_ids
+
+
+def _discover(grid: Grid, node_ids: list[int], settings: RunSettings) -> dict[str, int]:
+    """Ask every node which party it serves (one hop); return {party: node_id} for known parties."""
+    messages = [
+        Message(content=RecordDict(), dst_node_id=node_id, message_type=HELLO_MESSAGE_TYPE, group_id="0")
+        for node_id in node_ids
+    ]
+    ids = _push(grid, messages, "party discovery")
+    found: dict[str, int] = {}
+    for reply in _await_replies(grid, ids, settings.nodes_timeout, settings.grid_poll_interval, "party discovery"):
+        if reply.has_error():
+            raise RoundFailedError(f"party discovery: node {reply.metadata.src_node_id}: {reply.error.reason}")
+        party = read_hello_reply(reply.content)
+        if party in found:
+            raise RoundFailedError(f"party discovery: two SuperNodes claim {party!r}")
+        if party in settings.parties:
+            found[party] = reply.metadata.src_node_id
+    return found
+
+
+def resolve_parties(grid: Grid, settings: RunSettings) -> dict[str, int]:
+    """Wait until every party has a SuperNode online and return {party: node_id}.
+
+    Raises:
+        RoundFailedError: Not all parties appeared within ``nodes-timeout``.
+    """
+    deadline = time.monotonic() + settings.nodes_timeout
+    while True:
+        named, all_ids = _named_nodes(grid, settings.parties)
+        if len(named) == len(settings.parties):
+            return named
+        if not named and len(all_ids) >= len(settings.parties):
+            found = _discover(grid, all_ids, settings)
+            if len(found) == len(settings.parties):
+                return found
+        if time.monotonic() > deadline:
+            raise RoundFailedError(
+                f"parties {sorted(set(settings.parties) - set(named))} have no SuperNode online "
+                f"after {settings.nodes_timeout:.0f} s"
+            )
+        time.sleep(max(settings.grid_poll_interval, 0.5))
+
+
+def _report(settings: RunSettings, run_id: int, status: str, body: bytes, rounds: int) -> None:
+    if not settings.report_url:
+        return
+    headers = {
+        HEADER_JOB_ID: settings.job_id,
+        HEADER_RUN_ID: str(run_id),
+        "X-Tandem-Status": status,
+        "X-Tandem-Rounds": str(rounds),
+        "Content-Type": "application/octet-stream",
+    }
+    response = httpx.post(settings.report_url, content=body, headers=headers, timeout=60.0)
+    response.raise_for_status()
+
+
+def run_job(grid: Grid, context: Context) -> int:
+    """Run one job's rounds; return the number of rounds. Reports to ``report-url`` if set."""
+    settings = RunSettings.from_run_config(context.run_config)
+    run_id = int(context.run_id)
+    exchange: GridExchange | None = None
+    try:
+        nodes = resolve_parties(grid, settings)
+        LOG.info("job %s: parties %s", settings.job_id, nodes)
+        arbiter = build_arbiter(
+            settings.arbiter,
+            ArbiterContext(
+                job_id=settings.job_id,
+                run_id=run_id,
+                parties=settings.parties,
+                config=settings.arbiter_config,
+                coordinator_url=settings.coordinator_url,
+            ),
+        )
+        exchange = GridExchange(grid, nodes, settings)
+        outcome = run_rounds(arbiter, exchange, settings.parties, settings.max_rounds)
+    except Exception as err:
+        done = len(exchange.seconds) if exchange is not None else 0
+        try:
+            _report(settings, run_id, "failed", f"{type(err).__name__}: {err}".encode(), done)
+        except httpx.HTTPError as report_err:
+            LOG.error("job %s: could not report the failure: %s", settings.job_id, report_err)
+        raise
+    _report(settings, run_id, "succeeded", with_relayed_bytes(outcome.result, exchange.bytes_to, exchange.bytes_from),
+            outcome.rounds)
+    return outcome.rounds
+
+
+def with_relayed_bytes(result: bytes, to: Mapping[str, int], from_: Mapping[str, int]) -> bytes:
+    """The arbiter's JSON result with ``relayed_bytes`` added: round payload bytes to and from each party.
+
+    Counts the payloads the arbiter sent and received (not Flower's message framing or TLS). A
+    result that is not a JSON object is returned unchanged.
+    """
+    try:
+        summary = json.loads(result)
+    except ValueError:
+        return result
+    if not isinstance(summary, dict):
+        return result
+    summary["relayed_bytes"] = {"to": dict(to), "from": dict(from_), "total": sum(to.values()) + sum(from_.values())}
+    return json.dumps(summary).encode()
+
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Flower entry point: run the job named in the run config."""
+    run_job(grid, context)

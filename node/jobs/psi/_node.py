@@ -1,0 +1,105 @@
+"""What the PSI job handlers take from the node runtime: inputs, rows, the peer link, progress."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from node.governance import Governance
+from node.runner import JobContext
+from protocols.wire.control import JobInput, JobParams, KeyType
+from protocols.wire.errors import ConfigError
+from protocols.wire.filters import parse_filter
+
+from ._link import PeerFrameTransport, SessionLink
+from ._rows import KeyColumn, PartyRows, party_rows
+
+__all__ = ["POLICY_K_MIN_CELL", "k_of", "key_columns", "link_to_peer", "load_rows", "own_input", "progress_of"]
+
+POLICY_K_MIN_CELL = 50
+"""The policy's smallest releasable count (DESIGN.md §4, ``coordinator/policy.yaml`` ``k_min_cell``)."""
+
+
+def k_of(params: JobParams) -> int:
+    """The suppression threshold of a job: max(policy k, the job's own ``min_cell``)."""
+    return max(POLICY_K_MIN_CELL, params.min_cell or 0)
+
+
+def own_input(ctx: JobContext) -> JobInput:
+    """The job input whose dataset lives on this node.
+
+    Raises:
+        ConfigError: If the job has no input on this node, or more than one.
+    """
+    mine = ctx.own_inputs()
+    if len(mine) != 1:
+        raise ConfigError(f"job {ctx.job.id} has {len(mine)} inputs on this node; a PSI job takes exactly one")
+    return mine[0]
+
+
+def _peer_party(ctx: JobContext) -> str:
+    others = [i for i in ctx.job.inputs if not ctx.datasets.has(i.dataset_id)]
+    if len(others) != 1:
+        raise ConfigError(f"job {ctx.job.id} must have exactly one input of the peer party")
+    return ctx.coordinator.dataset(others[0].dataset_id).party
+
+
+def link_to_peer(ctx: JobContext, *, ready_timeout: float = 600.0) -> SessionLink:
+    """A session link to the peer's node over the mutual-TLS data plane."""
+    client = ctx.peer(_peer_party(ctx))
+    return SessionLink(PeerFrameTransport(client, ctx.job.id, ready_timeout=ready_timeout), str(ctx.job.id))
+
+
+def key_columns(governance: Governance, fields: list[str]) -> list[KeyColumn]:
+    """The key columns of an input, with the key types its governance file declares.
+
+    Raises:
+        ConfigError: If a key field is not an identifier with a ``key_type``.
+    """
+    out = []
+    for name in fields:
+        rule = governance.fields.get(name)
+        if rule is None or rule.key_type is None:
+            raise ConfigError(f"key field {name!r} of {governance.dataset} has no key_type in its governance file")
+        out.append(KeyColumn(name, rule.key_type))
+    return out
+
+
+def _field_of_kind(governance: Governance, key_type: KeyType, exclude: list[str]) -> str | None:
+    for name, rule in governance.fields.items():
+        if rule.key_type == key_type and name not in exclude:
+            return name
+    return None
+
+
+def load_rows(ctx: JobContext, inp: JobInput, *, label_field: str | None = None,
+              want_label: KeyType | None = None) -> PartyRows:
+    """Read this node's rows for ``inp``: key columns, own record ids, label, after filter and consent.
+
+    Args:
+        ctx: The job context.
+        inp: This node's input.
+        label_field: Column to carry as the label.
+        want_label: Otherwise, the first column of this key type (e.g. the telco's msisdn for relay).
+    """
+    source, governance = ctx.open_dataset(inp.dataset_id)
+    keys = key_columns(governance, list(inp.key_fields))
+    id_field = _field_of_kind(governance, KeyType.CUSTOMER_ID, list(inp.key_fields))
+    if label_field is None and want_label is not None:
+        label_field = _field_of_kind(governance, want_label, [])
+        if label_field is None:
+            raise ConfigError(f"{governance.dataset} has no {want_label} field to use as the label")
+    wanted = [k.field for k in keys] + [f for f in (id_field, label_field, inp.consent_field) if f]
+    wanted += [p.field for p in parse_filter(inp.filter)] if inp.filter else []
+    with source:
+        frame = source.read(list(dict.fromkeys(wanted)))
+    return party_rows(frame, keys, id_field=id_field, label_field=label_field, filter_text=inp.filter,
+                      consent_field=inp.consent_field)
+
+
+def progress_of(ctx: JobContext, prefix: str) -> Callable[[str, float], None]:
+    """A progress reporter that names the job kind's stage (what the runner reports on failure)."""
+
+    def report(stage: str, fraction: float) -> None:
+        ctx.progress(f"{prefix}: {stage}", fraction)
+
+    return report

@@ -1,0 +1,264 @@
+"""The sender's side of a PSI job: sessions behind the inbox, an evaluation meter, the close, the wait.
+
+The sender's job handler builds its sessions (one per key type) and opens a :class:`SenderJob` in the
+node's :class:`SenderRegistry`; the registry is the handler of every ``psi.*`` inbox channel, so each
+complete frame the receiver sends is routed to ``SenderJob.handle``, which decodes it, checks the
+evaluation meter on a hello, lets the session answer, and encodes the reply. The handler meanwhile
+waits (:meth:`SenderJob.wait`) until the receiver closes the job, aborts it, sends something invalid,
+or goes silent for longer than the idle timeout; every one of these but a clean close fails the job
+with an error naming the session and stage. Nothing the sessions hold is kept after the job.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from node.peer import PeerInbox, PeerMessage
+from protocols.wire.control import KeyType
+from protocols.wire.errors import ProtocolError
+from protocols.wire.psi import (
+    PsiChunk,
+    PsiHello,
+    PsiJobClose,
+    PsiJobSummary,
+    Stream,
+    decode_frame,
+    encode_frame,
+)
+from psi._errors import PsiRemoteError
+from psi._session import Session
+
+from ._link import CLOSE_CHANNEL, PsiJobError, WireStats, session_channel
+
+__all__ = ["DEFAULT_PATIENCE", "EvaluationMeter", "Patience", "SenderJob", "SenderRegistry", "Summarise"]
+
+
+@dataclass(frozen=True)
+class Patience:
+    """How long a sender waits for its receiver.
+
+    Attributes:
+        start: Seconds until the receiver's first message (its runner may be busy or loading data).
+        idle: Seconds of silence after that before the job fails ("peer gone mid-stream").
+    """
+
+    start: float = 600.0
+    idle: float = 120.0
+
+
+DEFAULT_PATIENCE = Patience()
+
+
+class EvaluationMeter:
+    """Counts the receiver elements the sender evaluates with its key, and refuses past ``cap``.
+
+    A hello announces its set size; the meter reserves that many before any work, so a session that
+    would exceed the cap is refused at once (and the chunk reader holds the peer to the announced size).
+    """
+
+    def __init__(self, cap: int | None) -> None:
+        self.cap, self.reserved, self.evaluated = cap, 0, 0
+
+    def reserve(self, count: int, stage: str) -> None:
+        """Reserve ``count`` evaluations.
+
+        Raises:
+            PsiRemoteError: If the cap would be exceeded.
+        """
+        if self.cap is not None and self.reserved + count > self.cap:
+            raise PsiRemoteError(
+                f"OPRF evaluation cap of this job reached: {self.reserved} used + {count} asked > cap {self.cap}",
+                stage=stage,
+            )
+        self.reserved += count
+
+
+Summarise = Callable[[Mapping[KeyType, Session], EvaluationMeter], PsiJobSummary]
+
+
+@dataclass
+class _Activity:
+    last: float
+    channel: str = ""
+
+
+class SenderJob:
+    """The sender's sessions of one job, and how the job ends.
+
+    Args:
+        job_id: The job id bound into every message.
+        sessions: One sender session per key type the job allows.
+        meter: The evaluation meter (cap from the job terms).
+        summarise: Builds the summary at a clean close (relay mode sends its messages there).
+        clock: Monotonic clock (injected for tests).
+    """
+
+    def __init__(self, job_id: str, sessions: Mapping[KeyType, Session], *, meter: EvaluationMeter,
+                 summarise: Summarise, clock: Callable[[], float] = time.monotonic) -> None:
+        self.job_id, self.sessions, self.meter = job_id, dict(sessions), meter
+        self._summarise, self._clock = summarise, clock
+        self.stats = WireStats()
+        self._lock = threading.Lock()
+        self._finished = threading.Event()
+        self._error: ProtocolError | None = None
+        self._summary: PsiJobSummary | None = None
+        self._activity = _Activity(clock())
+        self._channels = {session_channel(k): k for k in self.sessions}
+
+    def stage(self) -> str:
+        """Where the job is: the last active channel and its session's stage."""
+        key_type = self._channels.get(self._activity.channel)
+        if key_type is None:
+            return self._activity.channel or "awaiting the receiver"
+        return f"{self._activity.channel} {self.sessions[key_type].stage.name}"
+
+    def handle(self, channel: str, frame: bytes) -> bytes:
+        """Answer one frame from the receiver.
+
+        Raises:
+            ProtocolError: The job already failed, or this frame fails it (the error names the stage).
+        """
+        with self._lock:
+            if self._error is not None:
+                raise ProtocolError(f"this PSI job already failed: {self._error}", status_hint=409)
+            if self._finished.is_set():
+                raise PsiRemoteError("message after the job was closed", stage="CLOSED")
+            self._activity = _Activity(self._clock(), channel)
+            self.stats.bytes_received += len(frame)
+            try:
+                reply = self._close(frame) if channel == CLOSE_CHANNEL else self._session_reply(channel, frame)
+            except ProtocolError as exc:
+                self._fail(exc)
+                raise
+            except Exception as exc:  # noqa: BLE001 - fail closed, say only what kind of failure
+                error = PsiJobError(f"[{self.stage()}] {type(exc).__name__} while answering the receiver")
+                self._fail(error)
+                raise error from exc
+            self.stats.bytes_sent += len(reply)
+            self.stats.messages += 1
+            return reply
+
+    def _session_reply(self, channel: str, frame: bytes) -> bytes:
+        key_type = self._channels.get(channel)
+        if key_type is None:
+            raise PsiRemoteError(f"no session on channel {channel!r} in this job", stage="ROUTING")
+        session = self.sessions[key_type]
+        try:
+            message = decode_frame(frame)
+        except ValueError:
+            raise PsiRemoteError(f"malformed frame on {channel}", stage=session.stage.name) from None
+        if isinstance(message, PsiHello):
+            self.meter.reserve(message.set_size, f"{channel} {session.stage.name}")
+        reply = session.handle(message)
+        if isinstance(message, PsiChunk) and message.stream is Stream.QUERY:
+            self.meter.evaluated += message.count
+        if reply is None:
+            raise PsiJobError(f"[{channel} {session.stage.name}] the session produced no reply")
+        return encode_frame(reply)
+
+    def _close(self, frame: bytes) -> bytes:
+        try:
+            close = PsiJobClose.model_validate_json(frame)
+        except ValueError:
+            raise PsiRemoteError("malformed close", stage="CLOSE") from None
+        if close.job_id != self.job_id:
+            raise PsiRemoteError("close for another job", stage="CLOSE")
+        if close.status == "abort":
+            raise PsiRemoteError(f"the receiver aborted: {close.reason}", stage="CLOSE")
+        if not set(close.sessions) <= set(self.sessions):
+            raise PsiRemoteError("close names a session this job does not have", stage="CLOSE")
+        for key_type, session in self.sessions.items():
+            ran = key_type in close.sessions
+            if (ran and not session.done) or (not ran and session.stage.name != "IDLE"):
+                raise PsiRemoteError(f"close while {session_channel(key_type)} is in stage {session.stage.name}",
+                                     stage="CLOSE")
+        summary = self._summarise(self.sessions, self.meter)
+        self._summary = summary.model_copy(update={"job_id": self.job_id, "stage": "CLOSED"})
+        self._finished.set()
+        return self._summary.model_dump_json().encode()
+
+    def _fail(self, error: ProtocolError) -> None:
+        if self._error is None:
+            self._error = error
+        self._finished.set()
+
+    def wait(self, patience: Patience, *, poll: float = 0.5, on_tick: Callable[[str], None] | None = None
+             ) -> PsiJobSummary:
+        """Block until the receiver closes the job; return the summary.
+
+        Raises:
+            ProtocolError: If the receiver sent something invalid or aborted (the error that failed
+                the job), never started (``patience.start``), or went silent for ``patience.idle``
+                seconds ("peer gone mid-stream").
+        """
+        while not self._finished.wait(poll):
+            with self._lock:
+                silent = self._clock() - self._activity.last
+                started = bool(self._activity.channel)
+                limit = patience.idle if started else patience.start
+                if silent > limit:
+                    what = "went silent" if started else "did not start"
+                    self._fail(PsiJobError(f"[{self.stage()}] the receiver {what} for {silent:.0f}s "
+                                           f"(timeout {limit:.0f}s); peer gone mid-stream"))
+                    break
+            if on_tick is not None:
+                on_tick(self.stage())
+        if self._error is not None:
+            raise self._error
+        assert self._summary is not None
+        return self._summary
+
+    def release(self) -> None:
+        """Drop the sessions (their sets and blinded values) once the job is over."""
+        with self._lock:
+            self.sessions.clear()
+
+
+class SenderRegistry:
+    """The open sender jobs of one node, and the inbox handler that routes frames to them."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, SenderJob] = {}
+        self._lock = threading.Lock()
+        self._inboxes: set[int] = set()
+
+    def attach(self, inbox: PeerInbox) -> None:
+        """Register this registry for every ``psi.*`` channel of ``inbox`` (idempotent)."""
+        with self._lock:
+            if id(inbox) in self._inboxes:
+                return
+            self._inboxes.add(id(inbox))
+        for channel in [CLOSE_CHANNEL, *(session_channel(k) for k in KeyType)]:
+            inbox.register_handler(channel, self.inbox_handler)
+
+    @contextmanager
+    def opened(self, job: SenderJob) -> Iterator[SenderJob]:
+        """Make ``job`` reachable while the block runs; release it afterwards, whatever happens."""
+        with self._lock:
+            self._jobs[job.job_id] = job
+        try:
+            yield job
+        finally:
+            with self._lock:
+                self._jobs.pop(job.job_id, None)
+            job.release()
+
+    def dispatch(self, job_id: str, channel: str, frame: bytes) -> bytes:
+        """Route one frame to its job.
+
+        Raises:
+            ProtocolError: 503 while the job is not open here (the receiver retries), else the job's error.
+        """
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None:
+            raise ProtocolError(f"the PSI sender for job {job_id} is not ready on this node yet", status_hint=503)
+        return job.handle(channel, frame)
+
+    def inbox_handler(self, message: PeerMessage) -> bytes:
+        """``PeerHandler`` for the node's inbox."""
+        return self.dispatch(str(message.job_id), message.channel, message.body)

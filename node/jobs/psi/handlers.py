@@ -1,0 +1,68 @@
+"""The PSI job handlers each node role registers with its job runner.
+
+``receiver_handlers()`` is the bank's (PSI receiver, labeled-PSI receiver); ``sender_handlers()`` is
+the telco's (PSI sender, labeled-PSI tables per key epoch in ``<state>/psi``, relay outbox in
+``node.db``). A node process creates its handlers once: the sender's share one
+:class:`~node.jobs.psi._sender.SenderRegistry`, which is the inbox handler of every ``psi.*``
+data-plane channel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from node.node_db import NODE_DB
+from node.runner import JobContext, JobHandler
+from protocols.wire.control import JobKind
+
+from ._sender import DEFAULT_PATIENCE, Patience, SenderRegistry
+from .audience_overlap import bank_overlap, telco_overlap
+from .outreach import OutboxChannel
+from .recovery import bank_recovery, telco_recovery
+from .tables import TableStore
+
+__all__ = ["SenderService", "receiver_handlers", "sender_handlers"]
+
+
+def receiver_handlers() -> dict[JobKind, JobHandler]:
+    """The bank's handlers: it is the receiver of both PSI jobs."""
+    return {JobKind.AUDIENCE_OVERLAP: bank_overlap, JobKind.RECOVERY: bank_recovery}
+
+
+class SenderService:
+    """The telco's PSI handlers, sharing one sender registry per node process.
+
+    Args:
+        patience: How long to wait for the receiver's first message, and through its silences.
+        outbox_path: Where relay messages are queued (default: the node's ``node.db``).
+    """
+
+    def __init__(self, *, patience: Patience = DEFAULT_PATIENCE, outbox_path: Callable[[JobContext], Path] | None = None
+                 ) -> None:
+        self.registry = SenderRegistry()
+        self.patience = patience
+        self._outbox_path = outbox_path or (lambda ctx: ctx.settings.state_path / NODE_DB)
+
+    def overlap(self, ctx: JobContext) -> dict[str, Any]:
+        """``audience_overlap`` as the sender."""
+        return telco_overlap(ctx, self.registry, patience=self.patience)
+
+    def recovery(self, ctx: JobContext) -> dict[str, Any]:
+        """``recovery`` as the labeled-PSI (reveal) or ECDH-to-sender (relay) sender."""
+        outbox = OutboxChannel(self._outbox_path(ctx))
+        try:
+            return telco_recovery(ctx, self.registry, tables=TableStore(ctx.settings.state_path / "psi"),
+                                  outreach=outbox, patience=self.patience)
+        finally:
+            outbox.close()
+
+    def handlers(self) -> dict[JobKind, JobHandler]:
+        """The handler per job kind."""
+        return {JobKind.AUDIENCE_OVERLAP: self.overlap, JobKind.RECOVERY: self.recovery}
+
+
+def sender_handlers(*, patience: Patience = DEFAULT_PATIENCE) -> dict[JobKind, JobHandler]:
+    """The telco's handlers (one registry for the process)."""
+    return SenderService(patience=patience).handlers()

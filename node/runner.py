@@ -1,0 +1,261 @@
+"""The job runner: fetch approved work, check this party's own approval, dispatch to a protocol handler.
+
+For each job the coordinator lists as approved or running for this node::
+
+    this attempt already finished/refused here?  -> skip
+    not this party's job?                     -> skip
+    own approval does not verify              -> progress failed "refused: ...", journal "refused"
+    no handler registered for job.kind        -> progress "waiting: ..." (once), journal "waiting"
+    handler(ctx) returns outputs              -> result succeeded (+ ledger head and totals)
+    handler raises                            -> result failed with a reason, work directory removed
+
+Protocol drivers register ``JobHandler``s per ``JobKind``; a handler gets a ``JobContext`` (the job,
+settings, local datasets, peer clients, progress reporter, ledger and a scratch directory) and returns
+the outputs meant for the coordinator (aggregates only). Reasons reported for unexpected exceptions
+name the exception type and stage only: exception messages can quote row values, and those stay in
+the node.
+
+Attempts: the journal notes which attempt of a job it is about. A job the coordinator retried
+(``POST /jobs/{id}/retry``) comes back approved with ``attempt`` one higher, and is run again even if
+this node noted the previous attempt failed or refused (a training job then resumes from its
+checkpoints). A job this node noted running is run again too (the node restarted mid-job). Every report
+names its attempt, so the coordinator refuses a late report of an attempt it has retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from node.adapters import DataSource, open_source
+from node.approval import ApprovalRefused, approver_id, verify_own_approval
+from node.coordinator_client import CoordinatorClient, CoordinatorError
+from node.governance import Governance, load_governance
+from node.keys import NodeKeys
+from node.ledger import EgressLedger
+from node.node_state import JobJournal, LocalDataset, LocalDatasets
+from node.peer import PeerClient, PeerInbox
+from node.settings import NodeSettings
+from protocols.wire.control import JobInput, JobKind, JobProgress, JobPublic, JobResultReport, JobStatus
+from protocols.wire.errors import ProtocolError
+
+__all__ = ["FINAL_STATES", "JobContext", "JobHandler", "JobOutcome", "JobRunner"]
+
+logger = logging.getLogger(__name__)
+
+FINAL_STATES = frozenset({"succeeded", "failed", "refused"})
+
+
+@dataclass
+class JobContext:
+    """What a protocol handler may use while running one job."""
+
+    job: JobPublic
+    settings: NodeSettings
+    keys: NodeKeys
+    ledger: EgressLedger
+    datasets: LocalDatasets
+    workdir: Path
+    inbox: PeerInbox | None
+    coordinator: CoordinatorClient
+    peer_factory: Callable[[str], PeerClient] | None = None
+    stage: str = "start"
+    _peers: dict[str, PeerClient] = field(default_factory=dict)
+
+    def progress(self, stage: str, fraction: float) -> None:
+        """Report progress to the coordinator (``fraction`` in 0..1)."""
+        self.stage = stage
+        report = JobProgress(stage=stage, fraction=min(max(fraction, 0.0), 1.0), attempt=self.job.attempt)
+        self.coordinator.report_progress(self.job.id, report)
+
+    def dataset(self, dataset_id: int) -> LocalDataset:
+        """Where a dataset this node registered lives (raises ``ConfigError`` if not ours)."""
+        return self.datasets.get(dataset_id)
+
+    def open_dataset(self, dataset_id: int) -> tuple[DataSource, Governance]:
+        """Open one of this node's datasets with its governance rules. Close the source when done."""
+        local = self.datasets.get(dataset_id)
+        return open_source(local.source_uri), load_governance(local.governance_path)
+
+    def own_inputs(self) -> list[JobInput]:
+        """The job inputs whose datasets live on this node."""
+        return [i for i in self.job.inputs if self.datasets.has(i.dataset_id)]
+
+    def peer(self, party: str) -> PeerClient:
+        """A pinned mutual-TLS client to ``party`` (created once per job)."""
+        if self.peer_factory is None:
+            raise ProtocolError("this runner has no data plane configured", status_hint=500)
+        if party not in self._peers:
+            self._peers[party] = self.peer_factory(party)
+        return self._peers[party]
+
+    def close(self) -> None:
+        """Close peer clients opened for this job."""
+        for client in self._peers.values():
+            client.close()
+        self._peers.clear()
+
+
+JobHandler = Callable[[JobContext], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """What the runner did with one job in a pass."""
+
+    job_id: int
+    state: str
+    detail: str = ""
+
+
+class JobRunner:
+    """Polls the coordinator and runs this node's part of approved jobs."""
+
+    def __init__(
+        self,
+        settings: NodeSettings,
+        keys: NodeKeys,
+        coordinator: CoordinatorClient,
+        ledger: EgressLedger,
+        datasets: LocalDatasets,
+        journal: JobJournal,
+        *,
+        handlers: Mapping[JobKind, JobHandler] | None = None,
+        inbox: PeerInbox | None = None,
+        peer_factory: Callable[[str], PeerClient] | None = None,
+    ) -> None:
+        self.settings, self.keys, self.coordinator = settings, keys, coordinator
+        self.ledger, self.datasets, self.journal = ledger, datasets, journal
+        self.inbox, self.peer_factory = inbox, peer_factory
+        self._handlers: dict[JobKind, JobHandler] = dict(handlers or {})
+
+    def register(self, kind: JobKind, handler: JobHandler) -> None:
+        """Run ``handler`` for jobs of ``kind``."""
+        self._handlers[kind] = handler
+
+    def pending_jobs(self) -> list[JobPublic]:
+        """Approved and running jobs listed for this node, by id."""
+        jobs: dict[int, JobPublic] = {}
+        for status in (JobStatus.APPROVED, JobStatus.RUNNING):
+            for job in self.coordinator.node_jobs(str(status)):
+                jobs[job.id] = job
+        return [jobs[k] for k in sorted(jobs)]
+
+    def run_once(self) -> list[JobOutcome]:
+        """Process every pending job once; return what happened to each."""
+        outcomes = []
+        for job in self.pending_jobs():
+            outcome = self.process(job)
+            if outcome is not None:
+                outcomes.append(outcome)
+        return outcomes
+
+    def run_forever(self, stop: threading.Event, *, on_tick: Callable[[], None] | None = None) -> None:
+        """Poll every ``settings.poll_interval`` seconds until ``stop`` is set."""
+        while not stop.is_set():
+            try:
+                if on_tick is not None:
+                    on_tick()
+                self.run_once()
+            except CoordinatorError as exc:
+                logger.warning("coordinator unavailable: %s", exc)
+            stop.wait(self.settings.poll_interval)
+
+    def _concerns_us(self, job: JobPublic) -> bool:
+        if approver_id(self.settings.party) in job.required_approvals:
+            return True
+        return any(self.datasets.has(i.dataset_id) for i in job.inputs)
+
+    def process(self, job: JobPublic) -> JobOutcome | None:
+        """Take one job through the steps in the module docstring."""
+        note = self.journal.get(job.id)
+        if note is not None and note.attempt < job.attempt:
+            note = None  # the coordinator retried the job: a new attempt, nothing done for it here yet
+        if (note is not None and note.state in FINAL_STATES) or not self._concerns_us(job):
+            return None
+        try:
+            verify_own_approval(job, self.settings.party, self.keys.signing.public_hex)
+        except ApprovalRefused as exc:
+            return self._refuse(job, str(exc))
+        handler = self._handlers.get(job.kind)
+        if handler is None:
+            return self._wait(job, note is not None and note.state == "waiting")
+        return self._run(job, handler)
+
+    def _refuse(self, job: JobPublic, detail: str) -> JobOutcome:
+        logger.warning("job %s refused: own approval does not verify", job.id)
+        self.journal.set(job.id, "refused", detail, attempt=job.attempt)
+        self._report(job.id, JobProgress(stage="approval", fraction=0.0, status="failed", detail=detail,
+                                         attempt=job.attempt))
+        return JobOutcome(job.id, "refused", detail)
+
+    def _wait(self, job: JobPublic, already_noted: bool) -> JobOutcome:
+        detail = f"waiting: no protocol implementation for {job.kind} yet"
+        if not already_noted:
+            self.journal.set(job.id, "waiting", detail, attempt=job.attempt)
+            self._report(job.id, JobProgress(stage="waiting", fraction=0.0, detail=detail, attempt=job.attempt))
+        return JobOutcome(job.id, "waiting", detail)
+
+    def _run(self, job: JobPublic, handler: JobHandler) -> JobOutcome:
+        jobs_dir = self.settings.state_path / "jobs"
+        workdir, final_dir = jobs_dir / f"{job.id}.partial", jobs_dir / str(job.id)
+        shutil.rmtree(workdir, ignore_errors=True)
+        workdir.mkdir(parents=True, mode=0o700)
+        ctx = JobContext(job, self.settings, self.keys, self.ledger, self.datasets, workdir, self.inbox,
+                         self.coordinator, self.peer_factory)
+        self.journal.set(job.id, "running", attempt=job.attempt)
+        if self.inbox is not None:
+            self.inbox.activate(job.id)
+        logger.info("job %s (%s): running attempt %d", job.id, job.kind, job.attempt)
+        try:
+            outputs = handler(ctx)
+        except Exception as exc:  # noqa: BLE001 - any handler failure fails the job, cleanly
+            return self._fail(job, ctx, workdir, exc)
+        finally:
+            ctx.close()
+        shutil.rmtree(final_dir, ignore_errors=True)
+        workdir.rename(final_dir)
+        return self._succeed(job, outputs)
+
+    def _succeed(self, job: JobPublic, outputs: dict[str, Any]) -> JobOutcome:
+        totals = self.ledger.totals(job.id)
+        report = JobResultReport(status="succeeded", outputs=outputs, ledger_head=self.ledger.head(),
+                                 messages_sent=totals.messages, bytes_sent=totals.bytes, attempt=job.attempt)
+        self.journal.set(job.id, "succeeded", attempt=job.attempt)
+        self._report_result(job.id, report)
+        logger.info("job %s: succeeded (%d messages, %d bytes sent)", job.id, totals.messages, totals.bytes)
+        return JobOutcome(job.id, "succeeded")
+
+    def _fail(self, job: JobPublic, ctx: JobContext, workdir: Path, exc: Exception) -> JobOutcome:
+        shutil.rmtree(workdir, ignore_errors=True)
+        if self.inbox is not None:
+            self.inbox.deactivate(job.id)
+        if isinstance(exc, ProtocolError):
+            detail = f"failed at stage '{ctx.stage}': {exc}"
+        else:
+            detail = f"failed at stage '{ctx.stage}': {type(exc).__name__} in the {job.kind} handler (see node log)"
+        logger.error("job %s failed at stage %s: %s", job.id, ctx.stage, type(exc).__name__)
+        logger.debug("job %s failure", job.id, exc_info=exc)
+        self.journal.set(job.id, "failed", detail, attempt=job.attempt)
+        totals = self.ledger.totals(job.id)
+        report = JobResultReport(status="failed", detail=detail[:2000], ledger_head=self.ledger.head(),
+                                 messages_sent=totals.messages, bytes_sent=totals.bytes, attempt=job.attempt)
+        self._report_result(job.id, report)
+        return JobOutcome(job.id, "failed", detail)
+
+    def _report(self, job_id: int, progress: JobProgress) -> None:
+        try:
+            self.coordinator.report_progress(job_id, progress)
+        except CoordinatorError as exc:
+            logger.warning("job %s: cannot report progress: %s", job_id, exc)
+
+    def _report_result(self, job_id: int, report: JobResultReport) -> None:
+        try:
+            self.coordinator.report_result(job_id, report)
+        except CoordinatorError as exc:
+            logger.warning("job %s: cannot report result: %s", job_id, exc)

@@ -1,0 +1,106 @@
+"""End to end: real SuperLink and SuperNode processes drive the toy arbiter's rounds."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from demo.federation import APP_DIR, LocalFederation, _alive
+from demo.flower_toy import ToyService, adder, sink
+
+pytestmark = pytest.mark.flower
+
+ROUNDS = 3
+
+
+def _wait_report(report: ToyService, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not report.calls and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def test_rounds_travel_through_real_flower_processes(tmp_path: Path) -> None:
+    with (
+        ToyService(adder(100)) as bank,
+        ToyService(adder(200)) as telco,
+        ToyService(sink) as report,
+        LocalFederation({"bank": bank.url, "telco": telco.url}, tmp_path / "fed", poll_interval=0.1) as fed,
+    ):
+        pids = [c.process.pid for c in fed._components]
+        run_id = fed.run(
+            {
+                "arbiter": "demo.flower_toy:sum_arbiter",
+                "job-id": "job-e2e",
+                "report-url": f"{report.url}/report",
+                "arbiter-config": json.dumps({"rounds": ROUNDS}),
+            }
+        )
+        status = fed.wait(run_id, timeout=90)
+        _wait_report(report, timeout=10)
+        descendants = [pid for c in fed._components for pid in c.known_pids]
+
+    assert status.succeeded, status
+    # Each party's service saw exactly the 3 rounds, in order, on the documented URL, with routing headers.
+    for service, party in ((bank, "bank"), (telco, "telco")):
+        assert [c.path for c in service.calls] == [f"/flower/v1/{run_id}/{r}" for r in range(1, ROUNDS + 1)]
+        assert {c.headers["X-Tandem-Party"] for c in service.calls} == {party}
+        assert {c.headers["X-Tandem-Job-Id"] for c in service.calls} == {"job-e2e"}
+    # What the arbiter sent in round r+1 carries the sum of what the services returned up to round r.
+    pairs = list(zip(bank.calls, telco.calls, strict=True))
+    answers = [json.loads(b.answer)["value"] + json.loads(t.answer)["value"] for b, t in pairs]
+    sent_totals = [json.loads(c.body)["total"] for c in bank.calls]
+    assert sent_totals == [0, answers[0], answers[0] + answers[1]]
+    # The arbiter's result holds byte for byte what the services returned.
+    assert len(report.calls) == 1
+    call = report.calls[0]
+    assert call.headers["X-Tandem-Status"] == "succeeded"
+    assert call.headers["X-Tandem-Rounds"] == str(ROUNDS)
+    result = json.loads(call.body)
+    assert result["total"] == sum(answers)
+    assert result["replies"] == [{"bank": b.answer.decode(), "telco": t.answer.decode()} for b, t in pairs]
+    # Nothing the federation started outlives it.
+    assert not [pid for pid in pids + descendants if _alive(pid)]
+    assert os.path.isdir(tmp_path / "fed" / "logs")
+
+
+def _rogue_app(tmp_path: Path) -> Path:
+    """A copy of the Tandem app whose FAB names a ClientApp the parties never installed."""
+    app = tmp_path / "rogue-app"
+    app.mkdir()
+    text = (APP_DIR / "pyproject.toml").read_text()
+    app.joinpath("pyproject.toml").write_text(text.replace("node.flower.client_app:app", "rogue.module:app"))
+    return app
+
+
+def test_warm_runner_serves_rounds_and_refuses_foreign_clientapps(tmp_path: Path) -> None:
+    with (
+        ToyService(adder(100)) as bank,
+        ToyService(adder(200)) as telco,
+        ToyService(sink) as report,
+        LocalFederation(
+            {"bank": bank.url, "telco": telco.url}, tmp_path / "fed", poll_interval=0.1, warm_clientapp=True
+        ) as fed,
+    ):
+        config = {
+            "arbiter": "demo.flower_toy:sum_arbiter",
+            "job-id": "job-warm",
+            "report-url": report.url,
+            "arbiter-config": json.dumps({"rounds": 2}),
+        }
+        good = fed.wait(fed.run(config), timeout=60)
+        _wait_report(report, timeout=10)
+        rogue = fed.wait(fed.run({**config, "job-id": "job-rogue"}, app_dir=_rogue_app(tmp_path)), timeout=60)
+        deadline = time.monotonic() + 10
+        while len(report.calls) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+    assert good.succeeded, good
+    assert json.loads(report.calls[0].body)["total"] == (101 + 201) + (102 + 202)
+    assert not rogue.succeeded
+    assert report.calls[1].headers["X-Tandem-Status"] == "failed"
+    assert b"runs only 'node.flower.client_app:app'" in report.calls[1].body
+    assert len(bank.calls) == len(telco.calls) == 2  # the rogue run never reached a node service

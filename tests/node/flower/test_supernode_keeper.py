@@ -1,0 +1,112 @@
+"""The node keeps its SuperNode running: started again when it exits (stand-in SuperNode, no processes)."""
+
+from __future__ import annotations
+
+import threading
+
+from node.flower.supernode_keeper import Backoff, command, keep_running
+
+QUICK = Backoff(check=0.001, first=0.001, longest=0.002, stable=60.0)
+
+
+class FakeSuperNode:
+    """A SuperNode that dies at once for the first ``refused`` starts (the SuperLink refused to activate it)."""
+
+    def __init__(self, started: list[FakeSuperNode], refused: int, stop: threading.Event, stay_up: int) -> None:
+        self.started, self.refused, self.stop_event, self.stay_up = started, refused, stop, stay_up
+        self.running = self.stopped = False
+        self.checks = 0
+
+    def start(self) -> None:
+        self.started.append(self)
+        self.running = len(self.started) > self.refused
+
+    def alive(self) -> bool:
+        self.checks += 1
+        if self.running and self.checks >= self.stay_up:
+            self.stop_event.set()  # end the test once the good one has been watched for a while
+        return self.running
+
+    def stop(self, clean: bool = True) -> None:
+        self.running, self.stopped = False, True
+
+
+def test_a_supernode_that_exits_is_started_again_until_it_stays_up() -> None:
+    # Prepare
+    started: list[FakeSuperNode] = []
+    stop = threading.Event()
+
+    def start() -> FakeSuperNode:
+        node = FakeSuperNode(started, refused=2, stop=stop, stay_up=5)
+        node.start()
+        return node
+
+    # Execute
+    starts = keep_running(start, stop, QUICK)
+
+    # Assert: two refused starts, then one that stayed up; every one stopped in the end
+    assert starts == 3 and len(started) == 3
+    assert [n.running for n in started] == [False, False, False] and all(n.stopped for n in started)
+    assert started[-1].checks >= 5
+
+
+def test_a_failing_start_is_retried() -> None:
+    stop = threading.Event()
+    calls: list[int] = []
+
+    def start() -> FakeSuperNode:
+        calls.append(1)
+        if len(calls) < 3:
+            raise OSError("flower-supernode not found")
+        node = FakeSuperNode([], refused=0, stop=stop, stay_up=1)
+        node.start()
+        return node
+
+    assert keep_running(start, stop, QUICK) == 1 and len(calls) == 3
+
+
+def test_the_command_line_names_every_setting() -> None:
+    from pathlib import Path
+
+    from node.flower.supernode_keeper import _parser
+
+    args = _parser().parse_args(command("telco", Path("/s"), "http://127.0.0.1:1", "127.0.0.1:2", Path("/ca"),
+                                        Path("/k"), 0.2))
+
+    assert (args.party, args.state_dir, args.superlink, args.poll_interval) == ("telco", Path("/s"), "127.0.0.1:2",
+                                                                                0.2)
+
+
+def test_the_supervisor_stops_when_its_node_is_gone() -> None:
+    import os
+    import threading
+
+    from node.flower.supernode_keeper import watch_parent
+
+    stop = threading.Event()
+    watcher = threading.Thread(target=watch_parent, args=(os.getppid() + 999_999, stop, 0.01))
+    watcher.start()
+    watcher.join(timeout=5)
+    assert stop.is_set() and not watcher.is_alive()
+
+    stop_alive = threading.Event()
+    watching = threading.Thread(target=watch_parent, args=(os.getppid(), stop_alive, 0.01), daemon=True)
+    watching.start()
+    watching.join(timeout=0.2)
+    assert watching.is_alive() and not stop_alive.is_set()  # the parent is still there: keep going
+    stop_alive.set()
+    watching.join(timeout=5)
+
+
+def test_an_orphaned_supervisor_whose_main_thread_is_stuck_still_ends() -> None:
+    import os
+    import threading
+
+    from node.flower.supernode_keeper import watch_parent
+
+    ended = threading.Event()
+    watcher = threading.Thread(target=watch_parent, args=(os.getppid() + 999_999, threading.Event(), 0.01),
+                               kwargs={"exit_after": ended.set, "grace": 0.05})
+    watcher.start()
+    watcher.join(timeout=5)
+    assert ended.is_set()

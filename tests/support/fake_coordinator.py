@@ -1,0 +1,151 @@
+"""An in-memory stand-in for the coordinator API, served through ``httpx.MockTransport``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+
+import httpx
+
+from protocols.crypto.signing import job_digest
+from protocols.wire.canonical import canonical_json
+from protocols.wire.control import (
+    ApprovalCreate,
+    ApprovalPublic,
+    DatasetPublic,
+    DatasetRegister,
+    Decision,
+    JobInput,
+    JobKind,
+    JobParams,
+    JobProgress,
+    JobPublic,
+    JobResultReport,
+    JobStatus,
+    PartyCreate,
+    PartyPublic,
+    Purpose,
+    job_terms,
+)
+
+NOW = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+
+
+def make_job(job_id: int, *, kind=JobKind.AUDIENCE_OVERLAP, inputs=None, approvers=("party:bank", "party:telco"),
+             status=JobStatus.APPROVED, title="overlap of customers") -> JobPublic:
+    inputs = inputs or [JobInput(dataset_id=1, key_fields=["mobile"]), JobInput(dataset_id=2, key_fields=["msisdn"])]
+    params = JobParams(output_mode="count", min_cell=50)
+    terms = job_terms(job_id, kind, Purpose.MARKETING, title, inputs, params, "v1")
+    return JobPublic(
+        id=job_id, kind=kind, purpose=Purpose.MARKETING, title=title, inputs=inputs, params=params, status=status,
+        status_detail="", stage="", progress=0.0, digest=job_digest(terms), policy_version="v1",
+        decision=Decision(allowed=True, policy_version="v1", rules=[], required_approvals=list(approvers)),
+        required_approvals=list(approvers), approvals=[], outputs={}, created_by="analyst",
+        created_at=NOW, updated_at=NOW,
+    )
+
+
+class FakeCoordinator:
+    """Holds parties, datasets and jobs; records every write a node makes."""
+
+    def __init__(self) -> None:
+        self.parties: dict[str, PartyPublic] = {}
+        self.datasets: dict[int, DatasetPublic] = {}
+        self.jobs: dict[int, JobPublic] = {}
+        self.progress: list[tuple[int, JobProgress]] = []
+        self.results: list[tuple[int, JobResultReport]] = []
+        self.retries: list[tuple[int, dict]] = []
+        self.bodies: list[bytes] = []
+        self.down = False
+
+    def transport(self) -> httpx.MockTransport:
+        return httpx.MockTransport(self.handle)
+
+    def add_approval(self, job_id: int, approval: ApprovalCreate) -> None:
+        job = self.jobs[job_id]
+        extra = ApprovalPublic(approver=approval.approver, signature=approval.signature, signer_key="",
+                               user="admin", created_at=NOW)
+        self.jobs[job_id] = job.model_copy(update={"approvals": [*job.approvals, extra]})
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        if self.down:
+            raise httpx.ConnectError("connection refused", request=request)
+        assert request.headers["authorization"].startswith("Bearer ")
+        path = request.url.path.removeprefix("/api/v1")
+        body = json.loads(request.content) if request.content else None
+        if request.content:
+            self.bodies.append(request.content)
+        for pattern, method, fn in self._routes():
+            m = re.fullmatch(pattern, path)
+            if m and request.method == method:
+                return fn(request, body, *m.groups())
+        return httpx.Response(404, json={"detail": "Not Found"})
+
+    def _routes(self):
+        return [
+            (r"/parties", "POST", self._post_party),
+            (r"/parties", "GET", lambda r, b: self._ok([p.model_dump(mode="json") for p in self.parties.values()])),
+            (r"/parties/([a-z0-9_\-]+)", "GET", self._get_party),
+            (r"/datasets", "POST", self._post_dataset),
+            (r"/jobs/(\d+)", "GET", lambda r, b, i: self._ok(self.jobs[int(i)].model_dump(mode="json"))),
+            (r"/jobs/(\d+)/approvals", "POST", self._post_approval),
+            (r"/nodes/jobs", "GET", self._node_jobs),
+            (r"/jobs/(\d+)/progress", "POST", self._post_progress),
+            (r"/jobs/(\d+)/result", "POST", self._post_result),
+            (r"/jobs/(\d+)/retry", "POST", self._post_retry),
+        ]
+
+    @staticmethod
+    def _ok(data, status=200):
+        return httpx.Response(status, json=data)
+
+    def _post_party(self, request, body):
+        party = PartyCreate.model_validate(body)
+        public = PartyPublic(id=len(self.parties) + 1, created_at=NOW, **party.model_dump())
+        self.parties[party.name] = public
+        return self._ok(public.model_dump(mode="json"), 201)
+
+    def _get_party(self, request, body, name):
+        if name not in self.parties:
+            return httpx.Response(404, json={"detail": {"message": f"no party {name}", "field": "name"}})
+        return self._ok(self.parties[name].model_dump(mode="json"))
+
+    def _post_dataset(self, request, body):
+        dataset = DatasetRegister.model_validate(body)
+        if dataset.name == "rejected":
+            return httpx.Response(400, json={"detail": {"message": "security_level 1 is too low for an identifier",
+                                                        "field": "fields.mobile.security_level",
+                                                        "fix": "set security_level >= 3"}})
+        digest = hashlib.sha256(canonical_json(body)).hexdigest()
+        public = DatasetPublic(id=len(self.datasets) + 1, party="bank", schema_digest=digest, created_at=NOW,
+                               **dataset.model_dump())
+        self.datasets[public.id] = public
+        return self._ok(public.model_dump(mode="json"), 201)
+
+    def _post_approval(self, request, body, job_id):
+        self.add_approval(int(job_id), ApprovalCreate.model_validate(body))
+        return self._ok({"ok": True}, 201)
+
+    def _node_jobs(self, request, body):
+        status = request.url.params["status"]
+        return self._ok([j.model_dump(mode="json") for j in self.jobs.values() if j.status == status])
+
+    def _post_progress(self, request, body, job_id):
+        self.progress.append((int(job_id), JobProgress.model_validate(body)))
+        return self._ok({"ok": True})
+
+    def _post_retry(self, request, body, job_id):
+        job = self.jobs[int(job_id)]
+        if job.status != JobStatus.FAILED:
+            return httpx.Response(409, json={"detail": [{"field": None, "fix": None,
+                                                         "message": f"job {job_id} is {job.status}; only a failed "
+                                                                    "job can be retried"}]})
+        self.retries.append((int(job_id), body))
+        self.jobs[int(job_id)] = job.model_copy(update={"status": JobStatus.APPROVED, "attempt": job.attempt + 1})
+        return self._ok(self.jobs[int(job_id)].model_dump(mode="json"))
+
+    def _post_result(self, request, body, job_id):
+        self.results.append((int(job_id), JobResultReport.model_validate(body)))
+        return self._ok({"ok": True})
