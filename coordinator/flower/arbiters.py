@@ -57,21 +57,18 @@ from protocols.vfl.rounds import (
     SbRoundReply,
     Setup,
     SetupReply,
+    TrainingError,
     decode_reply,
 )
-from protocols.wire.errors import ProtocolError, RemoteProtocolError
+from protocols.wire.errors import RemoteProtocolError
 from protocols.wire.training import LrInstruction, LrMaskedUpdate, VflRole
 
-__all__ = ["ACTIVE", "DEFAULT_LR_ITERATIONS", "PASSIVE", "LrJobArbiter", "SbJobArbiter", "TrainingError",
-           "lr_arbiter", "lr_config", "lr_job_config", "sb_arbiter"]
+__all__ = ["ACTIVE", "PASSIVE", "LrJobArbiter", "SbJobArbiter",
+           "lr_arbiter", "lr_job_config", "sb_arbiter"]
 
 ACTIVE, PASSIVE = "bank", "telco"
 _ROLE = {ACTIVE: VflRole.ACTIVE_PARTY, PASSIVE: VflRole.PASSIVE_PARTY}
 _PARTY = {role: party for party, role in _ROLE.items()}
-
-
-class TrainingError(ProtocolError):
-    """A training job cannot go on (bad input, mismatch, refusal); the message is the job's reason."""
 
 
 _T = TypeVar("_T")
@@ -98,14 +95,6 @@ def _check_setup(replies: Payloads) -> dict[str, SetupReply]:
         raise TrainingError("a party has no features")
     return setups
 
-
-def lr_config(wire: LrConfigWire, *, allow_insecure_test_key: bool) -> LrConfig:
-    """The VFL config from its wire form; the key-size flag is always the *local* party's own setting."""
-    return wire.to_config(allow_insecure_test_key=allow_insecure_test_key)
-
-
-DEFAULT_LR_ITERATIONS = LrConfig.recommended(1).max_epochs
-"""Iterations (full-batch epochs) of an LR job whose parameters name none."""
 
 _LR_OVERRIDES: dict[str, tuple[str, type]] = {
     "iterations": ("max_epochs", int), "batch_size": ("batch_size", int), "alpha": ("alpha", float),

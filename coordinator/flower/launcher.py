@@ -169,7 +169,7 @@ class TrainingLauncher:
             self._server.shutdown()
             self._server.server_close()
         if self._superlink is not None:
-            self._superlink.stop(clean=False)
+            self._superlink.stop()
 
     @property
     def report_url(self) -> str:
@@ -205,7 +205,7 @@ class TrainingLauncher:
         return found
 
     def _launch(self, job: JobPublic, parties: list[str]) -> None:
-        from demo.federation import APP_DIR
+        from coordinator.flower.superlink import APP_DIR
 
         previous = self._runs.get(job.id)
         if previous is not None and not previous.ended:

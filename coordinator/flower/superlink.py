@@ -1,58 +1,94 @@
-"""The federation split by owner: the coordinator's SuperLink and each node's own SuperNode.
+"""The coordinator's SuperLink: ``flower-superlink`` as a child process, and the runs it starts.
 
-:class:`~demo.federation.LocalFederation` starts every Flower process from one place
-(tests, benchmarks). In a deployment the pieces belong to different organisations:
+:class:`SuperLinkService` starts ``flower-superlink`` on 127.0.0.1 with TLS, SuperNode authentication,
+``--disable-runtime-dependency-installation``, telemetry and update checks off; registers each party's
+SuperNode public key under the party's name (what ``flwr supernode register --name`` does) and starts,
+watches and stops runs through the in-process Control API client (:mod:`coordinator.flower.control`),
+because each ``flwr`` CLI call costs seconds of start-up. Each node runs its own SuperNode
+(:mod:`node.flower.supernode`); :mod:`demo.federation` puts both together on one machine.
 
-- :class:`SuperLinkService` (coordinator): ``flower-superlink`` with TLS, SuperNode authentication,
-  ``--disable-runtime-dependency-installation``, telemetry and update checks off; registers each
-  party's SuperNode public key under the party's name (what ``flwr supernode register --name`` does)
-  and starts runs through the in-process Control API client.
-- :class:`SuperNodeService` (each node): ``flower-supernode`` (or the fast-poll wrapper) that
-  authenticates with the node's own EC key and forwards rounds to the node's own service URL.
-
-Both reuse the process handling of :mod:`demo.federation` (own session, log file, stop
-with descendants). What each party learns: nothing from this module; it only runs processes.
+What each party learns: nothing from this module; it only runs a process and asks it for status.
 """
 
 from __future__ import annotations
 
 import sys
+import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 from coordinator.flower.certs import TlsFiles
-from coordinator.flower.control import ONLINE, ControlClient, load_node_public_key
-from demo.federation import LocalFederation
+from coordinator.flower.control import ONLINE, ControlClient, RunStatus, load_node_public_key
+from protocols.flower_processes import FederationError, ProcessGroup, flower_env
 
-__all__ = ["SuperLinkService", "SuperNodeService"]
+__all__ = ["APP_DIR", "SuperLinkService"]
+
+APP_DIR = Path(__file__).resolve().parent / "app"
+"""The Tandem Flower app (arbiter ServerApp + ClientApp shim): a FAB that carries only its pyproject."""
 
 
-class SuperLinkService(LocalFederation):
-    """The coordinator's SuperLink on a fixed port with given TLS files (no SuperNodes of its own)."""
+class SuperLinkService:
+    """The coordinator's SuperLink on a fixed port.
 
-    def __init__(self, state_dir: Path, port: int, tls_files: TlsFiles, *, poll_interval: float | None = 0.1,
-                 connect_timeout: float = 60.0) -> None:
-        """Describe the SuperLink; nothing starts before :meth:`start`.
+    Args:
+        state_dir: Logs and ``FLWR_HOME`` of the SuperLink.
+        port: Its HTTP(S) port (Fleet, Control and Runtime APIs) on 127.0.0.1.
+        tls_files: CA, server certificate and key (nodes verify the SuperLink with the CA); None serves
+            plain HTTP, for tests of Flower itself only.
+        supernode_auth: Admit only SuperNodes whose public key was registered (needs TLS).
+        poll_interval: SuperExec poll interval (seconds) for the ServerApp runs; None keeps Flower's.
+        connect_timeout: How long to wait for ``/health``.
+        group: The process group to start in (a new one in ``state_dir`` if None).
+    """
 
-        Args:
-            state_dir: Logs and ``FLWR_HOME`` of the SuperLink.
-            port: Its HTTPS port (Fleet, Control and Runtime APIs) on 127.0.0.1.
-            tls_files: CA, server certificate and key. Nodes verify the SuperLink with the CA.
-            poll_interval: SuperExec poll interval (seconds) for the ServerApp runs; None = Flower's.
-            connect_timeout: How long to wait for ``/health``.
-        """
-        super().__init__({"-": ""}, state_dir, poll_interval=poll_interval, connect_timeout=connect_timeout)
-        self.parties = {}
-        self._port, self._given_tls = port, tls_files
+    def __init__(self, state_dir: Path, port: int, tls_files: TlsFiles | None, *,  # noqa: PLR0913
+                 supernode_auth: bool = True, poll_interval: float | None = 0.1, connect_timeout: float = 60.0,
+                 group: ProcessGroup | None = None) -> None:
+        if supernode_auth and tls_files is None:
+            raise ValueError("Flower requires TLS for SuperNode authentication")
+        self.state_dir = Path(state_dir)
+        self.port, self.tls_files = port, tls_files
+        self.supernode_auth, self.poll_interval, self.connect_timeout = supernode_auth, poll_interval, connect_timeout
+        self.group = group if group is not None else ProcessGroup(self.state_dir)
+        self.node_ids: dict[str, int] = {}
+        self._control: ControlClient | None = None
+
+    @property
+    def address(self) -> str:
+        """``host:port`` of the SuperLink's APIs."""
+        return f"127.0.0.1:{self.port}"
 
     def start(self) -> None:
         """Start the SuperLink and wait until it answers ``/health``."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        (self.state_dir / "logs").mkdir(exist_ok=True)
-        self.tls_files, self.superlink_port = self._given_tls, self._port
-        self._write_cli_config()
-        self._start_superlink()
-        self._wait_superlink()
-        self._control = ControlClient(self.superlink_address, self.tls_files.ca_cert)
+        self.group.spawn("superlink", self._command(), flower_env(self.state_dir / "flwr-superlink",
+                                                                  self.poll_interval))
+        scheme, verify = ("https", str(self.tls_files.ca_cert)) if self.tls_files else ("http", False)
+        url = f"{scheme}://{self.address}/health"
+        self.group.wait_until(lambda: _http_ok(url, verify), "the SuperLink to answer /health", self.connect_timeout)
+        self._control = ControlClient(self.address, self.tls_files.ca_cert if self.tls_files else None)
+
+    def _command(self) -> list[str]:
+        cmd = [str(Path(sys.executable).parent / "flower-superlink"), "--host", "127.0.0.1",
+               "--port", str(self.port), "--disable-runtime-dependency-installation"]
+        if self.tls_files is None:
+            cmd.append("--insecure")
+        else:
+            cmd += ["--ssl-ca-certfile", str(self.tls_files.ca_cert), "--ssl-certfile",
+                    str(self.tls_files.server_cert), "--ssl-keyfile", str(self.tls_files.server_key)]
+        if self.supernode_auth:
+            cmd.append("--enable-supernode-auth")
+        return cmd
+
+    @property
+    def control(self) -> ControlClient:
+        """The Control API client (available once started)."""
+        if self._control is None:
+            raise FederationError("the SuperLink is not running")
+        return self._control
 
     def register(self, party: str, public_key: Path) -> int:
         """Register ``party``'s SuperNode public key (OpenSSH file) under its name; return the node id."""
@@ -65,42 +101,47 @@ class SuperLinkService(LocalFederation):
         statuses = self.control.node_statuses()
         return {party for party, node in self.node_ids.items() if statuses.get(node) == ONLINE}
 
+    def online_count(self) -> int:
+        """How many SuperNodes are online, registered or not (a SuperLink without authentication)."""
+        return sum(status == ONLINE for status in self.control.node_statuses().values())
 
-class SuperNodeService(LocalFederation):
-    """One node's SuperNode, connecting to a SuperLink it does not own."""
+    def run(self, run_config: Mapping[str, Any], app_dir: Path = APP_DIR) -> int:
+        """Start a run of the Flower app in ``app_dir`` with run-config overrides; return the run id."""
+        return self.control.start_run(app_dir, run_config)
 
-    def __init__(  # noqa: PLR0913
-        self, state_dir: Path, party: str, service_url: str, superlink_address: str, ca_cert: Path,
-        private_key: Path, *, poll_interval: float | None = 0.1,
-    ) -> None:
-        """Describe the SuperNode; nothing starts before :meth:`start`.
+    def status(self, run_id: int) -> RunStatus:
+        """The run's status as the SuperLink reports it."""
+        return self.control.run_status(run_id)
 
-        Args:
-            state_dir: Logs and ``FLWR_HOME``.
-            party: The party name the coordinator registered this node's key under.
-            service_url: Where the ClientApp shim POSTs rounds (the node's loopback Flower endpoint).
-            superlink_address: ``host:port`` of the coordinator's SuperLink.
-            ca_cert: CA that signed the SuperLink's certificate.
-            private_key: This node's EC key (OpenSSH PEM); its public half is registered at the
-                coordinator. Whoever holds it can impersonate this party's SuperNode.
-            poll_interval: Cap on the SuperNode's idle sleep; None keeps Flower's 3 s.
+    def wait(self, run_id: int, timeout: float, poll: float = 0.5) -> RunStatus:
+        """Poll until the run finishes.
+
+        Raises:
+            FederationError: The run did not finish within ``timeout`` seconds.
         """
-        super().__init__({party: service_url}, state_dir, poll_interval=poll_interval)
-        self._party, self._address, self._key = party, superlink_address, private_key
-        self.tls_files = TlsFiles(ca_cert, ca_cert, ca_cert)
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.status(run_id)
+            if status.finished:
+                return status
+            if time.monotonic() > deadline:
+                raise FederationError(f"run {run_id} still {status.status} after {timeout:.0f} s")
+            time.sleep(poll)
 
-    @property
-    def superlink_address(self) -> str:
-        """The coordinator's SuperLink."""
-        return self._address
+    def stop_run(self, run_id: int) -> None:
+        """Ask the SuperLink to stop a run."""
+        self.control.stop_run(run_id)
 
-    def start(self) -> None:
-        """Start the SuperNode process (it retries until the SuperLink accepts it)."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        (self.state_dir / "logs").mkdir(exist_ok=True)
-        self.bin_dir = Path(sys.executable).parent
-        self._start_supernode(self._party, self.parties[self._party], self._key)
+    def stop(self) -> None:
+        """Close the Control API client and stop the SuperLink with its descendants (and the group's others)."""
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+        self.group.stop()
 
-    def alive(self) -> bool:
-        """Whether the SuperNode process still runs."""
-        return all(c.process.poll() is None for c in self._components)
+
+def _http_ok(url: str, verify: Any) -> bool:
+    try:
+        return httpx.get(url, verify=verify, timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False

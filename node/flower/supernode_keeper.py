@@ -43,7 +43,7 @@ class _Node(Protocol):
 
     def alive(self) -> bool: ...
 
-    def stop(self, clean: bool = True) -> None: ...
+    def stop(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ def keep_running(start: Callable[[], _Node], stop: threading.Event, backoff: Bac
                 continue
             if node is not None:
                 logger.warning("the SuperNode exited; starting it again in %.0f s (see its log)", delay)
-                node.stop(clean=False)
+                node.stop()
                 node = None
                 if stop.wait(delay):
                     break
@@ -87,7 +87,7 @@ def keep_running(start: Callable[[], _Node], stop: threading.Event, backoff: Bac
             starts, up_since = starts + 1, time.monotonic()
     finally:
         if node is not None:
-            node.stop(clean=False)
+            node.stop()
     return starts
 
 
@@ -131,7 +131,7 @@ def command(party: str, state_dir: Path, service_url: str, superlink: str, ca: P
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the supervisor until SIGTERM or SIGINT."""
-    from coordinator.flower.superlink import SuperNodeService
+    from node.flower.supernode import SuperNodeService
 
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -20,9 +20,12 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from protocols.vfl import LrConfig, OptimizerConfig
 from protocols.vfl._lr import FEATURE_EXPONENT
+from protocols.wire.errors import ProtocolError
 from protocols.wire.training import LrInstruction, LrMaskedUpdate
 
 __all__ = [
+    "DEFAULT_LR_ITERATIONS",
+    "TrainingError",
     "Finish",
     "FinishReply",
     "LrConfigWire",
@@ -37,6 +40,14 @@ __all__ = [
     "decode_payload",
     "decode_reply",
 ]
+
+
+class TrainingError(ProtocolError):
+    """A training job cannot go on (bad input, mismatch, refusal); the message is the job's reason."""
+
+
+DEFAULT_LR_ITERATIONS = LrConfig.recommended(1).max_epochs
+"""Iterations (full-batch epochs) of an LR job whose parameters name none."""
 
 
 class _Wire(BaseModel):

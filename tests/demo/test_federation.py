@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from demo.federation import APP_DIR, LocalFederation, _alive
+from demo.federation import APP_DIR, LocalFederation, alive
 from demo.flower_toy import ToyService, adder, sink
 
 pytestmark = pytest.mark.flower
@@ -30,7 +30,7 @@ def test_rounds_travel_through_real_flower_processes(tmp_path: Path) -> None:
         ToyService(sink) as report,
         LocalFederation({"bank": bank.url, "telco": telco.url}, tmp_path / "fed", poll_interval=0.1) as fed,
     ):
-        pids = [c.process.pid for c in fed._components]
+        pids = [c.process.pid for c in fed.processes]
         run_id = fed.run(
             {
                 "arbiter": "demo.flower_toy:sum_arbiter",
@@ -41,7 +41,7 @@ def test_rounds_travel_through_real_flower_processes(tmp_path: Path) -> None:
         )
         status = fed.wait(run_id, timeout=90)
         _wait_report(report, timeout=10)
-        descendants = [pid for c in fed._components for pid in c.known_pids]
+        descendants = [pid for c in fed.processes for pid in c.known_pids]
 
     assert status.succeeded, status
     # Each party's service saw exactly the 3 rounds, in order, on the documented URL, with routing headers.
@@ -63,7 +63,7 @@ def test_rounds_travel_through_real_flower_processes(tmp_path: Path) -> None:
     assert result["total"] == sum(answers)
     assert result["replies"] == [{"bank": b.answer.decode(), "telco": t.answer.decode()} for b, t in pairs]
     # Nothing the federation started outlives it.
-    assert not [pid for pid in pids + descendants if _alive(pid)]
+    assert not [pid for pid in pids + descendants if alive(pid)]
     assert os.path.isdir(tmp_path / "fed" / "logs")
 
 

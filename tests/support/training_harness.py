@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from node.jobs.training import LrJobArbiter, TrainingError
+from coordinator.flower.arbiters import LrJobArbiter
 from node.jobs.training._data import PartyData
 from node.jobs.training._party import JobSpec, PartyJob, make_party_job
 from node.jobs.training.alignment import aligned_from
@@ -26,7 +26,7 @@ from node.jobs.training.checkpoints import checkpoint_dir
 from node.model_store import ModelStore
 from node.peer import PeerError, PeerMessage
 from protocols.vfl.model_parts import DataDigests, FeatureColumn, ModelCard
-from protocols.vfl.rounds import LrRound, RoundPayload, decode_payload
+from protocols.vfl.rounds import LrRound, RoundPayload, TrainingError, decode_payload
 from protocols.wire.control import JobKind, KeyType
 
 OTHER = {"bank": "telco", "telco": "bank"}

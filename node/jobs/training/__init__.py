@@ -2,8 +2,6 @@
 
 Pieces:
 
-- :mod:`coordinator.flower.arbiters`: the coordinator's arbiters, run by the Flower ServerApp (rounds,
-  what the arbiter learns).
 - :mod:`node.jobs.training.service`: the node side (job handlers, the loopback round endpoint the
   ClientApp shim calls, the node's SuperNode).
 - :mod:`node.jobs.training.alignment`: PSI alignment with the intersection revealed to both parties.
@@ -13,18 +11,15 @@ Pieces:
 
 What each party learns: the VFL cores' statements (:mod:`protocols.vfl`), the alignment's
 (:mod:`node.jobs.training.alignment`), and the rounds' (:mod:`node.jobs.training._party`). The
-coordinator's arbiter learns only counts, masked values (LR) and the held-out metrics.
+coordinator's arbiter (:mod:`coordinator.flower.arbiters`) learns only counts, masked values (LR) and the
+held-out metrics; the round messages both sides agree on are :mod:`protocols.vfl.rounds`.
 """
 
-from coordinator.flower.arbiters import LrJobArbiter, SbJobArbiter, TrainingError, lr_arbiter, sb_arbiter
 from node.jobs.training.service import TrainingNodeSettings, TrainingService
+from protocols.vfl.rounds import TrainingError
 
 __all__ = [
-    "LrJobArbiter",
-    "SbJobArbiter",
     "TrainingError",
     "TrainingNodeSettings",
     "TrainingService",
-    "lr_arbiter",
-    "sb_arbiter",
 ]

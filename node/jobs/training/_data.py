@@ -12,8 +12,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from coordinator.flower.arbiters import TrainingError
 from node.governance import Governance
+from protocols.vfl.rounds import TrainingError
 from protocols.wire.control import JobInput, KeyType
 
 __all__ = ["PartyData", "read_party_data"]

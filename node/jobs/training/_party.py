@@ -35,7 +35,6 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from coordinator.flower.arbiters import TrainingError, lr_config
 from node.jobs.training._data import PartyData
 from node.jobs.training.alignment import Aligned, split_rows
 from node.jobs.training.checkpoints import LrCheckpoint, LrCheckpoints, Role
@@ -62,6 +61,7 @@ from protocols.vfl.rounds import (
     SbRoundReply,
     Setup,
     SetupReply,
+    TrainingError,
     decode_payload,
 )
 from protocols.wire.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
@@ -390,7 +390,7 @@ class BankLrJob(_LrJob):
 
     def _start(self, payload: LrRound) -> None:
         self._scaling, x_train, self._x_test = _scaled(self)
-        config = lr_config(payload.config, allow_insecure_test_key=self.spec.allow_insecure_test_key)
+        config = payload.config.to_config(allow_insecure_test_key=self.spec.allow_insecure_test_key)
         if config.n_rows != len(self.train_rows):
             raise TrainingError("the arbiter's row count differs from the aligned training rows")
         party = LrActiveParty(config, x_train, _labels(self, self.train_rows))
@@ -474,7 +474,7 @@ class TelcoLrJob(_LrJob):
             raise TrainingError(f"unexpected round {payload.kind!r} in an LR job")
         if self._party is None:
             self._scaling, x_train, self._x_test = _scaled(self)
-            config = lr_config(payload.config, allow_insecure_test_key=self.spec.allow_insecure_test_key)
+            config = payload.config.to_config(allow_insecure_test_key=self.spec.allow_insecure_test_key)
             party = LrPassiveParty(config, x_train)
             self._restore(party, payload)
             self._party = party

@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from coordinator.flower.arbiters import TrainingError
 from node.jobs.psi import PeerFrameTransport
 from node.peer import PeerClient, PeerMessage
+from protocols.vfl.rounds import TrainingError
 from protocols.wire.control import KeyType
 from protocols.wire.errors import ProtocolError
 from protocols.wire.psi import OutputTo, decode_frame, encode_frame

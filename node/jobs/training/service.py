@@ -39,7 +39,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from coordinator.flower.arbiters import DEFAULT_LR_ITERATIONS, TrainingError
 from node.jobs.training._data import PartyData, read_party_data
 from node.jobs.training._party import JobSpec, PartyJob, make_party_job
 from node.jobs.training.alignment import PSI_CHANNELS, Aligned, AlignmentSender, align_as_receiver
@@ -50,6 +49,7 @@ from node.peer import PeerMessage
 from node.runner import JobContext, JobHandler
 from node.runtime import NodeRuntime
 from protocols.vfl.model_parts import DataDigests, FallbackModel, FeatureColumn, ModelCard, ModelMetrics
+from protocols.vfl.rounds import DEFAULT_LR_ITERATIONS, TrainingError
 from protocols.wire.control import JobInput, JobKind, JobStatus
 from protocols.wire.errors import ProtocolError
 
@@ -236,13 +236,13 @@ def _supernode(settings: TrainingNodeSettings, rt: NodeRuntime, service_url: str
     if not (settings.superlink and settings.superlink_ca and settings.supernode_key):
         yield
         return
-    from demo.federation import _die_with_parent
     from node.flower.supernode_keeper import command
+    from protocols.flower_processes import die_with_parent
 
     args = command(rt.settings.party, rt.settings.state_path / "flower", service_url, settings.superlink,
                    settings.superlink_ca, settings.supernode_key, settings.poll_interval)
     keeper = subprocess.Popen([sys.executable, "-m", "node.flower.supernode_keeper", *args],  # noqa: S603
-                              stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent())
+                              stdin=subprocess.DEVNULL, preexec_fn=die_with_parent())
     logger.info("SuperNode keeper started for %s against %s", rt.settings.party, settings.superlink)
     try:
         yield

@@ -6,16 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.flower.arbiters import DEFAULT_LR_ITERATIONS, lr_config, lr_job_config
-from node.jobs.training import LrJobArbiter, SbJobArbiter, TrainingError
+from coordinator.flower.arbiters import LrJobArbiter, SbJobArbiter, lr_job_config
 from protocols.vfl import LrArbiter, LrConfig, OptimizerConfig
 from protocols.vfl.rounds import (
+    DEFAULT_LR_ITERATIONS,
     LrConfigWire,
     LrRound,
     LrRoundReply,
     SbRound,
     Setup,
     SetupReply,
+    TrainingError,
     decode_payload,
     decode_reply,
 )
@@ -73,7 +74,7 @@ def test_lr_jobs_default_to_the_recommended_settings_all_of_them_on_the_wire() -
     assert isinstance(wire, LrRound)
     recommended = LrConfig.recommended(100, seed=9, allow_insecure_test_key=True)
     assert wire.config == LrConfigWire.of(recommended)
-    assert lr_config(wire.config, allow_insecure_test_key=True) == recommended  # nothing lost on the wire
+    assert wire.config.to_config(allow_insecure_test_key=True) == recommended  # nothing lost on the wire
     assert wire.config.model_dump(exclude={"protocol_version"}) == {
         "n_rows": 100, "batch_size": 100, "max_epochs": DEFAULT_LR_ITERATIONS, "alpha": 1e-4, "learning_rate": 1.0,
         "optimizer": "newton", "momentum": 0.3, "decay": 0.0, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8,
@@ -81,7 +82,7 @@ def test_lr_jobs_default_to_the_recommended_settings_all_of_them_on_the_wire() -
         "allow_insecure_test_key": True,
     }
     # the test-only key flag is each party's own: the wire's value is ignored
-    assert not lr_config(wire.config, allow_insecure_test_key=False).allow_insecure_test_key
+    assert not wire.config.to_config(allow_insecure_test_key=False).allow_insecure_test_key
 
 
 def test_lr_job_overrides_replace_single_fields() -> None:

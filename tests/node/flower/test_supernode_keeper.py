@@ -27,7 +27,7 @@ class FakeSuperNode:
             self.stop_event.set()  # end the test once the good one has been watched for a while
         return self.running
 
-    def stop(self, clean: bool = True) -> None:
+    def stop(self) -> None:
         self.running, self.stopped = False, True
 
 

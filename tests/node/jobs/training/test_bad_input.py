@@ -13,7 +13,8 @@ from typing import Any
 import phe
 import pytest
 
-from node.jobs.training import LrJobArbiter, TrainingError, TrainingNodeSettings, TrainingService
+from coordinator.flower.arbiters import LrJobArbiter
+from node.jobs.training import TrainingError, TrainingNodeSettings, TrainingService
 from protocols.crypto.paillier import Encryptor
 from protocols.crypto.paillier.codec import encode_vector
 from protocols.vfl.rounds import Finish, LrRound, LrRoundReply, SetupReply, decode_payload

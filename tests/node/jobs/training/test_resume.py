@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from node.jobs.training import LrJobArbiter
+from coordinator.flower.arbiters import LrJobArbiter
 from node.jobs.training.checkpoints import LrCheckpoint, LrCheckpoints, checkpoint_dir
 from protocols.vfl import LrConfig
 from protocols.vfl.rounds import LrConfigWire, LrRound
