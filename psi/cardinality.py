@@ -23,24 +23,20 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Unpack
 
-from protocols.wire.control import KeyType
-from protocols.wire.psi import PsiAck, PsiChunk, PsiHello, PsiProtocol, PsiPull, PsiWelcome, Stream
-from psi._batch import BatchMapper, map_blind, map_evaluate, serial_map
+from protocols.wire.psi import PsiAck, PsiChunk, PsiProtocol, PsiPull, PsiWelcome, Stream
+from psi._batch import map_evaluate
 from psi._session import (
-    DEFAULT_CHUNK_SIZE,
     ChunkReader,
     Message,
     RandomSource,
-    Session,
-    chunk_bounds,
-    chunk_count,
-    default_rng,
+    ReceiverParty,
+    SetOptions,
+    SetSender,
     match_packed,
-    shuffle,
     shuffle_packed,
 )
-from psi.group import Scalar
 
 __all__ = [
     "CardinalityReceiver",
@@ -112,7 +108,7 @@ _R = CardinalityReceiverStage
 _S = CardinalitySenderStage
 
 
-class CardinalityReceiver(Session):
+class CardinalityReceiver(ReceiverParty[CardinalityResult]):
     """The receiver (client) of cardinality-only PSI.
 
     Args:
@@ -127,6 +123,7 @@ class CardinalityReceiver(Session):
     """
 
     Stage = CardinalityReceiverStage
+    PROTOCOL = PsiProtocol.CARDINALITY
     TRANSITIONS = {
         (_R.AWAIT_WELCOME, "psi.welcome"): "_on_welcome",
         (_R.AWAIT_QUERY_ACK, "psi.ack:query"): "_on_query_ack",
@@ -134,74 +131,30 @@ class CardinalityReceiver(Session):
         (_R.AWAIT_SENDER_SET, "psi.chunk:sender_set"): "_on_sender_set",
     }
 
-    def __init__(
-        self,
-        values: Iterable[str],
-        *,
-        key_type: KeyType,
-        job_id: str,
-        epsilon: float | None = None,
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
-        scalar: Scalar | None = None,
-        rng: RandomSource | None = None,
-        mapper: BatchMapper = serial_map,
-    ) -> None:
-        super().__init__(job_id)
+    def __init__(self, values: Iterable[str], *, epsilon: float | None = None, **options: Unpack[SetOptions]) -> None:
         if epsilon is not None and not epsilon > 0:
             raise ValueError("epsilon must be positive")
-        self.key_type = KeyType(key_type)
+        super().__init__(values, **options)
         self.epsilon = epsilon
-        self.chunk_size = chunk_size
-        self._scalar = scalar or Scalar.random()
-        self._map = mapper
-        self._rng = rng or default_rng()
-        self._values = shuffle(list(dict.fromkeys(values)), self._rng)
-        self._query_index = 0
         self._evaluated = bytearray()
         self._count = 0
         self._readers: dict[Stream, ChunkReader] = {}
-        self._result: CardinalityResult | None = None
 
-    def start(self) -> PsiHello:
-        """Open the session."""
-        self._require_idle()
-        self._stage = _R.AWAIT_WELCOME
-        return PsiHello(
-            job_id=self.job_id,
-            stage=self._stage.name,
-            protocol=PsiProtocol.CARDINALITY,
-            key_type=self.key_type,
-            set_size=len(self._values),
-            chunk_size=self.chunk_size,
-        )
-
-    def result(self) -> CardinalityResult:
-        """The outcome. Raises ``PsiLocalError`` before the session is done."""
-        self._require_done()
-        assert self._result is not None
-        return self._result
-
-    def _on_welcome(self, message: PsiWelcome) -> Message:
-        if message.protocol is not PsiProtocol.CARDINALITY or message.record_size != 32:
-            raise self._fail("welcome for another protocol")
+    def _open_streams(self, welcome: PsiWelcome) -> None:
+        """Expect our query evaluated and permuted by the sender, then the sender's set."""
         self._readers = {
             Stream.EVALUATED: ChunkReader(Stream.EVALUATED, len(self._values), self.chunk_size),
-            Stream.SENDER_SET: ChunkReader(Stream.SENDER_SET, message.set_size, message.chunk_size),
+            Stream.SENDER_SET: ChunkReader(Stream.SENDER_SET, welcome.set_size, welcome.chunk_size),
         }
-        return self._next_query()
 
-    def _next_query(self) -> PsiChunk:
-        index = self._query_index
-        start, stop = chunk_bounds(index, len(self._values), self.chunk_size)
-        body = map_blind(self._map, self.key_type, self._values[start:stop], self._scalar)
-        self._query_index += 1
-        self._stage = _R.AWAIT_QUERY_ACK
-        return self._chunk(Stream.QUERY, index, len(self._values), self.chunk_size, body)
+    def _awaiting_query_reply(self) -> CardinalityReceiverStage:
+        """Every query chunk is only acknowledged; the evaluated elements come later, permuted."""
+        return _R.AWAIT_QUERY_ACK
 
     def _on_query_ack(self, message: PsiAck) -> Message:
         if message.chunk != self._query_index - 1:
             raise self._fail("acknowledgement for another chunk")
-        if self._query_index < chunk_count(len(self._values), self.chunk_size):
+        if self._queries_left():
             return self._next_query()
         self._stage = _R.AWAIT_EVALUATED
         return self._pull(Stream.EVALUATED, 0)
@@ -229,7 +182,7 @@ class CardinalityReceiver(Session):
         return None
 
 
-class CardinalitySender(Session):
+class CardinalitySender(SetSender[int]):
     """The sender (server) of cardinality-only PSI.
 
     Args:
@@ -241,9 +194,12 @@ class CardinalitySender(Session):
         rng: Randomness for the shuffles. **The permutation of the receiver's elements must be
             unpredictable to the receiver**, or it learns which of its elements matched.
         mapper: Parallelises the group work.
+
+    Its :meth:`result` is what the sender learns: the receiver's set size.
     """
 
     Stage = CardinalitySenderStage
+    PROTOCOL = PsiProtocol.CARDINALITY
     TRANSITIONS = {
         (_S.IDLE, "psi.hello"): "_on_hello",
         (_S.AWAIT_QUERY, "psi.chunk:query"): "_on_query",
@@ -251,78 +207,30 @@ class CardinalitySender(Session):
         (_S.AWAIT_SENDER_SET_PULL, "psi.pull:sender_set"): "_on_pull_sender_set",
     }
 
-    def __init__(
-        self,
-        values: Iterable[str],
-        *,
-        key_type: KeyType,
-        job_id: str,
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
-        scalar: Scalar | None = None,
-        rng: RandomSource | None = None,
-        mapper: BatchMapper = serial_map,
-    ) -> None:
-        super().__init__(job_id)
-        self.key_type = KeyType(key_type)
-        self.chunk_size = chunk_size
-        self._scalar = scalar or Scalar.random()
-        self._map = mapper
-        self._rng = rng or default_rng()
-        self._values = shuffle(list(dict.fromkeys(values)), self._rng)
-        self._query_reader: ChunkReader | None = None
+    def __init__(self, values: Iterable[str], **options: Unpack[SetOptions]) -> None:
+        super().__init__(values, **options)
         self._received = bytearray()
         self._shuffled = b""
-        self._next_pull = 0
-        self._receiver_size = 0
-
-    def result(self) -> int:
-        """What the sender learns: the receiver's set size."""
-        self._require_done()
-        return self._receiver_size
-
-    def _on_hello(self, message: PsiHello) -> PsiWelcome:
-        if message.protocol is not PsiProtocol.CARDINALITY or message.key_type is not self.key_type:
-            raise self._fail("hello terms differ from the agreed protocol or key type")
-        self._query_reader = ChunkReader(Stream.QUERY, message.set_size, message.chunk_size)
-        self._receiver_size = message.set_size
-        self._stage = _S.AWAIT_QUERY
-        return PsiWelcome(
-            job_id=self.job_id,
-            stage=self._stage.name,
-            protocol=PsiProtocol.CARDINALITY,
-            set_size=len(self._values),
-            chunk_size=self.chunk_size,
-        )
 
     def _on_query(self, message: PsiChunk) -> PsiAck:
-        assert self._query_reader is not None
-        self._received += self._query_reader.accept(message, self._stage.name)
-        if self._query_reader.done:
+        self._received += self._queries.accept(message, self._stage.name)
+        if self._queries.done:
             doubled = map_evaluate(self._map, bytes(self._received), self._scalar)
             self._shuffled = shuffle_packed(doubled, 32, self._rng)
             self._received = bytearray()
             self._stage = _S.AWAIT_EVALUATED_PULL
         return self._ack(Stream.QUERY, message.chunk)
 
-    def _check_pull(self, message: PsiPull, total: int, chunk_size: int) -> None:
-        if message.chunk != self._next_pull or message.chunk >= chunk_count(total, chunk_size):
-            raise self._fail(f"pull of chunk {message.chunk}; expected {self._next_pull}")
-        self._next_pull += 1
-
     def _on_pull_evaluated(self, message: PsiPull) -> PsiChunk:
-        assert self._query_reader is not None
-        total, size = self._receiver_size, self._query_reader.chunk_size
-        self._check_pull(message, total, size)
-        start, stop = chunk_bounds(message.chunk, total, size)
+        total, size = self._queries.total_count, self._queries.chunk_size
+        start, stop = self._take_pull(message, total, size)
         reply = self._chunk(Stream.EVALUATED, message.chunk, total, size, self._shuffled[32 * start : 32 * stop])
-        if self._next_pull >= chunk_count(total, size):
+        if self._pulled_all(total, size):
             self._stage, self._next_pull, self._shuffled = _S.AWAIT_SENDER_SET_PULL, 0, b""
         return reply
 
     def _on_pull_sender_set(self, message: PsiPull) -> PsiChunk:
-        self._check_pull(message, len(self._values), self.chunk_size)
-        start, stop = chunk_bounds(message.chunk, len(self._values), self.chunk_size)
-        body = map_blind(self._map, self.key_type, self._values[start:stop], self._scalar)
-        if self._next_pull >= chunk_count(len(self._values), self.chunk_size):
-            self._stage = _S.DONE
-        return self._chunk(Stream.SENDER_SET, message.chunk, len(self._values), self.chunk_size, body)
+        body = self._take_set_pull(message)
+        if self._set_pulled():
+            self._stage, self._result = _S.DONE, self._queries.total_count
+        return self._set_chunk(message.chunk, body)

@@ -25,23 +25,20 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Unpack
 
-from protocols.wire.control import KeyType
 from protocols.wire.psi import OutputTo, PsiChunk, PsiHello, PsiProtocol, PsiPull, PsiWelcome, Stream
-from psi._batch import BatchMapper, map_blind, map_evaluate, serial_map
+from psi._batch import map_evaluate
 from psi._session import (
-    DEFAULT_CHUNK_SIZE,
     ChunkReader,
+    HelloTerms,
     Message,
-    RandomSource,
-    Session,
+    ReceiverParty,
+    SetOptions,
+    SetSender,
     chunk_bounds,
-    chunk_count,
-    default_rng,
     match_packed,
-    shuffle,
 )
-from psi.group import Scalar
 
 __all__ = ["EcdhPsiReceiver", "EcdhPsiSender", "EcdhReceiverStage", "EcdhSenderStage", "PsiResult"]
 
@@ -87,7 +84,7 @@ _R = EcdhReceiverStage
 _S = EcdhSenderStage
 
 
-class EcdhPsiReceiver(Session):
+class EcdhPsiReceiver(ReceiverParty[PsiResult]):
     """The receiver (client) of ECDH-PSI.
 
     Args:
@@ -103,6 +100,7 @@ class EcdhPsiReceiver(Session):
     """
 
     Stage = EcdhReceiverStage
+    PROTOCOL = PsiProtocol.ECDH
     TRANSITIONS = {
         (_R.AWAIT_WELCOME, "psi.welcome"): "_on_welcome",
         (_R.AWAIT_EVALUATED, "psi.chunk:evaluated"): "_on_evaluated",
@@ -112,70 +110,29 @@ class EcdhPsiReceiver(Session):
     }
 
     def __init__(
-        self,
-        values: Iterable[str],
-        *,
-        key_type: KeyType,
-        job_id: str,
-        output_to: OutputTo = OutputTo.RECEIVER,
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
-        scalar: Scalar | None = None,
-        rng: RandomSource | None = None,
-        mapper: BatchMapper = serial_map,
+        self, values: Iterable[str], *, output_to: OutputTo = OutputTo.RECEIVER, **options: Unpack[SetOptions]
     ) -> None:
-        super().__init__(job_id)
-        self.key_type = KeyType(key_type)
+        super().__init__(values, **options)
         self.output_to = OutputTo(output_to)
-        self.chunk_size = chunk_size
-        self._scalar = scalar or Scalar.random()
-        self._map = mapper
-        self._values = shuffle(list(dict.fromkeys(values)), rng or default_rng())
-        self._query_index = 0
         self._evaluated = bytearray()
         self._theirs = bytearray()
         self._sender_reader: ChunkReader | None = None
         self._query_reader: ChunkReader | None = None
         self._sender_size = 0
-        self._result: PsiResult | None = None
 
-    def start(self) -> PsiHello:
-        """Open the session: the hello message announcing the protocol and our set size."""
-        self._require_idle()
-        self._stage = _R.AWAIT_WELCOME
-        return PsiHello(
-            job_id=self.job_id,
-            stage=self._stage.name,
-            protocol=PsiProtocol.ECDH,
-            output_to=self.output_to,
-            key_type=self.key_type,
-            set_size=len(self._values),
-            chunk_size=self.chunk_size,
-        )
+    def _hello_terms(self) -> HelloTerms:
+        """The hello also states who learns the intersection."""
+        return {"output_to": self.output_to}
 
-    def result(self) -> PsiResult:
-        """The outcome. Raises ``PsiLocalError`` before the session is done."""
-        self._require_done()
-        assert self._result is not None
-        return self._result
-
-    def _on_welcome(self, message: PsiWelcome) -> Message:
-        if message.protocol is not PsiProtocol.ECDH or message.record_size != 32:
-            raise self._fail("welcome for another protocol")
-        self._sender_size = message.set_size
-        self._sender_reader = ChunkReader(Stream.SENDER_SET, message.set_size, message.chunk_size)
+    def _open_streams(self, welcome: PsiWelcome) -> None:
+        """Expect the sender's set and, for output to us, our query evaluated."""
+        self._sender_size = welcome.set_size
+        self._sender_reader = ChunkReader(Stream.SENDER_SET, welcome.set_size, welcome.chunk_size)
         self._query_reader = ChunkReader(Stream.EVALUATED, len(self._values), self.chunk_size)
-        return self._next_query()
 
-    def _next_query(self) -> PsiChunk:
-        index = self._query_index
-        start, stop = chunk_bounds(index, len(self._values), self.chunk_size)
-        body = map_blind(self._map, self.key_type, self._values[start:stop], self._scalar)
-        self._stage = _R.AWAIT_EVALUATED if self.output_to is OutputTo.RECEIVER else _R.AWAIT_QUERY_ACK
-        self._query_index += 1
-        return self._chunk(Stream.QUERY, index, len(self._values), self.chunk_size, body)
-
-    def _queries_left(self) -> bool:
-        return self._query_index < chunk_count(len(self._values), self.chunk_size)
+    def _awaiting_query_reply(self) -> EcdhReceiverStage:
+        """Output to us: the evaluated chunk; output to the sender: its acknowledgement."""
+        return _R.AWAIT_EVALUATED if self.output_to is OutputTo.RECEIVER else _R.AWAIT_QUERY_ACK
 
     def _on_evaluated(self, message: PsiChunk) -> Message:
         assert self._query_reader is not None
@@ -227,7 +184,7 @@ class EcdhPsiReceiver(Session):
         self._stage = _R.DONE
 
 
-class EcdhPsiSender(Session):
+class EcdhPsiSender(SetSender[PsiResult]):
     """The sender (server) of ECDH-PSI.
 
     Args:
@@ -242,6 +199,7 @@ class EcdhPsiSender(Session):
     """
 
     Stage = EcdhSenderStage
+    PROTOCOL = PsiProtocol.ECDH
     TRANSITIONS = {
         (_S.IDLE, "psi.hello"): "_on_hello",
         (_S.AWAIT_QUERY, "psi.chunk:query"): "_on_query",
@@ -250,80 +208,40 @@ class EcdhPsiSender(Session):
     }
 
     def __init__(
-        self,
-        values: Iterable[str],
-        *,
-        key_type: KeyType,
-        job_id: str,
-        output_to: OutputTo = OutputTo.RECEIVER,
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
-        scalar: Scalar | None = None,
-        rng: RandomSource | None = None,
-        mapper: BatchMapper = serial_map,
+        self, values: Iterable[str], *, output_to: OutputTo = OutputTo.RECEIVER, **options: Unpack[SetOptions]
     ) -> None:
-        super().__init__(job_id)
-        self.key_type = KeyType(key_type)
+        super().__init__(values, **options)
         self.output_to = OutputTo(output_to)
-        self.chunk_size = chunk_size
-        self._scalar = scalar or Scalar.random()
-        self._map = mapper
-        self._values = shuffle(list(dict.fromkeys(values)), rng or default_rng())
-        self._query_reader: ChunkReader | None = None
-        self._return_reader: ChunkReader | None = None
-        self._next_pull = 0
+        self._return_reader = ChunkReader(Stream.RETURNED, len(self._values), self.chunk_size)
         self._receiver_doubled = bytearray()
         self._hits: set[str] = set()
-        self._result: PsiResult | None = None
 
-    def result(self) -> PsiResult:
-        """The outcome. Raises ``PsiLocalError`` before the session is done."""
-        self._require_done()
-        assert self._result is not None
-        return self._result
-
-    def _on_hello(self, message: PsiHello) -> PsiWelcome:
+    def _check_hello(self, message: PsiHello) -> None:
+        """Refuse another protocol, and terms other than the agreed key type and output side."""
         if message.protocol is not PsiProtocol.ECDH:
             raise self._fail("hello for another protocol")
         if message.key_type is not self.key_type or message.output_to is not self.output_to:
             raise self._fail("hello terms differ from the agreed key type or output side")
-        self._query_reader = ChunkReader(Stream.QUERY, message.set_size, message.chunk_size)
-        self._return_reader = ChunkReader(Stream.RETURNED, len(self._values), self.chunk_size)
-        self._stage = _S.AWAIT_QUERY
-        return PsiWelcome(
-            job_id=self.job_id,
-            stage=self._stage.name,
-            protocol=PsiProtocol.ECDH,
-            set_size=len(self._values),
-            chunk_size=self.chunk_size,
-        )
 
     def _on_query(self, message: PsiChunk) -> Message:
-        assert self._query_reader is not None
-        body = self._query_reader.accept(message, self._stage.name)
+        body = self._queries.accept(message, self._stage.name)
         doubled = map_evaluate(self._map, body, self._scalar)
-        if self._query_reader.done:
+        if self._queries.done:
             self._stage = _S.AWAIT_PULL
         if self.output_to is OutputTo.RECEIVER:
-            return self._chunk(
-                Stream.EVALUATED, message.chunk, message.total_count, self._query_reader.chunk_size, doubled
-            )
+            return self._chunk(Stream.EVALUATED, message.chunk, message.total_count, self._queries.chunk_size, doubled)
         self._receiver_doubled += doubled
         return self._ack(Stream.QUERY, message.chunk)
 
     def _on_pull(self, message: PsiPull) -> PsiChunk:
-        if message.chunk != self._next_pull or message.chunk >= chunk_count(len(self._values), self.chunk_size):
-            raise self._fail(f"pull of chunk {message.chunk}; expected {self._next_pull}")
-        self._next_pull += 1
-        start, stop = chunk_bounds(message.chunk, len(self._values), self.chunk_size)
-        body = map_blind(self._map, self.key_type, self._values[start:stop], self._scalar)
+        body = self._take_set_pull(message)
         if self.output_to is OutputTo.SENDER:
             self._stage = _S.AWAIT_RETURNED
-        elif self._next_pull >= chunk_count(len(self._values), self.chunk_size):
+        elif self._set_pulled():
             self._finish()
-        return self._chunk(Stream.SENDER_SET, message.chunk, len(self._values), self.chunk_size, body)
+        return self._set_chunk(message.chunk, body)
 
     def _on_returned(self, message: PsiChunk) -> Message:
-        assert self._return_reader is not None
         body = self._return_reader.accept(message, self._stage.name)
         if message.chunk != self._next_pull - 1:
             raise self._fail("returned chunk does not answer the last pull")
@@ -336,8 +254,7 @@ class EcdhPsiSender(Session):
         return self._ack(Stream.RETURNED, message.chunk)
 
     def _finish(self) -> None:
-        assert self._query_reader is not None
         mine = frozenset(self._hits) if self.output_to is OutputTo.SENDER else None
-        self._result = PsiResult(mine, self._query_reader.total_count, len(self._values))
+        self._result = PsiResult(mine, self._queries.total_count, len(self._values))
         self._receiver_doubled = bytearray()
         self._stage = _S.DONE

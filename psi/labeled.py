@@ -50,6 +50,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from operator import itemgetter
+from typing import Unpack
 
 import numpy as np
 import numpy.typing as npt
@@ -57,20 +58,19 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from protocols.wire.control import KeyType
-from protocols.wire.psi import PsiChunk, PsiHello, PsiProtocol, PsiPull, PsiWelcome, Stream
+from protocols.wire.psi import PsiChunk, PsiProtocol, PsiPull, PsiWelcome, Stream
 from psi import _ristretto
-from psi._batch import BatchMapper, map_blind, map_evaluate, serial_map
+from psi._batch import BatchMapper, map_evaluate, serial_map
 from psi._errors import PsiCryptoError
 from psi._session import (
     DEFAULT_CHUNK_SIZE,
     ChunkReader,
     Message,
-    RandomSource,
-    Session,
+    ReceiverParty,
+    SenderParty,
+    SessionOptions,
+    WelcomeTerms,
     chunk_bounds,
-    chunk_count,
-    default_rng,
-    shuffle,
 )
 from psi.group import Scalar, hash_to_group_batch
 from psi.group import split_points as _split
@@ -315,7 +315,7 @@ _R = LabeledReceiverStage
 _S = LabeledSenderStage
 
 
-class LabeledPsiReceiver(Session):
+class LabeledPsiReceiver(ReceiverParty[LabeledResult]):
     """The receiver (client) of labeled PSI.
 
     Args:
@@ -329,6 +329,7 @@ class LabeledPsiReceiver(Session):
     """
 
     Stage = LabeledReceiverStage
+    PROTOCOL = PsiProtocol.LABELED
     TRANSITIONS = {
         (_R.AWAIT_WELCOME, "psi.welcome"): "_on_welcome",
         (_R.AWAIT_EVALUATED, "psi.chunk:evaluated"): "_on_evaluated",
@@ -336,71 +337,31 @@ class LabeledPsiReceiver(Session):
     }
 
     def __init__(
-        self,
-        values: Iterable[str],
-        *,
-        key_type: KeyType,
-        job_id: str,
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
-        blind: Scalar | None = None,
-        rng: RandomSource | None = None,
-        mapper: BatchMapper = serial_map,
+        self, values: Iterable[str], *, blind: Scalar | None = None, **options: Unpack[SessionOptions]
     ) -> None:
-        super().__init__(job_id)
-        self.key_type = KeyType(key_type)
-        self.chunk_size = chunk_size
-        self._blind = blind or Scalar.random()
-        self._map = mapper
-        self._values = shuffle(list(dict.fromkeys(values)), rng or default_rng())
-        self._query_index = 0
+        super().__init__(values, scalar=blind, **options)
         self._wanted: dict[bytes, tuple[str, bytes, bytes]] = {}
         self._heads: npt.NDArray[np.uint64] = _tag_heads(())
         self._labels: dict[str, tuple[str, ...]] = {}
         self._readers: dict[Stream, ChunkReader] = {}
-        self._result: LabeledResult | None = None
 
-    def start(self) -> PsiHello:
-        """Open the session."""
-        self._require_idle()
-        self._stage = _R.AWAIT_WELCOME
-        return PsiHello(
-            job_id=self.job_id,
-            stage=self._stage.name,
-            protocol=PsiProtocol.LABELED,
-            key_type=self.key_type,
-            set_size=len(self._values),
-            chunk_size=self.chunk_size,
-        )
+    def _welcome_fits(self, record_size: int) -> bool:
+        """A record holds a tag, at least one block of sealed labels, and a GCM tag."""
+        return record_size > TAG_BYTES + GCM_TAG_BYTES
 
-    def result(self) -> LabeledResult:
-        """The outcome. Raises ``PsiLocalError`` before the session is done."""
-        self._require_done()
-        assert self._result is not None
-        return self._result
-
-    def _on_welcome(self, message: PsiWelcome) -> Message:
-        if message.protocol is not PsiProtocol.LABELED or message.record_size <= TAG_BYTES + GCM_TAG_BYTES:
-            raise self._fail("welcome for another protocol")
+    def _open_streams(self, welcome: PsiWelcome) -> None:
+        """Expect our query evaluated, then the sender's table of ``record_size``-byte records."""
         self._readers = {
             Stream.EVALUATED: ChunkReader(Stream.EVALUATED, len(self._values), self.chunk_size),
             Stream.LABEL_TABLE: ChunkReader(
-                Stream.LABEL_TABLE, message.set_size, message.chunk_size, message.record_size
+                Stream.LABEL_TABLE, welcome.set_size, welcome.chunk_size, welcome.record_size
             ),
         }
-        return self._next_query()
-
-    def _next_query(self) -> PsiChunk:
-        index = self._query_index
-        start, stop = chunk_bounds(index, len(self._values), self.chunk_size)
-        body = map_blind(self._map, self.key_type, self._values[start:stop], self._blind)
-        self._query_index += 1
-        self._stage = _R.AWAIT_EVALUATED
-        return self._chunk(Stream.QUERY, index, len(self._values), self.chunk_size, body)
 
     def _on_evaluated(self, message: PsiChunk) -> Message:
         reader = self._readers[Stream.EVALUATED]
         body = reader.accept(message, self._stage.name)
-        unblinded = map_evaluate(self._map, body, self._blind.invert())
+        unblinded = map_evaluate(self._map, body, self._scalar.invert())
         start, _ = chunk_bounds(message.chunk, len(self._values), self.chunk_size)
         for offset, value in enumerate(_split(unblinded)):
             tag, key, nonce = _derive(value)
@@ -435,7 +396,7 @@ class LabeledPsiReceiver(Session):
             raise PsiCryptoError() from None
 
 
-class LabeledPsiSender(Session):
+class LabeledPsiSender(SenderParty[int]):
     """The sender (server) of labeled PSI.
 
     Args:
@@ -444,9 +405,12 @@ class LabeledPsiSender(Session):
         job_id: Job the session belongs to.
         chunk_size: Records per table chunk.
         mapper: Parallelises the OPRF evaluations.
+
+    Its :meth:`result` is what the sender learns: how many identifiers were queried.
     """
 
     Stage = LabeledSenderStage
+    PROTOCOL = PsiProtocol.LABELED
     TRANSITIONS = {
         (_S.IDLE, "psi.hello"): "_on_hello",
         (_S.AWAIT_QUERY, "psi.chunk:query"): "_on_query",
@@ -466,49 +430,26 @@ class LabeledPsiSender(Session):
         if key_id(key) != table.key_id:
             raise ValueError("the key is not the one the table was built with")
         self.table = table
+        self.key_type = table.key_type
         self.chunk_size = chunk_size
         self._key = key
         self._map = mapper
-        self._query_reader: ChunkReader | None = None
-        self._next_pull = 0
 
-    def result(self) -> int:
-        """What the sender learns: how many identifiers were queried."""
-        self._require_done()
-        assert self._query_reader is not None
-        return self._query_reader.total_count
-
-    def _on_hello(self, message: PsiHello) -> PsiWelcome:
-        if message.protocol is not PsiProtocol.LABELED or message.key_type is not self.table.key_type:
-            raise self._fail("hello terms differ from the agreed protocol or key type")
-        self._query_reader = ChunkReader(Stream.QUERY, message.set_size, message.chunk_size)
-        self._stage = _S.AWAIT_QUERY
-        return PsiWelcome(
-            job_id=self.job_id,
-            stage=self._stage.name,
-            protocol=PsiProtocol.LABELED,
-            set_size=self.table.count,
-            chunk_size=self.chunk_size,
-            record_size=self.table.record_size,
-        )
+    def _welcome_terms(self) -> WelcomeTerms:
+        """The welcome announces the table's size and record size."""
+        return {"set_size": self.table.count, "record_size": self.table.record_size}
 
     def _on_query(self, message: PsiChunk) -> PsiChunk:
-        assert self._query_reader is not None
-        body = self._query_reader.accept(message, self._stage.name)
+        body = self._queries.accept(message, self._stage.name)
         evaluated = map_evaluate(self._map, body, self._key)
-        if self._query_reader.done:
+        if self._queries.done:
             self._stage = _S.AWAIT_TABLE_PULL
-        return self._chunk(
-            Stream.EVALUATED, message.chunk, message.total_count, self._query_reader.chunk_size, evaluated
-        )
+        return self._chunk(Stream.EVALUATED, message.chunk, message.total_count, self._queries.chunk_size, evaluated)
 
     def _on_pull(self, message: PsiPull) -> PsiChunk:
         total, size = self.table.count, self.table.record_size
-        if message.chunk != self._next_pull or message.chunk >= chunk_count(total, self.chunk_size):
-            raise self._fail(f"pull of chunk {message.chunk}; expected {self._next_pull}")
-        self._next_pull += 1
-        start, stop = chunk_bounds(message.chunk, total, self.chunk_size)
-        if self._next_pull >= chunk_count(total, self.chunk_size):
-            self._stage = _S.DONE
+        start, stop = self._take_pull(message, total, self.chunk_size)
+        if self._pulled_all(total, self.chunk_size):
+            self._stage, self._result = _S.DONE, self._queries.total_count
         body = self.table.records[start * size : stop * size]
         return self._chunk(Stream.LABEL_TABLE, message.chunk, total, self.chunk_size, body, size)

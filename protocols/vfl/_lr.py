@@ -50,10 +50,9 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -80,6 +79,7 @@ from protocols.vfl._crypto import (
 )
 from protocols.vfl._optim import Optimizer, OptimizerConfig, OptimizerState
 from protocols.wire.errors import LocalProtocolError, RemoteProtocolError
+from protocols.wire.stages import dispatch
 from protocols.wire.training import (
     LrForward,
     LrInstruction,
@@ -227,13 +227,6 @@ class LrArbiterStage(StrEnum):
     DONE = "done"
 
 
-def _check_stage(table: dict[tuple[StrEnum, str], str], stage: StrEnum, kind: str) -> str:
-    try:
-        return table[(stage, kind)]
-    except KeyError:
-        raise RemoteProtocolError(f"message {kind!r} not expected in stage {stage.value!r}", status_hint=409) from None
-
-
 def _check_iteration(got: int, expected: int) -> None:
     if got != expected:
         raise RemoteProtocolError(f"message for iteration {got}, expected {expected}", status_hint=409)
@@ -283,6 +276,8 @@ class _Party:
     """What both parties share: key, batches, weights, masks, optimiser."""
 
     role: Literal[VflRole.ACTIVE_PARTY, VflRole.PASSIVE_PARTY]
+    stage: LrPartyStage
+    _TRANSITIONS: ClassVar[dict[tuple[StrEnum, str], str]]
 
     def __init__(self, config: LrConfig, features: npt.ArrayLike, *, intercept: bool, workers: int = 0) -> None:
         x = np.asarray(features, dtype=np.float64)
@@ -324,6 +319,11 @@ class _Party:
         if self._pool is None:
             raise LocalProtocolError("no public key yet")
         return self._pool
+
+    def handle(self, msg: LrMessage) -> list[LrMessage]:
+        """Process one message; raise :class:`RemoteProtocolError` if it is out of stage."""
+        replies: list[LrMessage] = dispatch(self, self._TRANSITIONS, self.stage, msg.kind, msg)
+        return replies
 
     def close(self) -> None:
         """Stop the worker processes, if any (idempotent; also done when training ends)."""
@@ -453,7 +453,7 @@ class LrPassiveParty(_Party):
 
     role: Literal[VflRole.ACTIVE_PARTY, VflRole.PASSIVE_PARTY] = VflRole.PASSIVE_PARTY
 
-    _TRANSITIONS: dict[tuple[StrEnum, str], str] = {
+    _TRANSITIONS: ClassVar[dict[tuple[StrEnum, str], str]] = {
         (LrPartyStage.AWAIT_INSTRUCTION, "lr_instruction"): "_on_instruction",
         (LrPartyStage.AWAIT_RESIDUAL, "lr_residual"): "_on_residual",
     }
@@ -468,13 +468,6 @@ class LrPassiveParty(_Party):
         """
         super().__init__(config, features, intercept=False, workers=workers)
         self.stage = LrPartyStage.AWAIT_INSTRUCTION
-
-    def handle(self, msg: LrMessage) -> list[LrMessage]:
-        """Process one message; raise :class:`RemoteProtocolError` if it is out of stage."""
-        handler: Callable[[LrMessage], list[LrMessage]] = getattr(
-            self, _check_stage(self._TRANSITIONS, self.stage, msg.kind)
-        )
-        return handler(msg)
 
     def _on_instruction(self, msg: LrMessage) -> list[LrMessage]:
         assert isinstance(msg, LrInstruction)
@@ -539,7 +532,7 @@ class LrActiveParty(_Party):
 
     role: Literal[VflRole.ACTIVE_PARTY, VflRole.PASSIVE_PARTY] = VflRole.ACTIVE_PARTY
 
-    _TRANSITIONS: dict[tuple[StrEnum, str], str] = {
+    _TRANSITIONS: ClassVar[dict[tuple[StrEnum, str], str]] = {
         (LrPartyStage.AWAIT_ROUND, "lr_instruction"): "_on_instruction",
         (LrPartyStage.AWAIT_ROUND, "lr_forward"): "_on_forward",
     }
@@ -568,13 +561,6 @@ class LrActiveParty(_Party):
         self._slopes = np.zeros(0)
         if config.warm_start:
             self._w = _local_logistic_fit(self._x, y, config.alpha * self._penalised)
-
-    def handle(self, msg: LrMessage) -> list[LrMessage]:
-        """Process one message; raise :class:`RemoteProtocolError` if it is out of stage."""
-        handler: Callable[[LrMessage], list[LrMessage]] = getattr(
-            self, _check_stage(self._TRANSITIONS, self.stage, msg.kind)
-        )
-        return handler(msg)
 
     def _on_instruction(self, msg: LrMessage) -> list[LrMessage]:
         assert isinstance(msg, LrInstruction)
@@ -749,7 +735,7 @@ class LrArbiter:
     role = VflRole.ARBITER
     _MAX_VECTOR = 1 << 16
 
-    _TRANSITIONS: dict[tuple[StrEnum, str], str] = {
+    _TRANSITIONS: ClassVar[dict[tuple[StrEnum, str], str]] = {
         (LrArbiterStage.AWAIT_UPDATES, "lr_masked_update"): "_on_update",
     }
 
@@ -794,10 +780,8 @@ class LrArbiter:
 
     def handle(self, msg: LrMessage) -> list[LrMessage]:
         """Take one party's masked update; once both arrived, return the next instructions."""
-        handler: Callable[[LrMessage], list[LrMessage]] = getattr(
-            self, _check_stage(self._TRANSITIONS, self.stage, msg.kind)
-        )
-        return handler(msg)
+        replies: list[LrMessage] = dispatch(self, self._TRANSITIONS, self.stage, msg.kind, msg)
+        return replies
 
     def _on_update(self, msg: LrMessage) -> list[LrMessage]:
         assert isinstance(msg, LrMaskedUpdate)

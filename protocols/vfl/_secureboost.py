@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Callable
 from enum import StrEnum
 
 import numpy as np
@@ -75,6 +74,7 @@ from protocols.vfl._sb_tree import (
     predict_margin,
 )
 from protocols.wire.errors import LocalProtocolError, RemoteProtocolError
+from protocols.wire.stages import dispatch
 from protocols.wire.training import (
     SbHistograms,
     SbLeftSet,
@@ -130,12 +130,9 @@ class SbPassiveStage(StrEnum):
     DONE = "done"
 
 
-def _dispatch(obj: object, table: dict[tuple[StrEnum, str], str], stage: StrEnum, msg: SbMessage) -> list[SbMessage]:
-    name = table.get((stage, msg.kind))
-    if name is None:
-        raise RemoteProtocolError(f"message {msg.kind!r} not expected in stage {stage.value!r}", status_hint=409)
-    handler: Callable[[SbMessage], list[SbMessage]] = getattr(obj, name)
-    return handler(msg)
+def _dispatch(party: object, table: dict[tuple[StrEnum, str], str], stage: StrEnum, msg: SbMessage) -> list[SbMessage]:
+    replies: list[SbMessage] = dispatch(party, table, stage, msg.kind, msg)
+    return replies
 
 
 def _bits(mask: npt.NDArray[np.bool_]) -> bytes:

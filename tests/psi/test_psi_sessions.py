@@ -184,7 +184,7 @@ def _sessions():
 
 
 def _out_of_table_cases():
-    from psi._session import event_of
+    from psi import event_of
 
     for index, factory in enumerate(_sessions()):
         cls = type(factory())
