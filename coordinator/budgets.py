@@ -1,8 +1,9 @@
 """The ε (differential privacy) budget of each (bank dataset, telco dataset) pair.
 
 A count-mode ``audience_overlap`` with ``params.epsilon`` releases a noised count and spends its ε from
-its pair's budget (``policy.epsilon_budget_per_pair``); what each job spends is
-``coordinator.policy.epsilon_charge``. Policy rule R16 checks the remaining budget at submission; this
+its pair's budget (``policy.epsilon_budget_per_pair``); what each job spends, and what a pair has left,
+is the policy's pure ε arithmetic (``coordinator.policy``: ``epsilon_charge``, ``budget_pair``,
+``remaining_epsilon``, ``budget_denial``). Policy rule R16 checks the remaining budget at submission; this
 module keeps the ledger in step with the job lifecycle, inside the caller's write transaction:
 
 - ``charge`` when the job becomes ``approved``: the store checks the pair's total and inserts the
@@ -23,8 +24,8 @@ from coordinator.accounts import Principal
 from coordinator.audit import log as audit_log
 from coordinator.context import Context
 from coordinator.errors import BudgetExceeded
-from coordinator.policy import BudgetPair, budget_denial, budget_pair, epsilon_charge
-from coordinator.store import BUDGET_DIGITS, BudgetCharge, Transaction
+from coordinator.policy import BudgetPair, Policy, budget_denial, budget_pair, epsilon_charge, remaining_epsilon
+from coordinator.store import BudgetCharge, Transaction
 from protocols.wire.control import JobPublic, Role
 
 __all__ = ["BudgetsPublic", "PairBudgetPublic", "charge", "list_budgets", "refund_unreleased"]
@@ -109,12 +110,12 @@ def refund_unreleased(ctx: Context, tx: Transaction, job_id: int, reason: str) -
 # ---------------------------------------------------------------- read side
 
 
-def _pair_public(tx: Transaction, pair: BudgetPair, budget: float, spent: float,
+def _pair_public(tx: Transaction, pair: BudgetPair, policy: Policy, spent: float,
                  entries: list[BudgetCharge]) -> PairBudgetPublic:
     bank, telco = tx.catalog.get_dataset(pair[0]), tx.catalog.get_dataset(pair[1])
     return PairBudgetPublic(
         bank_dataset_id=pair[0], telco_dataset_id=pair[1], bank_party=bank.party, telco_party=telco.party,
-        budget=budget, spent=spent, remaining=max(0.0, round(budget - spent, BUDGET_DIGITS)),
+        budget=policy.epsilon_budget_per_pair, spent=spent, remaining=remaining_epsilon(policy, spent),
         charged_jobs=[c.job_id for c in entries if c.refunded_at is None],
         refunded_jobs=[c.job_id for c in entries if c.refunded_at is not None],
     )
@@ -126,8 +127,8 @@ def list_budgets(ctx: Context, actor: Principal) -> BudgetsPublic:
         by_pair: dict[BudgetPair, list[BudgetCharge]] = {}
         for entry in tx.budgets.charges():
             by_pair.setdefault(entry.pair, []).append(entry)
-        spent, budget = tx.budgets.spent(), ctx.policy.epsilon_budget_per_pair
-        pairs = [_pair_public(tx, pair, budget, spent.get(pair, 0.0), entries)
+        spent = tx.budgets.spent()
+        pairs = [_pair_public(tx, pair, ctx.policy, spent.get(pair, 0.0), entries)
                  for pair, entries in sorted(by_pair.items())]
     if actor.role != Role.AUDITOR:
         pairs = [p for p in pairs if actor.party in (p.bank_party, p.telco_party)]

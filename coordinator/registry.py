@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from coordinator.accounts import Principal, check_operator_party
 from coordinator.audit import log as audit_log
 from coordinator.context import Context
 from coordinator.errors import BadRequest, Conflict, Forbidden, NotFound
+from coordinator.store import CatalogStore
 from protocols.wire.canonical import canonical_json, sha256_hex
 from protocols.wire.control import DatasetPublic, DatasetRegister, FieldSpec, PartyCreate, PartyPublic
 
-__all__ = ["get_dataset", "get_party", "list_datasets", "list_parties", "register_dataset", "register_party",
-           "schema_digest"]
+__all__ = ["get_dataset", "get_party", "list_datasets", "list_parties", "read_catalog", "register_dataset",
+           "register_party", "schema_digest"]
+
+_T = TypeVar("_T")
 
 
 def schema_digest(fields: list[FieldSpec]) -> str:
@@ -72,25 +78,27 @@ def register_dataset(ctx: Context, actor: Principal, body: DatasetRegister) -> D
     return dataset
 
 
+def read_catalog(ctx: Context, query: Callable[[CatalogStore], _T]) -> _T:
+    """``query`` over the catalog in one read transaction."""
+    with ctx.store.read() as tx:
+        return query(tx.catalog)
+
+
 def list_parties(ctx: Context) -> list[PartyPublic]:
     """All registered parties."""
-    with ctx.store.read() as tx:
-        return tx.catalog.list_parties()
+    return read_catalog(ctx, lambda catalog: catalog.list_parties())
 
 
 def get_party(ctx: Context, name: str) -> PartyPublic:
     """One party by name (``NotFound`` names it)."""
-    with ctx.store.read() as tx:
-        return tx.catalog.get_party(name)
+    return read_catalog(ctx, lambda catalog: catalog.get_party(name))
 
 
 def list_datasets(ctx: Context) -> list[DatasetPublic]:
     """All catalogued datasets (schemas only)."""
-    with ctx.store.read() as tx:
-        return tx.catalog.list_datasets()
+    return read_catalog(ctx, lambda catalog: catalog.list_datasets())
 
 
 def get_dataset(ctx: Context, dataset_id: int) -> DatasetPublic:
     """One dataset by id."""
-    with ctx.store.read() as tx:
-        return tx.catalog.get_dataset(dataset_id)
+    return read_catalog(ctx, lambda catalog: catalog.get_dataset(dataset_id))

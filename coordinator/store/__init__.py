@@ -1,7 +1,6 @@
 """Coordinator storage: the store contract and its in-memory and SQL implementations."""
 
 from coordinator.store._interface import (
-    BUDGET_DIGITS,
     MAX_DB_INT,
     AuditStore,
     BudgetCharge,
@@ -16,7 +15,6 @@ from coordinator.store._memory import MemoryStore
 from coordinator.store._sql import SqlStore, init_schema, make_engine
 
 __all__ = [
-    "BUDGET_DIGITS",
     "MAX_DB_INT",
     "AuditStore",
     "BudgetCharge",

@@ -5,17 +5,22 @@
 at all. ``Store.read()`` gives the same view without taking the writer lock.
 
 Two implementations pass the same contract test (``tests/coordinator/test_coord_store_contract.py``):
-``MemoryStore`` and ``SqlStore`` (SQLite and PostgreSQL).
+``MemoryStore`` and ``SqlStore`` (SQLite and PostgreSQL); what both share (``TransactionStores``, the ε
+charge check) is here. This module has no ``__all__``: the package (``coordinator.store``) lists what it
+re-exports, in one place.
 """
 
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from coordinator.errors import BudgetExceeded, Conflict
+from coordinator.policy import BUDGET_DIGITS, over_budget
 from protocols.crypto.hashchain import ChainRecord
 from protocols.wire.control import (
     ApprovalPublic,
@@ -32,32 +37,8 @@ from protocols.wire.control import (
     UserPublic,
 )
 
-__all__ = [
-    "BUDGET_DIGITS",
-    "MAX_DB_INT",
-    "AuditStore",
-    "BudgetCharge",
-    "BudgetStore",
-    "CatalogStore",
-    "JobStore",
-    "JobUpdate",
-    "Store",
-    "Transaction",
-    "over_budget",
-    "token_expiry",
-]
-
 MAX_DB_INT = 2**63 - 1
 """Largest id any backend can hold; larger ids simply do not exist."""
-
-
-BUDGET_DIGITS = 9
-"""ε totals are rounded to this many decimals (so 30 charges of 0.1 fit a budget of 3.0)."""
-
-
-def over_budget(spent: float, amount: float, limit: float) -> bool:
-    """Whether charging ``amount`` on top of ``spent`` would exceed ``limit``."""
-    return round(spent + amount, BUDGET_DIGITS) > round(limit, BUDGET_DIGITS)
 
 
 def token_expiry(user: UserCreate, now: datetime) -> datetime:
@@ -102,6 +83,26 @@ class BudgetCharge(BaseModel):
     def pair(self) -> tuple[int, int]:
         """(bank dataset id, telco dataset id)."""
         return self.bank_dataset_id, self.telco_dataset_id
+
+
+def charged_total(charge: BudgetCharge, spent: float, limit: float, *, outstanding: bool) -> float:
+    """The pair's new unrefunded total once ``charge`` is added to its ``spent`` (the check both stores make).
+
+    Args:
+        charge: the entry to record.
+        spent: the pair's unrefunded total before it.
+        limit: the pair's budget.
+        outstanding: whether the job already has an unrefunded charge.
+
+    Raises:
+        Conflict: ``outstanding``.
+        BudgetExceeded: the charge does not fit ``limit`` (carries ``spent`` and ``limit``).
+    """
+    if outstanding:
+        raise Conflict(f"job {charge.job_id} was already charged against its epsilon budget")
+    if over_budget(spent, charge.epsilon, limit):
+        raise BudgetExceeded(f"dataset pair {charge.pair} has spent {spent:g} of {limit:g}", spent=spent, limit=limit)
+    return round(spent + charge.epsilon, BUDGET_DIGITS)
 
 
 class CatalogStore(Protocol):
@@ -263,6 +264,16 @@ class Transaction(Protocol):
     def audit(self) -> AuditStore:
         """The audit chain."""
         ...
+
+
+@dataclass(frozen=True)
+class TransactionStores:
+    """A ``Transaction``: the four stores of one unit of work, all over the same tables or session."""
+
+    catalog: CatalogStore
+    jobs: JobStore
+    budgets: BudgetStore
+    audit: AuditStore
 
 
 class Store(Protocol):

@@ -14,36 +14,24 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from coordinator.errors import BudgetExceeded, Conflict, NotFound
-from coordinator.store._interface import BUDGET_DIGITS, BudgetCharge, JobUpdate, over_budget, token_expiry
+from coordinator.errors import Conflict, NotFound
+from coordinator.policy import BUDGET_DIGITS
+from coordinator.store._interface import BudgetCharge, JobUpdate, TransactionStores, charged_total, token_expiry
 from protocols.crypto.hashchain import ChainRecord, next_record
-from protocols.wire.control import (
-    ApprovalPublic,
-    DatasetPublic,
-    DatasetRegister,
-    Decision,
-    JobCreate,
-    JobPublic,
-    JobResultReport,
-    JobStatus,
-    PartyCreate,
-    PartyPublic,
-    UserCreate,
-    UserPublic,
-)
+from protocols.wire import control as wire
 
 __all__ = ["MemoryStore"]
 
 
 @dataclass
 class _Tables:
-    parties: dict[str, PartyPublic] = field(default_factory=dict)
-    users: dict[str, tuple[UserPublic, str]] = field(default_factory=dict)
-    datasets: dict[int, DatasetPublic] = field(default_factory=dict)
-    jobs: dict[int, JobPublic] = field(default_factory=dict)
+    parties: dict[str, wire.PartyPublic] = field(default_factory=dict)
+    users: dict[str, tuple[wire.UserPublic, str]] = field(default_factory=dict)
+    datasets: dict[int, wire.DatasetPublic] = field(default_factory=dict)
+    jobs: dict[int, wire.JobPublic] = field(default_factory=dict)
     job_parties: dict[int, tuple[str, ...]] = field(default_factory=dict)
-    approvals: dict[int, tuple[ApprovalPublic, ...]] = field(default_factory=dict)
-    results: dict[tuple[int, str], JobResultReport] = field(default_factory=dict)
+    approvals: dict[int, tuple[wire.ApprovalPublic, ...]] = field(default_factory=dict)
+    results: dict[tuple[int, str], wire.JobResultReport] = field(default_factory=dict)
     budget: dict[int, BudgetCharge] = field(default_factory=dict)
     audit: list[ChainRecord] = field(default_factory=list)
     next_id: dict[str, int] = field(default_factory=dict)
@@ -60,61 +48,61 @@ class _Catalog:
     def __init__(self, t: _Tables) -> None:
         self._t = t
 
-    def upsert_party(self, party: PartyCreate, now: datetime) -> tuple[PartyPublic, bool]:
+    def upsert_party(self, party: wire.PartyCreate, now: datetime) -> tuple[wire.PartyPublic, bool]:
         old = self._t.parties.get(party.name)
         pid = old.id if old else self._t.new_id("party")
         created_at = old.created_at if old else now
-        new = PartyPublic(id=pid, created_at=created_at, **party.model_dump())
+        new = wire.PartyPublic(id=pid, created_at=created_at, **party.model_dump())
         self._t.parties[party.name] = new
         return new, old is None
 
-    def get_party(self, name: str) -> PartyPublic:
+    def get_party(self, name: str) -> wire.PartyPublic:
         try:
             return self._t.parties[name]
         except KeyError:
             raise NotFound(f"party {name!r} is not registered") from None
 
-    def list_parties(self) -> list[PartyPublic]:
+    def list_parties(self) -> list[wire.PartyPublic]:
         return sorted(self._t.parties.values(), key=lambda p: p.id)
 
-    def create_user(self, user: UserCreate, token_hash: str, now: datetime) -> UserPublic:
+    def create_user(self, user: wire.UserCreate, token_hash: str, now: datetime) -> wire.UserPublic:
         if user.name in self._t.users:
             raise Conflict(f"user {user.name!r} already exists", field="body.name")
-        public = UserPublic(id=self._t.new_id("user"), created_at=now, expires_at=token_expiry(user, now),
-                            **user.model_dump(exclude={"expires_in_days"}))
+        public = wire.UserPublic(id=self._t.new_id("user"), created_at=now, expires_at=token_expiry(user, now),
+                                 **user.model_dump(exclude={"expires_in_days"}))
         self._t.users[user.name] = (public, token_hash)
         return public
 
-    def get_user(self, name: str) -> UserPublic:
+    def get_user(self, name: str) -> wire.UserPublic:
         try:
             return self._t.users[name][0]
         except KeyError:
             raise NotFound(f"user {name!r} does not exist") from None
 
-    def user_by_token_hash(self, token_hash: str) -> UserPublic | None:
+    def user_by_token_hash(self, token_hash: str) -> wire.UserPublic | None:
         return next((u for u, h in self._t.users.values() if h == token_hash), None)
 
-    def list_users(self, party: str | None = None) -> list[UserPublic]:
+    def list_users(self, party: str | None = None) -> list[wire.UserPublic]:
         users = sorted((u for u, _ in self._t.users.values()), key=lambda u: u.id)
         return [u for u in users if party is None or u.party == party]
 
     def upsert_dataset(
-        self, party: str, dataset: DatasetRegister, schema_digest: str, now: datetime
-    ) -> tuple[DatasetPublic, bool]:
+        self, party: str, dataset: wire.DatasetRegister, schema_digest: str, now: datetime
+    ) -> tuple[wire.DatasetPublic, bool]:
         old = next((d for d in self._t.datasets.values() if d.party == party and d.name == dataset.name), None)
         did = old.id if old else self._t.new_id("dataset")
-        new = DatasetPublic(id=did, party=party, schema_digest=schema_digest,
-                            created_at=old.created_at if old else now, **dataset.model_dump())
+        new = wire.DatasetPublic(id=did, party=party, schema_digest=schema_digest,
+                                 created_at=old.created_at if old else now, **dataset.model_dump())
         self._t.datasets[did] = new
         return new, old is None
 
-    def get_dataset(self, dataset_id: int) -> DatasetPublic:
+    def get_dataset(self, dataset_id: int) -> wire.DatasetPublic:
         try:
             return self._t.datasets[dataset_id]
         except KeyError:
             raise NotFound(f"dataset {dataset_id} does not exist") from None
 
-    def list_datasets(self, party: str | None = None) -> list[DatasetPublic]:
+    def list_datasets(self, party: str | None = None) -> list[wire.DatasetPublic]:
         return [d for _, d in sorted(self._t.datasets.items()) if party is None or d.party == party]
 
 
@@ -123,27 +111,28 @@ class _Jobs:
         self._t = t
 
     def create_job(
-        self, job: JobCreate, *, created_by: str, parties: list[str], decision: Decision, now: datetime
-    ) -> JobPublic:
+        self, job: wire.JobCreate, *, created_by: str, parties: list[str], decision: wire.Decision, now: datetime
+    ) -> wire.JobPublic:
         jid = self._t.new_id("job")
-        self._t.jobs[jid] = JobPublic(
+        self._t.jobs[jid] = wire.JobPublic(
             id=jid, kind=job.kind, purpose=job.purpose, title=job.title, inputs=job.inputs, params=job.params,
-            status=JobStatus.DRAFT, status_detail="", stage="", progress=0.0, digest="",
+            status=wire.JobStatus.DRAFT, status_detail="", stage="", progress=0.0, digest="",
             policy_version=decision.policy_version, decision=decision, required_approvals=[], approvals=[],
             outputs={}, created_by=created_by, created_at=now, updated_at=now,
         )
         self._t.job_parties[jid] = tuple(sorted(set(parties)))
         return self.get_job(jid)
 
-    def update_job(self, job_id: int, update: JobUpdate, now: datetime) -> JobPublic:
+    def update_job(self, job_id: int, update: JobUpdate, now: datetime) -> wire.JobPublic:
         old = self._stored(job_id)
-        self._t.jobs[job_id] = JobPublic.model_validate({**old.model_dump(), **update.changes(), "updated_at": now})
+        changed = {**old.model_dump(), **update.changes(), "updated_at": now}
+        self._t.jobs[job_id] = wire.JobPublic.model_validate(changed)
         return self.get_job(job_id)
 
-    def get_job(self, job_id: int) -> JobPublic:
+    def get_job(self, job_id: int) -> wire.JobPublic:
         return self._stored(job_id).model_copy(update={"approvals": list(self._t.approvals.get(job_id, ()))})
 
-    def _stored(self, job_id: int) -> JobPublic:
+    def _stored(self, job_id: int) -> wire.JobPublic:
         try:
             return self._t.jobs[job_id]
         except KeyError:
@@ -153,27 +142,27 @@ class _Jobs:
         self._stored(job_id)
         return list(self._t.job_parties[job_id])
 
-    def list_jobs(self, *, party: str | None = None, status: JobStatus | None = None) -> list[JobPublic]:
+    def list_jobs(self, *, party: str | None = None, status: wire.JobStatus | None = None) -> list[wire.JobPublic]:
         return [
             self.get_job(jid)
             for jid, job in sorted(self._t.jobs.items())
             if (party is None or party in self._t.job_parties[jid]) and (status is None or job.status == status)
         ]
 
-    def add_approval(self, job_id: int, approval: ApprovalPublic) -> None:
+    def add_approval(self, job_id: int, approval: wire.ApprovalPublic) -> None:
         self._stored(job_id)
         existing = self._t.approvals.get(job_id, ())
         if any(a.approver == approval.approver for a in existing):
             raise Conflict(f"job {job_id} is already approved by {approval.approver}", field="body.approver")
         self._t.approvals[job_id] = (*existing, approval)
 
-    def record_result(self, job_id: int, party: str, report: JobResultReport, now: datetime) -> None:
+    def record_result(self, job_id: int, party: str, report: wire.JobResultReport, now: datetime) -> None:
         self._stored(job_id)
         if (job_id, party) in self._t.results:
             raise Conflict(f"party {party!r} already reported a result for job {job_id}")
         self._t.results[(job_id, party)] = report
 
-    def results(self, job_id: int) -> dict[str, JobResultReport]:
+    def results(self, job_id: int) -> dict[str, wire.JobResultReport]:
         return {p: r for (jid, p), r in sorted(self._t.results.items()) if jid == job_id}
 
     def clear_results(self, job_id: int) -> None:
@@ -193,14 +182,10 @@ class _Budgets:
 
     def charge(self, charge: BudgetCharge, limit: float) -> float:
         existing = self._t.budget.get(charge.job_id)
-        if existing is not None and existing.refunded_at is None:
-            raise Conflict(f"job {charge.job_id} was already charged against its epsilon budget")
-        spent = self.spent().get(charge.pair, 0.0)
-        if over_budget(spent, charge.epsilon, limit):
-            raise BudgetExceeded(f"dataset pair {charge.pair} has spent {spent:g} of {limit:g}", spent=spent,
-                                 limit=limit)
+        total = charged_total(charge, self.spent().get(charge.pair, 0.0), limit,
+                              outstanding=existing is not None and existing.refunded_at is None)
         self._t.budget[charge.job_id] = charge
-        return round(spent + charge.epsilon, BUDGET_DIGITS)
+        return total
 
     def refund(self, job_id: int, now: datetime) -> BudgetCharge | None:
         charge = self._t.budget.get(job_id)
@@ -237,16 +222,8 @@ class _Audit:
         return self._t.audit[start : start + max(limit, 0)]
 
 
-@dataclass
-class _Tx:
-    catalog: _Catalog
-    jobs: _Jobs
-    budgets: _Budgets
-    audit: _Audit
-
-    @classmethod
-    def over(cls, t: _Tables) -> _Tx:
-        return cls(_Catalog(t), _Jobs(t), _Budgets(t), _Audit(t))
+def _transaction(t: _Tables) -> TransactionStores:
+    return TransactionStores(_Catalog(t), _Jobs(t), _Budgets(t), _Audit(t))
 
 
 class MemoryStore:
@@ -257,18 +234,18 @@ class MemoryStore:
         self._lock = threading.RLock()
 
     @contextmanager
-    def write(self) -> Iterator[_Tx]:
+    def write(self) -> Iterator[TransactionStores]:
         """Serialised read-write transaction; restores the snapshot if the block raises."""
         with self._lock:
             working = self._tables.snapshot()
-            yield _Tx.over(working)
+            yield _transaction(working)
             self._tables = working
 
     @contextmanager
-    def read(self) -> Iterator[_Tx]:
+    def read(self) -> Iterator[TransactionStores]:
         """Consistent read-only view."""
         with self._lock:
-            yield _Tx.over(self._tables)
+            yield _transaction(self._tables)
 
     def close(self) -> None:
         """Nothing to release."""

@@ -20,7 +20,6 @@ import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from sqlalchemy import Engine, create_engine, delete, event, inspect, text
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, SQLModel, col, func, select
 
-from coordinator.errors import BudgetExceeded, Conflict, NotFound
+from coordinator.errors import Conflict, NotFound
 from coordinator.models import (
     TABLES,
     ApprovalRow,
@@ -43,30 +42,18 @@ from coordinator.models import (
     UserRow,
     utc,
 )
+from coordinator.policy import BUDGET_DIGITS
 from coordinator.store._interface import (
-    BUDGET_DIGITS,
     MAX_DB_INT,
     BudgetCharge,
     JobUpdate,
-    over_budget,
+    TransactionStores,
+    charged_total,
     token_expiry,
 )
 from protocols.crypto.hashchain import ChainRecord, next_record
+from protocols.wire import control as wire
 from protocols.wire.canonical import canonical_json
-from protocols.wire.control import (
-    ApprovalPublic,
-    DatasetPublic,
-    DatasetRegister,
-    Decision,
-    JobCreate,
-    JobPublic,
-    JobResultReport,
-    JobStatus,
-    PartyCreate,
-    PartyPublic,
-    UserCreate,
-    UserPublic,
-)
 
 __all__ = ["SqlStore", "init_schema", "make_engine"]
 
@@ -150,36 +137,38 @@ def _valid_id(value: int) -> bool:
     return 1 <= value <= MAX_DB_INT
 
 
-def _party_public(row: PartyRow) -> PartyPublic:
-    return PartyPublic.model_validate({**row.model_dump(exclude={"updated_at"}), "created_at": utc(row.created_at)})
+def _party_public(row: PartyRow) -> wire.PartyPublic:
+    return wire.PartyPublic.model_validate({**row.model_dump(exclude={"updated_at"}),
+                                            "created_at": utc(row.created_at)})
 
 
-def _user_public(row: UserRow) -> UserPublic:
+def _user_public(row: UserRow) -> wire.UserPublic:
     expires = utc(row.expires_at) if row.expires_at else None
-    return UserPublic.model_validate({**row.model_dump(exclude={"token_hash"}), "created_at": utc(row.created_at),
-                                      "expires_at": expires})
+    return wire.UserPublic.model_validate({**row.model_dump(exclude={"token_hash"}), "created_at": utc(row.created_at),
+                                           "expires_at": expires})
 
 
-def _dataset_public(row: DatasetRow) -> DatasetPublic:
-    return DatasetPublic.model_validate({**row.model_dump(exclude={"updated_at"}), "created_at": utc(row.created_at)})
+def _dataset_public(row: DatasetRow) -> wire.DatasetPublic:
+    return wire.DatasetPublic.model_validate({**row.model_dump(exclude={"updated_at"}),
+                                              "created_at": utc(row.created_at)})
 
 
-def _approval_public(row: ApprovalRow) -> ApprovalPublic:
-    return ApprovalPublic.model_validate({**row.model_dump(), "created_at": utc(row.created_at)})
+def _approval_public(row: ApprovalRow) -> wire.ApprovalPublic:
+    return wire.ApprovalPublic.model_validate({**row.model_dump(), "created_at": utc(row.created_at)})
 
 
-def _job_public(row: JobRow, approvals: list[ApprovalRow]) -> JobPublic:
+def _job_public(row: JobRow, approvals: list[ApprovalRow]) -> wire.JobPublic:
     data = row.model_dump()
     data.update(created_at=utc(row.created_at), updated_at=utc(row.updated_at),
                 approvals=[_approval_public(a) for a in approvals])
-    return JobPublic.model_validate(data)
+    return wire.JobPublic.model_validate(data)
 
 
 class _Catalog:
     def __init__(self, session: Session) -> None:
         self._s = session
 
-    def upsert_party(self, party: PartyCreate, now: datetime) -> tuple[PartyPublic, bool]:
+    def upsert_party(self, party: wire.PartyCreate, now: datetime) -> tuple[wire.PartyPublic, bool]:
         row = self._s.exec(select(PartyRow).where(PartyRow.name == party.name)).first()
         created = row is None
         values = {**party.model_dump(mode="json"), "updated_at": now}
@@ -190,16 +179,16 @@ class _Catalog:
         self._s.flush()
         return _party_public(row), created
 
-    def get_party(self, name: str) -> PartyPublic:
+    def get_party(self, name: str) -> wire.PartyPublic:
         row = self._s.exec(select(PartyRow).where(PartyRow.name == name)).first()
         if row is None:
             raise NotFound(f"party {name!r} is not registered")
         return _party_public(row)
 
-    def list_parties(self) -> list[PartyPublic]:
+    def list_parties(self) -> list[wire.PartyPublic]:
         return [_party_public(r) for r in self._s.exec(select(PartyRow).order_by(col(PartyRow.id)))]
 
-    def create_user(self, user: UserCreate, token_hash: str, now: datetime) -> UserPublic:
+    def create_user(self, user: wire.UserCreate, token_hash: str, now: datetime) -> wire.UserPublic:
         if self._s.exec(select(UserRow.id).where(UserRow.name == user.name)).first() is not None:
             raise Conflict(f"user {user.name!r} already exists", field="body.name")
         row = UserRow(**user.model_dump(mode="json", exclude={"expires_in_days"}), token_hash=token_hash,
@@ -208,25 +197,25 @@ class _Catalog:
         self._s.flush()
         return _user_public(row)
 
-    def get_user(self, name: str) -> UserPublic:
+    def get_user(self, name: str) -> wire.UserPublic:
         row = self._s.exec(select(UserRow).where(UserRow.name == name)).first()
         if row is None:
             raise NotFound(f"user {name!r} does not exist")
         return _user_public(row)
 
-    def user_by_token_hash(self, token_hash: str) -> UserPublic | None:
+    def user_by_token_hash(self, token_hash: str) -> wire.UserPublic | None:
         row = self._s.exec(select(UserRow).where(UserRow.token_hash == token_hash)).first()
         return _user_public(row) if row else None
 
-    def list_users(self, party: str | None = None) -> list[UserPublic]:
+    def list_users(self, party: str | None = None) -> list[wire.UserPublic]:
         query = select(UserRow).order_by(col(UserRow.id))
         if party is not None:
             query = query.where(UserRow.party == party)
         return [_user_public(r) for r in self._s.exec(query)]
 
     def upsert_dataset(
-        self, party: str, dataset: DatasetRegister, schema_digest: str, now: datetime
-    ) -> tuple[DatasetPublic, bool]:
+        self, party: str, dataset: wire.DatasetRegister, schema_digest: str, now: datetime
+    ) -> tuple[wire.DatasetPublic, bool]:
         query = select(DatasetRow).where(DatasetRow.party == party, DatasetRow.name == dataset.name)
         row = self._s.exec(query).first()
         created = row is None
@@ -237,13 +226,13 @@ class _Catalog:
         self._s.flush()
         return _dataset_public(row), created
 
-    def get_dataset(self, dataset_id: int) -> DatasetPublic:
+    def get_dataset(self, dataset_id: int) -> wire.DatasetPublic:
         row = self._s.get(DatasetRow, dataset_id) if _valid_id(dataset_id) else None
         if row is None:
             raise NotFound(f"dataset {dataset_id} does not exist")
         return _dataset_public(row)
 
-    def list_datasets(self, party: str | None = None) -> list[DatasetPublic]:
+    def list_datasets(self, party: str | None = None) -> list[wire.DatasetPublic]:
         query = select(DatasetRow).order_by(col(DatasetRow.id))
         if party is not None:
             query = query.where(DatasetRow.party == party)
@@ -255,10 +244,10 @@ class _Jobs:
         self._s = session
 
     def create_job(
-        self, job: JobCreate, *, created_by: str, parties: list[str], decision: Decision, now: datetime
-    ) -> JobPublic:
+        self, job: wire.JobCreate, *, created_by: str, parties: list[str], decision: wire.Decision, now: datetime
+    ) -> wire.JobPublic:
         spec = job.model_dump(mode="json")
-        row = JobRow(**spec, status=JobStatus.DRAFT.value, policy_version=decision.policy_version,
+        row = JobRow(**spec, status=wire.JobStatus.DRAFT.value, policy_version=decision.policy_version,
                      decision=decision.model_dump(mode="json"), required_approvals=[], outputs={},
                      created_by=created_by, created_at=now, updated_at=now)
         self._s.add(row)
@@ -281,14 +270,14 @@ class _Jobs:
             grouped[a.job_id].append(a)
         return grouped
 
-    def update_job(self, job_id: int, update: JobUpdate, now: datetime) -> JobPublic:
+    def update_job(self, job_id: int, update: JobUpdate, now: datetime) -> wire.JobPublic:
         row = self._row(job_id)
         row.sqlmodel_update({**update.changes(), "updated_at": now})
         self._s.add(row)
         self._s.flush()
         return self.get_job(job_id)
 
-    def get_job(self, job_id: int) -> JobPublic:
+    def get_job(self, job_id: int) -> wire.JobPublic:
         row = self._row(job_id)
         return _job_public(row, self._approvals([job_id])[job_id])
 
@@ -297,7 +286,7 @@ class _Jobs:
         query = select(JobPartyRow.party).where(JobPartyRow.job_id == job_id).order_by(col(JobPartyRow.party))
         return list(self._s.exec(query))
 
-    def list_jobs(self, *, party: str | None = None, status: JobStatus | None = None) -> list[JobPublic]:
+    def list_jobs(self, *, party: str | None = None, status: wire.JobStatus | None = None) -> list[wire.JobPublic]:
         query = select(JobRow).order_by(col(JobRow.id))
         if party is not None:
             query = query.join(JobPartyRow, col(JobPartyRow.job_id) == col(JobRow.id)).where(JobPartyRow.party == party)
@@ -307,7 +296,7 @@ class _Jobs:
         approvals = self._approvals([r.id for r in rows if r.id is not None])
         return [_job_public(r, approvals[r.id]) for r in rows if r.id is not None]
 
-    def add_approval(self, job_id: int, approval: ApprovalPublic) -> None:
+    def add_approval(self, job_id: int, approval: wire.ApprovalPublic) -> None:
         self._row(job_id)
         query = select(ApprovalRow.id).where(ApprovalRow.job_id == job_id, ApprovalRow.approver == approval.approver)
         if self._s.exec(query).first() is not None:
@@ -315,7 +304,7 @@ class _Jobs:
         self._s.add(ApprovalRow(job_id=job_id, **approval.model_dump()))
         self._s.flush()
 
-    def record_result(self, job_id: int, party: str, report: JobResultReport, now: datetime) -> None:
+    def record_result(self, job_id: int, party: str, report: wire.JobResultReport, now: datetime) -> None:
         self._row(job_id)
         query = select(JobResultRow.id).where(JobResultRow.job_id == job_id, JobResultRow.party == party)
         if self._s.exec(query).first() is not None:
@@ -323,9 +312,9 @@ class _Jobs:
         self._s.add(JobResultRow(job_id=job_id, party=party, report=report.model_dump(mode="json"), created_at=now))
         self._s.flush()
 
-    def results(self, job_id: int) -> dict[str, JobResultReport]:
+    def results(self, job_id: int) -> dict[str, wire.JobResultReport]:
         query = select(JobResultRow).where(JobResultRow.job_id == job_id).order_by(col(JobResultRow.party))
-        return {r.party: JobResultReport.model_validate(r.report) for r in self._s.exec(query)}
+        return {r.party: wire.JobResultReport.model_validate(r.report) for r in self._s.exec(query)}
 
     def clear_results(self, job_id: int) -> None:
         self._row(job_id)
@@ -358,17 +347,13 @@ class _Budgets:
         if self._s.get_bind().dialect.name == "postgresql":
             self._s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": BUDGET_LOCK_KEY})
         existing = self._s.exec(select(BudgetChargeRow).where(BudgetChargeRow.job_id == charge.job_id)).first()
-        if existing is not None and existing.refunded_at is None:
-            raise Conflict(f"job {charge.job_id} was already charged against its epsilon budget")
-        spent = self._pair_spent(charge.pair)
-        if over_budget(spent, charge.epsilon, limit):
-            raise BudgetExceeded(f"dataset pair {charge.pair} has spent {spent:g} of {limit:g}", spent=spent,
-                                 limit=limit)
+        total = charged_total(charge, self._pair_spent(charge.pair), limit,
+                              outstanding=existing is not None and existing.refunded_at is None)
         row = existing if existing is not None else BudgetChargeRow(**charge.model_dump())
         row.sqlmodel_update(charge.model_dump())
         self._s.add(row)
         self._s.flush()
-        return round(spent + charge.epsilon, BUDGET_DIGITS)
+        return total
 
     def refund(self, job_id: int, now: datetime) -> BudgetCharge | None:
         query = select(BudgetChargeRow).where(BudgetChargeRow.job_id == job_id,
@@ -419,16 +404,8 @@ class _Audit:
         return [_record(r) for r in self._s.exec(query)]
 
 
-@dataclass
-class _Tx:
-    catalog: _Catalog
-    jobs: _Jobs
-    budgets: _Budgets
-    audit: _Audit
-
-    @classmethod
-    def over(cls, session: Session) -> _Tx:
-        return cls(_Catalog(session), _Jobs(session), _Budgets(session), _Audit(session))
+def _transaction(session: Session) -> TransactionStores:
+    return TransactionStores(_Catalog(session), _Jobs(session), _Budgets(session), _Audit(session))
 
 
 class SqlStore:
@@ -447,17 +424,17 @@ class SqlStore:
         return cls(engine)
 
     @contextmanager
-    def write(self) -> Iterator[_Tx]:
+    def write(self) -> Iterator[TransactionStores]:
         """One database transaction; commits on normal exit, rolls back if the block raises."""
         with self._lock or nullcontext(), Session(self.engine, expire_on_commit=False) as session:
             with session.begin():
-                yield _Tx.over(session)
+                yield _transaction(session)
 
     @contextmanager
-    def read(self) -> Iterator[_Tx]:
+    def read(self) -> Iterator[TransactionStores]:
         """A read transaction that does not take the writer lock."""
         with Session(self._reader, expire_on_commit=False) as session, session.begin():
-            yield _Tx.over(session)
+            yield _transaction(session)
 
     def close(self) -> None:
         """Dispose of the connection pool."""

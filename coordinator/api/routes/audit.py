@@ -18,7 +18,7 @@ from protocols.wire.control import AuditEventPublic
 router = APIRouter(prefix="/audit", tags=["audit"])
 
 
-@router.get("/events", response_model=list[AuditEventPublic])
+@router.get("/events")
 def audit_events(
     ctx: ContextDep, _: Annotated[Principal, Depends(required("audit_events"))],
     after_seq: Annotated[int, Query(ge=-1, le=MAX_DB_INT)] = -1,
@@ -37,13 +37,13 @@ def audit_export(ctx: ContextDep, actor: Annotated[Principal, Depends(required("
                              headers={"Content-Disposition": 'attachment; filename="audit.jsonl"'})
 
 
-@router.get("/head", response_model=SignedHeadPublic)
+@router.get("/head")
 def audit_head(ctx: ContextDep, _: Annotated[Principal, Depends(required("audit_head"))]) -> SignedHeadPublic:
     """The current head, signed now."""
     return SignedHeadPublic(**audit_log.signed_head(ctx).to_dict())
 
 
-@router.get("/public-key", response_model=PublicKey)
+@router.get("/public-key")
 def audit_public_key(ctx: ContextDep) -> PublicKey:
     """The coordinator's Ed25519 public key (no authentication)."""
     return PublicKey(public_key=ctx.audit_key.public_hex)

@@ -15,7 +15,7 @@ from coordinator.budgets import BudgetsPublic
 router = APIRouter()
 
 
-@router.get("/budgets", response_model=BudgetsPublic, tags=["budgets"])
+@router.get("/budgets", tags=["budgets"])
 def list_budgets(ctx: ContextDep, actor: Annotated[Principal, Depends(required("list_budgets"))]) -> BudgetsPublic:
     """ε spent and remaining per dataset pair (an auditor sees all pairs, an admin those of their party)."""
     return budgets.list_budgets(ctx, actor)

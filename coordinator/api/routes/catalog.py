@@ -26,7 +26,7 @@ DatasetId = Annotated[int, Path(ge=1, le=MAX_DB_INT)]
 PartyName = Annotated[str, Path(min_length=1, max_length=63)]
 
 
-@router.post("/users", status_code=status.HTTP_201_CREATED, response_model=UserCreated, tags=["users"])
+@router.post("/users", status_code=status.HTTP_201_CREATED, tags=["users"])
 def create_user(
     body: UserCreate, ctx: ContextDep, actor: Annotated[Principal, Depends(required("create_user"))]
 ) -> UserCreated:
@@ -34,14 +34,13 @@ def create_user(
     return accounts.create_user(ctx, actor, body)
 
 
-@router.get("/users/me", response_model=UserPublic, tags=["users"])
+@router.get("/users/me", tags=["users"])
 def read_me(ctx: ContextDep, actor: Annotated[Principal, Depends(required("read_me"))]) -> UserPublic:
     """The calling user."""
-    with ctx.store.read() as tx:
-        return tx.catalog.get_user(actor.name)
+    return registry.read_catalog(ctx, lambda catalog: catalog.get_user(actor.name))
 
 
-@router.post("/parties", response_model=PartyPublic, tags=["parties"])
+@router.post("/parties", tags=["parties"])
 def register_party(
     body: PartyCreate, ctx: ContextDep, actor: Annotated[Principal, Depends(required("register_party"))]
 ) -> PartyPublic:
@@ -49,13 +48,13 @@ def register_party(
     return registry.register_party(ctx, actor, body)
 
 
-@router.get("/parties", response_model=list[PartyPublic], tags=["parties"])
+@router.get("/parties", tags=["parties"])
 def list_parties(ctx: ContextDep, _: Annotated[Principal, Depends(required("list_parties"))]) -> list[PartyPublic]:
     """All parties."""
     return registry.list_parties(ctx)
 
 
-@router.get("/parties/{name}", response_model=PartyPublic, tags=["parties"])
+@router.get("/parties/{name}", tags=["parties"])
 def get_party(
     name: PartyName, ctx: ContextDep, _: Annotated[Principal, Depends(required("get_party"))]
 ) -> PartyPublic:
@@ -63,7 +62,7 @@ def get_party(
     return registry.get_party(ctx, name)
 
 
-@router.post("/datasets", response_model=DatasetPublic, tags=["datasets"])
+@router.post("/datasets", tags=["datasets"])
 def register_dataset(
     body: DatasetRegister, ctx: ContextDep, actor: Annotated[Principal, Depends(required("register_dataset"))]
 ) -> DatasetPublic:
@@ -71,7 +70,7 @@ def register_dataset(
     return registry.register_dataset(ctx, actor, body)
 
 
-@router.get("/datasets", response_model=list[DatasetPublic], tags=["datasets"])
+@router.get("/datasets", tags=["datasets"])
 def list_datasets(
     ctx: ContextDep, _: Annotated[Principal, Depends(required("list_datasets"))]
 ) -> list[DatasetPublic]:
@@ -79,7 +78,7 @@ def list_datasets(
     return registry.list_datasets(ctx)
 
 
-@router.get("/datasets/{dataset_id}", response_model=DatasetPublic, tags=["datasets"])
+@router.get("/datasets/{dataset_id}", tags=["datasets"])
 def get_dataset(
     dataset_id: DatasetId, ctx: ContextDep, _: Annotated[Principal, Depends(required("get_dataset"))]
 ) -> DatasetPublic:

@@ -11,95 +11,87 @@ from coordinator.accounts import Principal
 from coordinator.api.access import required
 from coordinator.api.deps import ContextDep
 from coordinator.store import MAX_DB_INT
-from protocols.wire.control import (
-    ApprovalCreate,
-    JobCreate,
-    JobProgress,
-    JobPublic,
-    JobResultReport,
-    JobRetry,
-    JobStatus,
-)
+from protocols.wire import control as wire
 
 router = APIRouter()
 JobId = Annotated[int, Path(ge=1, le=MAX_DB_INT)]
 
 
-@router.post("/jobs", status_code=status.HTTP_201_CREATED, response_model=JobPublic, tags=["jobs"])
+@router.post("/jobs", status_code=status.HTTP_201_CREATED, tags=["jobs"])
 def submit_job(
-    body: JobCreate, ctx: ContextDep, actor: Annotated[Principal, Depends(required("submit_job"))]
-) -> JobPublic:
+    body: wire.JobCreate, ctx: ContextDep, actor: Annotated[Principal, Depends(required("submit_job"))]
+) -> wire.JobPublic:
     """Submit a job; it is evaluated by policy at once (``rejected`` or ``pending_approval``)."""
     return jobs.submit(ctx, actor, body)
 
 
-@router.get("/jobs", response_model=list[JobPublic], tags=["jobs"])
-def list_jobs(ctx: ContextDep, actor: Annotated[Principal, Depends(required("list_jobs"))]) -> list[JobPublic]:
+@router.get("/jobs", tags=["jobs"])
+def list_jobs(ctx: ContextDep, actor: Annotated[Principal, Depends(required("list_jobs"))]) -> list[wire.JobPublic]:
     """Jobs the caller may see."""
     return jobs.list_jobs(ctx, actor)
 
 
-@router.get("/jobs/{job_id}", response_model=JobPublic, tags=["jobs"])
+@router.get("/jobs/{job_id}", tags=["jobs"])
 def get_job(
     job_id: JobId, ctx: ContextDep, actor: Annotated[Principal, Depends(required("get_job"))]
-) -> JobPublic:
+) -> wire.JobPublic:
     """One job."""
     return jobs.get_job(ctx, actor, job_id)
 
 
-@router.post("/jobs/{job_id}/approvals", response_model=JobPublic, tags=["jobs"])
+@router.post("/jobs/{job_id}/approvals", tags=["jobs"])
 def approve_job(
-    job_id: JobId, body: ApprovalCreate, ctx: ContextDep,
+    job_id: JobId, body: wire.ApprovalCreate, ctx: ContextDep,
     actor: Annotated[Principal, Depends(required("approve_job"))],
-) -> JobPublic:
+) -> wire.JobPublic:
     """Add a signed approval over the job digest."""
     return jobs.approve(ctx, actor, job_id, body)
 
 
-@router.post("/jobs/{job_id}/cancel", response_model=JobPublic, tags=["jobs"])
+@router.post("/jobs/{job_id}/cancel", tags=["jobs"])
 def cancel_job(
     job_id: JobId, ctx: ContextDep, actor: Annotated[Principal, Depends(required("cancel_job"))]
-) -> JobPublic:
+) -> wire.JobPublic:
     """Cancel a job that is not final."""
     return jobs.cancel(ctx, actor, job_id)
 
 
-@router.post("/jobs/{job_id}/retry", response_model=JobPublic, tags=["jobs"])
+@router.post("/jobs/{job_id}/retry", tags=["jobs"])
 def retry_job(
     job_id: JobId, ctx: ContextDep, actor: Annotated[Principal, Depends(required("retry_job"))],
-    body: JobRetry | None = None,
-) -> JobPublic:
+    body: wire.JobRetry | None = None,
+) -> wire.JobPublic:
     """Run a failed job again as a new attempt, under the current policy.
 
     ``approved`` at once if its approvals still cover its digest (terms and policy version), else
     ``pending_approval``; 409 with the denying rules if the policy now denies it (it stays ``failed``).
     A training job resumes from the nodes' checkpoints.
     """
-    return jobs.retry(ctx, actor, job_id, body or JobRetry())
+    return jobs.retry(ctx, actor, job_id, body or wire.JobRetry())
 
 
-@router.get("/nodes/jobs", response_model=list[JobPublic], tags=["nodes"])
+@router.get("/nodes/jobs", tags=["nodes"])
 def node_jobs(
     ctx: ContextDep, actor: Annotated[Principal, Depends(required("node_jobs"))],
-    job_status: Annotated[JobStatus, Query(alias="status")] = JobStatus.APPROVED,
-) -> list[JobPublic]:
+    job_status: Annotated[wire.JobStatus, Query(alias="status")] = wire.JobStatus.APPROVED,
+) -> list[wire.JobPublic]:
     """Jobs involving the caller's party in the given status (default ``approved``)."""
     return jobs.node_jobs(ctx, actor, job_status)
 
 
-@router.post("/jobs/{job_id}/progress", response_model=JobPublic, tags=["nodes"])
+@router.post("/jobs/{job_id}/progress", tags=["nodes"])
 def report_progress(
-    job_id: JobId, body: JobProgress, ctx: ContextDep,
+    job_id: JobId, body: wire.JobProgress, ctx: ContextDep,
     actor: Annotated[Principal, Depends(required("report_progress"))],
-) -> JobPublic:
+) -> wire.JobPublic:
     """A node's progress report."""
     return jobs.report_progress(ctx, actor, job_id, body)
 
 
-@router.post("/jobs/{job_id}/result", response_model=JobPublic, tags=["nodes"])
+@router.post("/jobs/{job_id}/result", tags=["nodes"])
 def report_result(
-    job_id: JobId, body: JobResultReport, ctx: ContextDep,
+    job_id: JobId, body: wire.JobResultReport, ctx: ContextDep,
     actor: Annotated[Principal, Depends(required("report_result"))],
-) -> JobPublic:
+) -> wire.JobPublic:
     """A node's final report for its party."""
     return jobs.report_result(ctx, actor, job_id, body)
