@@ -9,15 +9,14 @@ from __future__ import annotations
 
 from bank_node.settings import BankSettings
 from node.cli import build_cli
-from node.jobs.psi import receiver_handlers
+from node.jobs.psi import PsiReceiver
 from node.jobs.psi.cli import add_psi_commands
 from node.jobs.scoring.api import bank_scoring_service
-from node.jobs.scoring.jobs import bank_score_handlers
+from node.jobs.scoring.jobs import BankBatchScoring
 from node.jobs.training import TrainingService
 
 __all__ = ["main"]
 
 _training = TrainingService()
-main = build_cli(BankSettings, "bank",
-                 handlers={**receiver_handlers(), **bank_score_handlers(), **_training.handlers()},
+main = build_cli(BankSettings, "bank", families=[PsiReceiver(), BankBatchScoring(), _training],
                  extensions=[add_psi_commands], services=[bank_scoring_service, _training.serve])

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from node.adapters import open_source, redact_uri
 from node.approval import job_terms_of, recompute_digest, sign_approval
 from node.governance import describe, load_governance
-from node.runner import JobHandler
+from node.runner import JobFamily, JobHandler, family_handlers
 from node.runtime import NodeRuntime
 from node.settings import NodeSettings
 from protocols.wire.control import JobKind, JobRetry
@@ -210,6 +210,7 @@ def build_cli(
     settings_cls: type[NodeSettings],
     role: str,
     *,
+    families: Sequence[JobFamily] = (),
     handlers: Mapping[JobKind, JobHandler] | None = None,
     transport: httpx.BaseTransport | None = None,
     extensions: Sequence[Callable[[typer.Typer, type[NodeSettings]], None]] = (),
@@ -220,13 +221,14 @@ def build_cli(
     Args:
         settings_cls: the node's settings (its ``env_prefix`` names the environment variables).
         role: ``bank`` or ``telco``, for help texts.
-        handlers: protocol handlers per job kind, used by ``serve`` and ``run-once``.
+        families: the job families the node runs (``JobFamily``): their handlers serve ``serve`` and ``run-once``.
+        handlers: further protocol handlers per job kind (e.g. a test's stand-in).
         transport: httpx transport to the coordinator (tests inject ``httpx.MockTransport``).
         extensions: functions that add a role's extra commands (e.g. ``node.jobs.psi.cli.add_psi_commands``).
         services: long-running parts ``serve`` runs beside the job runner (see :data:`NodeService`).
     """
     prefix = str(settings_cls.model_config.get("env_prefix", ""))
-    cmd = _Commands(settings_cls, handlers or {}, transport, services)
+    cmd = _Commands(settings_cls, {**family_handlers(families), **(handlers or {})}, transport, services)
     app = typer.Typer(help=f"Tandem {role} node (settings from {prefix}* environment variables).",
                       no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
     ledger = typer.Typer(help="The egress ledger: every message this node sent.", no_args_is_help=True)

@@ -27,10 +27,10 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from node.adapters import DataSource, open_source
 from node.approval import ApprovalRefused, approver_id, verify_own_approval
@@ -42,13 +42,16 @@ from node.node_state import JobJournal, LocalDataset, LocalDatasets
 from node.peer import PeerClient, PeerInbox
 from node.settings import NodeSettings
 from protocols.wire.control import JobInput, JobKind, JobProgress, JobPublic, JobResultReport, JobStatus
-from protocols.wire.errors import ProtocolError
+from protocols.wire.errors import ConfigError, ProtocolError
 
-__all__ = ["FINAL_STATES", "JobContext", "JobHandler", "JobOutcome", "JobRunner"]
+__all__ = ["FINAL_STATES", "JobContext", "JobFamily", "JobHandler", "JobOutcome", "JobRunner", "family_handlers"]
 
 logger = logging.getLogger(__name__)
 
 FINAL_STATES = frozenset({"succeeded", "failed", "refused"})
+
+_ONE_INPUT = "job {job} has {count} inputs on this node; a job takes exactly one"
+"""``JobContext.own_input``'s default message (formatted with ``job`` and ``count``)."""
 
 
 @dataclass
@@ -86,6 +89,33 @@ class JobContext:
         """The job inputs whose datasets live on this node."""
         return [i for i in self.job.inputs if self.datasets.has(i.dataset_id)]
 
+    def own_input(self, *, refusal: str = _ONE_INPUT, error: type[ProtocolError] = ConfigError) -> JobInput:
+        """The one job input whose dataset lives on this node.
+
+        Args:
+            refusal: The error message when there is not exactly one, formatted with ``job`` (the job id)
+                and ``count`` (how many inputs live here).
+            error: The error type raised then.
+
+        Raises:
+            ProtocolError: ``error``, if the job has no input on this node, or more than one.
+        """
+        mine = self.own_inputs()
+        if len(mine) != 1:
+            raise error(refusal.format(job=self.job.id, count=len(mine)))
+        return mine[0]
+
+    def peer_party(self, *, error: type[ProtocolError] = ConfigError) -> str:
+        """The party of the job's one input that does not live on this node (asks the coordinator).
+
+        Raises:
+            ProtocolError: ``error``, if the job has no input of another party, or more than one.
+        """
+        others = [i for i in self.job.inputs if not self.datasets.has(i.dataset_id)]
+        if len(others) != 1:
+            raise error(f"job {self.job.id} must have exactly one input of the peer party")
+        return self.coordinator.dataset(others[0].dataset_id).party
+
     def peer(self, party: str) -> PeerClient:
         """A pinned mutual-TLS client to ``party`` (created once per job)."""
         if self.peer_factory is None:
@@ -102,6 +132,33 @@ class JobContext:
 
 
 JobHandler = Callable[[JobContext], dict[str, Any]]
+
+
+class JobFamily(Protocol):
+    """A family of jobs (PSI, scoring, training) as one node role runs them: a handler per job kind.
+
+    A node process makes each family once; its handlers share the family's state (e.g. the PSI
+    sender's registry, the running training jobs). ``build_cli(..., families=[...])`` registers them.
+    """
+
+    def handlers(self) -> dict[JobKind, JobHandler]:
+        """The family's handler per job kind."""
+        ...
+
+
+def family_handlers(families: Iterable[JobFamily]) -> dict[JobKind, JobHandler]:
+    """Every handler of ``families``, by job kind.
+
+    Raises:
+        ValueError: If two families handle the same job kind.
+    """
+    merged: dict[JobKind, JobHandler] = {}
+    for family in families:
+        for kind, handler in family.handlers().items():
+            if kind in merged:
+                raise ValueError(f"two job families handle {kind}")
+            merged[kind] = handler
+    return merged
 
 
 @dataclass(frozen=True)

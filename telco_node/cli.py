@@ -9,7 +9,7 @@ real-time ``score`` calls from the bank (``node.jobs.scoring``).
 from __future__ import annotations
 
 from node.cli import build_cli
-from node.jobs.psi import sender_handlers
+from node.jobs.psi import PsiSender
 from node.jobs.psi.cli import add_psi_commands
 from node.jobs.scoring.api import telco_scoring_service
 from node.jobs.scoring.jobs import TelcoBatchScoring
@@ -19,6 +19,5 @@ from telco_node.settings import TelcoSettings
 __all__ = ["main"]
 
 _training = TrainingService()
-main = build_cli(TelcoSettings, "telco",
-                 handlers={**sender_handlers(), **TelcoBatchScoring().handlers(), **_training.handlers()},
+main = build_cli(TelcoSettings, "telco", families=[PsiSender(), TelcoBatchScoring(), _training],
                  extensions=[add_psi_commands], services=[telco_scoring_service, _training.serve])

@@ -1,7 +1,7 @@
 """PSI jobs over the data plane: ``audience_overlap`` and ``recovery`` (issue 3, DESIGN.md §2-§4).
 
 The sans-I/O sessions live in :mod:`psi`; this package drives them between the two nodes. The bank
-runs :func:`receiver_handlers`, the telco :func:`sender_handlers`; both jobs' module docstrings
+runs :class:`PsiReceiver`, the telco :class:`PsiSender` (``node.runner.JobFamily``); both jobs' module docstrings
 (:mod:`~node.jobs.psi.audience_overlap`, :mod:`~node.jobs.psi.recovery`) state the rounds
 and what each party learns. :mod:`~node.jobs.psi.local` runs both roles in one process over
 the same drivers and messages (``tandem-bank psi-local``).
@@ -15,7 +15,7 @@ timeout), ``tables`` (labeled tables per key epoch), ``outreach`` (relay outbox)
 from ._link import CLOSE_CHANNEL, FrameTransport, LocalFrameTransport, PeerFrameTransport, PsiJobError, SessionLink
 from ._rows import KeyColumn, PartyRows, party_rows
 from ._sender import EvaluationMeter, Patience, SenderJob, SenderRegistry
-from .handlers import SenderService, receiver_handlers, sender_handlers
+from .handlers import PsiReceiver, PsiSender, receiver_handlers, sender_handlers
 from .outreach import OutboxChannel, OutreachChannel, mask_msisdn
 from .results import list_results
 from .tables import TableStore
@@ -32,9 +32,10 @@ __all__ = [
     "Patience",
     "PeerFrameTransport",
     "PsiJobError",
+    "PsiReceiver",
+    "PsiSender",
     "SenderJob",
     "SenderRegistry",
-    "SenderService",
     "SessionLink",
     "TableStore",
     "list_results",

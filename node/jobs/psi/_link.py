@@ -23,7 +23,7 @@ from node.peer import PeerClient, PeerError
 from protocols.wire.control import KeyType
 from protocols.wire.errors import ProtocolError
 from protocols.wire.psi import PsiJobClose, PsiJobSummary, decode_frame, encode_frame
-from psi._session import Session
+from psi import Session
 
 __all__ = [
     "CLOSE_CHANNEL",

@@ -13,10 +13,13 @@ from protocols.wire.filters import parse_filter
 from ._link import PeerFrameTransport, SessionLink
 from ._rows import KeyColumn, PartyRows, party_rows
 
-__all__ = ["POLICY_K_MIN_CELL", "k_of", "key_columns", "link_to_peer", "load_rows", "own_input", "progress_of"]
+__all__ = ["ONE_INPUT", "POLICY_K_MIN_CELL", "k_of", "key_columns", "link_to_peer", "load_rows", "progress_of"]
 
 POLICY_K_MIN_CELL = 50
 """The policy's smallest releasable count (DESIGN.md §4, ``coordinator/policy.yaml`` ``k_min_cell``)."""
+
+ONE_INPUT = "job {job} has {count} inputs on this node; a PSI job takes exactly one"
+"""What a PSI job refuses when not exactly one of its inputs lives on this node (``JobContext.own_input``)."""
 
 
 def k_of(params: JobParams) -> int:
@@ -24,28 +27,9 @@ def k_of(params: JobParams) -> int:
     return max(POLICY_K_MIN_CELL, params.min_cell or 0)
 
 
-def own_input(ctx: JobContext) -> JobInput:
-    """The job input whose dataset lives on this node.
-
-    Raises:
-        ConfigError: If the job has no input on this node, or more than one.
-    """
-    mine = ctx.own_inputs()
-    if len(mine) != 1:
-        raise ConfigError(f"job {ctx.job.id} has {len(mine)} inputs on this node; a PSI job takes exactly one")
-    return mine[0]
-
-
-def _peer_party(ctx: JobContext) -> str:
-    others = [i for i in ctx.job.inputs if not ctx.datasets.has(i.dataset_id)]
-    if len(others) != 1:
-        raise ConfigError(f"job {ctx.job.id} must have exactly one input of the peer party")
-    return ctx.coordinator.dataset(others[0].dataset_id).party
-
-
 def link_to_peer(ctx: JobContext, *, ready_timeout: float = 600.0) -> SessionLink:
     """A session link to the peer's node over the mutual-TLS data plane."""
-    client = ctx.peer(_peer_party(ctx))
+    client = ctx.peer(ctx.peer_party())
     return SessionLink(PeerFrameTransport(client, ctx.job.id, ready_timeout=ready_timeout), str(ctx.job.id))
 
 

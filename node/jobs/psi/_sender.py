@@ -29,8 +29,7 @@ from protocols.wire.psi import (
     decode_frame,
     encode_frame,
 )
-from psi._errors import PsiRemoteError
-from psi._session import Session
+from psi import PsiRemoteError, Session
 
 from ._link import CLOSE_CHANNEL, PsiJobError, WireStats, session_channel
 

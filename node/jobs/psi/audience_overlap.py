@@ -44,14 +44,13 @@ from node.runner import JobContext
 from protocols.wire.control import JobParams, KeyType
 from protocols.wire.errors import ConfigError
 from protocols.wire.psi import OutputTo, PsiJobSummary
-from psi._batch import BatchMapper, serial_map
-from psi._session import RandomSource, Session
+from psi import BatchMapper, RandomSource, Session, serial_map
 from psi.cardinality import CardinalityReceiver, CardinalitySender
 from psi.ecdh import EcdhPsiReceiver, EcdhPsiSender
 from psi.identifiers import NormalisedColumn, normalise_column
 
 from ._link import SessionLink, drive, session_channel
-from ._node import k_of, link_to_peer, load_rows, own_input, progress_of
+from ._node import ONE_INPUT, k_of, link_to_peer, load_rows, progress_of
 from ._rows import PartyRows
 from ._sender import DEFAULT_PATIENCE, EvaluationMeter, Patience, SenderJob, SenderRegistry
 from .results import MATCHED_IDS_FILE, write_rows
@@ -169,7 +168,7 @@ def sender_outputs(job: SenderJob, rows: PartyRows, column: NormalisedColumn, te
 
 
 def _terms(ctx: JobContext) -> tuple[OverlapTerms, PartyRows]:
-    inp = own_input(ctx)
+    inp = ctx.own_input(refusal=ONE_INPUT)
     if len(inp.key_fields) != 1:
         raise ConfigError("audience_overlap matches on exactly one key field per input")
     rows = load_rows(ctx, inp)

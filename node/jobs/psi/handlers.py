@@ -1,10 +1,10 @@
-"""The PSI job handlers each node role registers with its job runner.
+"""The PSI job families each node role runs (``node.runner.JobFamily``).
 
-``receiver_handlers()`` is the bank's (PSI receiver, labeled-PSI receiver); ``sender_handlers()`` is
-the telco's (PSI sender, labeled-PSI tables per key epoch in ``<state>/psi``, relay outbox in
-``node.db``). A node process creates its handlers once: the sender's share one
+:class:`PsiReceiver` is the bank's (PSI receiver, labeled-PSI receiver); :class:`PsiSender` is the
+telco's (PSI sender, labeled-PSI tables per key epoch in ``<state>/psi``, relay outbox in
+``node.db``). A node process creates its families once: the sender's handlers share one
 :class:`~node.jobs.psi._sender.SenderRegistry`, which is the inbox handler of every ``psi.*``
-data-plane channel.
+data-plane channel. ``receiver_handlers()`` and ``sender_handlers()`` are their handlers in one call.
 """
 
 from __future__ import annotations
@@ -23,15 +23,18 @@ from .outreach import OutboxChannel
 from .recovery import bank_recovery, telco_recovery
 from .tables import TableStore
 
-__all__ = ["SenderService", "receiver_handlers", "sender_handlers"]
+__all__ = ["PsiReceiver", "PsiSender", "receiver_handlers", "sender_handlers"]
 
 
-def receiver_handlers() -> dict[JobKind, JobHandler]:
-    """The bank's handlers: it is the receiver of both PSI jobs."""
-    return {JobKind.AUDIENCE_OVERLAP: bank_overlap, JobKind.RECOVERY: bank_recovery}
+class PsiReceiver:
+    """The bank's PSI jobs: it is the receiver of both."""
+
+    def handlers(self) -> dict[JobKind, JobHandler]:
+        """The handler per job kind."""
+        return {JobKind.AUDIENCE_OVERLAP: bank_overlap, JobKind.RECOVERY: bank_recovery}
 
 
-class SenderService:
+class PsiSender:
     """The telco's PSI handlers, sharing one sender registry per node process.
 
     Args:
@@ -63,6 +66,11 @@ class SenderService:
         return {JobKind.AUDIENCE_OVERLAP: self.overlap, JobKind.RECOVERY: self.recovery}
 
 
+def receiver_handlers() -> dict[JobKind, JobHandler]:
+    """The bank's handlers: ``PsiReceiver().handlers()``."""
+    return PsiReceiver().handlers()
+
+
 def sender_handlers(*, patience: Patience = DEFAULT_PATIENCE) -> dict[JobKind, JobHandler]:
-    """The telco's handlers (one registry for the process)."""
-    return SenderService(patience=patience).handlers()
+    """The telco's handlers (one registry for the process): ``PsiSender(patience=...).handlers()``."""
+    return PsiSender(patience=patience).handlers()

@@ -53,9 +53,7 @@ from node.runner import JobContext
 from protocols.wire.control import JobParams, KeyType
 from protocols.wire.errors import ConfigError
 from protocols.wire.psi import OutputTo, PsiJobSummary
-from psi._batch import BatchMapper, serial_map
-from psi._errors import InvalidIdentifier
-from psi._session import RandomSource, Session
+from psi import BatchMapper, InvalidIdentifier, RandomSource, Session, serial_map
 from psi.ecdh import EcdhPsiReceiver, EcdhPsiSender
 from psi.engine import ProcessPoolMapper
 from psi.identifiers import normalise_column, normaliser
@@ -63,7 +61,7 @@ from psi.labeled import LabeledPsiReceiver, LabeledPsiSender
 from psi.multi_key import MultiKeyMatcher
 
 from ._link import SessionLink, drive, session_channel
-from ._node import link_to_peer, load_rows, own_input, progress_of
+from ._node import ONE_INPUT, link_to_peer, load_rows, progress_of
 from ._rows import PartyRows
 from ._sender import DEFAULT_PATIENCE, EvaluationMeter, Patience, SenderJob, SenderRegistry
 from .outreach import OutreachChannel
@@ -322,7 +320,7 @@ def bank_recovery(ctx: JobContext) -> dict[str, Any]:
     """``JobHandler`` of the bank (receiver)."""
     progress = progress_of(ctx, "recovery")
     progress("reading the lost-contact list", 0.0)
-    inp = own_input(ctx)
+    inp = ctx.own_input(refusal=ONE_INPUT)
     rows = load_rows(ctx, inp)
     terms = recovery_terms(str(ctx.job.id), _priority(rows), ctx.job.params)
     link = link_to_peer(ctx)
@@ -345,7 +343,7 @@ def telco_recovery(ctx: JobContext, registry: SenderRegistry, *, tables: TableSt
         registry.attach(ctx.inbox)
     progress = progress_of(ctx, "recovery")
     progress("reading subscribers", 0.0)
-    inp = own_input(ctx)
+    inp = ctx.own_input(refusal=ONE_INPUT)
     label = inp.output_fields[0] if inp.output_fields else None
     rows = load_rows(ctx, inp, label_field=label, want_label=KeyType.MOBILE)
     terms = recovery_terms(str(ctx.job.id), _priority(rows), ctx.job.params)

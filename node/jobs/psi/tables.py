@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from protocols.wire.control import KeyType
-from psi._batch import BatchMapper, serial_map
+from psi import BatchMapper, serial_map
 from psi.engine import load_table, save_table
 from psi.group import Scalar
 from psi.labeled import KDF_KEY, SenderTable, prepare_sender_table

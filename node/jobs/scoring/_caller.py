@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import httpx
 
-from node.keys import NodeKeys, tls_fingerprint
+from node.keys import NodeKeys
 from node.ledger import EgressLedger
-from node.peer import PEER_PREFIX, PeerError, PeerRefused, PinnedPeers, client_ssl_context
+from node.peer import PeerError, PinnedPeers, check_presented, pinned_http
 from protocols.wire.control import PartyPublic
 
 __all__ = ["PeerCaller"]
@@ -33,9 +33,7 @@ class PeerCaller:
     def __init__(self, peer: PartyPublic, keys: NodeKeys, pins: PinnedPeers, ledger: EgressLedger, *,
                  timeout: float = 10.0) -> None:
         self.peer, self._ledger = peer, ledger
-        pem = pins.ensure(peer)
-        self._http = httpx.Client(base_url=peer.node_url.rstrip("/") + PEER_PREFIX,
-                                  verify=client_ssl_context(keys, pem), timeout=timeout, trust_env=False)
+        self._http = pinned_http(peer, keys, pins, timeout=timeout)
 
     def call(self, name: str, body: bytes, *, kind: str) -> bytes:
         """Send ``body`` to the peer's call ``name`` and return its answer.
@@ -50,7 +48,7 @@ class PeerCaller:
                                        headers={"Content-Type": "application/octet-stream"})
         except httpx.TransportError as exc:
             raise PeerError(f"cannot call {self.peer.name}: {type(exc).__name__}") from exc
-        self._check_presented(response)
+        check_presented(response, self.peer)
         if response.is_error:
             try:
                 detail = response.json().get("detail", "")
@@ -59,13 +57,6 @@ class PeerCaller:
             raise PeerError(f"{self.peer.name} refused {name}: HTTP {response.status_code}: {detail}",
                             http_status=response.status_code)
         return response.content
-
-    def _check_presented(self, response: httpx.Response) -> None:
-        stream = response.extensions.get("network_stream")
-        ssl_object = stream.get_extra_info("ssl_object") if stream is not None else None
-        der = ssl_object.getpeercert(True) if ssl_object is not None else None
-        if der is not None and tls_fingerprint(der) != self.peer.tls_fingerprint:
-            raise PeerRefused(f"peer {self.peer.name} presented a certificate that is not the registered one")
 
     def close(self) -> None:
         """Close the connection pool."""

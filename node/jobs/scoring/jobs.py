@@ -43,13 +43,14 @@ from protocols.wire.errors import ConfigError, ProtocolError, RemoteProtocolErro
 from protocols.wire.scoring import ScoreBatchAck, ScoreBatchClose, ScoreReply, ScoreRequest
 from protocols.wire.training import LrPartialScores
 
-__all__ = ["CHUNK_ROWS", "MIN_ROWS_FOR_DECILES", "BatchPatience", "TelcoBatchScoring", "bank_score",
-           "bank_score_handlers"]
+__all__ = ["CHUNK_ROWS", "MIN_ROWS_FOR_DECILES", "BankBatchScoring", "BatchPatience", "TelcoBatchScoring",
+           "bank_score"]
 
 logger = logging.getLogger(__name__)
 
 CHUNK_ROWS = 20_000
 MIN_ROWS_FOR_DECILES = 50
+_ONE_INPUT = "score job needs exactly one input dataset of this node, found {count}"
 ROWS_CHANNEL, CLOSE_CHANNEL = "score.rows", "score.close"
 
 
@@ -74,11 +75,8 @@ def _model_card(ctx: JobContext, role: str) -> tuple[ModelStore, ModelCard]:
     return store, card
 
 
-def _own_input(ctx: JobContext) -> tuple[str, Governance]:
-    inputs = ctx.own_inputs()
-    if len(inputs) != 1:
-        raise ConfigError(f"score job needs exactly one input dataset of this node, found {len(inputs)}")
-    local = ctx.dataset(inputs[0].dataset_id)
+def _own_source(ctx: JobContext) -> tuple[str, Governance]:
+    local = ctx.dataset(ctx.own_input(refusal=_ONE_INPUT).dataset_id)
     return local.source_uri, load_governance(local.governance_path)
 
 
@@ -114,7 +112,7 @@ def bank_score(ctx: JobContext, *, chunk_rows: int = CHUNK_ROWS) -> dict[str, An
     """``JobHandler`` of the bank (active party) for ``score`` jobs."""
     ctx.progress("loading model", 0.0)
     store, card = _model_card(ctx, "active")
-    uri, governance = _own_input(ctx)
+    uri, governance = _own_source(ctx)
     check_schema(card, governance_columns(governance), where=f"dataset {governance.dataset}")
     peer_key = ctx.coordinator.party(card.peer_party).sealing_key
     scorer = BankScoring(store, ctx.keys, ctx.datasets, lambda _: peer_key, _no_caller).active_scorer(card)
@@ -173,9 +171,12 @@ def _fmt(score: float) -> str:
     return "" if np.isnan(score) else f"{score:.6f}"
 
 
-def bank_score_handlers() -> dict[JobKind, JobHandler]:
-    """The bank's batch scoring handler."""
-    return {JobKind.SCORE: bank_score}
+class BankBatchScoring:
+    """The bank's ``score`` job (``node.runner.JobFamily``)."""
+
+    def handlers(self) -> dict[JobKind, JobHandler]:
+        """The bank's batch scoring handler."""
+        return {JobKind.SCORE: bank_score}
 
 
 # --- telco ----------------------------------------------------------------------------------------
@@ -244,7 +245,7 @@ class TelcoBatchScoring:
         """``JobHandler`` of the telco (passive party) for ``score`` jobs."""
         ctx.progress("loading model and subscribers", 0.0)
         store, card = _model_card(ctx, "passive")
-        uri, governance = _own_input(ctx)
+        uri, governance = _own_source(ctx)
         rows = load_rows(uri, governance, card, customers=False)
         peer_key = ctx.coordinator.party(card.peer_party).sealing_key
         scorer = TelcoScoring(store, ctx.keys, ctx.datasets, lambda _: peer_key).build(card, rows)

@@ -60,6 +60,7 @@ logger = logging.getLogger(__name__)
 CHANNELS = (*PSI_CHANNELS.values(), "train.lr", "train.sb", "train.eval")
 _ALGORITHM = {JobKind.TRAIN_RISK: "lr", JobKind.TRAIN_PROPENSITY: "secureboost"}
 _ENDED = {JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.REJECTED}
+_ONE_INPUT = "job {job} has {count} inputs on this node; training takes exactly one"
 
 
 class TrainingNodeSettings(BaseSettings):
@@ -154,10 +155,10 @@ class TrainingService:
         if self.settings is None or self.flower_url is None:
             raise TrainingError("training jobs run only under `serve` (the Flower round endpoint is not up)")
         settings = self.settings
-        inp = _own_input(ctx)
+        inp = ctx.own_input(refusal=_ONE_INPUT, error=TrainingError)
         ctx.progress("train.load", 0.0)
         data = _read(ctx, inp)
-        peer_party = _peer_party(ctx)
+        peer_party = ctx.peer_party(error=TrainingError)
         active = inp.label_field is not None
         job = make_party_job(self._spec(ctx, inp, data, peer_party, settings), active=active)
         sender = None if active else AlignmentSender(ctx.job.id, data.key_type, data.keys)
@@ -336,20 +337,6 @@ def _wait_aligned(ctx: JobContext, sender: AlignmentSender, timeout: float) -> A
             if time.monotonic() >= deadline:
                 raise TrainingError(f"row alignment did not complete within {timeout:.0f} s") from None
             _check_still_running(ctx)
-
-
-def _own_input(ctx: JobContext) -> JobInput:
-    mine = ctx.own_inputs()
-    if len(mine) != 1:
-        raise TrainingError(f"job {ctx.job.id} has {len(mine)} inputs on this node; training takes exactly one")
-    return mine[0]
-
-
-def _peer_party(ctx: JobContext) -> str:
-    others = [i for i in ctx.job.inputs if not ctx.datasets.has(i.dataset_id)]
-    if len(others) != 1:
-        raise TrainingError(f"job {ctx.job.id} must have exactly one input of the peer party")
-    return ctx.coordinator.dataset(others[0].dataset_id).party
 
 
 def _read(ctx: JobContext, inp: JobInput) -> PartyData:

@@ -1,0 +1,32 @@
+"""What both ends of the data plane agree on: the URL prefix, channel names, chunk headers and errors."""
+
+from __future__ import annotations
+
+import re
+
+from protocols.wire.errors import ProtocolError
+
+PEER_PREFIX = "/peer/v1"
+CHANNEL_PATTERN = re.compile(r"^[a-z][a-z0-9_.\-]{0,62}$")
+H_KIND, H_CHUNK, H_CHUNKS, H_DIGEST = "X-Tandem-Kind", "X-Tandem-Chunk", "X-Tandem-Chunks", "X-Tandem-Digest"
+H_RESP_CHUNKS, H_RESP_DIGEST = "X-Tandem-Response-Chunks", "X-Tandem-Response-Digest"
+
+
+class PeerError(ProtocolError):
+    """A data-plane exchange failed (transport, refusal by the peer, or a bad answer).
+
+    ``http_status`` is the peer's HTTP status when it refused (``None`` for transport failures), so a
+    protocol driver can tell "not ready yet" (409, 503) from "refused" (4xx) from "gone" (``None``).
+    """
+
+    status_hint = 502
+
+    def __init__(self, message: str, *, http_status: int | None = None) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+
+
+class PeerRefused(PeerError):
+    """A peer's certificate does not match the registry; nothing was sent."""
+
+    status_hint = 403
