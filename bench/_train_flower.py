@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from _proc_meter import ProcessTreeMeter, cpu_delta
 
-from demo import run as demo
+from demo import steps as demo
 from demo.processes import ProcessGroup
 from node.jobs.training.alignment import split_rows
 from node.ledger import EgressLedger
@@ -105,11 +105,11 @@ def _write(frame: pd.DataFrame, keys: dict[int, str], path: Path) -> None:
 
 
 def _federation(state: Path, group: ProcessGroup, key_bits: int) -> demo.Federation:
-    training, node_training = demo._training_env(state, key_bits if key_bits < 2048 else None)
-    coord_url, bootstrap = demo._start_coordinator(state, group, training)
+    training, node_training = demo.training_env(state, key_bits if key_bits < 2048 else None)
+    coord_url, bootstrap = demo.start_coordinator(state, group, training)
     auditor = SigningKey.generate()
-    tokens = demo._create_users(coord_url, bootstrap, auditor)
-    env = {p: {**demo._node_env(state, coord_url, p, tokens[f"{p}-admin"]), **node_training[p]}
+    tokens = demo.create_users(coord_url, bootstrap, auditor)
+    env = {p: {**demo.node_env(state, coord_url, p, tokens[f"{p}-admin"]), **node_training[p]}
            for p in ("bank", "telco")}
     return demo.Federation(state, coord_url, tokens, auditor, env, group)
 
@@ -118,7 +118,7 @@ def _run_summary(fed: demo.Federation, job_id: int, timeout: float = 60.0) -> di
     """Details of the job's ``training.run_finished`` audit event (the launcher audits it shortly after)."""
     deadline = time.monotonic() + timeout
     while True:
-        events = [e for e in demo._job_trail(fed, job_id) if e["action"] == "training.run_finished"]
+        events = [e for e in demo.job_trail(fed, job_id) if e["action"] == "training.run_finished"]
         if events:
             details: dict[str, Any] = events[-1]["details"]
             return details
@@ -170,18 +170,18 @@ def run_flower_job(job: FlowerJob, guest: pd.DataFrame, host: pd.DataFrame, trai
     with ProcessTreeMeter() as meter, group.running():
         fed = _federation(state, group, job.key_bits)
         demo.register_datasets(fed, {p: [(files[p], GOVERNANCE / f"{name}.yaml")] for p, name in _DATASETS.items()})
-        demo._start_nodes(fed)
+        demo.start_nodes(fed)
         features = ([c for c in guest.columns if c not in ("id", "y")], [c for c in host.columns if c != "id"])
-        submitted = demo._submit(fed, _job_body(job, demo._datasets(fed), *features))
+        submitted = demo.submit(fed, _job_body(job, demo.datasets(fed), *features))
         if submitted.status == JobStatus.REJECTED:
             raise RuntimeError(f"policy rejected the job: {submitted.decision.model_dump_json()}")
         keys = aligned_keys(submitted.digest, train_ids, test_ids)
         _write(guest, keys, files["bank"])
         _write(host, keys, files["telco"])
         approve_start = time.perf_counter()
-        demo._approve(fed, submitted)
+        demo.approve(fed, submitted)
         t0, cpu0 = time.perf_counter(), meter.cpu()
-        done = demo._wait_job(fed, submitted.id, timeout=job.timeout)
+        done = demo.wait_job(fed, submitted.id, timeout=job.timeout)
         t1, cpu1 = time.perf_counter(), meter.cpu()
         if done.status != JobStatus.SUCCEEDED:
             raise RuntimeError(f"job {done.id} {done.status}: {done.status_detail}")

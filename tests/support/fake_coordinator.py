@@ -1,4 +1,8 @@
-"""An in-memory stand-in for the coordinator API, served through ``httpx.MockTransport``."""
+"""An in-memory stand-in for the coordinator API, served through ``httpx.MockTransport``.
+
+``FakeCoordinator`` serves one node and records its writes as ``(job_id, report)`` pairs;
+``TwoPartyCoordinator`` serves both nodes of a ``tests.support.world.World`` and records per party.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import datetime as dt
 import hashlib
 import json
 import re
+import threading
+from collections.abc import Callable
 
 import httpx
 
@@ -33,13 +39,16 @@ from protocols.wire.control import (
 NOW = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 
 
-def make_job(job_id: int, *, kind=JobKind.AUDIENCE_OVERLAP, inputs=None, approvers=("party:bank", "party:telco"),
-             status=JobStatus.APPROVED, title="overlap of customers") -> JobPublic:
+def make_job(job_id: int, *, kind: JobKind = JobKind.AUDIENCE_OVERLAP, purpose: Purpose = Purpose.MARKETING,
+             inputs: list[JobInput] | None = None, params: JobParams | None = None,
+             approvers: tuple[str, ...] = ("party:bank", "party:telco"), status: JobStatus = JobStatus.APPROVED,
+             title: str = "overlap of customers") -> JobPublic:
+    """A coordinator-side job with a correct digest and no approvals yet."""
     inputs = inputs or [JobInput(dataset_id=1, key_fields=["mobile"]), JobInput(dataset_id=2, key_fields=["msisdn"])]
-    params = JobParams(output_mode="count", min_cell=50)
-    terms = job_terms(job_id, kind, Purpose.MARKETING, title, inputs, params, "v1")
+    params = params or JobParams(output_mode="count", min_cell=50)
+    terms = job_terms(job_id, kind, purpose, title, inputs, params, "v1")
     return JobPublic(
-        id=job_id, kind=kind, purpose=Purpose.MARKETING, title=title, inputs=inputs, params=params, status=status,
+        id=job_id, kind=kind, purpose=purpose, title=title, inputs=inputs, params=params, status=status,
         status_detail="", stage="", progress=0.0, digest=job_digest(terms), policy_version="v1",
         decision=Decision(allowed=True, policy_version="v1", rules=[], required_approvals=list(approvers)),
         required_approvals=list(approvers), approvals=[], outputs={}, created_by="analyst",
@@ -59,9 +68,11 @@ class FakeCoordinator:
         self.retries: list[tuple[int, dict]] = []
         self.bodies: list[bytes] = []
         self.down = False
+        self._lock = threading.RLock()
 
-    def transport(self) -> httpx.MockTransport:
-        return httpx.MockTransport(self.handle)
+    def transport(self, party: str = "") -> httpx.MockTransport:
+        """A transport for one node; ``party`` names it in what ``_record_*`` keeps."""
+        return httpx.MockTransport(lambda request: self.handle(request, party))
 
     def add_approval(self, job_id: int, approval: ApprovalCreate) -> None:
         job = self.jobs[job_id]
@@ -69,7 +80,11 @@ class FakeCoordinator:
                                user="admin", created_at=NOW)
         self.jobs[job_id] = job.model_copy(update={"approvals": [*job.approvals, extra]})
 
-    def handle(self, request: httpx.Request) -> httpx.Response:
+    def handle(self, request: httpx.Request, party: str = "") -> httpx.Response:
+        with self._lock:
+            return self._handle(request, party)
+
+    def _handle(self, request: httpx.Request, party: str) -> httpx.Response:
         if self.down:
             raise httpx.ConnectError("connection refused", request=request)
         assert request.headers["authorization"].startswith("Bearer ")
@@ -77,23 +92,26 @@ class FakeCoordinator:
         body = json.loads(request.content) if request.content else None
         if request.content:
             self.bodies.append(request.content)
-        for pattern, method, fn in self._routes():
+        for pattern, method, fn in self._routes(party):
             m = re.fullmatch(pattern, path)
             if m and request.method == method:
                 return fn(request, body, *m.groups())
         return httpx.Response(404, json={"detail": "Not Found"})
 
-    def _routes(self):
+    def _routes(self, party: str) -> list[tuple[str, str, Callable[..., httpx.Response]]]:
         return [
             (r"/parties", "POST", self._post_party),
             (r"/parties", "GET", lambda r, b: self._ok([p.model_dump(mode="json") for p in self.parties.values()])),
             (r"/parties/([a-z0-9_\-]+)", "GET", self._get_party),
             (r"/datasets", "POST", self._post_dataset),
+            (r"/datasets/(\d+)", "GET", lambda r, b, i: self._ok(self.datasets[int(i)].model_dump(mode="json"))),
             (r"/jobs/(\d+)", "GET", lambda r, b, i: self._ok(self.jobs[int(i)].model_dump(mode="json"))),
             (r"/jobs/(\d+)/approvals", "POST", self._post_approval),
             (r"/nodes/jobs", "GET", self._node_jobs),
-            (r"/jobs/(\d+)/progress", "POST", self._post_progress),
-            (r"/jobs/(\d+)/result", "POST", self._post_result),
+            (r"/jobs/(\d+)/progress", "POST",
+             lambda r, b, i: self._post_progress(party, int(i), JobProgress.model_validate(b))),
+            (r"/jobs/(\d+)/result", "POST",
+             lambda r, b, i: self._post_result(party, int(i), JobResultReport.model_validate(b))),
             (r"/jobs/(\d+)/retry", "POST", self._post_retry),
         ]
 
@@ -132,9 +150,12 @@ class FakeCoordinator:
         status = request.url.params["status"]
         return self._ok([j.model_dump(mode="json") for j in self.jobs.values() if j.status == status])
 
-    def _post_progress(self, request, body, job_id):
-        self.progress.append((int(job_id), JobProgress.model_validate(body)))
+    def _post_progress(self, party: str, job_id: int, progress: JobProgress) -> httpx.Response:
+        self._record_progress(party, job_id, progress)
         return self._ok({"ok": True})
+
+    def _record_progress(self, party: str, job_id: int, progress: JobProgress) -> None:
+        self.progress.append((job_id, progress))
 
     def _post_retry(self, request, body, job_id):
         job = self.jobs[int(job_id)]
@@ -146,6 +167,24 @@ class FakeCoordinator:
         self.jobs[int(job_id)] = job.model_copy(update={"status": JobStatus.APPROVED, "attempt": job.attempt + 1})
         return self._ok(self.jobs[int(job_id)].model_dump(mode="json"))
 
-    def _post_result(self, request, body, job_id):
-        self.results.append((int(job_id), JobResultReport.model_validate(body)))
+    def _post_result(self, party: str, job_id: int, report: JobResultReport) -> httpx.Response:
+        self._record_result(party, job_id, report)
         return self._ok({"ok": True})
+
+    def _record_result(self, party: str, job_id: int, report: JobResultReport) -> None:
+        self.results.append((job_id, report))
+
+
+class TwoPartyCoordinator(FakeCoordinator):
+    """A fake coordinator for two nodes: progress as ``(job_id, party, progress)``, results by job then party."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.progress: list[tuple[int, str, JobProgress]] = []  # type: ignore[assignment]
+        self.results: dict[int, dict[str, JobResultReport]] = {}  # type: ignore[assignment]
+
+    def _record_progress(self, party: str, job_id: int, progress: JobProgress) -> None:
+        self.progress.append((job_id, party, progress))
+
+    def _record_result(self, party: str, job_id: int, report: JobResultReport) -> None:
+        self.results.setdefault(job_id, {})[party] = report

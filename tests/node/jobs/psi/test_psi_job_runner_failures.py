@@ -11,7 +11,7 @@ from node.jobs.psi._node import link_to_peer
 from protocols.wire.control import JobInput, JobKind, JobParams, KeyType, Purpose
 from protocols.wire.psi import decode_frame, encode_frame
 from psi.cardinality import CardinalityReceiver
-from tests.support.psi_world import World
+from tests.support.world import psi_world
 
 CHANNEL = session_channel(KeyType.ID_NUMBER)
 
@@ -29,7 +29,8 @@ def world(tmp_path):
     paths = generate(tmp_path / "data", n=300, seed=5, progress=False)
     data = {"bank_customers": paths.bank_customers, "bank_lost_contacts": paths.bank_lost_contacts,
             "telco_subscribers": paths.telco_subscribers}
-    w = World(tmp_path, data, handlers={"bank": {}, "telco": sender_handlers(patience=Patience(start=30, idle=1.0))})
+    telco = sender_handlers(patience=Patience(start=30, idle=1.0))
+    w = psi_world(tmp_path, data, handlers={"bank": {}, "telco": telco})
     yield w
     w.close()
 

@@ -15,7 +15,7 @@ from node.jobs.psi.outreach import OutboxChannel
 from protocols.wire.control import JobInput, JobKind, JobParams, KeyType, Purpose
 from psi import normalise
 from tests.support.leaks import identifier_forms, with_hashes
-from tests.support.psi_world import World
+from tests.support.world import psi_world
 
 KEYS = ["id_number", "imei", "idfa", "mac"]
 COLUMN_TYPES = {"id_number": KeyType.ID_NUMBER, "imei": KeyType.IMEI, "idfa": KeyType.IDFA, "mac": KeyType.MAC,
@@ -38,7 +38,7 @@ def world(tmp_path_factory):
     data = {"bank_customers": paths.bank_customers, "bank_lost_contacts": paths.bank_lost_contacts,
             "telco_subscribers": paths.telco_subscribers}
     telco = sender_handlers(patience=Patience(start=60, idle=30))
-    w = World(tmp, data, handlers={"bank": receiver_handlers(), "telco": telco})
+    w = psi_world(tmp, data, handlers={"bank": receiver_handlers(), "telco": telco})
     w.data = data
     yield w
     w.close()

@@ -8,7 +8,7 @@ import pytest
 
 from node.jobs.scoring.jobs import BatchPatience, TelcoBatchScoring, bank_score
 from tests.support.scoring_models import governance, write_dataset
-from tests.support.scoring_world import ScoringWorld
+from tests.support.world import ScoringWorld
 
 
 @pytest.fixture

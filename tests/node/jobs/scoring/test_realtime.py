@@ -16,7 +16,7 @@ from node.peer import PeerError
 from protocols.vfl import score_local_lr, score_local_secureboost
 from psi.identifiers import normalise
 from tests.support.scoring_models import BANK_FEATURES, TELCO_FEATURES
-from tests.support.scoring_world import ScoringWorld
+from tests.support.world import ScoringWorld
 
 API_KEY = "a-long-test-api-key-0123"
 

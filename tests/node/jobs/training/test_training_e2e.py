@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from demo import run as demo
+from demo import steps
 from demo.processes import ProcessGroup, wait_until
+from demo.scenario import training_jobs
 from demo.synthetic import generate
 from protocols.crypto.signing import SigningKey
 from protocols.wire.control import JobStatus
@@ -26,24 +27,24 @@ from protocols.wire.control import JobStatus
 pytestmark = pytest.mark.flower
 
 
-def _federation(state: Path, group: ProcessGroup, bank_env: dict[str, str] | None = None) -> demo.Federation:
-    training, node_training = demo._training_env(state, 512)
-    coord_url, bootstrap = demo._start_coordinator(state, group, training)
+def _federation(state: Path, group: ProcessGroup, bank_env: dict[str, str] | None = None) -> steps.Federation:
+    training, node_training = steps.training_env(state, 512)
+    coord_url, bootstrap = steps.start_coordinator(state, group, training)
     auditor = SigningKey.generate()
-    tokens = demo._create_users(coord_url, bootstrap, auditor)
-    env = {p: {**demo._node_env(state, coord_url, p, tokens[f"{p}-admin"]), **node_training[p]}
+    tokens = steps.create_users(coord_url, bootstrap, auditor)
+    env = {p: {**steps.node_env(state, coord_url, p, tokens[f"{p}-admin"]), **node_training[p]}
            for p in ("bank", "telco")}
     env["bank"].update(bank_env or {})
-    fed = demo.Federation(state, coord_url, tokens, auditor, env, group)
-    demo._setup(fed, state / "data", Path(demo.__file__).parent / "governance")
-    demo._start_nodes(fed)
+    fed = steps.Federation(state, coord_url, tokens, auditor, env, group)
+    steps.register_demo_datasets(fed, state / "data")
+    steps.start_nodes(fed)
     return fed
 
 
-def _train(fed: demo.Federation, body: dict[str, object]) -> tuple[int, dict[str, dict[str, float]]]:
-    job = demo._submit(fed, body)
-    demo._approve(fed, job)
-    done = demo._wait_job(fed, job.id, timeout=300)
+def _train(fed: steps.Federation, body: dict[str, object]) -> tuple[int, dict[str, dict[str, float]]]:
+    job = steps.submit(fed, body)
+    steps.approve(fed, job)
+    done = steps.wait_job(fed, job.id, timeout=300)
     assert done.status == JobStatus.SUCCEEDED, done.status_detail
     return job.id, done.outputs
 
@@ -54,14 +55,14 @@ def test_both_training_jobs_through_flower(tmp_path: Path) -> None:
     group = ProcessGroup(tmp_path / "logs")
     with group.running():
         fed = _federation(tmp_path, group)
-        jobs = dict(demo._jobs(demo._datasets(fed))[2:])
+        jobs = training_jobs(steps.datasets(fed))
         risk, propensity = list(jobs.values())
         risk["params"] = {"output_mode": "model"}  # the recommended LR settings: 6 full-batch Newton iterations
         propensity["params"] = {"output_mode": "model", "trees": 2, "max_depth": 2}
 
         # Execute
         outcomes = [_train(fed, risk), _train(fed, propensity)]
-        trails = {job_id: demo._job_trail(fed, job_id) for job_id, _ in outcomes}
+        trails = {job_id: steps.job_trail(fed, job_id) for job_id, _ in outcomes}
 
     # Assert
     for (job_id, outputs), algorithm in zip(outcomes, ("hetero_lr", "secureboost"), strict=True):
@@ -91,7 +92,7 @@ def _wait_for(path: Path, timeout: float) -> None:
         time.sleep(0.05)
 
 
-def _kill(fed: demo.Federation, party: str) -> None:
+def _kill(fed: steps.Federation, party: str) -> None:
     """Kill ``party``'s node process (and with it its SuperNode) mid-job."""
     (node,) = [s for s in fed.group.services if s.name == f"{party}-node"]
     os.killpg(node.proc.pid, signal.SIGKILL)
@@ -99,18 +100,18 @@ def _kill(fed: demo.Federation, party: str) -> None:
     fed.group.services.remove(node)
 
 
-def _activations(fed: demo.Federation, party: str) -> int:
+def _activations(fed: steps.Federation, party: str) -> int:
     """How often ``party``'s SuperNode was accepted by the SuperLink (each activation logs its node id)."""
     log = fed.state / party / "flower" / "logs" / f"supernode-{party}.log"
     return log.read_text(errors="replace").count("SuperNode ID:") if log.exists() else 0
 
 
-def _start(fed: demo.Federation, party: str) -> None:
+def _start(fed: steps.Federation, party: str) -> None:
     """Start ``party``'s node again (its SuperNode comes back once the SuperLink lets the old one go)."""
-    fed.group.start(f"{party}-node", [demo._script(f"tandem-{party}"), "-v", "serve"], fed.node_env[party])
+    fed.group.start(f"{party}-node", [steps.script(f"tandem-{party}"), "-v", "serve"], fed.node_env[party])
     port = fed.node_env[party][f"TANDEM_{party.upper()}_LISTEN_PORT"]
     cert = fed.state / party / "tls" / "cert.pem"
-    wait_until(functools.partial(demo._node_up, port, cert), timeout=60, what=f"the {party} node again")
+    wait_until(functools.partial(steps.node_up, port, cert), timeout=60, what=f"the {party} node again")
 
 
 @pytest.mark.slow
@@ -120,15 +121,15 @@ def test_a_training_job_that_lost_a_node_is_retried_and_resumes(tmp_path: Path) 
     group = ProcessGroup(tmp_path / "logs")
     with group.running():
         fed = _federation(tmp_path, group, bank_env={"TANDEM_BANK_TRAINING_WAIT_TIMEOUT": "15"})
-        risk = dict(demo._jobs(demo._datasets(fed))[2:])["credit-risk model (hetero logistic regression)"]
+        risk = training_jobs(steps.datasets(fed))["credit-risk model (hetero logistic regression)"]
         risk["params"] = {"output_mode": "model"}
-        job = demo._submit(fed, risk)
-        demo._approve(fed, job)
+        job = steps.submit(fed, risk)
+        steps.approve(fed, job)
         _wait_for(tmp_path / "telco" / "training" / "checkpoints" / str(job.id) / "lr-passive-2.json", 240)
 
         # Execute: the telco's node dies after two completed iterations; the job fails; the node comes back
         _kill(fed, "telco")
-        failed = demo._wait_job(fed, job.id, timeout=240)
+        failed = steps.wait_job(fed, job.id, timeout=240)
         before = _activations(fed, "telco")
         _start(fed, "telco")
         # the SuperLink counts the dead SuperNode online until its heartbeats lapse (up to 60 s) and refuses
@@ -136,12 +137,12 @@ def test_a_training_job_that_lost_a_node_is_retried_and_resumes(tmp_path: Path) 
         wait_until(lambda: _activations(fed, "telco") > before, timeout=180, what="the telco's SuperNode back online")
         with fed.api("bank-analyst") as c:
             r = c.post(f"/jobs/{job.id}/retry", json={"reason": "telco node restarted"})
-        done = demo._wait_job(fed, job.id, timeout=300)
-        trail = demo._job_trail(fed, job.id)
+        done = steps.wait_job(fed, job.id, timeout=300)
+        trail = steps.job_trail(fed, job.id)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and len([e for e in trail if e["action"] == "training.run_finished"]) < 1:
             time.sleep(0.5)  # the launcher audits the ServerApp's report a moment after the nodes' results
-            trail = demo._job_trail(fed, job.id)
+            trail = steps.job_trail(fed, job.id)
 
     # Assert
     assert failed.status == JobStatus.FAILED and failed.attempt == 1, failed.status_detail
