@@ -18,7 +18,7 @@ and the demo.
 It waits until every SuperNode is online, raising :class:`FederationError` with the log tails
 after ``connect_timeout``. ``run()`` starts a run of a Flower app directory with run-config
 overrides (what ``flwr run -c`` does), ``wait()`` polls its status; both go through
-:class:`~coordinator.flower.control.ControlClient`, in process, because each ``flwr`` CLI call costs
+:class:`~coordinator.flower.control_api.ControlClient`, in process, because each ``flwr`` CLI call costs
 seconds of start-up (``flwr()`` still runs any CLI command, e.g. ``log``). Leaving the context stops
 every process it started and their descendants (SuperExecs, ServerApp/ClientApp processes), also
 on exceptions. Logs (``logs/``), certificates (``tls/``), keys (``keys/``) and each component's
@@ -51,7 +51,7 @@ from typing import Any
 import tomli_w
 
 from coordinator.flower.certs import TlsFiles, generate_supernode_key, generate_tls
-from coordinator.flower.control import ControlClient, RunStatus
+from coordinator.flower.control_api import ControlClient, RunStatus
 from coordinator.flower.superlink import APP_DIR, SuperLinkService
 from node.flower.supernode import SuperNodeService
 from protocols.flower_processes import ChildProcess, FederationError, ProcessGroup, alive, flower_env, free_port

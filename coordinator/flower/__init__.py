@@ -1,14 +1,15 @@
-"""Tandem's training plane on Flower 1.42: local federation, arbiter ServerApp, ClientApp shim.
+"""The coordinator's piece of the training plane on Flower 1.42.
 
-- :mod:`demo.federation`: ``LocalFederation``, SuperLink + SuperNodes as processes.
+- :mod:`coordinator.flower.superlink`: ``SuperLinkService``, the SuperLink as a child process, and its runs.
+- :mod:`coordinator.flower.launcher`: one Flower run per training job attempt; reports decide the job.
 - :mod:`coordinator.flower.arbiter`: the ``Arbiter`` interface and the round loop.
-- :mod:`coordinator.flower.server_app` / :mod:`node.flower.client_app`: the Flower components,
-  packaged by ``coordinator/flower/app/pyproject.toml``.
-- :mod:`protocols.wire.flower_round`: what a round message carries; the node service's URL.
-- :mod:`coordinator.flower.control`: in-process Control API client.
-- :mod:`node.flower.fastpoll`, :mod:`node.flower.warm_clientapp`: latency tuning.
+- :mod:`coordinator.flower.arbiters`: the arbiters of ``train_risk`` and ``train_propensity``.
+- :mod:`coordinator.flower.server_app`: the ServerApp, packaged with the nodes' ClientApp shim
+  (:mod:`node.flower.client_app`) by ``coordinator/flower/app/pyproject.toml``.
+- :mod:`coordinator.flower.control_api`: in-process client of the SuperLink's Control API.
 - :mod:`coordinator.flower.certs`: CA, server certificate and SuperNode keys.
-- :mod:`demo.flower_toy`: toy arbiter and node service for tests and benchmarks.
 
-Modules are imported on demand; importing this package does not import Flower.
+What travels in a round is :mod:`protocols.wire.flower_round` and :mod:`protocols.vfl.rounds`; the nodes'
+side is :mod:`node.flower`; :mod:`demo.federation` runs both on one machine. Modules are imported on
+demand; importing this package does not import Flower.
 """

@@ -3,7 +3,7 @@
 :class:`SuperLinkService` starts ``flower-superlink`` on 127.0.0.1 with TLS, SuperNode authentication,
 ``--disable-runtime-dependency-installation``, telemetry and update checks off; registers each party's
 SuperNode public key under the party's name (what ``flwr supernode register --name`` does) and starts,
-watches and stops runs through the in-process Control API client (:mod:`coordinator.flower.control`),
+watches and stops runs through the in-process Control API client (:mod:`coordinator.flower.control_api`),
 because each ``flwr`` CLI call costs seconds of start-up. Each node runs its own SuperNode
 (:mod:`node.flower.supernode`); :mod:`demo.federation` puts both together on one machine.
 
@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 
 from coordinator.flower.certs import TlsFiles
-from coordinator.flower.control import ONLINE, ControlClient, RunStatus, load_node_public_key
+from coordinator.flower.control_api import ONLINE, ControlClient, RunStatus, load_node_public_key
 from protocols.flower_processes import FederationError, ProcessGroup, flower_env
 
 __all__ = ["APP_DIR", "SuperLinkService"]

@@ -1,4 +1,4 @@
-"""Wire models of branch site selection (issue 13): what the telco releases, and what the bank may share.
+"""Wire models of branch site selection: what the telco releases, and what the bank may share.
 
 ``SiteDemandRelease`` (telco → bank) carries only k-suppressed, ε-DP aggregates per H3 cell: every
 cell holds at least ``k`` people, values are noised counts (see ``node.jobs.sites.demand``).

@@ -1,4 +1,4 @@
-"""PSI jobs over the data plane: ``audience_overlap`` and ``recovery`` (issue 3, DESIGN.md §2-§4).
+"""PSI jobs over the data plane: ``audience_overlap`` and ``recovery`` (DESIGN.md §2-§4).
 
 The sans-I/O sessions live in :mod:`psi`; this package drives them between the two nodes. The bank
 runs :class:`PsiReceiver`, the telco :class:`PsiSender` (``node.runner.JobFamily``); both jobs' module docstrings

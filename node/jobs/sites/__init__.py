@@ -1,4 +1,4 @@
-"""Branch site selection from the operator's location data (issue 13): the pure core.
+"""Branch site selection from the operator's location data: the pure core.
 
 The telco aggregates subscribers' home and work cells into k-suppressed, ε-DP counts per H3 cell
 (:mod:`.demand`); the bank ranks new branch sites over the released demand by maximum coverage
