@@ -31,17 +31,20 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import multiprocessing
 import os
 import resource
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import psutil
 
-__all__ = ["ProcessTreeMeter", "cpu_delta"]
+__all__ = ["ProcessTreeMeter", "cpu_delta", "in_child"]
 
 _KINDS = (
     ("tandem-coordinator", "coordinator"),
@@ -204,3 +207,18 @@ def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, fl
     """CPU-seconds by role spent between two :meth:`ProcessTreeMeter.cpu` snapshots."""
     roles = sorted(set(before) | set(after))
     return {r: round(after.get(r, 0.0) - before.get(r, 0.0), 3) for r in roles}
+
+
+def _child(target: Callable[..., dict[str, Any]], args: tuple[Any, ...], queue: Any) -> None:
+    queue.put(target(*args))
+
+
+def in_child(target: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """Run ``target(*args)`` in a forked child and return its figures (its peak RSS is its own)."""
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(target, args, queue))
+    proc.start()
+    result: dict[str, Any] = queue.get()
+    proc.join()
+    return result

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import random
 import resource
 import sys
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _proc_meter import in_child  # noqa: E402
 
 
 def make_data(n: int, seed: int = 20240601) -> tuple[list[str], list[str]]:
@@ -74,20 +75,6 @@ def _reference(receiver: list[str], sender: list[str]) -> dict[str, Any]:
     }
 
 
-def _child(target: str, args: tuple[Any, ...], queue: Any) -> None:
-    queue.put(globals()[target](*args))
-
-
-def in_child(target: str, *args: Any) -> dict[str, Any]:
-    ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(target, args, queue))
-    proc.start()
-    result = queue.get()
-    proc.join()
-    return result
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000, help="elements per side")
@@ -97,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     receiver, sender = make_data(args.n)
-    ours = in_child("_ours", receiver, sender, args.workers)
-    ref = None if args.skip_reference else in_child("_reference", receiver, sender)
+    ours = in_child(_ours, receiver, sender, args.workers)
+    ref = None if args.skip_reference else in_child(_reference, receiver, sender)
     if ref is not None and ref["intersection"] != ours["intersection"]:
         print(f"MISMATCH: ours {ours['intersection']} reference {ref['intersection']}", file=sys.stderr)
         return 1

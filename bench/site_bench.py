@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import sys
 import threading
 import time
@@ -33,6 +32,8 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _proc_meter import in_child  # noqa: E402
 
 RADIUS_KM = 1.5
 
@@ -123,20 +124,6 @@ def _aggregate(n: int, seed: int, kind: str) -> dict[str, Any]:
     return {"wall_s": wall, "rows_per_s": n / wall, "points_per_s": 2 * n / wall, "extra_mb": mem.extra_mb,
             "input_mb": input_mb, "rss_mb": mem.peak / 2**20, "distinct_km_cells": int(names.size),
             "released_cells": len(result.release.cells) // 2}  # every measure is reported under two names
-
-
-def _child(target: str, args: tuple[Any, ...], queue: Any) -> None:
-    queue.put(globals()[target](*args))
-
-
-def in_child(target: str, *args: Any) -> dict[str, Any]:
-    ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(target, args, queue))
-    proc.start()
-    result = queue.get()
-    proc.join()
-    return result
 
 
 # --- 2. optimisation ----------------------------------------------------------------------------
@@ -255,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args(argv)
 
-    agg = {kind: in_child("_aggregate", args.n, args.seed, kind) for kind in ("categorical", "string")}
+    agg = {kind: in_child(_aggregate, args.n, args.seed, kind) for kind in ("categorical", "string")}
     opt = optimisation(args.cells, args.milp_cells, args.seed)
     qual = quality(args.people, args.sites, args.seed)
 

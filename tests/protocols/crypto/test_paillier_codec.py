@@ -5,18 +5,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocols.crypto.paillier import Decryptor, Encryptor, generate_keypair
+from protocols.crypto.paillier import generate_keypair
 from protocols.crypto.paillier.codec import MAGIC, decode_vector, encode_vector, encoded_size
 from protocols.wire.errors import RemoteProtocolError
-
-
-@pytest.fixture(scope="module")
-def keys():
-    public_key, private_key = generate_keypair(512, allow_insecure_test_key=True)
-    return (
-        Encryptor(public_key, allow_insecure_test_key=True),
-        Decryptor(private_key, allow_insecure_test_key=True),
-    )
 
 
 def _ct_offset(public_key, index):

@@ -6,19 +6,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from protocols.crypto.paillier import Decryptor, Encryptor, PackingScheme, generate_keypair
+from protocols.crypto.paillier import PackingScheme
 from protocols.wire.errors import ConfigError, CryptoError, LocalProtocolError
 
 EXPONENT = -8  # 16**-8 ~ 2.3e-10 absolute precision
-
-
-@pytest.fixture(scope="module")
-def keys():
-    public_key, private_key = generate_keypair(512, allow_insecure_test_key=True)
-    return (
-        Encryptor(public_key, allow_insecure_test_key=True),
-        Decryptor(private_key, allow_insecure_test_key=True),
-    )
 
 
 def values(rows, slots, bound=1.0):

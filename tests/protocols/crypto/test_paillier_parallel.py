@@ -3,17 +3,8 @@
 import numpy as np
 import pytest
 
-from protocols.crypto.paillier import Decryptor, Encryptor, ParallelPaillier, generate_keypair
+from protocols.crypto.paillier import Decryptor, ParallelPaillier, generate_keypair
 from protocols.wire.errors import LocalProtocolError
-
-
-@pytest.fixture(scope="module")
-def keys():
-    public_key, private_key = generate_keypair(512, allow_insecure_test_key=True)
-    return (
-        Encryptor(public_key, allow_insecure_test_key=True),
-        Decryptor(private_key, allow_insecure_test_key=True),
-    )
 
 
 def test_pool_encrypt_and_decrypt_match_in_process(keys):
