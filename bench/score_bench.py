@@ -28,12 +28,11 @@ import numpy as np
 from pydantic import SecretStr
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-
-from scoring.models_fixture import population, train  # noqa: E402
-from scoring.nodes import ScoringWorld  # noqa: E402
+sys.path.insert(0, str(ROOT))
 
 from node.jobs.scoring.api import ScoringApiServer, build_scoring_api  # noqa: E402
+from tests.support.scoring_models import population, train  # noqa: E402
+from tests.support.world import ScoringWorld  # noqa: E402
 
 API_KEY = "bench-api-key-0123456789"
 
