@@ -9,6 +9,7 @@ COPY bank_node bank_node
 COPY telco_node telco_node
 COPY psi psi
 COPY protocols protocols
+COPY node node
 COPY demo demo
 RUN pip install --no-cache-dir .
 RUN useradd --create-home tandem && mkdir -p /state && chown tandem /state

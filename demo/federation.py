@@ -54,9 +54,9 @@ from coordinator.flower.certs import TlsFiles, generate_supernode_key, generate_
 from coordinator.flower.control_api import ControlClient, RunStatus
 from coordinator.flower.superlink import APP_DIR, SuperLinkService
 from node.flower.supernode import SuperNodeService
-from protocols.flower_processes import ChildProcess, FederationError, ProcessGroup, alive, flower_env, free_port
+from protocols.flower_processes import ChildProcess, FederationError, ProcessGroup, flower_env, free_port
 
-__all__ = ["APP_DIR", "FederationError", "LocalFederation", "alive", "free_port"]
+__all__ = ["LocalFederation"]
 
 _CONNECTION = "tandem"
 

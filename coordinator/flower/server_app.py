@@ -1,6 +1,6 @@
 """Tandem's Flower ServerApp: the coordinator-side arbiter loop of one training job.
 
-Started by the SuperLink (``flwr run`` of ``protocols/flower/app``) in its own process. It reads
+Started by the SuperLink (``flwr run`` of ``coordinator/flower/app``) in its own process. It reads
 its run config (see ``coordinator/flower/app/pyproject.toml``), maps the parties to SuperNodes,
 builds the job's :class:`~coordinator.flower.arbiter.Arbiter` from the ``arbiter`` import path, and
 runs rounds: per round, one ``query.tandem_round`` message per addressed party, then it waits for

@@ -8,8 +8,8 @@ so nothing here needs sealing. The arbiter sees only: aligned row and feature co
 aligned order (equal on both sides or the job fails), masked values (LR), tree counts (SecureBoost)
 and the held-out metrics the bank chooses to report.
 
-These models live beside the training drivers rather than under ``protocols/messages`` while the
-VFL message module is being changed by its owner; they move there when that settles.
+They live here, beside the VFL cores whose configuration they carry (``LrConfigWire`` converts to and
+from :class:`protocols.vfl.LrConfig`), rather than in :mod:`protocols.wire`, which imports nothing of ours.
 """
 
 from __future__ import annotations

@@ -237,7 +237,7 @@ def test_r04_duplicate_dataset_and_unregistered_party(policy: Policy) -> None:
 def test_r04_site_selection_takes_telco_alone(policy: Policy) -> None:
     job = JobCreate.model_validate({"kind": "site_selection", "purpose": "site_selection", "title": "branches",
                                     "inputs": [{"dataset_id": TELCO_ID, "output_fields": ["home_grid"]}],
-                                    "params": {"output_mode": "count", "min_cell": 100}})
+                                    "params": {"output_mode": "count", "min_cell": 100, "epsilon": 0.5}})
 
     decision = run(job, policy)
 
@@ -501,6 +501,23 @@ def test_r16_exact_count_spends_nothing_even_with_budget_exhausted(policy: Polic
     assert decision.allowed
     assert epsilon_charge(JobKind.AUDIENCE_OVERLAP, overlap_job().params) == 0.0
     assert epsilon_charge(JobKind.AUDIENCE_OVERLAP, noised(0.5).params) == 0.5
+
+
+def test_r16_site_selection_must_name_epsilon_and_spends_it_from_its_pair(policy: Policy) -> None:
+    def sites(**params: Any) -> JobCreate:
+        return JobCreate.model_validate({
+            "kind": "site_selection", "purpose": "site_selection", "title": "branches",
+            "inputs": [{"dataset_id": TELCO_ID, "feature_fields": ["home_grid"]}, {"dataset_id": BANK_ID}],
+            "params": {"n_sites": 5, "radius_km": 2.0, **params}})
+
+    (missing,) = assert_only_denied_by(run(sites(), policy), "R16")
+    (spent,) = assert_only_denied_by(run(sites(epsilon=1.0), policy, spent={PAIR: 2.5}), "R16")
+
+    assert missing.field == "params.epsilon" and "must name its epsilon" in missing.message
+    assert "set params.epsilon" in missing.fix
+    assert "0.5 of 3 remaining" in spent.message
+    assert run(sites(epsilon=0.5), policy, spent={PAIR: 2.5}).allowed
+    assert epsilon_charge(JobKind.SITE_SELECTION, sites(epsilon=0.5).params) == 0.5
 
 
 def test_budget_denial_is_pure_and_none_when_it_fits(policy: Policy) -> None:

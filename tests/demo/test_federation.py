@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from demo.federation import APP_DIR, LocalFederation, alive
+from coordinator.flower.superlink import APP_DIR
+from demo.federation import LocalFederation
 from demo.flower_toy import ToyService, adder, sink
+from protocols.flower_processes import alive
 
 pytestmark = pytest.mark.flower
 

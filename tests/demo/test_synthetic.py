@@ -15,6 +15,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from demo import _synthetic_ids as ids
+from demo.steps import GOVERNANCE
 from demo.synthetic import DATASETS, SynthConfig, generate, main
 from psi.identifiers import gb11643_check_digit, luhn_check_digit, normalise
 
@@ -298,7 +299,6 @@ def test_federation_uplift(joined: pd.DataFrame):
 
 # --- governance ---------------------------------------------------------------------------------
 
-GOVERNANCE = Path(__file__).resolve().parents[2] / "demo" / "governance"
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])

@@ -14,6 +14,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from demo.steps import GOVERNANCE
 from node.adapters import open_source
 from node.approval import sign_approval
 from node.governance import describe, load_governance
@@ -34,7 +35,6 @@ from protocols.wire.control import (
 from tests.support.fake_coordinator import NOW, TwoPartyCoordinator, make_job
 from tests.support.scoring_models import Population, Trained, store_models, write_dataset
 
-GOVERNANCE = Path(__file__).resolve().parents[2] / "demo" / "governance"
 PSI_DATASETS = [("bank_customers", "bank"), ("bank_lost_contacts", "bank"), ("telco_subscribers", "telco")]
 BANK_DATASET, TELCO_DATASET = 1, 2
 

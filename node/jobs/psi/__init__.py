@@ -15,7 +15,7 @@ timeout), ``tables`` (labeled tables per key epoch), ``outreach`` (relay outbox)
 from ._link import CLOSE_CHANNEL, FrameTransport, LocalFrameTransport, PeerFrameTransport, PsiJobError, SessionLink
 from ._rows import KeyColumn, PartyRows, party_rows
 from ._sender import EvaluationMeter, Patience, SenderJob, SenderRegistry
-from .handlers import PsiReceiver, PsiSender, receiver_handlers, sender_handlers
+from .handlers import PsiReceiver, PsiSender
 from .outreach import OutboxChannel, OutreachChannel, mask_msisdn
 from .results import list_results
 from .tables import TableStore
@@ -41,6 +41,4 @@ __all__ = [
     "list_results",
     "mask_msisdn",
     "party_rows",
-    "receiver_handlers",
-    "sender_handlers",
 ]

@@ -4,7 +4,7 @@
 telco's (PSI sender, labeled-PSI tables per key epoch in ``<state>/psi``, relay outbox in
 ``node.db``). A node process creates its families once: the sender's handlers share one
 :class:`~node.jobs.psi._sender.SenderRegistry`, which is the inbox handler of every ``psi.*``
-data-plane channel. ``receiver_handlers()`` and ``sender_handlers()`` are their handlers in one call.
+data-plane channel.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from .outreach import OutboxChannel
 from .recovery import bank_recovery, telco_recovery
 from .tables import TableStore
 
-__all__ = ["PsiReceiver", "PsiSender", "receiver_handlers", "sender_handlers"]
+__all__ = ["PsiReceiver", "PsiSender"]
 
 
 class PsiReceiver:
@@ -65,12 +65,3 @@ class PsiSender:
         """The handler per job kind."""
         return {JobKind.AUDIENCE_OVERLAP: self.overlap, JobKind.RECOVERY: self.recovery}
 
-
-def receiver_handlers() -> dict[JobKind, JobHandler]:
-    """The bank's handlers: ``PsiReceiver().handlers()``."""
-    return PsiReceiver().handlers()
-
-
-def sender_handlers(*, patience: Patience = DEFAULT_PATIENCE) -> dict[JobKind, JobHandler]:
-    """The telco's handlers (one registry for the process): ``PsiSender(patience=...).handlers()``."""
-    return PsiSender(patience=patience).handlers()

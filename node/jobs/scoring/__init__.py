@@ -10,21 +10,12 @@ Parts: :mod:`~protocols.vfl.scoring` (the sans-I/O core; rounds and what each pa
 from node.jobs.scoring._caller import PeerCaller
 from node.jobs.scoring._features import SchemaMismatch, check_schema, feature_matrix, governance_columns
 from node.jobs.scoring._pseudonyms import SCORING_KEY_TYPE, PseudonymKey, derive_pseudonym_key
-from protocols.vfl.scoring import ActiveScorer, Outcome, PassiveScorer, ScoredRows
-from protocols.wire.scoring import PSEUDONYM_BYTES, ScoreReply, ScoreRequest
 
 __all__ = [
-    "PSEUDONYM_BYTES",
     "SCORING_KEY_TYPE",
-    "ActiveScorer",
-    "Outcome",
-    "PassiveScorer",
     "PeerCaller",
     "PseudonymKey",
     "SchemaMismatch",
-    "ScoreReply",
-    "ScoreRequest",
-    "ScoredRows",
     "check_schema",
     "derive_pseudonym_key",
     "feature_matrix",

@@ -16,10 +16,8 @@ held-out metrics; the round messages both sides agree on are :mod:`protocols.vfl
 """
 
 from node.jobs.training.service import TrainingNodeSettings, TrainingService
-from protocols.vfl.rounds import TrainingError
 
 __all__ = [
-    "TrainingError",
     "TrainingNodeSettings",
     "TrainingService",
 ]

@@ -40,7 +40,7 @@ _NOT_READY = frozenset({409, 503})
 
 @dataclass(frozen=True)
 class JobSpec:
-    """What a party job is given by the handler (see :mod:`node.jobs.training.handlers`)."""
+    """What a party job is given by the handler (see :meth:`node.jobs.training.service.TrainingService.run_job`)."""
 
     job_id: int
     job_digest: str

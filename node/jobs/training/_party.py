@@ -3,7 +3,7 @@
 One :class:`PartyJob` per running job and node. The Flower endpoint calls :meth:`PartyJob.on_round`
 (one call per Flower round addressed to this party) and the data-plane inbox calls
 :meth:`PartyJob.on_peer`; both run on server threads, so the VFL core objects are only touched under
-a lock and results are handed between threads through :class:`_Slots`.
+a lock and results are handed between threads through :class:`~node.jobs.training._job._Slots`.
 
 Data plane per job (the telco's node is the server of LR and SecureBoost exchanges except where
 noted)::

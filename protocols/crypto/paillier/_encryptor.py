@@ -15,7 +15,8 @@ Choices and caveats:
   above the ~112-bit strength of a 2048-bit modulus; that is what buys the ~30x speed-up. Pass
   ``exponent_bits=(bits + 1) // 2`` for the paper's conservative choice (measured ~5x slower).
 - DJN's analysis takes ``n`` with safe primes, where ``<h>`` is all of the Jacobi-symbol-1 subgroup
-  with overwhelming probability. ``phe`` (and :func:`generate_keypair`) use random primes; then
+  with overwhelming probability. ``phe`` (and
+  :func:`~protocols.crypto.paillier._keys.generate_keypair`) use random primes; then
   ``<h>`` is a subgroup of that group of small index with high probability, and (a) is DCR for
   that subgroup. We accept this for compatibility with ``phe`` keys; use safe-prime
   keys if you need the paper's exact setting.

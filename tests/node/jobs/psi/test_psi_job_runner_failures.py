@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from demo.synthetic import generate
-from node.jobs.psi import Patience, sender_handlers
+from node.jobs.psi import Patience, PsiSender
 from node.jobs.psi._link import session_channel
 from node.jobs.psi._node import link_to_peer
 from protocols.wire.control import JobInput, JobKind, JobParams, KeyType, Purpose
@@ -29,7 +29,7 @@ def world(tmp_path):
     paths = generate(tmp_path / "data", n=300, seed=5, progress=False)
     data = {"bank_customers": paths.bank_customers, "bank_lost_contacts": paths.bank_lost_contacts,
             "telco_subscribers": paths.telco_subscribers}
-    telco = sender_handlers(patience=Patience(start=30, idle=1.0))
+    telco = PsiSender(patience=Patience(start=30, idle=1.0)).handlers()
     w = psi_world(tmp_path, data, handlers={"bank": {}, "telco": telco})
     yield w
     w.close()

@@ -10,7 +10,7 @@ import hashlib
 import pytest
 
 from demo.synthetic import generate
-from node.jobs.psi import Patience, receiver_handlers, recovery, sender_handlers
+from node.jobs.psi import Patience, PsiReceiver, PsiSender, recovery
 from node.jobs.psi.outreach import OutboxChannel
 from protocols.wire.control import JobInput, JobKind, JobParams, KeyType, Purpose
 from psi import normalise
@@ -37,8 +37,8 @@ def world(tmp_path_factory):
     paths = generate(tmp / "data", n=900, seed=11, progress=False)
     data = {"bank_customers": paths.bank_customers, "bank_lost_contacts": paths.bank_lost_contacts,
             "telco_subscribers": paths.telco_subscribers}
-    telco = sender_handlers(patience=Patience(start=60, idle=30))
-    w = psi_world(tmp, data, handlers={"bank": receiver_handlers(), "telco": telco})
+    telco = PsiSender(patience=Patience(start=60, idle=30)).handlers()
+    w = psi_world(tmp, data, handlers={"bank": PsiReceiver().handlers(), "telco": telco})
     w.data = data
     yield w
     w.close()

@@ -5,12 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from node.jobs.scoring import ActiveScorer, PassiveScorer, ScoreReply, derive_pseudonym_key
+from node.jobs.scoring import derive_pseudonym_key
 from node.jobs.scoring._features import SchemaMismatch, check_schema
 from protocols.crypto.sealing import generate_sealing_key, sealing_public_hex
 from protocols.vfl import score_local_lr, score_local_secureboost
 from protocols.vfl.model_parts import FeatureColumn
+from protocols.vfl.scoring import ActiveScorer, PassiveScorer
 from protocols.wire.errors import ConfigError, RemoteProtocolError
+from protocols.wire.scoring import ScoreReply
 from tests.support.scoring_models import BANK_FEATURES, TELCO_FEATURES, TYPES, cards, id_number, parts
 
 

@@ -1,6 +1,6 @@
 """Bad input during LR training: the job fails with a clear reason and no model part is stored.
 
-In-process federation (:mod:`tests.training.harness`): the coordinator's arbiter and both party jobs,
+In-process federation (:mod:`tests.support.training_harness`): the coordinator's arbiter and both party jobs,
 no Flower. The node-side wait (:meth:`TrainingService._await`) is driven with a stand-in job context.
 """
 
@@ -14,10 +14,10 @@ import phe
 import pytest
 
 from coordinator.flower.arbiters import LrJobArbiter
-from node.jobs.training import TrainingError, TrainingNodeSettings, TrainingService
+from node.jobs.training import TrainingNodeSettings, TrainingService
 from protocols.crypto.paillier import Encryptor
 from protocols.crypto.paillier.codec import encode_vector
-from protocols.vfl.rounds import Finish, LrRound, LrRoundReply, SetupReply, decode_payload
+from protocols.vfl.rounds import Finish, LrRound, LrRoundReply, SetupReply, TrainingError, decode_payload
 from protocols.wire.control import JobKind, JobStatus
 from protocols.wire.errors import ConfigError, ProtocolError
 from protocols.wire.training import LrForward, LrMaskedUpdate, VflRole

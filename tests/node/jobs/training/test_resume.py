@@ -1,6 +1,6 @@
 """Resume: a retried train_risk job starts after its last completed iteration and ends with the same model.
 
-In-process federation (:mod:`tests.training.harness`): the arbiter and both party jobs, no Flower.
+In-process federation (:mod:`tests.support.training_harness`): the arbiter and both party jobs, no Flower.
 """
 
 from __future__ import annotations
