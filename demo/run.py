@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 
 from demo.processes import ProcessGroup
-from demo.scenario import demo_jobs, denied_job, score_job
+from demo.scenario import demo_jobs, denied_job, score_job, site_selection_job
 from demo.steps import (
     Federation,
     approve,
@@ -86,7 +86,45 @@ def _run_jobs(fed: Federation) -> list[JobPublic]:
     if risk:
         done.append(_score_with(fed, ds, risk[0]))
         _score_in_real_time(fed, risk[0])
+    done.append(_select_sites(fed, ds))
     return done
+
+
+def _select_sites(fed: Federation, ds: dict[str, int]) -> JobPublic:
+    """A ``site_selection`` job: the telco releases noised demand per cell, the bank ranks sites and draws maps."""
+    _say("7/8 Branch site selection: telco home/work demand per H3 cell (k-suppressed, ε-noised) -> bank")
+    job = submit(fed, site_selection_job(ds))
+    if job.status == JobStatus.REJECTED:
+        print(f"   job {job.id} rejected by policy:")
+        _print_decision(job)
+        return job
+    print(f"   job {job.id} pending approval by: {', '.join(job.required_approvals)}")
+    approve(fed, job)
+    job = wait_job(fed, job.id)
+    if job.status == JobStatus.SUCCEEDED:
+        _print_sites(fed, job)
+    else:
+        print(f"   job {job.id}: {job.status}: {job.status_detail}")
+    trail = job_trail(fed, job.id)
+    print(f"   audit trail: {len(trail)} events (" + ", ".join(sorted({e['action'] for e in trail})) + ")")
+    return job
+
+
+def _print_sites(fed: Federation, job: JobPublic) -> None:
+    """The telco's counts, the bank's ranked sites and coverage, and where the maps are."""
+    telco, bank = job.outputs.get("telco", {}), job.outputs.get("bank", {})
+    print(f"   telco released (k={telco.get('k')}, epsilon {telco.get('epsilon_spent')}): cells "
+          f"{telco.get('cells_released')}, pooled into parents {telco.get('cells_pooled')}, suppressed "
+          f"{telco.get('cells_suppressed')}; rows refused {telco.get('rows_refused')}")
+    print(f"   bank: {bank.get('cells_received')} released cells ({bank.get('cells_pooled')} pooled), "
+          f"{bank.get('existing_branches')} existing branches, {bank.get('n_sites')} new sites within "
+          f"{bank.get('radius_km')} km: coverage {bank.get('coverage_before', 0):.1%} -> "
+          f"{bank.get('coverage_after', 0):.1%}; MILP check {json.dumps(bank.get('milp'))}")
+    for site in bank.get("sites", [])[:5]:
+        print(f"   site {site['rank']}: {site['cell']} ({site['lat']:.4f}, {site['lng']:.4f}) demand "
+              f"{site['demand']:.0f}, gain {site['gain']:.0f}, nearest branch {site['nearest_branch_km']} km")
+    for name, rel in bank.get("files", {}).items():
+        print(f"   {name}: {fed.state / 'bank' / rel}")
 
 
 def _score_with(fed: Federation, ds: dict[str, int], model_job: JobPublic) -> JobPublic:

@@ -24,12 +24,13 @@ from typing import Any
 
 import httpx
 
+from demo._synthetic_branches import write_branches
 from demo.processes import ProcessGroup, free_port, http_ok, wait_until
 from protocols.crypto.signing import SigningKey
 from protocols.wire.control import JobPublic, JobStatus
 
 GOVERNANCE = Path(__file__).resolve().parent / "governance"
-DEMO_DATASETS = {"bank": ["bank_customers", "bank_lost_contacts"], "telco": ["telco_subscribers"]}
+DEMO_DATASETS = {"bank": ["bank_customers", "bank_lost_contacts", "bank_branches"], "telco": ["telco_subscribers"]}
 FINAL = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.REJECTED, JobStatus.CANCELLED}
 USERS = [
     ("bank-admin", "admin", "bank"),
@@ -194,7 +195,13 @@ def register_datasets(fed: Federation, datasets: Mapping[str, Sequence[tuple[Pat
 
 
 def register_demo_datasets(fed: Federation, data_dir: Path, governance: Path = GOVERNANCE) -> None:
-    """``register_datasets`` for the synthetic tables in ``data_dir`` (``DEMO_DATASETS``) under ``governance``."""
+    """``register_datasets`` for the synthetic tables in ``data_dir`` (``DEMO_DATASETS``) under ``governance``.
+
+    The bank's branches (``bank_branches.csv``, fixed: ``demo._synthetic_branches``) are written to
+    ``data_dir`` first if they are not there yet; the population generator writes the other tables.
+    """
+    if not (data_dir / "bank_branches.csv").exists():
+        write_branches(data_dir)
     register_datasets(fed, {party: [(data_dir / f"{n}.csv", governance / f"{n}.yaml") for n in sets]
                             for party, sets in DEMO_DATASETS.items()})
 

@@ -24,14 +24,14 @@ Rules (ids are stable; add new ones at the end, never renumber)::
     R14-relay-template        relay mode carries a message_template
     R15-filter                filters parse and use only feature fields approved for the purpose
     R16-epsilon-budget        a noised count's epsilon is within the per-job maximum and the remaining
-                              budget of its (bank dataset, telco dataset) pair
+                              budget of its (bank dataset, telco dataset) pair; site_selection must name one
 
 The ε budget: a count-mode ``audience_overlap`` with ``params.epsilon`` releases a count with
 two-sided geometric noise, spending ``epsilon`` from the budget of its dataset pair
-(``epsilon_charge``). ``evaluate`` stays pure: the caller passes what each pair has spent
-(``budget_spent``); the job service charges the budget when the job is approved and refunds it if the
-job ends before a count is released (``coordinator.budgets``). An exact count (no ``epsilon``, suppressed
-below k) spends nothing.
+(``epsilon_charge``); a ``site_selection`` (noised counts per cell) always does. ``evaluate`` stays
+pure: the caller passes what each pair has spent (``budget_spent``); the job service charges the
+budget when the job is approved and refunds it if the job ends before a count is released
+(``coordinator.budgets``). An exact count (no ``epsilon``, suppressed below k) spends nothing.
 
 Errors::
 

@@ -1,7 +1,8 @@
 """The ε budget arithmetic (pure): what a job spends, from which dataset pair, and whether it still fits.
 
 A count-mode ``audience_overlap`` with ``params.epsilon`` releases a count with two-sided geometric noise,
-spending ``epsilon`` from the budget of its (bank dataset, telco dataset) pair (``epsilon_charge``). Rule
+spending ``epsilon`` from the budget of its (bank dataset, telco dataset) pair (``epsilon_charge``); so does a
+``site_selection`` (noised counts per cell, ``node.jobs.sites.demand``), which must name its ``epsilon``. Rule
 R16 checks it against what the pair has left (``budget_denial``); the ledger that charges and refunds it
 is ``coordinator.budgets`` (over ``coordinator.store``). An exact count (no ``epsilon``, suppressed below
 k) spends nothing.
@@ -30,11 +31,14 @@ BUDGET_DIGITS = 9
 
 
 def epsilon_charge(kind: JobKind, params: JobParams) -> float:
-    """The ε a job spends from its pair's budget: ``params.epsilon`` of a count-mode audience_overlap, else 0.
+    """The ε a job spends from its pair's budget: ``params.epsilon`` of a noised count, else 0.
 
+    Noised counts: a count-mode audience_overlap with ``epsilon``, and every site_selection (per-cell counts).
     An exact count (no ``epsilon``; suppressed below k) spends nothing: the budget accounts for noised
     releases only, and k-suppression is the protection of exact counts.
     """
+    if kind == JobKind.SITE_SELECTION:
+        return params.epsilon or 0.0
     if kind != JobKind.AUDIENCE_OVERLAP or (params.output_mode or "count") != "count" or params.epsilon is None:
         return 0.0
     return params.epsilon

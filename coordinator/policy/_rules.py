@@ -146,9 +146,14 @@ def _key_category_findings(inp: InputView) -> list[RuleOutcome]:
     return found
 
 
+_UNJOINED_KINDS = frozenset({JobKind.SITE_SELECTION})
+"""Kinds whose two inputs are never joined record by record: site_selection's telco releases per-cell
+aggregates and the bank keeps its branch locations; the two meet only at the bank, as aggregates."""
+
+
 def _key_pairing_findings(ctx: EvalContext) -> list[RuleOutcome]:
     """Two inputs are joined by PSI, so both need key_fields, paired by key type in the same order."""
-    if len(ctx.inputs) != 2:
+    if len(ctx.inputs) != 2 or ctx.job.kind in _UNJOINED_KINDS:
         return []
     a, b = ctx.inputs
     for inp in (a, b):
@@ -348,7 +353,11 @@ def filters_use_approved_features(ctx: EvalContext) -> list[RuleOutcome]:
 
 def _epsilon_mode_findings(ctx: EvalContext) -> list[RuleOutcome]:
     eps, limit = ctx.job.params.epsilon, ctx.policy.epsilon_max_per_job
-    if eps is None or ctx.job.kind != JobKind.AUDIENCE_OVERLAP:
+    if eps is None and ctx.job.kind == JobKind.SITE_SELECTION:
+        return [outcome(R16, False, "a site_selection job releases noised counts per cell and must name its epsilon",
+                        "params.epsilon", f"set params.epsilon, e.g. {ctx.policy.epsilon_default:g} "
+                        f"(at most {limit:g}; the smaller, the noisier)")]
+    if eps is None or ctx.job.kind not in (JobKind.AUDIENCE_OVERLAP, JobKind.SITE_SELECTION):
         return []
     if (ctx.mode or "count") != "count":
         return [outcome(R16, False, f"params.epsilon has no effect in output_mode '{ctx.mode}' "

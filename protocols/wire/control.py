@@ -275,6 +275,16 @@ class JobParams(_Request):
     trees: int | None = Field(default=None, ge=1, le=500)
     max_depth: int | None = Field(default=None, ge=1, le=10)
     model_job_id: int | None = Field(default=None, ge=1)
+    n_sites: int | None = Field(default=None, ge=1, le=1000, description="site_selection: new sites to propose")
+    radius_km: float | None = Field(default=None, gt=0.0, le=100.0,
+                                    description="site_selection: catchment radius of a branch, km")
+    pool_resolution: int | None = Field(default=None, ge=0, le=7, description=(
+        "site_selection: H3 resolution that cells of fewer than k people are pooled into (default 6)"))
+
+
+_LATER_PARAMS = frozenset({"n_sites", "radius_km", "pool_resolution"})
+"""Params added after jobs were first signed: left out of the signed terms while unset, so jobs signed
+before they existed keep their digest (and their approvals)."""
 
 
 class JobCreate(_Request):
@@ -412,6 +422,6 @@ def job_terms(
         "purpose": str(purpose),
         "title": title,
         "inputs": [i.model_dump(mode="json") for i in inputs],
-        "params": params.model_dump(mode="json"),
+        "params": {k: v for k, v in params.model_dump(mode="json").items() if v is not None or k not in _LATER_PARAMS},
         "policy_version": policy_version,
     }

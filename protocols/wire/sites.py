@@ -4,6 +4,8 @@
 cell holds at least ``k`` people, values are noised counts (see ``node.jobs.sites.demand``).
 ``BranchShare`` (bank → telco) exists only when the bank's terms share its branch locations (and
 proposed sites) with the operator; otherwise the optimisation stays at the bank and nothing flows back.
+``SiteReleaseAck`` is the bank's reply to a release (counts only); ``SiteReleaseAbort`` (telco → bank)
+tells the bank the telco will not release, and why (a reason naming the field and the fix).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ __all__ = [
     "BranchShare",
     "ReleasedCellWire",
     "SiteDemandRelease",
+    "SiteReleaseAbort",
+    "SiteReleaseAck",
 ]
 
 MAX_RELEASED_CELLS = 2_000_000
@@ -95,3 +99,19 @@ class BranchShare(_Wire):
     kind: Literal["sites.branch_share"] = "sites.branch_share"
     job_id: str = Field(min_length=1, max_length=64)
     branches: list[BranchLocation] = Field(max_length=100_000)
+
+
+class SiteReleaseAck(_Wire):
+    """Bank → telco, the reply to a release: how many cells the bank accepted (counts only)."""
+
+    kind: Literal["sites.release_ack"] = "sites.release_ack"
+    job_id: str = Field(min_length=1, max_length=64)
+    cells: int = Field(ge=0)
+
+
+class SiteReleaseAbort(_Wire):
+    """Telco → bank: no release will come for this job, and why."""
+
+    kind: Literal["sites.release_abort"] = "sites.release_abort"
+    job_id: str = Field(min_length=1, max_length=64)
+    reason: str = Field(min_length=1, max_length=500)

@@ -7,13 +7,18 @@ by which a node sends (coordinator API, mutual-TLS data plane requests and repli
 Flower round replies) goes through the ledger. The test checks that
 
 * every job kind the demo runs succeeded: audience overlap (count and bank ids), recovery (reveal
-  and relay), train_risk, train_propensity, the batch score job, and a real-time scoring call;
+  and relay), train_risk, train_propensity, the batch score job, a real-time scoring call, and
+  site_selection;
 * the capture holds traffic of every one of those kinds and matches the ledger (same count, same
   SHA-256 per record), so nothing is captured that the ledger did not see or the other way round;
 * none of the captured bytes contains an identifier of either party in any normalised form, nor its
   SHA-256, SHA-1 or MD5 (hex or raw), nor a high-entropy feature value of either party (its CSV
   text, or its IEEE float64 bytes either way round), nor a telco location cell id. (float32 is not
   searched: 4-byte needles match by chance in megabytes of ciphertext.)
+* the telco's site_selection release holds no H3 cell of fewer than k people: released cells are
+  aggregates (H3 ids, never the "G…" km cells of individuals, which stay needles above), so the
+  fine H3 cells under k in both measures are needles of the telco's traffic. (Not of the bank's:
+  its ranked sites may be children of a pooled parent, chosen from the released aggregate.)
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from pathlib import Path
 import pytest
 
 from demo import run as demo
+from node.jobs.sites import assign_km_cells
 from tests.support.leaks import IDENTIFIER_COLUMNS, Needles, identifier_forms, with_hashes
 
 pytestmark = [pytest.mark.flower, pytest.mark.slow]
@@ -37,6 +43,8 @@ QUASI_IDENTIFIERS = ("home_cell", "work_cell")
 FEATURES = {"bank_customers.csv": ("balance", "monthly_txn_amount"),
             "telco_subscribers.csv": ("arpu", "data_usage_gb", "night_usage_ratio")}
 MIN_TEXT = 7  # shorter decimal strings can occur by chance in megabytes of ciphertext
+K_MIN_CELL = 50  # the policy's k_min_cell, and the demo site_selection job's min_cell
+JOB_KINDS = ("audience_overlap", "recovery", "train_risk", "train_propensity", "score", "site_selection")
 _NUMBER = re.compile(r"-?\d+(\.\d+)?")
 
 
@@ -129,7 +137,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_every_job_kind_ran_and_succeeded(demo_run: Path) -> None:
     outcomes = _job_outcomes(demo_run)
-    for kind in ("audience_overlap", "recovery", "train_risk", "train_propensity", "score"):
+    for kind in JOB_KINDS:
         assert outcomes.get(kind), f"no {kind} job in the audit log: {outcomes}"
         assert "succeeded" in outcomes[kind], f"{kind}: {outcomes[kind]}"
 
@@ -143,7 +151,7 @@ def test_capture_is_exactly_the_ledger_and_covers_every_kind(demo_run: Path, par
         assert hashlib.sha256(file.read_bytes()).hexdigest() == body["digest"], file.name
     kinds = _job_kinds(demo_run)
     sent_for = {kinds[int(str(b["job_id"]))] for b in ledger if b["job_id"] is not None and b["peer"] != "coordinator"}
-    assert sent_for >= {"audience_overlap", "recovery", "train_risk", "train_propensity", "score"}, sent_for
+    assert sent_for >= set(JOB_KINDS), sent_for
     assert any(b["kind"] == "flower.round_reply" for b in ledger)  # Flower traffic goes through the ledger too
     realtime = [b for b in ledger if str(b["ref"]).startswith("calls/") or str(b["kind"]).startswith("score.")]
     assert realtime, sorted({str(b["kind"]) for b in ledger})  # the real-time scoring call (bank) and reply (telco)
@@ -167,3 +175,25 @@ def test_the_search_finds_a_planted_leak(demo_run: Path) -> None:
                                              if _high_entropy(r["arpu"]))))]
     for leak in planted:
         assert leak in needles
+
+
+def _cells_below_k(data: Path) -> dict[bytes, str]:
+    """H3 resolution-8 cells of the telco's subscribers with fewer than k residents and fewer than k workers."""
+    rows = _rows(data / "telco_subscribers.csv")
+    people: dict[str, list[int]] = {}
+    for i, column in enumerate(QUASI_IDENTIFIERS):
+        assignment = assign_km_cells([r[column] for r in rows])
+        for cell, n in zip(assignment.cells, assignment.counts.tolist(), strict=True):
+            people.setdefault(cell, [0, 0])[i] = n
+    return {cell.encode(): f"H3 cell {cell} of {n} residents and {m} workers (< k)"
+            for cell, (n, m) in people.items() if max(n, m) < K_MIN_CELL}
+
+
+def test_the_telcos_site_release_holds_no_cell_below_k(demo_run: Path) -> None:
+    ledger = _ledger(demo_run, "telco")
+    assert any(b["kind"] == "sites.demand_release" for b in ledger)  # the release went through the ledger
+    needles = Needles(_cells_below_k(demo_run / "data"))
+    assert needles.count > 100
+    files = sorted((demo_run.parent / "capture" / "telco").iterdir())
+    found = [f"{file.name}: {what}" for file in files for what in needles.find(file.read_bytes())]
+    assert not found, f"{len(found)} hits, e.g.\n" + "\n".join(found[:20])

@@ -3,7 +3,8 @@
 The telco aggregates subscribers' home and work cells into k-suppressed, ε-DP counts per H3 cell
 (:mod:`.demand`); the bank ranks new branch sites over the released demand by maximum coverage
 (:mod:`.coverage`) and draws maps (:mod:`.maps`). :mod:`.grid` holds the H3 grid and the mapping of
-the synthetic km grid onto it. No I/O here except the map writers.
+the synthetic km grid onto it. No I/O here except the map writers. :mod:`.job` runs the governed job
+``site_selection`` between the two nodes (``TelcoSiteSelection``, ``BankSiteSelection``); import it from there.
 """
 
 from node.jobs.sites.coverage import (
