@@ -58,7 +58,7 @@ def _print_decision(job: JobPublic) -> None:
             print(f"   DENIED by {rule.rule_id}: {rule.message}" + (f"\n      fix: {rule.fix}" if rule.fix else ""))
 
 
-def _run_jobs(fed: Federation) -> list[JobPublic]:
+def _run_jobs(fed: Federation, n: int) -> list[JobPublic]:
     ds = datasets(fed)
     _say("6/8 A job that policy denies")
     denied = submit(fed, denied_job(ds))
@@ -86,14 +86,17 @@ def _run_jobs(fed: Federation) -> list[JobPublic]:
     if risk:
         done.append(_score_with(fed, ds, risk[0]))
         _score_in_real_time(fed, risk[0])
-    done.append(_select_sites(fed, ds))
+    done.append(_select_sites(fed, ds, n))
     return done
 
 
-def _select_sites(fed: Federation, ds: dict[str, int]) -> JobPublic:
-    """A ``site_selection`` job: the telco releases noised demand per cell, the bank ranks sites and draws maps."""
+def _select_sites(fed: Federation, ds: dict[str, int], n: int) -> JobPublic:
+    """A ``site_selection`` job: the telco releases noised demand per cell, the bank ranks sites and draws maps.
+
+    From 10,000 people on, the city fills resolution-6 cells (≈ 36 km²); smaller demos pool into resolution 5.
+    """
     _say("7/8 Branch site selection: telco home/work demand per H3 cell (k-suppressed, ε-noised) -> bank")
-    job = submit(fed, site_selection_job(ds))
+    job = submit(fed, site_selection_job(ds, pool_resolution=6 if n >= 10_000 else 5))
     if job.status == JobStatus.REJECTED:
         print(f"   job {job.id} rejected by policy:")
         _print_decision(job)
@@ -259,7 +262,7 @@ def run(n: int, seed: int, state: Path, test_key_bits: int | None = None) -> int
         register_demo_datasets(fed, state / "data")
         _say("5/8 Starting the bank and telco node services (mutual TLS data plane) and their Flower SuperNodes")
         start_nodes(fed)
-        _run_jobs(fed)
+        _run_jobs(fed, n)
         _verify(fed)
     export, key = state / "audit.jsonl", state / "coordinator_public.key"
     _say("Done. Where to look",

@@ -73,21 +73,28 @@ def denied_job(ds: dict[str, int]) -> dict[str, Any]:
     }
 
 
-def site_selection_job(ds: dict[str, int], *, n_sites: int = 10, radius_km: float = 2.0,
-                       epsilon: float = 1.0, pool_resolution: int = 5) -> dict[str, Any]:
+SHANGHAI = (30.6, 120.8, 31.6, 122.1)
+"""The demo's study area (south, west, north, east): the city where the bank's branches are."""
+
+
+def site_selection_job(ds: dict[str, int], *, n_sites: int = 10, radius_km: float = 3.0, epsilon: float = 1.0,
+                       pool_resolution: int = 5, area: tuple[float, float, float, float] | None = SHANGHAI
+                       ) -> dict[str, Any]:
     """Where to open ``n_sites`` new branches: the telco's noised home/work demand per H3 cell, the bank's branches.
 
     The telco names its home and work cell fields (security level 4: compliance approves too); the
-    bank names its branches' coordinates and capacity, which never leave its node. The demo's
-    populations are small (a few thousand people over ten cities), so cells of fewer than k people pool
-    into resolution-5 districts (≈ 250 km²) rather than the default 6, or hardly any would reach k.
+    bank names its branches' coordinates and capacity, which never leave its node. The study ``area`` is
+    the bank's city (the telco counts only locations inside it). The demo's populations are small, so
+    cells of fewer than k people pool into resolution-5 districts (≈ 250 km²) unless the caller passes
+    the default 6 for a population large enough to fill them.
     """
     return {
         "kind": "site_selection", "purpose": "site_selection", "title": f"Where to open {n_sites} new branches",
         "inputs": [{"dataset_id": ds["telco_subscribers"], "feature_fields": ["home_cell", "work_cell"]},
                    {"dataset_id": ds["bank_branches"], "feature_fields": ["lat", "lng", "capacity"]}],
         "params": {"output_mode": "count", "min_cell": 50, "epsilon": epsilon, "n_sites": n_sites,
-                   "radius_km": radius_km, "pool_resolution": pool_resolution},
+                   "radius_km": radius_km, "pool_resolution": pool_resolution,
+                   **({"area": list(area)} if area is not None else {})},
     }
 
 

@@ -11,7 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -280,9 +280,21 @@ class JobParams(_Request):
                                     description="site_selection: catchment radius of a branch, km")
     pool_resolution: int | None = Field(default=None, ge=0, le=7, description=(
         "site_selection: H3 resolution that cells of fewer than k people are pooled into (default 6)"))
+    area: tuple[float, float, float, float] | None = Field(default=None, description=(
+        "site_selection: the study area as (south, west, north, east) in degrees; the telco counts only "
+        "home and work locations inside it"))
+
+    @field_validator("area")
+    @classmethod
+    def _area_is_a_box(cls, area: tuple[float, float, float, float] | None) -> tuple[float, float, float, float] | None:
+        if area is not None:
+            south, west, north, east = area
+            if not (-90 <= south < north <= 90 and -180 <= west < east <= 180):
+                raise ValueError("give (south, west, north, east) with south < north and west < east, in degrees")
+        return area
 
 
-_LATER_PARAMS = frozenset({"n_sites", "radius_km", "pool_resolution"})
+_LATER_PARAMS = frozenset({"n_sites", "radius_km", "pool_resolution", "area"})
 """Params added after jobs were first signed: left out of the signed terms while unset, so jobs signed
 before they existed keep their digest (and their approvals)."""
 

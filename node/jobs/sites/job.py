@@ -74,7 +74,7 @@ from node.jobs.sites.demand import (
     release_from_wire,
     release_to_wire,
 )
-from node.jobs.sites.grid import COARSE_RESOLUTION, FINE_RESOLUTION, SiteInputError
+from node.jobs.sites.grid import COARSE_RESOLUTION, FINE_RESOLUTION, GridArea, KmGrid, SiteInputError
 from node.jobs.sites.maps import MapLayers, write_geojson, write_html, write_png
 from node.peer import PeerError, PeerInbox, PeerMessage
 from node.runner import JobContext, JobHandler
@@ -135,6 +135,7 @@ class SiteTerms:
         n_sites: New sites to propose.
         radius_km: Catchment radius of a branch, km.
         pool_resolution: H3 resolution that cells of fewer than k people pool into.
+        area: The study area; locations outside it are refused as ``outside_area`` (None: the whole grid).
     """
 
     job_id: str
@@ -143,6 +144,12 @@ class SiteTerms:
     n_sites: int
     radius_km: float
     pool_resolution: int = COARSE_RESOLUTION
+    area: GridArea | None = None
+
+    @property
+    def grid(self) -> KmGrid:
+        """The km grid restricted to the study area."""
+        return KmGrid(area=self.area) if self.area is not None else KmGrid()
 
 
 def site_terms(job: JobPublic) -> SiteTerms:
@@ -162,8 +169,12 @@ def site_terms(job: JobPublic) -> SiteTerms:
     if params.radius_km is None:
         raise _error("params.radius_km", "is missing", "set params.radius_km, a branch's catchment in km, e.g. 2")
     pool = COARSE_RESOLUTION if params.pool_resolution is None else params.pool_resolution
+    area = None
+    if params.area is not None:
+        south, west, north, east = params.area
+        area = GridArea(min_lat=south, max_lat=north, min_lng=west, max_lng=east)
     return SiteTerms(str(job.id), k_of(params), float(params.epsilon), int(params.n_sites), float(params.radius_km),
-                     pool)
+                     pool, area)
 
 
 def _progress(ctx: JobContext) -> Callable[[str, float], None]:
@@ -290,7 +301,7 @@ class TelcoSiteSelection:
         with source:
             frame = source.read(fields.columns)
         try:
-            return aggregate_demand(frame, fields.spec(terms), self._rng())
+            return aggregate_demand(frame, fields.spec(terms), self._rng(), terms.grid)
         except SiteInputError as exc:
             raise SiteJobError.of(exc) from None
 
