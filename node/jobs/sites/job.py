@@ -512,7 +512,12 @@ def read_own_branches(ctx: JobContext) -> BranchTable:
         raise SiteJobError.of(exc) from None
 
 
-def _check_release(release: SiteDemandRelease, terms: SiteTerms) -> DemandRelease:
+def check_release(release: SiteDemandRelease, terms: SiteTerms) -> DemandRelease:
+    """The release as the bank accepts it: k at least the job's, the job's resolutions and ε exactly.
+
+    Raises:
+        RemoteProtocolError: The telco's release does not match the signed terms.
+    """
     if release.k < terms.k:
         raise RemoteProtocolError(f"the release used k={release.k}, below the job's k={terms.k}")
     if (release.fine_resolution, release.coarse_resolution) != (FINE_RESOLUTION, terms.pool_resolution):
@@ -532,7 +537,7 @@ def plan_sites(message: SiteDemandRelease, terms: SiteTerms, branches: BranchTab
         SiteJobError: No demand was released, or n_sites exceeds the eligible cells.
         RemoteProtocolError: The release does not match the signed terms.
     """
-    release = _check_release(message, terms)
+    release = check_release(message, terms)
     demand = expand_demand(release)
     if not demand:
         raise _error("release", "holds no cell with demand > 0: every cell and every pooled parent had fewer "

@@ -1,4 +1,5 @@
-"""The job's study area: only locations inside it are counted; a malformed area is refused by name."""
+"""The job's terms at the nodes: the study area counts only locations inside it, a malformed area is
+refused by name, and the bank refuses a release that does not match the signed terms."""
 
 from types import SimpleNamespace
 
@@ -7,10 +8,12 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from node.jobs.sites.demand import aggregate_demand
+from node.jobs.sites.demand import aggregate_demand, release_to_wire
 from node.jobs.sites.grid import KmGrid
-from node.jobs.sites.job import CellFields, site_terms
+from node.jobs.sites.job import CellFields, check_release, site_terms
 from protocols.wire.control import JobParams
+from protocols.wire.errors import RemoteProtocolError
+from protocols.wire.sites import SiteDemandRelease
 
 SHANGHAI = (30.6, 120.8, 31.6, 122.1)
 
@@ -48,3 +51,22 @@ def test_a_malformed_area_is_refused_naming_the_field(area) -> None:
         JobParams.model_validate({"area": list(area)})
     assert err.value.errors()[0]["loc"] == ("area",)
     assert "south < north and west < east" in str(err.value)
+
+
+@pytest.mark.parametrize(("change", "said"), [
+    ({"k": 20}, "below the job's k=50"),
+    ({"coarse_resolution": 5}, "not the job's 8/6"),
+    ({"epsilon_spent": 2.0, "epsilon_per_measure": {"residents": 2.0, "night_population": 2.0}}, "not the job's 1"),
+])
+def test_the_bank_refuses_a_release_that_is_not_the_signed_terms(change, said) -> None:
+    # Prepare: a release made under the job's terms, then one term changed as a dishonest telco might
+    terms = _terms(pool_resolution=6)
+    frame = pd.DataFrame({"home_cell": [_km_cell(31.23, 121.47)] * 300})
+    result = aggregate_demand(frame, CellFields("home_cell", None, None).spec(terms), np.random.default_rng(0))
+    honest = release_to_wire(result.release, terms.job_id)
+    assert check_release(honest, terms).k == 50
+    forged = SiteDemandRelease.model_validate({**honest.model_dump(), **change})
+
+    # Execute / Assert
+    with pytest.raises(RemoteProtocolError, match=said):
+        check_release(forged, terms)
