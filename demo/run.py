@@ -15,6 +15,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -108,9 +109,13 @@ def _select_sites(fed: Federation, ds: dict[str, int], n: int) -> JobPublic:
         _print_sites(fed, job)
     else:
         print(f"   job {job.id}: {job.status}: {job.status_detail}")
-    trail = job_trail(fed, job.id)
-    print(f"   audit trail: {len(trail)} events (" + ", ".join(sorted({e['action'] for e in trail})) + ")")
+    _print_trail(job_trail(fed, job.id))
     return job
+
+
+def _print_trail(trail: list[dict[str, Any]]) -> None:
+    """How many audit events a job left, and of which actions."""
+    print(f"   audit trail: {len(trail)} events (" + ", ".join(sorted({e['action'] for e in trail})) + ")")
 
 
 def _print_sites(fed: Federation, job: JobPublic) -> None:
@@ -147,8 +152,7 @@ def _score_with(fed: Federation, ds: dict[str, int], model_job: JobPublic) -> Jo
               f"the scores themselves stay at the bank: {fed.state / 'bank' / 'jobs' / str(job.id) / 'scores.csv'}")
     else:
         print(f"   job {job.id}: {job.status}: {job.status_detail}")
-    trail = job_trail(fed, job.id)
-    print(f"   audit trail: {len(trail)} events (" + ", ".join(sorted({e['action'] for e in trail})) + ")")
+    _print_trail(job_trail(fed, job.id))
     return job
 
 
@@ -197,7 +201,7 @@ def _print_training(fed: Federation, job: JobPublic) -> None:
     for e in runs:
         shown = {k: v for k, v in e["details"].items() if k != "summary"}
         print(f"   {e['action']} (Flower round trips for this job: {shown.get('rounds', '-')}): {json.dumps(shown)}")
-    print(f"   audit trail: {len(trail)} events (" + ", ".join(sorted({e['action'] for e in trail})) + ")")
+    _print_trail(trail)
 
 
 def _print_psi(fed: Federation, job: JobPublic) -> None:
