@@ -26,7 +26,7 @@ from coordinator.context import Context
 from coordinator.errors import BudgetExceeded
 from coordinator.policy import BudgetPair, Policy, budget_denial, budget_pair, epsilon_charge, remaining_epsilon
 from coordinator.store import BudgetCharge, Transaction
-from protocols.wire.control import JobPublic, Role
+from protocols.wire.control import JobKind, JobPublic, JobStatus, Role
 
 __all__ = ["BudgetsPublic", "PairBudgetPublic", "charge", "list_budgets", "refund_unreleased"]
 
@@ -96,10 +96,22 @@ def charge(ctx: Context, tx: Transaction, job: JobPublic) -> None:
                       "budget": ctx.policy.epsilon_budget_per_pair})
 
 
-def refund_unreleased(ctx: Context, tx: Transaction, job_id: int, reason: str) -> None:
-    """Refund ``job_id``'s charge if no party has reported a successful result (nothing was released)."""
-    if any(r.status == "succeeded" for r in tx.jobs.results(job_id).values()):
+_RELEASED_WHILE_RUNNING = frozenset({JobKind.SITE_SELECTION})
+"""Kinds whose noised release goes node to node before any result is reported: once such a job ran, the
+release may have left, whatever the reports say (and a party could fail its report on purpose)."""
+
+
+def refund_unreleased(ctx: Context, tx: Transaction, job: JobPublic, reason: str) -> None:
+    """Refund ``job``'s charge if nothing was released.
+
+    Nothing was released when no party reported a success and the job is not of a kind whose release leaves
+    before the reports and it ran (``job.status`` is the status the job is leaving).
+    """
+    if job.kind in _RELEASED_WHILE_RUNNING and job.status == JobStatus.RUNNING:
         return
+    if any(r.status == "succeeded" for r in tx.jobs.results(job.id).values()):
+        return
+    job_id = job.id
     refunded = tx.budgets.refund(job_id, ctx.clock())
     if refunded is None:
         return

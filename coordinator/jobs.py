@@ -70,7 +70,7 @@ def _move(ctx: Context, tx: Transaction, actor: str, job: JobPublic, target: Job
     if target == JobStatus.APPROVED:
         budgets.charge(ctx, tx, job)
     elif target in (JobStatus.CANCELLED, JobStatus.FAILED):
-        budgets.refund_unreleased(ctx, tx, job.id, f"job {target.value}")
+        budgets.refund_unreleased(ctx, tx, job, f"job {target.value}")
     updated = tx.jobs.update_job(job.id, JobUpdate(status=target, status_detail=detail, **changes), ctx.clock())
     audit_log.record(ctx, tx, actor, "job.status", f"job:{job.id}",
                      {"from": job.status.value, "to": target.value, "detail": detail[:500]})

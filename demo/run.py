@@ -122,8 +122,8 @@ def _print_sites(fed: Federation, job: JobPublic) -> None:
     """The telco's counts, the bank's ranked sites and coverage, and where the maps are."""
     telco, bank = job.outputs.get("telco", {}), job.outputs.get("bank", {})
     print(f"   telco released (k={telco.get('k')}, epsilon {telco.get('epsilon_spent')}): cells "
-          f"{telco.get('cells_released')}, pooled into parents {telco.get('cells_pooled')}, suppressed "
-          f"{telco.get('cells_suppressed')}; rows refused {telco.get('rows_refused')}")
+          f"{telco.get('cells_released')}, pooled into parents {telco.get('cells_pooled')}; rows refused for "
+          f"{telco.get('refusal_reasons')}")
     print(f"   bank: {bank.get('cells_received')} released cells ({bank.get('cells_pooled')} pooled), "
           f"{bank.get('existing_branches')} existing branches, {bank.get('n_sites')} new sites within "
           f"{bank.get('radius_km')} km: coverage {bank.get('coverage_before', 0):.1%} -> "

@@ -278,7 +278,7 @@ class JobParams(_Request):
     n_sites: int | None = Field(default=None, ge=1, le=1000, description="site_selection: new sites to propose")
     radius_km: float | None = Field(default=None, gt=0.0, le=100.0,
                                     description="site_selection: catchment radius of a branch, km")
-    pool_resolution: int | None = Field(default=None, ge=0, le=7, description=(
+    pool_resolution: int | None = Field(default=None, ge=4, le=7, description=(
         "site_selection: H3 resolution that cells of fewer than k people are pooled into (default 6)"))
     area: tuple[float, float, float, float] | None = Field(default=None, description=(
         "site_selection: the study area as (south, west, north, east) in degrees; the telco counts only "

@@ -194,3 +194,49 @@ def test_budgets_visible_to_auditor_and_admins_of_involved_parties_only(world):
     assert (limits["epsilon_budget_per_pair"], limits["epsilon_max_per_job"], limits["epsilon_default"]) == (
         3.0, 1.0, 0.5)
     assert world.c.get(f"{API}/budgets", headers=world.h("bank_analyst")).status_code == 403
+
+
+def _site_job(world: World) -> dict[str, Any]:
+    """An approved site_selection job (ε 1.0) over a telco cell dataset and a bank branch dataset."""
+    grid = {"name": "home_grid", "type": "string", "category": "sensitive", "security_level": 3,
+            "desensitisation": "generalise", "purposes": ["site_selection"]}
+    lat = {"name": "lat", "type": "float", "category": "feature", "security_level": 2, "purposes": ["site_selection"]}
+    world.register("telco", "cells", [grid])
+    world.register("bank", "branches", [lat])
+    body = {"kind": "site_selection", "purpose": "site_selection", "title": "branches",
+            "inputs": [{"dataset_id": world.datasets["telco"], "feature_fields": ["home_grid"]},
+                       {"dataset_id": world.datasets["bank"], "feature_fields": ["lat"]}],
+            "params": {"output_mode": "count", "epsilon": 1.0, "n_sites": 2, "radius_km": 2.0}}
+    r = world.c.post(f"{API}/jobs", json=body, headers=world.h("bank_analyst"))
+    assert r.status_code == 201, r.text
+    job = r.json()
+    world.approve(job, "party:bank", "bank_admin")
+    r = world.approve(job, "party:telco", "telco_admin")
+    assert r.json()["status"] == "approved", r.text
+    return r.json()
+
+
+def test_a_site_selection_that_ran_keeps_its_charge_whatever_the_reports_say(world):
+    # Prepare: the telco started (its release goes straight to the bank), then a party fails its report,
+    # as a bank that read the release and failed on purpose would
+    job = _site_job(world)
+    r = world.c.post(f"{API}/jobs/{job['id']}/progress", json={"stage": "sites: aggregating", "fraction": 0.2},
+                     headers=world.h("telco_op"))
+    assert r.json()["status"] == "running", r.text
+
+    # Execute
+    r = world.c.post(f"{API}/jobs/{job['id']}/result", json={"status": "failed", "detail": "peer gone"},
+                     headers=world.h("telco_op"))
+
+    # Assert: no refund, so a retry cannot buy a fresh noised release for nothing
+    assert r.json()["status"] == "failed"
+    assert _pair(world)["spent"] == 1.0 and _events(world, "budget.refunded") == []
+
+
+def test_a_site_selection_that_never_ran_is_refunded(world):
+    job = _site_job(world)
+
+    r = world.c.post(f"{API}/jobs/{job['id']}/cancel", headers=world.h("bank_analyst"))
+
+    assert r.json()["status"] == "cancelled"
+    assert _pair(world)["spent"] == 0.0 and _events(world, "budget.refunded")[0]["details"]["reason"] == "job cancelled"

@@ -40,6 +40,7 @@ file: the runner removes the job's scratch directory, and the maps move into pla
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
 import threading
@@ -49,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import h3
 import numpy as np
 from pydantic import ValidationError
 
@@ -65,6 +67,7 @@ from node.jobs.sites.coverage import (
     solve_milp,
 )
 from node.jobs.sites.demand import (
+    SOURCE,
     DemandRelease,
     DemandResult,
     DemandSpec,
@@ -81,6 +84,8 @@ from node.runner import JobContext, JobHandler
 from protocols.wire.control import JobInput, JobKind, JobPublic, JobStatus
 from protocols.wire.errors import ConfigError, ProtocolError, RemoteProtocolError
 from protocols.wire.sites import SiteDemandRelease, SiteReleaseAbort, SiteReleaseAck
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["ABORT_CHANNEL", "MAP_FILES", "RELEASE_CHANNEL", "BankSiteSelection", "CellFields", "SiteJobError",
            "SitePatience", "SitePlanResult", "SiteTerms", "TelcoSiteSelection", "bank_outputs", "cell_fields",
@@ -246,13 +251,22 @@ def cell_fields(governance: Governance, fields: Sequence[str]) -> CellFields:
 
 
 def telco_outputs(result: DemandResult, bytes_sent: int) -> dict[str, Any]:
-    """The telco's report for the coordinator: counts only."""
+    """The telco's report for the coordinator (which every party of the job reads): nothing exact about people.
+
+    Row counts, refusals per reason and suppressed cells stay in the telco's log: with a small study area,
+    the rows refused as ``outside_area`` would give the exact number of people inside it, below k. The
+    report names only which refusal reasons occurred, and the released cell counts the bank sees anyway.
+    """
     diag, release = result.diagnostics, result.release
+    logger.info("site_selection: %s rows, refused %s, cells suppressed %s", diag.rows, diag.refused,
+                diag.cells_suppressed)
     return {
-        "role": "telco", "rows": diag.rows, "k": release.k, "epsilon_spent": release.epsilon,
+        "role": "telco", "k": release.k, "epsilon_spent": release.epsilon,
         "epsilon_per_measure": release.epsilon_per_measure, "weighted": release.weighted,
         "cells_released": diag.fine_cells_released, "cells_pooled": diag.coarse_cells_released,
-        "cells_suppressed": diag.cells_suppressed, "rows_refused": diag.refused, "bytes_to_peer": bytes_sent,
+        "refusal_reasons": {source: sorted(r for r, n in reasons.items() if n)
+                            for source, reasons in diag.refused.items()},
+        "bytes_to_peer": bytes_sent,
     }
 
 
@@ -527,7 +541,28 @@ def check_release(release: SiteDemandRelease, terms: SiteTerms) -> DemandRelease
     if not math.isclose(release.epsilon_spent, terms.epsilon, rel_tol=1e-9):
         raise RemoteProtocolError(f"the release spent epsilon {release.epsilon_spent:g}, not the job's "
                                   f"{terms.epsilon:g}")
+    _check_epsilon_split(release, terms)
+    _check_cells(release)
     return release_from_wire(release)
+
+
+def _check_epsilon_split(release: SiteDemandRelease, terms: SiteTerms) -> None:
+    """Aliases of one source share its ε, and the sources' ε add up to no more than the job's."""
+    per_source: dict[str, set[float]] = {}
+    for measure, epsilon in release.epsilon_per_measure.items():
+        per_source.setdefault(SOURCE[Measure(measure)], set()).add(round(float(epsilon), 12))
+    if any(len(values) != 1 for values in per_source.values()) or \
+            sum(min(v) for v in per_source.values()) > terms.epsilon * (1 + 1e-9):
+        raise RemoteProtocolError(f"the release's epsilon per measure {dict(release.epsilon_per_measure)} "
+                                  f"adds up to more than the job's {terms.epsilon:g}")
+
+
+def _check_cells(release: SiteDemandRelease) -> None:
+    """Every cell a valid H3 id at the resolution it claims (a mislabelled coarse cell would expand hugely)."""
+    for cell in release.cells:
+        if not h3.is_valid_cell(cell.cell) or h3.get_resolution(cell.cell) != cell.resolution:
+            raise RemoteProtocolError(f"the release's cell {cell.cell[:20]!r} is not an H3 cell of resolution "
+                                      f"{cell.resolution}")
 
 
 def plan_sites(message: SiteDemandRelease, terms: SiteTerms, branches: BranchTable) -> SitePlanResult:

@@ -3,6 +3,7 @@ refused by name, and the bank refuses a release that does not match the signed t
 
 from types import SimpleNamespace
 
+import h3
 import numpy as np
 import pandas as pd
 import pytest
@@ -69,4 +70,32 @@ def test_the_bank_refuses_a_release_that_is_not_the_signed_terms(change, said) -
 
     # Execute / Assert
     with pytest.raises(RemoteProtocolError, match=said):
+        check_release(forged, terms)
+
+
+def _honest():
+    terms = _terms(pool_resolution=6)
+    frame = pd.DataFrame({"home_cell": [_km_cell(31.23, 121.47)] * 300})
+    result = aggregate_demand(frame, CellFields("home_cell", None, None).spec(terms), np.random.default_rng(0))
+    return terms, release_to_wire(result.release, terms.job_id)
+
+
+@pytest.mark.parametrize("claimed", [{"residents": 1.0, "workers": 1.0},  # two sources at the full ε each
+                                     {"residents": 1.0, "night_population": 0.5}])  # one source, two ε
+def test_the_bank_refuses_more_epsilon_than_the_job_spent_split_over_aliases(claimed) -> None:
+    terms, honest = _honest()
+    assert set(honest.epsilon_per_measure) == {"residents"}
+    forged = SiteDemandRelease.model_validate({**honest.model_dump(), "epsilon_per_measure": claimed})
+    with pytest.raises(RemoteProtocolError, match="adds up to more than the job's 1"):
+        check_release(forged, terms)
+
+
+@pytest.mark.parametrize("bad_cell", ["coarser", "fffffffffffffff"])
+def test_the_bank_refuses_a_cell_that_is_not_what_it_claims(bad_cell) -> None:
+    terms, honest = _honest()
+    first = honest.cells[0].model_dump()
+    assert first["resolution"] == 8
+    cell = h3.cell_to_parent(first["cell"], 4) if bad_cell == "coarser" else bad_cell  # 2,401 children at 8
+    forged = SiteDemandRelease.model_validate({**honest.model_dump(), "cells": [{**first, "cell": cell}]})
+    with pytest.raises(RemoteProtocolError, match="is not an H3 cell of resolution 8"):
         check_release(forged, terms)
