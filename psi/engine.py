@@ -29,7 +29,7 @@ from psi.cardinality import CardinalityReceiver, CardinalitySender
 from psi.ecdh import EcdhPsiReceiver, EcdhPsiSender
 from psi.group import POINT_BYTES, Scalar
 from psi.identifiers import NormalisedColumn, normalise_column
-from psi.labeled import LabeledPsiReceiver, LabeledPsiSender, SenderTable, prepare_sender_table
+from psi.labeled import LabeledPsiReceiver, LabeledPsiSender, SenderTable, prepare_sender_table, refuse_shared_keys
 from psi.multi_key import DEFAULT_PRIORITY, MultiKeyMatcher, MultiKeyResult
 
 __all__ = [
@@ -286,9 +286,13 @@ def _labeled_table(
 ) -> tuple[tuple[SenderTable, Scalar], dict[str, object]]:
     pairs = list(pairs)
     column = normalise_column(key_type, [k for k, _ in pairs])
-    records = [(value, pairs[i][1]) for value, i in zip(column.values, column.indices, strict=True)]
+    records, shared = refuse_shared_keys([(value, pairs[i][1]) for value, i in zip(column.values, column.indices,
+                                                                                    strict=True)])
+    report = column.report()
+    if shared.values:
+        report["shared_key_values"] = {"key_values": shared.values, "records": shared.records}
     key = Scalar.random()
-    return (prepare_sender_table(records, key_type=key_type, key=key, mapper=mapper), key), column.report()
+    return (prepare_sender_table(records, key_type=key_type, key=key, mapper=mapper), key), report
 
 
 def run_multi_key_local(

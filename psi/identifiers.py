@@ -4,6 +4,11 @@ PSI matches exact strings, so two parties must spell the same identifier the sam
 goes through :func:`normalise` before it is hashed to the group; values that fail are *counted* by
 :func:`normalise_column` (by key type and reason) and never silently dropped or matched.
 
+Text first: every value is folded to the ASCII it means (``psi._unicode.fold``: NFKC, format
+characters such as zero-width spaces removed, full-width and other scripts' decimal digits as ASCII
+digits, dashes as ``-``; superscripts and circled numbers refused), so a cell typed with a Chinese
+input method or exported from office software matches its ASCII spelling.
+
 Canonical forms:
 
 ============  =======================================================================================
@@ -14,10 +19,28 @@ id_number     18 characters (GB 11643-1999): 17 digits and a check digit ``0-9``
               check digit; the birth date must be a real date.
 imei          the 14-digit body (TAC + serial). 15 digits: the Luhn digit must be right. 16 digits:
               IMEISV, the last two (software version) are dropped.
-idfa          upper-case UUID ``8-4-4-4-12``; the all-zero IDFA (tracking disabled) is refused.
-mac           12 lower-case hex digits, any separator removed; all-zero and broadcast are refused.
+idfa          upper-case UUID ``8-4-4-4-12``.
+mac           12 lower-case hex digits, any separator removed.
 customer_id   stripped, 1–64 printable characters.
 ============  =======================================================================================
+
+Device identifiers that are not identities are refused, counted by reason and never matched: one
+value reported by many devices would join unrelated people.
+
+=====  ==============================  ============================================================
+imei   ``placeholder``                 one repeated digit (``000000000000000``, ``111…``) or a run
+                                       of consecutive digits (``123456789012345``, ``987…``)
+imei   ``test_imei``                   reporting body ``00`` or ``02``–``09``: test IMEIs (GSMA
+                                       TS.06 Appendix A), never allocated to a device in service
+idfa   ``placeholder``                 one repeated hex digit: the all-zero IDFA of "limit ad
+                                       tracking" (and the Android advertising id when opted out)
+mac    ``placeholder``                 one repeated hex digit (``00:00:…``, broadcast ``ff:ff:…``)
+                                       and ``02:00:00:00:00:00`` (what Android ≥ 6 reports to apps)
+mac    ``multicast_mac``               group bit set (least significant bit of the first octet)
+mac    ``randomised_mac``              locally administered bit set (second-least significant bit
+                                       of the first octet): a per-network random address (iOS ≥ 14,
+                                       Android ≥ 10) or one set by software, not the device's own
+=====  ==============================  ============================================================
 
 Speed: a telco normalises every subscriber before building its tables (10⁷ values and more), so the
 common case — a value that is *already* canonical ASCII — takes a fast path: mobile numbers are
@@ -39,6 +62,7 @@ from functools import lru_cache
 
 from protocols.wire.control import KeyType
 from psi._errors import InvalidIdentifier
+from psi._unicode import fold
 
 __all__ = [
     "NormalisedColumn",
@@ -58,6 +82,12 @@ _MAC_SEPARATORS = re.compile(r"[\s:\-.]")
 _GB11643_CODES = "10X98765432"
 _MIN_BIRTH_YEAR = 1900
 _MOBILE_SECOND_DIGITS = "3456789"
+_RUNS = "0123456789" * 3
+_IMEI_RUNS = frozenset(run for i in range(10) for run in (_RUNS[i : i + 14], _RUNS[i : i + 14][::-1]))
+"""Every 14-digit run of consecutive digits, ascending (``12345678901234``) or descending."""
+_TEST_IMEI_BODIES = frozenset(("00", "02", "03", "04", "05", "06", "07", "08", "09"))
+"""Reporting body identifiers reserved for test IMEIs (GSMA TS.06, Appendix A)."""
+_ANDROID_MAC = "020000000000"
 
 
 def gb11643_check_digit(first17: str) -> str:
@@ -108,7 +138,7 @@ def luhn_check_digit(body14: str) -> str:
 def _normalise_mobile(raw: str) -> str:
     if len(raw) == 11 and raw.isascii() and raw.isdigit() and raw[0] == "1" and raw[1] in _MOBILE_SECOND_DIGITS:
         return raw  # fast path: already canonical
-    digits = _SEPARATORS.sub("", raw)
+    digits = _SEPARATORS.sub("", fold(KeyType.MOBILE, raw))
     for prefix in ("+86", "0086", "86"):
         if digits.startswith(prefix) and len(digits) == len(prefix) + 11:
             digits = digits[len(prefix) :]
@@ -143,7 +173,7 @@ def _normalise_id_number(raw: str) -> str:
         and _GB11643_CODES[2 * int(raw[:17], 13) % 11] == raw[17]
     ):
         return raw  # fast path: already canonical and valid (ASCII digits, so no regex needed)
-    value = _SEPARATORS.sub("", raw).upper()
+    value = _SEPARATORS.sub("", fold(KeyType.ID_NUMBER, raw)).upper()
     if _ID15.fullmatch(value):
         first17 = value[:6] + "19" + value[6:]
         _check_birth_date(first17[6:14])
@@ -157,40 +187,47 @@ def _normalise_id_number(raw: str) -> str:
 
 
 def _normalise_imei(raw: str) -> str:
-    digits = _SEPARATORS.sub("", raw)
-    if not digits.isdecimal():  # not isdigit(): superscripts such as "²" are digits but not numbers
+    digits = _SEPARATORS.sub("", fold(KeyType.IMEI, raw))
+    if not digits.isdecimal():  # after folding, only ASCII digits are decimal
         raise InvalidIdentifier(KeyType.IMEI, "bad_characters")
-    if len(digits) == 15 and luhn_check_digit(digits[:14]) != digits[14]:
-        raise InvalidIdentifier(KeyType.IMEI, "check_digit")
     if len(digits) not in (14, 15, 16):
         raise InvalidIdentifier(KeyType.IMEI, "bad_length")
     body = digits[:14]
-    if body == "0" * 14:
+    if len(set(body)) == 1 or body in _IMEI_RUNS:  # before the Luhn digit: a placeholder whatever it ends with
         raise InvalidIdentifier(KeyType.IMEI, "placeholder")
+    if body[:2] in _TEST_IMEI_BODIES:
+        raise InvalidIdentifier(KeyType.IMEI, "test_imei")
+    if len(digits) == 15 and luhn_check_digit(body) != digits[14]:
+        raise InvalidIdentifier(KeyType.IMEI, "check_digit")
     return body
 
 
 def _normalise_idfa(raw: str) -> str:
-    hexits = raw.strip().lower().replace("-", "").removeprefix("{").removesuffix("}")
+    hexits = fold(KeyType.IDFA, raw).strip().lower().replace("-", "").removeprefix("{").removesuffix("}")
     if len(hexits) != 32 or not _HEX_ONLY.fullmatch(hexits):
         raise InvalidIdentifier(KeyType.IDFA, "bad_format")
-    if hexits == "0" * 32:
+    if len(set(hexits)) == 1:
         raise InvalidIdentifier(KeyType.IDFA, "placeholder")
     h = hexits.upper()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _normalise_mac(raw: str) -> str:
-    hexits = _MAC_SEPARATORS.sub("", raw.strip().lower())
+    hexits = _MAC_SEPARATORS.sub("", fold(KeyType.MAC, raw).strip().lower())
     if len(hexits) != 12 or not _HEX_ONLY.fullmatch(hexits):
         raise InvalidIdentifier(KeyType.MAC, "bad_format")
-    if hexits in ("000000000000", "ffffffffffff"):
+    if len(set(hexits)) == 1 or hexits == _ANDROID_MAC:
         raise InvalidIdentifier(KeyType.MAC, "placeholder")
+    first_octet = int(hexits[:2], 16)
+    if first_octet & 0b01:
+        raise InvalidIdentifier(KeyType.MAC, "multicast_mac")
+    if first_octet & 0b10:
+        raise InvalidIdentifier(KeyType.MAC, "randomised_mac")
     return hexits
 
 
 def _normalise_customer_id(raw: str) -> str:
-    value = raw.strip()
+    value = fold(KeyType.CUSTOMER_ID, raw).strip()
     if not 1 <= len(value) <= 64 or not value.isprintable():
         raise InvalidIdentifier(KeyType.CUSTOMER_ID, "bad_format")
     return value

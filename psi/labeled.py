@@ -22,6 +22,12 @@ The table (:class:`SenderTable`) is built once per key epoch by :func:`prepare_s
 deterministic function of (records, k) and is sorted by record bytes (so by tag: tags are distinct
 except with negligible probability), so it can be cached and reused.
 
+Shared key values: a key whose records carry more than ``MAX_LABELS_PER_KEY`` distinct labels (a
+cloned IMEI, a placeholder nobody listed, a shop's MAC) names no one, and its record would hand the
+receiver every label on it (and outgrow the wire's record size). :func:`refuse_shared_keys` takes
+such keys out before the table is built and counts them (:class:`SharedKeys`: how many key values,
+how many records; never which); :func:`prepare_sender_table` refuses to build a table with one.
+
 Rounds::
 
     1. R→S PsiHello(protocol=labeled, set_size=|X|)       S→R PsiWelcome(set_size=table size, record_size)
@@ -46,6 +52,7 @@ the mapper's workers; grouping and the final sort run in the calling process (un
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -81,8 +88,11 @@ __all__ = [
     "LabeledReceiverStage",
     "LabeledResult",
     "LabeledSenderStage",
+    "MAX_LABELS_PER_KEY",
     "SenderTable",
+    "SharedKeys",
     "prepare_sender_table",
+    "refuse_shared_keys",
     "seal_batch",
 ]
 
@@ -91,6 +101,8 @@ GCM_TAG_BYTES = 16
 KDF_KEY = b"tandem/psi/v2/labeled"
 """BLAKE2b key of the record derivation; names the table format (a new derivation needs a new one)."""
 _MIN_PLAINTEXT = 32
+MAX_LABELS_PER_KEY = 4
+"""Most distinct labels one key value may carry (a family's shared phone); more: ``shared_key_value``."""
 _KEY_END = TAG_BYTES + 32
 _NONCE_END = _KEY_END + 12
 
@@ -184,6 +196,50 @@ class SenderTable:
         return len(self.records) // self.record_size
 
 
+@dataclass(frozen=True)
+class SharedKeys:
+    """Key values refused because more than ``MAX_LABELS_PER_KEY`` distinct labels share them.
+
+    Counts only: which values they were stays with the sender.
+
+    Attributes:
+        values: Key values refused.
+        records: Records (e.g. subscribers) that held them.
+    """
+
+    values: int = 0
+    records: int = 0
+
+
+def refuse_shared_keys(records: Sequence[tuple[str, str]], *, max_labels: int = MAX_LABELS_PER_KEY
+                       ) -> tuple[Sequence[tuple[str, str]], SharedKeys]:
+    """``records`` without the keys that carry more than ``max_labels`` distinct labels, and their count.
+
+    The common case, every key once, is one ``set`` of the keys at C speed and returns ``records`` itself.
+
+    Args:
+        records: ``(canonical key, label)`` pairs.
+        max_labels: Most distinct labels a key may carry and stay in the table.
+
+    Returns:
+        The kept records, in their order, and what was refused.
+    """
+    keys = list(map(itemgetter(0), records))
+    if len(set(keys)) == len(keys):
+        return records, SharedKeys()
+    labels: dict[str, set[str]] = {key: set() for key, count in Counter(keys).items() if count > max_labels}
+    if not labels:
+        return records, SharedKeys()
+    for key, label in records:
+        if key in labels:
+            labels[key].add(label)
+    shared = {key for key, found in labels.items() if len(found) > max_labels}
+    if not shared:
+        return records, SharedKeys()
+    kept = [record for record in records if record[0] not in shared]
+    return kept, SharedKeys(len(shared), len(records) - len(kept))
+
+
 def prepare_sender_table(
     records: Iterable[tuple[str, str]],
     *,
@@ -204,6 +260,10 @@ def prepare_sender_table(
 
     Returns:
         The :class:`SenderTable` (deterministic for given records and key).
+
+    Raises:
+        ValueError: If a key carries more than ``MAX_LABELS_PER_KEY`` distinct labels (take such
+            keys out first with :func:`refuse_shared_keys`, which counts them).
     """
     keys, labels, longest = _group(records)
     size = _plaintext_size(longest)
@@ -234,6 +294,9 @@ def _group(records: Iterable[tuple[str, str]]) -> tuple[list[str], list[str | tu
             more.setdefault(key, {kept}).add(label)
     longest = max(map(len, map(str.encode, seen.values())), default=-2) + 2
     labels = list(seen.values())
+    if any(len(found) > MAX_LABELS_PER_KEY for found in more.values()):
+        raise ValueError(f"a key value carries more than MAX_LABELS_PER_KEY={MAX_LABELS_PER_KEY} distinct labels;"
+                         " take it out with psi.labeled.refuse_shared_keys(records) before building the table")
     for index, key in enumerate(seen):
         if key in more:
             labels[index] = tuple(sorted(more[key]))

@@ -35,7 +35,9 @@ import pytest
 
 from demo import run as demo
 from node.jobs.sites import assign_km_cells
-from tests.support.leaks import IDENTIFIER_COLUMNS, Needles, identifier_forms, with_hashes
+from protocols.wire.control import KeyType
+from psi import normalise
+from tests.support.leaks import IDENTIFIER_COLUMNS, Needles, identifier_forms, plant, search, with_hashes
 
 pytestmark = [pytest.mark.flower, pytest.mark.slow]
 
@@ -161,20 +163,34 @@ def test_capture_is_exactly_the_ledger_and_covers_every_kind(demo_run: Path, par
 def test_nothing_identifying_or_any_feature_value_left_the_node(demo_run: Path, party: str) -> None:
     needles = Needles(_needles(demo_run / "data"))
     assert needles.count > 10_000
-    files = sorted((demo_run.parent / "capture" / party).iterdir())
-    assert sum(f.stat().st_size for f in files) > 100_000
-    found = [f"{file.name}: {what}" for file in files for what in needles.find(file.read_bytes())]
+    capture = _capture(demo_run, party)
+    assert sum(len(blob) for _, blob in capture) > 100_000
+    found = search(needles, capture)
     assert not found, f"{len(found)} hits, e.g.\n" + "\n".join(found[:20])
 
 
-def test_the_search_finds_a_planted_leak(demo_run: Path) -> None:
-    needles = _needles(demo_run / "data")
-    row = _rows(demo_run / "data" / "telco_subscribers.csv")[0]
-    planted = [hashlib.md5(row["id_number"].encode()).hexdigest().encode(), row["msisdn"].encode(),
-               struct.pack("<d", float(next(r["arpu"] for r in _rows(demo_run / "data" / "telco_subscribers.csv")
-                                             if _high_entropy(r["arpu"]))))]
-    for leak in planted:
-        assert leak in needles
+def _capture(state: Path, party: str) -> list[tuple[str, bytes]]:
+    """Every payload ``party``'s node sent, as ``(file name, bytes)`` in ledger order."""
+    return [(file.name, file.read_bytes()) for file in sorted((state.parent / "capture" / party).iterdir())]
+
+
+@pytest.mark.parametrize("party", ["bank", "telco"])
+def test_the_search_finds_a_leak_planted_in_the_real_capture(demo_run: Path, party: str) -> None:
+    data = demo_run / "data"
+    needles = _needles(data)
+    subscriber = _rows(data / "telco_subscribers.csv")[7]
+    arpu = next(r["arpu"] for r in _rows(data / "telco_subscribers.csv") if _high_entropy(r["arpu"]))
+    leaks = [hashlib.md5(subscriber["id_number"].encode()).hexdigest().encode(),  # a hashed identifier
+             subscriber["msisdn"].encode(),                                       # a raw one
+             hashlib.sha256(normalise(KeyType.IMEI, subscriber["imei"]).encode()).digest(),  # of a normalised one
+             struct.pack("<d", float(arpu))]                                      # a feature value's float64
+    capture = _capture(demo_run, party)
+
+    found = search(Needles(needles), plant(capture, leaks))
+
+    largest = max(capture, key=lambda item: len(item[1]))[0]
+    print(f"{party}: planted {len(leaks)} leaks in {largest} ({len(capture)} payloads), the search found {found}")
+    assert sorted(found) == sorted(f"{largest}: {needles[leak]}" for leak in leaks)
 
 
 def _cells_below_k(data: Path) -> dict[bytes, str]:
@@ -194,6 +210,5 @@ def test_the_telcos_site_release_holds_no_cell_below_k(demo_run: Path) -> None:
     assert any(b["kind"] == "sites.demand_release" for b in ledger)  # the release went through the ledger
     needles = Needles(_cells_below_k(demo_run / "data"))
     assert needles.count > 100
-    files = sorted((demo_run.parent / "capture" / "telco").iterdir())
-    found = [f"{file.name}: {what}" for file in files for what in needles.find(file.read_bytes())]
+    found = search(needles, _capture(demo_run, "telco"))
     assert not found, f"{len(found)} hits, e.g.\n" + "\n".join(found[:20])

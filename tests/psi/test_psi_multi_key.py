@@ -11,14 +11,14 @@ IMEI_BODY = "49015420323751"
 def test_priority_matching_conflicts_and_counts():
     customers = [
         {KeyType.ID_NUMBER: ID.lower(), KeyType.IMEI: IMEI_BODY + "8"},  # matched by ID; IMEI not asked
-        {KeyType.IMEI: IMEI_BODY, KeyType.MAC: "aa:bb:cc:dd:ee:01"},  # IMEI has two phones: conflict
-        {KeyType.MAC: "AA-BB-CC-DD-EE-02", KeyType.IDFA: "not-an-idfa"},  # matched by MAC; IDFA invalid
-        {KeyType.MAC: "aa:bb:cc:dd:ee:03"},  # no match
+        {KeyType.IMEI: IMEI_BODY, KeyType.MAC: "a4:bb:cc:dd:ee:01"},  # IMEI has two phones: conflict
+        {KeyType.MAC: "A4-BB-CC-DD-EE-02", KeyType.IDFA: "not-an-idfa"},  # matched by MAC; IDFA invalid
+        {KeyType.MAC: "a4:bb:cc:dd:ee:03"},  # no match
     ]
     records = {
         KeyType.ID_NUMBER: [(ID, "13800000001")],
         KeyType.IMEI: [(IMEI_BODY, "13900000001"), (IMEI_BODY + "8", "13700000001")],
-        KeyType.MAC: [("aabbccddee02", "13600000001"), ("aabbccddee01", "13500000001")],
+        KeyType.MAC: [("a4bbccddee02", "13600000001"), ("a4bbccddee01", "13500000001")],
     }
 
     result = run_multi_key_local(customers, records)
@@ -33,7 +33,7 @@ def test_priority_matching_conflicts_and_counts():
 
 
 def test_matcher_refuses_out_of_order_use():
-    matcher = MultiKeyMatcher([{KeyType.MAC: "aabbccddee01"}], priority=[KeyType.MAC])
+    matcher = MultiKeyMatcher([{KeyType.MAC: "a4bbccddee01"}], priority=[KeyType.MAC])
     with pytest.raises(PsiLocalError):
         matcher.result()
     key_type, values = matcher.next_query()

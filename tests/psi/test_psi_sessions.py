@@ -29,9 +29,9 @@ from psi import (
     PsiRemoteError,
     Scalar,
     prepare_sender_table,
-    two_sided_geometric,
 )
 from psi.engine import run_local
+from psi.labeled import MAX_LABELS_PER_KEY
 from tests.support.psi_strategies import CANONICAL, raw_spelling
 
 FAST = settings(max_examples=12, deadline=None)
@@ -93,7 +93,8 @@ def test_labeled_equals_dict_lookup(case, labels, chunk):
 
     run = run_local(raw_r, records, "labeled", key_type=key_type, chunk_size=chunk)
 
-    assert run.receiver.labels == {k: tuple(sorted(v)) for k, v in expected.items() if k in set(receiver)}
+    kept = {k: v for k, v in expected.items() if len(v) <= MAX_LABELS_PER_KEY}  # more: a shared key value, refused
+    assert run.receiver.labels == {k: tuple(sorted(v)) for k, v in kept.items() if k in set(receiver)}
     assert run.sender == len(set(receiver))
 
 
@@ -107,14 +108,7 @@ def test_cardinality_noise_is_seeded_and_clamped():
     assert a.epsilon == 0.5
 
 
-def test_two_sided_geometric_is_symmetric_around_zero():
-    rng = random.Random(3)
-    draws = [two_sided_geometric(1.0, rng) for _ in range(4000)]
-
-    assert abs(sum(draws) / len(draws)) < 0.15
-    assert sum(d == 0 for d in draws) / len(draws) == pytest.approx((1 - 0.3679) / (1 + 0.3679), abs=0.05)
-    with pytest.raises(ValueError):
-        two_sided_geometric(0.0, rng)
+# The law of the noise (a chi-square goodness-of-fit test) is in test_psi_cardinality_noise.py.
 
 
 # ---------------------------------------------------------------- defined outcomes for edge inputs

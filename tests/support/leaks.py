@@ -4,12 +4,16 @@ An identifier counts as leaked if any of its forms appears in captured bytes: th
 normalised form, separator/case variants, and the SHA-256, SHA-1 and MD5 of each (raw digest and
 lower/upper hex). The search is Aho-Corasick over bytes read as latin-1 text (one code point per byte
 both ways), so tens of thousands of needles against megabytes of capture take seconds.
+
+Every leak test calls :func:`search` over its capture, and its planted-leak twin calls the same
+function over the same capture with a leak spliced into it (:func:`plant`), so the twin fails if
+the search stops finding what the leak test relies on it to find.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import ahocorasick
 
@@ -63,3 +67,17 @@ class Needles:
     def find(self, blob: bytes) -> list[str]:
         """Descriptions of every needle occurring in ``blob``."""
         return [what for _, what in self._automaton.iter(blob.decode("latin-1"))]
+
+
+def search(needles: Needles, capture: Iterable[tuple[str, bytes]]) -> list[str]:
+    """Every needle found in a capture of ``(name, payload)`` pairs, as ``"name: description"``."""
+    return [f"{name}: {what}" for name, blob in capture for what in needles.find(blob)]
+
+
+def plant(capture: Sequence[tuple[str, bytes]], leaks: Sequence[bytes]) -> list[tuple[str, bytes]]:
+    """The capture with ``leaks`` spliced into the middle of its largest payload (nothing else changed)."""
+    index = max(range(len(capture)), key=lambda i: len(capture[i][1]))
+    name, blob = capture[index]
+    middle = len(blob) // 2
+    planted = blob[:middle] + b"".join(leaks) + blob[middle:]
+    return [*capture[:index], (name, planted), *capture[index + 1 :]]

@@ -33,13 +33,16 @@ def imei(draw):
 
 @st.composite
 def idfa(draw):
-    h = draw(st.text("0123456789ABCDEF", min_size=32, max_size=32).filter(lambda s: set(s) != {"0"}))
+    h = draw(st.text("0123456789ABCDEF", min_size=32, max_size=32).filter(lambda s: len(set(s)) > 1))
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 @st.composite
 def mac(draw):
-    return draw(st.text("0123456789abcdef", min_size=12, max_size=12).filter(lambda s: s not in ("0" * 12, "f" * 12)))
+    """A universally administered unicast MAC (first octet's two low bits clear) that is not constant."""
+    first = draw(st.integers(0, 63)) << 2
+    rest = draw(st.text("0123456789abcdef", min_size=10, max_size=10))
+    return draw(st.just(f"{first:02x}{rest}").filter(lambda s: len(set(s)) > 1 and s != "020000000000"))
 
 
 CANONICAL = {

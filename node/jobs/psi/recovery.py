@@ -8,7 +8,9 @@ The bank's ``key_fields`` order is the priority (e.g. ID number, then IMEI, then
 Reveal mode (the bank learns the current number of each matched customer)::
 
     telco  per key type, the epoch's labeled table (tag ‖ AES-GCM(msisdn)) keyed by its OPRF key k,
-           prepared once per key epoch and reused (``tables.TableStore``)
+           prepared once per key epoch and reused (``tables.TableStore``); a key value held by more
+           than ``psi.labeled.MAX_LABELS_PER_KEY`` different numbers (a cloned IMEI, a shop's MAC) is
+           left out and reported as ``<key_type>:shared_key_value`` (counts only), and the job goes on
     bank   for each key type in priority order, only for customers not matched by an earlier key:
            one labeled-PSI session on ``psi.<key_type>`` (hello, query chunks k·r·H(x), table chunks)
     telco  meters OPRF evaluations: a hello whose size would take the job past ``match_cap`` is
@@ -20,8 +22,10 @@ Reveal mode (the bank learns the current number of each matched customer)::
 Relay mode (the bank learns counts only)::
 
     bank   for each key type: one ECDH-PSI session with output to the *sender* (``psi.ecdh``)
-    telco  learns which of its subscribers' keys the bank holds; in priority order, each subscriber
-           counts once (keys shared by several subscribers are conflicts, skipped); queues the
+    telco  learns which of its subscribers' keys the bank holds (a key value of more than
+           ``MAX_LABELS_PER_KEY`` numbers is left out of its set and reported as in reveal mode);
+           in priority order, each subscriber counts once (keys shared by several subscribers are
+           conflicts, skipped); queues the
            approved ``message_template`` for at most ``match_cap`` of them in its outreach channel
            (``outreach.OutboxChannel``), and answers the close with counts
 
@@ -32,8 +36,9 @@ What each party learns (semi-honest parties; OPRF one-more-DH / DDH in ristretto
 * relay — bank: counts (per-key hits, conflicts, messages queued) and the telco's set sizes; telco:
   which of its subscribers are on the bank's consenting lost-contact list (inherent: it must message
   them) and how many identifiers the bank queried.
-* coordinator: counts only (per-key queries and hits, conflicts, invalid identifiers by type,
-  evaluations, bytes each way); never an identifier or a number.
+* coordinator: counts only (per-key queries and hits, conflicts, invalid identifiers by type and
+  reason, shared key values left out — how many values and subscribers, never which — evaluations,
+  bytes each way); never an identifier or a number.
 
 Caveats: not secure against a malicious party (a bank could query identifiers of people not on its
 list, up to the cap — which is why the telco meters and the job needs approval by both owners and
@@ -46,7 +51,7 @@ import contextlib
 import os
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from node.runner import JobContext
@@ -57,7 +62,7 @@ from psi import BatchMapper, InvalidIdentifier, RandomSource, Session, serial_ma
 from psi.ecdh import EcdhPsiReceiver, EcdhPsiSender
 from psi.engine import ProcessPoolMapper
 from psi.identifiers import normalise_column, normaliser
-from psi.labeled import LabeledPsiReceiver, LabeledPsiSender
+from psi.labeled import LabeledPsiReceiver, LabeledPsiSender, SharedKeys, refuse_shared_keys
 from psi.multi_key import MultiKeyMatcher
 
 from ._link import SessionLink, drive, session_channel
@@ -199,10 +204,24 @@ def _relay(link: SessionLink, rows: PartyRows, terms: RecoveryTerms, rng: Random
 
 @dataclass
 class SenderReport:
-    """What the telco reports about its side (counts only)."""
+    """What the telco reports about its side (counts only).
+
+    Attributes:
+        tables: Per key type, the table's size and how it was obtained.
+        invalid: Refused rows by ``(key type, reason)``; rows whose key value was left out of a
+            table as shared by too many numbers count under ``shared_key_value``.
+        shared: Per key type, how many key values were left out as shared and how many subscribers held them.
+    """
 
     tables: dict[str, dict[str, Any]]
     invalid: Counter[tuple[str, str]]
+    shared: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def count_shared(self, key_type: KeyType, shared: SharedKeys) -> None:
+        """Count the key values of ``key_type`` left out as shared (the values themselves are not kept)."""
+        if shared.values:
+            self.invalid[(str(key_type), "shared_key_value")] += shared.records
+            self.shared[str(key_type)] = {"key_values": shared.values, "subscribers": shared.records}
 
 
 def _labels(rows: PartyRows, invalid: Counter[tuple[str, str]]) -> list[str | None]:
@@ -243,13 +262,16 @@ def recovery_sender_job(rows: PartyRows, terms: RecoveryTerms, *, tables: TableS
         records = _records(rows, key_type, labels, report.invalid)
         if terms.mode == "reveal":
             prepared = tables.table(key_type, records, mapper=mapper)
+            report.count_shared(key_type, prepared.shared)
             sessions[key_type] = LabeledPsiSender(prepared.table, key=prepared.key, job_id=terms.job_id, mapper=mapper)
             report.tables[str(key_type)] = {"records": prepared.table.count, "epoch": prepared.epoch,
                                             "reused": prepared.reused, "seconds": round(prepared.seconds, 3)}
         else:
-            sessions[key_type] = EcdhPsiSender([v for v, _ in records], key_type=key_type, job_id=terms.job_id,
+            kept, shared = refuse_shared_keys(records)
+            report.count_shared(key_type, shared)
+            sessions[key_type] = EcdhPsiSender([v for v, _ in kept], key_type=key_type, job_id=terms.job_id,
                                                output_to=OutputTo.SENDER, rng=rng, mapper=mapper)
-            report.tables[str(key_type)] = {"records": len(records)}
+            report.tables[str(key_type)] = {"records": len(kept)}
     summarise = _relay_summary(rows, labels, terms, outreach) if terms.mode == "relay" else _reveal_summary
     job = SenderJob(terms.job_id, sessions, meter=EvaluationMeter(terms.match_cap), summarise=summarise)
     return job, report
@@ -299,7 +321,8 @@ def sender_outputs(job: SenderJob, rows: PartyRows, report: SenderReport, terms:
     """The telco's outputs for the coordinator (counts only)."""
     out: dict[str, Any] = {
         "role": "sender", "mode": terms.mode, "telco_rows": rows.total_rows, "tables": report.tables,
-        "invalid_identifiers": _invalid(report.invalid), "oprf_evaluations": job.meter.evaluated,
+        "invalid_identifiers": _invalid(report.invalid), "shared_key_values": report.shared,
+        "oprf_evaluations": job.meter.evaluated,
         "evaluation_cap": terms.match_cap, "bytes_to_peer": job.stats.bytes_sent,
         "bytes_from_peer": job.stats.bytes_received,
     }

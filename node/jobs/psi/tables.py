@@ -6,6 +6,10 @@ Layout under the node's state directory (``<state>/psi``, mode 0700)::
     epochs/<id>/oprf.key                    the epoch's OPRF key k (32 bytes, mode 0600). SECRET.
     epochs/<id>/<key_type>-<digest16>.table a SenderTable (``psi.engine.save_table``)
 
+Key values shared by more than ``psi.labeled.MAX_LABELS_PER_KEY`` subscribers' numbers are taken
+out first (``psi.labeled.refuse_shared_keys``) and counted in :attr:`PreparedTable.shared`, every
+time, whether the table is built or reused; the table holds only the kept records.
+
 A table is a deterministic function of (records, k), so it is looked up by the SHA-256 of the
 table format and the ``(key, label)`` records it was built from (:func:`records_digest`): a
 recovery job over unchanged subscriber data reuses the epoch's table and only evaluates the
@@ -33,7 +37,7 @@ from protocols.wire.control import KeyType
 from psi import BatchMapper, serial_map
 from psi.engine import load_table, save_table
 from psi.group import Scalar
-from psi.labeled import KDF_KEY, SenderTable, prepare_sender_table
+from psi.labeled import KDF_KEY, SenderTable, SharedKeys, prepare_sender_table, refuse_shared_keys
 
 __all__ = ["PreparedTable", "TableStore", "records_digest"]
 
@@ -42,13 +46,14 @@ _DIGEST_BLOCK = 65536
 
 @dataclass(frozen=True)
 class PreparedTable:
-    """A table ready to serve, and how it was obtained."""
+    """A table ready to serve, how it was obtained, and the shared key values left out of it."""
 
     table: SenderTable
     key: Scalar
     epoch: str
     reused: bool
     seconds: float
+    shared: SharedKeys = SharedKeys()
 
 
 def records_digest(key_type: KeyType, records: Sequence[tuple[str, str]]) -> str:
@@ -103,16 +108,20 @@ class TableStore:
 
     def table(self, key_type: KeyType, records: Sequence[tuple[str, str]], *,
               mapper: BatchMapper = serial_map) -> PreparedTable:
-        """The current epoch's table for these records: loaded if already built, else built and saved."""
+        """The current epoch's table for these records, shared key values left out (counted in ``shared``).
+
+        Loaded if already built, else built and saved.
+        """
         start = time.perf_counter()
+        records, shared = refuse_shared_keys(records)
         epoch = self.current_epoch()
         key = self.key(epoch)
         path = self._epoch_dir(epoch) / f"{KeyType(key_type).value}-{records_digest(key_type, records)[:16]}.table"
         if path.exists():
             table = load_table(path)
-            return PreparedTable(table, key, epoch, True, time.perf_counter() - start)
+            return PreparedTable(table, key, epoch, True, time.perf_counter() - start, shared)
         table = prepare_sender_table(records, key_type=key_type, key=key, mapper=mapper)
         tmp = path.with_suffix(".partial")
         save_table(table, tmp)
         tmp.replace(path)
-        return PreparedTable(table, key, epoch, False, time.perf_counter() - start)
+        return PreparedTable(table, key, epoch, False, time.perf_counter() - start, shared)

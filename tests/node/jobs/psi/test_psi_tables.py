@@ -9,7 +9,7 @@ import pytest
 from node.jobs.psi import tables
 from node.jobs.psi.tables import TableStore, records_digest
 from protocols.wire.control import KeyType
-from psi.labeled import KDF_KEY
+from psi.labeled import KDF_KEY, SharedKeys
 
 RECORDS = [("13800000000", "13912345678"), ("13800000001", "号码"), ("13800000002", "x")]
 
@@ -49,3 +49,17 @@ def test_table_is_built_once_per_epoch_and_reused(tmp_path):
     store.rotate()
     fresh = store.table(KeyType.MOBILE, RECORDS)
     assert not fresh.reused and fresh.table.key_id != first.table.key_id
+
+
+def test_shared_key_values_are_left_out_and_counted_whether_built_or_reused(tmp_path):
+    store = TableStore(tmp_path / "psi")
+    shared = [("86981203777123", f"199{i:08d}") for i in range(50)]
+    records = [*RECORDS, *shared]
+
+    first = store.table(KeyType.IMEI, records)
+    again = store.table(KeyType.IMEI, records)
+
+    assert not first.reused and again.reused
+    assert first.shared == again.shared == SharedKeys(values=1, records=50)
+    assert first.table.count == len(RECORDS)
+    assert first.table == store.table(KeyType.IMEI, RECORDS).table  # the same table as without the shared value
