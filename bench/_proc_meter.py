@@ -51,6 +51,7 @@ _KINDS = (
     ("tandem-bank", "node"),
     ("tandem-telco", "node"),
     ("flower-superlink", "superlink"),
+    ("coordinator.flower.control_gate", "superlink"),
     ("flower-superexec", "superexec"),
     ("flwr-serverapp", "serverapp"),
     ("node.flower.fastpoll", "supernode"),

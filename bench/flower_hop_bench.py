@@ -3,16 +3,15 @@
 Starts a real LocalFederation (SuperLink with TLS + SuperNode auth, two SuperNodes) per setting,
 runs the toy sum arbiter for --rounds rounds against two loopback toy node services, and takes the
 time between consecutive arrivals of a round at the bank's service: one full round trip through
-Flower, including the ClientApp process Flower starts per message.
+Flower. Every Tandem SuperNode runs the pinned, long-lived node.flower.warm_clientapp runner
+(--isolation process; stock Flower's fresh flwr-clientapp per message would run a FAB's own code,
+so it is no longer a setting).
 
 Settings:
-  stock  Flower 1.42 as shipped: SuperNode sleeps 3 s after an empty pull, SuperExec polls every
+  stock  Flower 1.42's sleeps: SuperNode sleeps 3 s after an empty pull, SuperExec polls every
          1 s, and the ServerApp pulls replies every 3 s (what Grid.send_and_receive does).
-  tuned  SuperNode poll capped at --poll s (node.flower.fastpoll), SuperExec
+  warm   SuperNode poll capped at --poll s (node.flower.fastpoll), SuperExec
          FLWR_SUPEREXEC_TASK_POLL_INTERVAL=--poll, ServerApp grid-poll-interval=--poll.
-         Still one fresh flwr-clientapp process per message.
-  warm   tuned, plus SuperNodes in --isolation process served by the long-lived
-         node.flower.warm_clientapp runner: no process start per message.
 
 Usage: python bench/flower_hop_bench.py [--rounds N] [--poll 0.1] [--json PATH]
 """
@@ -34,12 +33,12 @@ from demo.federation import LocalFederation  # noqa: E402
 from demo.flower_toy import ToyService, adder, sink  # noqa: E402
 
 
-def measure(rounds: int, poll: float | None, grid_poll: float, warm: bool, state: Path) -> dict[str, object]:
+def measure(rounds: int, poll: float | None, grid_poll: float, state: Path) -> dict[str, object]:
     """Run one federation; return round-trip gaps and start-up figures."""
     t0 = time.monotonic()
     with ToyService(adder(1)) as bank, ToyService(adder(2)) as telco, ToyService(sink) as report:
         with LocalFederation(
-            {"bank": bank.url, "telco": telco.url}, state, poll_interval=poll, warm_clientapp=warm
+            {"bank": bank.url, "telco": telco.url}, state, poll_interval=poll
         ) as fed:
             started = time.monotonic()
             run_id = fed.run(
@@ -75,12 +74,11 @@ def main() -> None:
     results = {}
     with TemporaryDirectory(prefix="flower-hop-") as tmp:
         settings = (
-            ("stock", None, 3.0, False),
-            ("tuned", args.poll, args.poll, False),
-            ("warm", args.poll, args.poll, True),
+            ("stock", None, 3.0),
+            ("warm", args.poll, args.poll),
         )
-        for name, poll, grid_poll, warm in settings:
-            results[name] = measure(args.rounds, poll, grid_poll, warm, Path(tmp) / name)
+        for name, poll, grid_poll in settings:
+            results[name] = measure(args.rounds, poll, grid_poll, Path(tmp) / name)
     load = os.getloadavg()
     print(f"Flower 1.42 hop, {args.rounds} rounds per setting, {os.cpu_count()} CPUs, load {load[0]:.1f}")
     print(f"{'setting':8} {'median s':>9} {'min s':>7} {'max s':>7} {'start s':>8} {'run->r1 s':>10}")
@@ -93,7 +91,6 @@ def main() -> None:
     if args.json:
         payload = {
             "hop_s_stock": results["stock"]["median_s"],
-            "hop_s_tuned": results["tuned"]["median_s"],
             "hop_s_warm": results["warm"]["median_s"],
             "rounds": args.rounds,
             "poll_s": args.poll,

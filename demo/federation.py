@@ -6,55 +6,50 @@ and the demo.
 
 ``LocalFederation`` starts real, separate processes on loopback, each on a free port:
 
-- a SuperLink (``flower-superlink``), by default with TLS from a freshly generated CA and with
-  SuperNode authentication (``--enable-supernode-auth``), telemetry and update checks off and
-  ``--disable-runtime-dependency-installation``. Flower 1.42 serves its Fleet, Control and Runtime
-  APIs over HTTPS on this one port;
-- one SuperNode per party (``flower-supernode``), whose node config carries ``party`` and
-  ``service-url`` (the party's node service). With authentication each SuperNode gets its own EC
-  P-384 key and the coordinator registers its public key under the party's name (what
+- a SuperLink (``flower-superlink`` behind the coordinator's Control gate), with TLS from a freshly
+  generated CA and SuperNode authentication (``--enable-supernode-auth``), telemetry and update checks
+  off and ``--disable-runtime-dependency-installation``. Flower 1.42 serves its Fleet, Control and
+  Runtime APIs over HTTPS on this one port; only this object holds the Control token;
+- one SuperNode per party (``flower-supernode --isolation process``) beside its pinned ClientApp
+  runner (:mod:`node.flower.warm_clientapp`: Tandem's installed shim only, never a FAB's code), whose
+  node config carries ``party`` and ``service-url`` (the party's node service). Each SuperNode gets its
+  own EC P-384 key and the coordinator registers its public key under the party's name (what
   ``flwr supernode register --name`` does) before the node starts.
+
+These are the same classes, with the same flags, the coordinator and the nodes run in a deployment:
+there is no option to run without TLS, SuperNode authentication or the pinned runner.
 
 It waits until every SuperNode is online, raising :class:`FederationError` with the log tails
 after ``connect_timeout``. ``run()`` starts a run of a Flower app directory with run-config
 overrides (what ``flwr run -c`` does), ``wait()`` polls its status; both go through
 :class:`~coordinator.flower.control_api.ControlClient`, in process, because each ``flwr`` CLI call costs
-seconds of start-up (``flwr()`` still runs any CLI command, e.g. ``log``). Leaving the context stops
-every process it started and their descendants (SuperExecs, ServerApp/ClientApp processes), also
-on exceptions. Logs (``logs/``), certificates (``tls/``), keys (``keys/``) and each component's
-``FLWR_HOME`` live in ``state_dir``; ``flwr-cli/config.toml`` names the SuperLink as connection
-``tandem`` for manual ``FLWR_HOME=<state_dir>/flwr-cli flwr ls tandem``.
+seconds of start-up (the stock ``flwr`` CLI cannot send the Control token, so the gate refuses it).
+Leaving the context stops every process it started and their descendants (SuperExecs, ServerApp
+processes, ClientApp runners), also on exceptions. Logs (``logs/``), certificates (``tls/``), keys
+(``keys/``) and each component's ``FLWR_HOME`` live in ``state_dir``.
 
 Latency knobs:
 
 - ``poll_interval`` (seconds): SuperNodes start through :mod:`node.flower.fastpoll` (Flower's
   fixed 3 s idle sleep capped) and every SuperExec gets ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``.
-  ``None`` keeps Flower's stock behaviour.
-- ``warm_clientapp``: SuperNodes run with ``--isolation process`` and a long-lived
-  :mod:`node.flower.warm_clientapp` runner beside each, instead of one ``flwr-clientapp``
-  process per message.
+  ``None`` keeps Flower's stock sleeps.
 
 What each party learns: nothing from this module; it only runs processes.
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import tomli_w
-
 from coordinator.flower.certs import TlsFiles, generate_supernode_key, generate_tls
 from coordinator.flower.control_api import ControlClient, RunStatus
 from coordinator.flower.superlink import APP_DIR, SuperLinkService
 from node.flower.supernode import SuperNodeService
-from protocols.flower_processes import ChildProcess, FederationError, ProcessGroup, flower_env, free_port
+from protocols.flower_processes import ChildProcess, FederationError, ProcessGroup, free_port
 
 __all__ = ["LocalFederation"]
 
@@ -76,10 +71,8 @@ class LocalFederation:
         parties: Mapping[str, str],
         state_dir: Path | None = None,
         *,
-        tls: bool = True,
-        supernode_auth: bool = True,
         poll_interval: float | None = None,
-        warm_clientapp: bool = False,
+        service_tokens: Mapping[str, str] | None = None,
         connect_timeout: float = 60.0,
         stop_grace: float = 5.0,
     ) -> None:
@@ -89,13 +82,10 @@ class LocalFederation:
             parties: Party name -> URL of that party's node service (``service-url``).
             state_dir: Where certificates, keys, Flower homes and logs go; a new temporary
                 directory if None (removed again on a clean stop).
-            tls: Serve the SuperLink over HTTPS with generated certificates.
-            supernode_auth: Require SuperNode authentication (needs ``tls``).
             poll_interval: Cap, in seconds, on the SuperNode and SuperExec poll sleeps; None keeps
                 Flower's stock 3 s / 1 s.
-            warm_clientapp: Start each SuperNode with ``--isolation process`` beside a long-lived
-                :mod:`node.flower.warm_clientapp` runner instead of a fresh ClientApp process
-                per message (which also pins the party to its installed ClientApp shim).
+            service_tokens: Party -> the round token its node service requires (handed to that
+                party's ClientApp runner); parties not named send none.
             connect_timeout: How long to wait for the SuperLink and every SuperNode.
             stop_grace: Seconds each process gets between SIGTERM and SIGKILL.
 
@@ -104,13 +94,11 @@ class LocalFederation:
         """
         if not parties:
             raise ValueError("a federation needs at least one party")
-        if supernode_auth and not tls:
-            raise ValueError("Flower requires TLS for SuperNode authentication")
         if poll_interval is not None and not 0.01 <= poll_interval <= 60:
             raise ValueError("poll_interval must be within [0.01, 60] seconds")
         self.parties = dict(parties)
-        self.tls, self.supernode_auth, self.poll_interval = tls, supernode_auth, poll_interval
-        self.warm_clientapp, self.connect_timeout = warm_clientapp, connect_timeout
+        self.poll_interval, self.service_tokens = poll_interval, dict(service_tokens or {})
+        self.connect_timeout = connect_timeout
         self._owns_state_dir = state_dir is None
         self.state_dir = Path(state_dir) if state_dir is not None else Path(tempfile.mkdtemp(prefix="tandem-flwr-"))
         self.group = ProcessGroup(self.state_dir, stop_grace)
@@ -141,24 +129,17 @@ class LocalFederation:
     def start(self) -> None:
         """Start the SuperLink, register and start the SuperNodes, wait until all are online."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        if self.tls:
-            self.tls_files = generate_tls(self.state_dir / "tls")
+        tls = self.tls_files = generate_tls(self.state_dir / "tls")
         self.superlink_port = free_port()
-        self._superlink = SuperLinkService(self.state_dir, self.superlink_port, self.tls_files,
-                                           supernode_auth=self.supernode_auth, poll_interval=self.poll_interval,
+        self._superlink = SuperLinkService(self.state_dir, self.superlink_port, tls, poll_interval=self.poll_interval,
                                            connect_timeout=self.connect_timeout, group=self.group)
-        self._write_cli_config()
         self._superlink.start()
         for party, service_url in self.parties.items():
-            key = None
-            if self.supernode_auth:
-                keys = generate_supernode_key(self.state_dir / "keys", party)
-                self._superlink.register(party, keys.public_key)
-                key = keys.private_key
-            SuperNodeService(self.state_dir, party, service_url, self.superlink_address,
-                             self.tls_files.ca_cert if self.tls_files else None, key,
-                             poll_interval=self.poll_interval, warm_clientapp=self.warm_clientapp,
-                             group=self.group).start()
+            keys = generate_supernode_key(self.state_dir / "keys", party)
+            self._superlink.register(party, keys.public_key)
+            SuperNodeService(self.state_dir, party, service_url, self.superlink_address, tls.ca_cert,
+                             keys.private_key, poll_interval=self.poll_interval,
+                             service_token=self.service_tokens.get(party), group=self.group).start()
         self.group.wait_until(self._all_online, f"SuperNodes {sorted(self.parties)} to come online",
                               self.connect_timeout)
 
@@ -177,9 +158,7 @@ class LocalFederation:
             self.group.remove_state()
 
     def _all_online(self) -> bool:
-        if self.supernode_auth:
-            return self.superlink.online() >= set(self.parties)
-        return self.superlink.online_count() >= len(self.parties)
+        return self.superlink.online() >= set(self.parties)
 
     # ----------------------------------------------------------------- running apps
 
@@ -197,7 +176,7 @@ class LocalFederation:
 
     @property
     def node_ids(self) -> dict[str, int]:
-        """Node id per party (with SuperNode authentication)."""
+        """Node id per party."""
         return dict(self._superlink.node_ids) if self._superlink else {}
 
     @property
@@ -221,25 +200,6 @@ class LocalFederation:
         """Ask the SuperLink to stop a run."""
         self.superlink.stop_run(run_id)
 
-    def flwr(self, *args: str, timeout: float = 60.0) -> dict[str, Any]:
-        """Run a ``flwr`` CLI command against this federation's SuperLink; return its JSON answer.
-
-        Raises:
-            FederationError: The command produced no JSON.
-        """
-        cmd = [str(Path(sys.executable).parent / "flwr"), *args, "--format", "json"]
-        done = subprocess.run(cmd, env=flower_env(self._cli_home(), self.poll_interval), capture_output=True,
-                              timeout=timeout, check=False)
-        out = done.stdout.decode(errors="replace")
-        start = out.find("{")
-        try:
-            answer: dict[str, Any] = json.loads(out[start:]) if start >= 0 else {}
-        except json.JSONDecodeError as err:
-            raise FederationError(f"{' '.join(args)}: unreadable answer {out!r}") from err
-        if not answer:
-            raise FederationError(f"{' '.join(args)}: no answer; stderr {done.stderr.decode(errors='replace')}")
-        return answer
-
     @property
     def superlink_address(self) -> str:
         """``host:port`` of the SuperLink's HTTP(S) APIs."""
@@ -248,17 +208,3 @@ class LocalFederation:
     def logs(self) -> dict[str, Path]:
         """Log file per running component."""
         return self.group.logs()
-
-    def _cli_home(self) -> Path:
-        return self.state_dir / "flwr-cli"
-
-    def _write_cli_config(self) -> None:
-        connection: dict[str, Any] = {"address": self.superlink_address}
-        if self.tls_files is not None:
-            connection["root-certificates"] = str(self.tls_files.ca_cert)
-        else:
-            connection["insecure"] = True
-        home = self._cli_home()
-        home.mkdir(parents=True, exist_ok=True)
-        config = {"superlink": {"default": _CONNECTION, _CONNECTION: connection}}
-        (home / "config.toml").write_text(tomli_w.dumps(config))

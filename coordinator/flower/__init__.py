@@ -7,6 +7,8 @@
 - :mod:`coordinator.flower.server_app`: the ServerApp, packaged with the nodes' ClientApp shim
   (:mod:`node.flower.client_app`) by ``coordinator/flower/app/pyproject.toml``.
 - :mod:`coordinator.flower.control_api`: in-process client of the SuperLink's Control API.
+- :mod:`coordinator.flower.control_gate`: the SuperLink's launcher that closes its Control API to all but
+  the coordinator's token and its Runtime API to all but this host.
 - :mod:`coordinator.flower.certs`: CA, server certificate and SuperNode keys.
 
 What travels in a round is :mod:`protocols.wire.flower_round` and :mod:`protocols.vfl.rounds`; the nodes'

@@ -6,8 +6,10 @@ Control API with Flower's own :class:`ControlHttpClient` and request types, for 
 Tandem needs: register a SuperNode's public key under a name, list online SuperNodes, start a run
 of a local app directory with run-config overrides, read a run's status, stop a run.
 
-It sends no account credentials: it is meant for a SuperLink without account authentication
-(Flower's open-source default), reached on loopback by the coordinator that owns it.
+It sends no Flower account credentials (account authentication is Flower Enterprise); it sends the
+coordinator's Control token in ``X-Tandem-Control-Token``, which the SuperLink's gate
+(:mod:`coordinator.flower.control_gate`) requires of every Control API call. A refused or failed call
+raises :class:`ControlError` naming the operation and the SuperLink's answer.
 
 What each party learns: nothing; this is coordinator-side plumbing.
 """
@@ -15,12 +17,13 @@ What each party learns: nothing; this is coordinator-side plumbing.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
+import httpx
 import tomli
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -37,8 +40,12 @@ from flwr.supercore.control import ControlHttpClient
 from flwr.supercore.fab import Fab
 from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
 from flwr.supercore.primitives.asymmetric import public_key_to_bytes
+from flwr.supercore.protobuf.client import ProtobufCall, ProtobufRequestContext
+
+from coordinator.flower.control_gate import HEADER as CONTROL_TOKEN_HEADER
 
 ONLINE = "online"
+_T = TypeVar("_T")
 
 
 class ControlError(RuntimeError):
@@ -83,16 +90,33 @@ def app_config_keys(app_dir: Path) -> set[str]:
     return set(config.get("tool", {}).get("flwr", {}).get("app", {}).get("config", {}))
 
 
-class ControlClient:
-    """A Control API client bound to one SuperLink."""
+class _ControlToken:
+    """Adds the coordinator's Control token to every request."""
 
-    def __init__(self, address: str, root_certificates: Path | None) -> None:
-        """Connect lazily to ``address`` (``host:port``); TLS with ``root_certificates`` if given."""
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def intercept(self, context: ProtobufRequestContext, call_next: ProtobufCall) -> httpx.Response:
+        context.request.headers[CONTROL_TOKEN_HEADER] = self._token
+        return call_next(context)
+
+
+class ControlClient:
+    """A Control API client bound to one SuperLink.
+
+    Args:
+        address: ``host:port`` of the SuperLink (connected lazily).
+        root_certificates: CA of the SuperLink's certificate.
+        token: The coordinator's Control token; None sends none (the gate refuses every call).
+    """
+
+    def __init__(self, address: str, root_certificates: Path, token: str | None) -> None:
+        interceptors: list[Any] = [RuntimeVersionHttpInterceptor(component_name="flwr CLI")]
+        if token is not None:
+            interceptors.append(_ControlToken(token))
         self._client = ControlHttpClient.from_server_address(
-            server_address=address,
-            insecure=root_certificates is None,
-            root_certificates=str(root_certificates) if root_certificates is not None else None,
-            interceptors=[RuntimeVersionHttpInterceptor(component_name="flwr CLI")],
+            server_address=address, insecure=False, root_certificates=str(root_certificates),
+            interceptors=interceptors,
         )
 
     def __enter__(self) -> ControlClient:
@@ -107,17 +131,45 @@ class ControlClient:
         """Close the HTTP connection pool."""
         self._client.close()
 
+    def _call(self, what: str, call: Callable[[], _T]) -> _T:
+        try:
+            return call()
+        except httpx.HTTPStatusError as err:
+            raise ControlError(f"{what}: the SuperLink answered {err.response.status_code}: "
+                               f"{err.response.text[:300]}") from None
+        except httpx.HTTPError as err:
+            raise ControlError(f"{what}: the SuperLink did not answer ({type(err).__name__})") from None
+
     def register_node(self, public_key: bytes, name: str) -> int:
-        """Register a SuperNode's public key (Flower's serialised form) under ``name``; return its id."""
-        response = self._client.RegisterNode(RegisterNodeRequest(public_key=public_key, name=name))
+        """Register a SuperNode's public key (Flower's serialised form) under ``name``; return its id.
+
+        Raises:
+            ControlError: A SuperNode is already registered under ``name`` (a second one would let the
+                ServerApp pick either), or the SuperLink refused.
+        """
+        holders = self.node_names().get(name)
+        if holders:
+            raise ControlError(f"a SuperNode is already registered as {name!r} (node {holders[0]}); "
+                               "party names must be unique: unregister it first")
+        response = self._call(f"register SuperNode {name!r}",
+                              lambda: self._client.RegisterNode(RegisterNodeRequest(public_key=public_key, name=name)))
         if not response.node_id:
             raise ControlError(f"the SuperLink did not register SuperNode {name!r}")
         return int(response.node_id)
 
+    def _nodes(self) -> Any:
+        return self._call("list SuperNodes", lambda: self._client.ListNodes(ListNodesRequest())).nodes_info
+
     def node_statuses(self) -> dict[int, str]:
         """Every SuperNode the SuperLink knows, with its status (``registered``, ``online``, ...)."""
-        response = self._client.ListNodes(ListNodesRequest())
-        return {int(info.node_id): str(info.status) for info in response.nodes_info}
+        return {int(info.node_id): str(info.status) for info in self._nodes()}
+
+    def node_names(self) -> dict[str, list[int]]:
+        """Node ids per registered name."""
+        names: dict[str, list[int]] = {}
+        for info in self._nodes():
+            names.setdefault(str(info.name), []).append(int(info.node_id))
+        return names
 
     def start_run(self, app_dir: Path, overrides: Mapping[str, Any]) -> int:
         """Build the FAB of ``app_dir`` and start a run with run-config ``overrides``; return its id.
@@ -136,14 +188,14 @@ class ControlClient:
             federation="",
             app_spec="",
         )
-        response = self._client.StartRun(request)
+        response = self._call("start a run", lambda: self._client.StartRun(request))
         if not response.HasField("run_id"):
             raise ControlError(f"the SuperLink did not start a run: {getattr(response, 'note', '')}")
         return int(response.run_id)
 
     def run_status(self, run_id: int) -> RunStatus:
         """The run's current status."""
-        response = self._client.ListRuns(ListRunsRequest(run_id=run_id))
+        response = self._call(f"read run {run_id}", lambda: self._client.ListRuns(ListRunsRequest(run_id=run_id)))
         if run_id not in response.run_dict:
             raise ControlError(f"the SuperLink does not know run {run_id}")
         status = response.run_dict[run_id].status
@@ -151,4 +203,4 @@ class ControlClient:
 
     def stop_run(self, run_id: int) -> None:
         """Ask the SuperLink to stop a run."""
-        self._client.StopRun(StopRunRequest(run_id=run_id))
+        self._call(f"stop run {run_id}", lambda: self._client.StopRun(StopRunRequest(run_id=run_id)))

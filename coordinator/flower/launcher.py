@@ -14,7 +14,9 @@ Enabled by ``TANDEM_COORD_TRAINING_ENABLED=1``; ``tandem-coordinator serve`` the
    (``training.run_started`` / ``training.run_finished`` / ``training.run_failed``, with the round
    count, never a payload); a failed run fails the job with the ServerApp's reason (e.g. the round
    in which a node disappeared), unless the report is of an earlier run of the job (a retried
-   attempt). Success of the job is still decided by the nodes' own results;
+   attempt). Success of the job is still decided by the nodes' own results. The endpoint refuses
+   (403) a report without the launcher's random report token, which only the SuperLink's environment
+   (and so its ServerApp processes) holds, never a run config, so no other local process can fail a job;
 4. stops a run whose job failed or was cancelled meanwhile (e.g. a node reported the failure while
    the ServerApp still waited for a round), audited as ``training.run_stopped``.
 
@@ -24,8 +26,10 @@ masked values, the held-out metrics — and the run's round count and outcome.
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
+import secrets
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -40,6 +44,7 @@ from coordinator.context import Context
 from coordinator.job_states import FINAL, can_move
 from coordinator.store import JobUpdate
 from protocols.wire.control import JobKind, JobPublic, JobStatus
+from protocols.wire.flower_round import HEADER_REPORT_TOKEN, REPORT_TOKEN_ENV
 
 __all__ = ["TrainingLauncher", "TrainingSettings", "arbiter_config", "run_config"]
 
@@ -55,7 +60,9 @@ class TrainingSettings(BaseSettings):
 
     Attributes:
         enabled: start the SuperLink and launch training runs from ``serve``.
-        superlink_port: HTTPS port of the SuperLink on 127.0.0.1.
+        superlink_port: HTTPS port of the SuperLink.
+        superlink_host: the address the SuperLink listens on (127.0.0.1; ``0.0.0.0`` exposes its Fleet
+            API to nodes on other hosts, its Control API stays token-only and its Runtime API loopback-only).
         state_dir: SuperLink logs and Flower home.
         tls_ca / tls_cert / tls_key: the SuperLink's TLS files (nodes verify it with ``tls_ca``);
             generated into ``state_dir/tls`` when unset.
@@ -72,6 +79,7 @@ class TrainingSettings(BaseSettings):
 
     enabled: bool = False
     superlink_port: int = Field(default=9092, ge=1, le=65535)
+    superlink_host: str = "127.0.0.1"
     state_dir: Path = Path(".tandem/flower")
     tls_ca: Path | None = None
     tls_cert: Path | None = None
@@ -141,6 +149,7 @@ class TrainingLauncher:
         self._thread: threading.Thread | None = None
         self._server: ThreadingHTTPServer | None = None
         self._superlink: Any = None
+        self._report_token = secrets.token_urlsafe(32)
 
     def start(self) -> None:
         """Start the SuperLink, register SuperNode keys, the report endpoint and the scan thread."""
@@ -150,7 +159,8 @@ class TrainingLauncher:
         s = self.settings
         tls = TlsFiles(s.tls_ca, s.tls_cert, s.tls_key) if s.tls_ca and s.tls_cert and s.tls_key else \
             generate_tls(s.state_dir / "tls")
-        self._superlink = SuperLinkService(s.state_dir, s.superlink_port, tls, poll_interval=s.poll_interval)
+        self._superlink = SuperLinkService(s.state_dir, s.superlink_port, tls, host=s.superlink_host,
+                                           poll_interval=s.poll_interval, env={REPORT_TOKEN_ENV: self._report_token})
         self._superlink.start()
         for party, key in s.supernode_keys.items():
             node_id = self._superlink.register(party, key)
@@ -273,9 +283,14 @@ class TrainingLauncher:
 
     def _report_server(self) -> ThreadingHTTPServer:
         launcher = self
+        expected = self._report_token.encode()
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802
+                if not hmac.compare_digest(self.headers.get(HEADER_REPORT_TOKEN, "").encode(), expected):
+                    logger.warning("training report endpoint: refused a report without the report token")
+                    self.send_error(403, f"header {HEADER_REPORT_TOKEN} must carry the launcher's report token")
+                    return
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 try:
                     run_id = self.headers.get("X-Tandem-Run-Id")

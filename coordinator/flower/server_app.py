@@ -7,10 +7,14 @@ runs rounds: per round, one ``query.tandem_round`` message per addressed party, 
 all replies and hands them to the arbiter. At the end it POSTs the arbiter's result (or the
 failure) to ``report-url`` when one is set.
 
-Parties are mapped to nodes by the name the coordinator registered each SuperNode under
-(``flwr supernode register --name``, only with SuperNode authentication). Without names it falls
-back to one discovery round (``query.tandem_hello``) in which each node states the party in its own
-node config: weaker, since a node could claim any party.
+Parties are mapped to nodes only by the name the coordinator registered each SuperNode's public key
+under (the SuperLink always runs with SuperNode authentication, and only the coordinator can register:
+:mod:`coordinator.flower.control_gate`). A node's own claim is never asked for; two SuperNodes under
+one party name fail the run.
+
+The report to ``report-url`` carries the launcher's report token, read from this process's
+environment (:data:`~protocols.wire.flower_round.REPORT_TOKEN_ENV`, set on the SuperLink by the
+launcher), never from the run config, which the SuperLink hands to every SuperNode.
 
 Polling: Flower's ``Grid.send_and_receive`` sleeps 3 s between pulls; this loop pulls every
 ``grid-poll-interval`` seconds instead (0.1 s by default).
@@ -22,24 +26,25 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from flwr.app import Context, Message, RecordDict
+from flwr.app import Context, Message
 from flwr.serverapp import Grid, ServerApp
 
 from coordinator.flower.arbiter import ArbiterContext, Payloads, build_arbiter, run_rounds
 from protocols.wire.flower_round import (
     HEADER_JOB_ID,
+    HEADER_REPORT_TOKEN,
     HEADER_RUN_ID,
-    HELLO_MESSAGE_TYPE,
+    REPORT_TOKEN_ENV,
     ROUND_MESSAGE_TYPE,
     Instruction,
     instruction_content,
-    read_hello_reply,
     read_reply,
 )
 
@@ -170,55 +175,34 @@ class GridExchange:
         return replies
 
 
-def _named_nodes(grid: Grid, parties: Iterable[str]) -> tuple[dict[str, int], list[int]]:
-    """Return {party: node_id} for nodes registered under a party name, and all online node ids."""
+def _named_nodes(grid: Grid, parties: Iterable[str]) -> dict[str, int]:
+    """Return {party: node_id} for the nodes registered under a party name.
+
+    Raises:
+        RoundFailedError: Two SuperNodes are registered under one party name.
+    """
     wanted = set(parties)
     named: dict[str, int] = {}
-    all_ids: list[int] = []
     for info in grid.get_nodes():
-        all_ids.append(int(info.node_id))
         name = getattr(info, "name", "")
         if name in wanted:
             if name in named:
                 raise RoundFailedError(f"two SuperNodes are registered as {name!r}")
             named[name] = int(info.node_id)
-    return named, all_ids
-
-
-def _discover(grid: Grid, node_ids: list[int], settings: RunSettings) -> dict[str, int]:
-    """Ask every node which party it serves (one hop); return {party: node_id} for known parties."""
-    messages = [
-        Message(content=RecordDict(), dst_node_id=node_id, message_type=HELLO_MESSAGE_TYPE, group_id="0")
-        for node_id in node_ids
-    ]
-    ids = _push(grid, messages, "party discovery")
-    found: dict[str, int] = {}
-    for reply in _await_replies(grid, ids, settings.nodes_timeout, settings.grid_poll_interval, "party discovery"):
-        if reply.has_error():
-            raise RoundFailedError(f"party discovery: node {reply.metadata.src_node_id}: {reply.error.reason}")
-        party = read_hello_reply(reply.content)
-        if party in found:
-            raise RoundFailedError(f"party discovery: two SuperNodes claim {party!r}")
-        if party in settings.parties:
-            found[party] = reply.metadata.src_node_id
-    return found
+    return named
 
 
 def resolve_parties(grid: Grid, settings: RunSettings) -> dict[str, int]:
-    """Wait until every party has a SuperNode online and return {party: node_id}.
+    """Wait until every party has a SuperNode online under its registered name and return {party: node_id}.
 
     Raises:
-        RoundFailedError: Not all parties appeared within ``nodes-timeout``.
+        RoundFailedError: Not all parties appeared within ``nodes-timeout``, or a name is taken twice.
     """
     deadline = time.monotonic() + settings.nodes_timeout
     while True:
-        named, all_ids = _named_nodes(grid, settings.parties)
+        named = _named_nodes(grid, settings.parties)
         if len(named) == len(settings.parties):
             return named
-        if not named and len(all_ids) >= len(settings.parties):
-            found = _discover(grid, all_ids, settings)
-            if len(found) == len(settings.parties):
-                return found
         if time.monotonic() > deadline:
             raise RoundFailedError(
                 f"parties {sorted(set(settings.parties) - set(named))} have no SuperNode online "
@@ -233,6 +217,7 @@ def _report(settings: RunSettings, run_id: int, status: str, body: bytes, rounds
     headers = {
         HEADER_JOB_ID: settings.job_id,
         HEADER_RUN_ID: str(run_id),
+        HEADER_REPORT_TOKEN: os.environ.get(REPORT_TOKEN_ENV, ""),
         "X-Tandem-Status": status,
         "X-Tandem-Rounds": str(rounds),
         "Content-Type": "application/octet-stream",

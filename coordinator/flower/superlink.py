@@ -1,10 +1,14 @@
 """The coordinator's SuperLink: ``flower-superlink`` as a child process, and the runs it starts.
 
-:class:`SuperLinkService` starts ``flower-superlink`` on 127.0.0.1 with TLS, SuperNode authentication,
-``--disable-runtime-dependency-installation``, telemetry and update checks off; registers each party's
-SuperNode public key under the party's name (what ``flwr supernode register --name`` does) and starts,
-watches and stops runs through the in-process Control API client (:mod:`coordinator.flower.control_api`),
-because each ``flwr`` CLI call costs seconds of start-up. Each node runs its own SuperNode
+:class:`SuperLinkService` starts ``flower-superlink`` (on 127.0.0.1 unless told otherwise) behind the
+Control gate (:mod:`coordinator.flower.control_gate`), always with TLS, SuperNode authentication
+(``--enable-supernode-auth``: only SuperNodes whose public key the coordinator registered are admitted),
+``--disable-runtime-dependency-installation``, telemetry and update checks off. It makes a fresh random
+Control token per start (file mode 0600 in its state directory); only its own Control API client
+(:mod:`coordinator.flower.control_api`) holds it, so no one else can register a SuperNode or start a
+run. It registers each party's SuperNode public key under the party's name (what ``flwr supernode
+register --name`` does), refusing a name that is already taken, and starts, watches and stops runs
+in process, because each ``flwr`` CLI call costs seconds of start-up. Each node runs its own SuperNode
 (:mod:`node.flower.supernode`); :mod:`demo.federation` puts both together on one machine.
 
 What each party learns: nothing from this module; it only runs a process and asks it for status.
@@ -12,6 +16,8 @@ What each party learns: nothing from this module; it only runs a process and ask
 
 from __future__ import annotations
 
+import os
+import secrets
 import sys
 import time
 from collections.abc import Mapping
@@ -22,6 +28,7 @@ import httpx
 
 from coordinator.flower.certs import TlsFiles
 from coordinator.flower.control_api import ONLINE, ControlClient, RunStatus, load_node_public_key
+from coordinator.flower.control_gate import TOKEN_FILE_ENV
 from protocols.flower_processes import FederationError, ProcessGroup, flower_env
 
 __all__ = ["APP_DIR", "SuperLinkService"]
@@ -35,53 +42,50 @@ class SuperLinkService:
 
     Args:
         state_dir: Logs and ``FLWR_HOME`` of the SuperLink.
-        port: Its HTTP(S) port (Fleet, Control and Runtime APIs) on 127.0.0.1.
-        tls_files: CA, server certificate and key (nodes verify the SuperLink with the CA); None serves
-            plain HTTP, for tests of Flower itself only.
-        supernode_auth: Admit only SuperNodes whose public key was registered (needs TLS).
+        port: Its HTTPS port (Fleet, Control and Runtime APIs).
+        tls_files: CA, server certificate and key (nodes verify the SuperLink with the CA).
+        host: The address it listens on. Anything but loopback exposes the Fleet API to the nodes; the
+            gate keeps the Control API to token holders and the Runtime API to this host.
         poll_interval: SuperExec poll interval (seconds) for the ServerApp runs; None keeps Flower's.
         connect_timeout: How long to wait for ``/health``.
+        env: More environment for the SuperLink and so its ServerApp processes (e.g. the report token).
         group: The process group to start in (a new one in ``state_dir`` if None).
     """
 
-    def __init__(self, state_dir: Path, port: int, tls_files: TlsFiles | None, *,  # noqa: PLR0913
-                 supernode_auth: bool = True, poll_interval: float | None = 0.1, connect_timeout: float = 60.0,
-                 group: ProcessGroup | None = None) -> None:
-        if supernode_auth and tls_files is None:
-            raise ValueError("Flower requires TLS for SuperNode authentication")
+    def __init__(self, state_dir: Path, port: int, tls_files: TlsFiles, *, host: str = "127.0.0.1",  # noqa: PLR0913
+                 poll_interval: float | None = 0.1, connect_timeout: float = 60.0,
+                 env: Mapping[str, str] | None = None, group: ProcessGroup | None = None) -> None:
         self.state_dir = Path(state_dir)
-        self.port, self.tls_files = port, tls_files
-        self.supernode_auth, self.poll_interval, self.connect_timeout = supernode_auth, poll_interval, connect_timeout
+        self.port, self.tls_files, self.host = port, tls_files, host
+        self.poll_interval, self.connect_timeout, self.env = poll_interval, connect_timeout, dict(env or {})
         self.group = group if group is not None else ProcessGroup(self.state_dir)
         self.node_ids: dict[str, int] = {}
         self._control: ControlClient | None = None
 
     @property
     def address(self) -> str:
-        """``host:port`` of the SuperLink's APIs."""
-        return f"127.0.0.1:{self.port}"
+        """``host:port`` where this host reaches the SuperLink's APIs (loopback when it listens on all addresses)."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host  # noqa: S104
+        return f"{host}:{self.port}"
 
     def start(self) -> None:
-        """Start the SuperLink and wait until it answers ``/health``."""
+        """Start the SuperLink behind its Control gate and wait until it answers ``/health``."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.group.spawn("superlink", self._command(), flower_env(self.state_dir / "flwr-superlink",
-                                                                  self.poll_interval))
-        scheme, verify = ("https", str(self.tls_files.ca_cert)) if self.tls_files else ("http", False)
-        url = f"{scheme}://{self.address}/health"
-        self.group.wait_until(lambda: _http_ok(url, verify), "the SuperLink to answer /health", self.connect_timeout)
-        self._control = ControlClient(self.address, self.tls_files.ca_cert if self.tls_files else None)
+        token = secrets.token_urlsafe(32)
+        token_file = _write_private(self.state_dir / "control.token", token.encode())
+        env = flower_env(self.state_dir / "flwr-superlink", self.poll_interval,
+                         {**self.env, TOKEN_FILE_ENV: str(token_file)})
+        self.group.spawn("superlink", self._command(), env)
+        url = f"https://{self.address}/health"
+        self.group.wait_until(lambda: _http_ok(url, str(self.tls_files.ca_cert)), "the SuperLink to answer /health",
+                              self.connect_timeout)
+        self._control = ControlClient(self.address, self.tls_files.ca_cert, token)
 
     def _command(self) -> list[str]:
-        cmd = [str(Path(sys.executable).parent / "flower-superlink"), "--host", "127.0.0.1",
-               "--port", str(self.port), "--disable-runtime-dependency-installation"]
-        if self.tls_files is None:
-            cmd.append("--insecure")
-        else:
-            cmd += ["--ssl-ca-certfile", str(self.tls_files.ca_cert), "--ssl-certfile",
-                    str(self.tls_files.server_cert), "--ssl-keyfile", str(self.tls_files.server_key)]
-        if self.supernode_auth:
-            cmd.append("--enable-supernode-auth")
-        return cmd
+        return [sys.executable, "-m", "coordinator.flower.control_gate", "--host", self.host,
+                "--port", str(self.port), "--disable-runtime-dependency-installation",
+                "--ssl-ca-certfile", str(self.tls_files.ca_cert), "--ssl-certfile", str(self.tls_files.server_cert),
+                "--ssl-keyfile", str(self.tls_files.server_key), "--enable-supernode-auth"]
 
     @property
     def control(self) -> ControlClient:
@@ -91,7 +95,11 @@ class SuperLinkService:
         return self._control
 
     def register(self, party: str, public_key: Path) -> int:
-        """Register ``party``'s SuperNode public key (OpenSSH file) under its name; return the node id."""
+        """Register ``party``'s SuperNode public key (OpenSSH file) under its name; return the node id.
+
+        Raises:
+            ControlError: ``party`` is already registered (party names are unique) or the SuperLink refused.
+        """
         node_id = self.control.register_node(load_node_public_key(public_key), party)
         self.node_ids[party] = node_id
         return node_id
@@ -100,10 +108,6 @@ class SuperLinkService:
         """The registered parties whose SuperNode is online."""
         statuses = self.control.node_statuses()
         return {party for party, node in self.node_ids.items() if statuses.get(node) == ONLINE}
-
-    def online_count(self) -> int:
-        """How many SuperNodes are online, registered or not (a SuperLink without authentication)."""
-        return sum(status == ONLINE for status in self.control.node_statuses().values())
 
     def run(self, run_config: Mapping[str, Any], app_dir: Path = APP_DIR) -> int:
         """Start a run of the Flower app in ``app_dir`` with run-config overrides; return the run id."""
@@ -138,6 +142,15 @@ class SuperLinkService:
             self._control.close()
             self._control = None
         self.group.stop()
+
+
+def _write_private(path: Path, data: bytes) -> Path:
+    """Write ``data`` to a fresh ``path`` readable by this user only."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    return path
 
 
 def _http_ok(url: str, verify: Any) -> bool:

@@ -4,11 +4,11 @@ Flower starts a fresh process per message, so nothing here holds keys or state. 
 ``query.tandem_round`` message the shim POSTs the payload bytes to
 ``{service-url}/flower/v1/{run_id}/{round}`` (``service-url`` comes from the SuperNode's node
 config) and replies with the exact bytes the service answered. The job id and party travel as
-headers; the service must check them against the job it approved before touching data. A non-2xx
-answer makes the shim raise, which Flower turns into an error reply the ServerApp reports.
-
-``query.tandem_hello`` answers with the ``party`` of the node config (party discovery when the
-SuperLink has no node names).
+headers; the service must check them against the job it approved before touching data. The node's
+round token (environment :data:`~protocols.wire.flower_round.ROUND_TOKEN_ENV`, handed to the runner by
+the node) travels in :data:`~protocols.wire.flower_round.HEADER_ROUND_TOKEN`: without it the service
+refuses the POST, so no other local process can feed rounds to a job. A non-2xx answer makes the
+shim raise, which Flower turns into an error reply the ServerApp reports.
 
 Run config ``service-timeout`` (seconds, default 600) bounds one call to the node service.
 
@@ -16,6 +16,8 @@ What each party learns: its own round payload; the node service decides what to 
 """
 
 from __future__ import annotations
+
+import os
 
 import httpx
 from flwr.app import Context, Message
@@ -25,12 +27,12 @@ from protocols.wire.flower_round import (
     HEADER_JOB_ID,
     HEADER_PARTY,
     HEADER_ROUND,
+    HEADER_ROUND_TOKEN,
     HEADER_RUN_ID,
-    HELLO_ACTION,
     NODE_CONFIG_PARTY,
     NODE_CONFIG_SERVICE_URL,
     ROUND_ACTION,
-    hello_reply_content,
+    ROUND_TOKEN_ENV,
     read_instruction,
     reply_content,
     service_round_url,
@@ -66,6 +68,7 @@ def forward_round(message: Message, context: Context) -> bytes:
         HEADER_PARTY: party,
         HEADER_RUN_ID: str(context.run_id),
         HEADER_ROUND: str(instruction.round),
+        HEADER_ROUND_TOKEN: os.environ.get(ROUND_TOKEN_ENV, ""),
         "Content-Type": "application/octet-stream",
     }
     timeout = float(context.run_config.get("service-timeout", DEFAULT_SERVICE_TIMEOUT))
@@ -83,8 +86,3 @@ def tandem_round(message: Message, context: Context) -> Message:
     """Hand one round to the node service and return what it answered."""
     return Message(reply_content(forward_round(message, context)), reply_to=message)
 
-
-@app.query(HELLO_ACTION)
-def tandem_hello(message: Message, context: Context) -> Message:
-    """Tell the arbiter which party this node serves (discovery without node names)."""
-    return Message(hello_reply_content(_node_setting(context, NODE_CONFIG_PARTY)), reply_to=message)

@@ -14,8 +14,13 @@ process gets SIGTERM and stops the SuperNode, and if this process is killed the 
 
 Usage (by :mod:`node.jobs.training.service`)::
 
-    python -m node.flower.supernode_keeper --party telco --state-dir DIR --service-url URL
-        --superlink HOST:PORT --ca CA.pem --key KEY [--poll-interval 0.1]
+    TANDEM_FLOWER_ROUND_TOKEN=... python -m node.flower.supernode_keeper --party telco --state-dir DIR
+        --service-url URL --superlink HOST:PORT --ca CA.pem --key KEY [--poll-interval 0.1]
+
+Every SuperNode it starts is a :class:`node.flower.supernode.SuperNodeService`: TLS, the node's
+authentication key, and the pinned ClientApp runner (never a FAB's code). The node's round token comes
+in this process's environment (not its command line, which other local users can read) and goes on to
+the runner.
 
 What it learns: nothing; it only runs processes.
 """
@@ -132,6 +137,7 @@ def command(party: str, state_dir: Path, service_url: str, superlink: str, ca: P
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the supervisor until SIGTERM or SIGINT."""
     from node.flower.supernode import SuperNodeService
+    from protocols.wire.flower_round import ROUND_TOKEN_ENV
 
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -147,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def start() -> SuperNodeService:
         node = SuperNodeService(args.state_dir, args.party, args.service_url, args.superlink, args.ca, args.key,
-                                poll_interval=args.poll_interval)
+                                poll_interval=args.poll_interval, service_token=os.environ.get(ROUND_TOKEN_ENV))
         node.start()
         logger.info("SuperNode started for %s against %s", args.party, args.superlink)
         return node

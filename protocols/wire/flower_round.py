@@ -7,12 +7,8 @@ with one ``ConfigRecord`` under :data:`RECORD_KEY`:
   party's node service (reply). Flower never interprets it.
 - ``job_id`` (str), ``party`` (str), ``round`` (int): routing facts, instruction only.
 
-Discovery (only when the SuperLink does not know the nodes' names, i.e. without SuperNode
-authentication) uses message type ``query.tandem_hello``; the reply carries ``party`` from the
-SuperNode's node config.
-
 The node service is reached at ``{service-url}/flower/v1/{run_id}/{round}`` (see
-:func:`service_round_url`).
+:func:`service_round_url`) with the node's round token in :data:`HEADER_ROUND_TOKEN`.
 
 What each party learns: only the payload addressed to it and the round number. The arbiter sees
 every reply payload in full, so replies must carry only what the arbiter may see (masked values,
@@ -27,9 +23,7 @@ from flwr.app import ConfigRecord, RecordDict
 
 RECORD_KEY = "tandem"
 ROUND_ACTION = "tandem_round"
-HELLO_ACTION = "tandem_hello"
 ROUND_MESSAGE_TYPE = f"query.{ROUND_ACTION}"
-HELLO_MESSAGE_TYPE = f"query.{HELLO_ACTION}"
 
 NODE_CONFIG_PARTY = "party"
 NODE_CONFIG_SERVICE_URL = "service-url"
@@ -38,6 +32,14 @@ HEADER_JOB_ID = "X-Tandem-Job-Id"
 HEADER_PARTY = "X-Tandem-Party"
 HEADER_RUN_ID = "X-Tandem-Run-Id"
 HEADER_ROUND = "X-Tandem-Round"
+HEADER_ROUND_TOKEN = "X-Tandem-Round-Token"
+"""The node's per-``serve`` secret: its loopback round endpoint refuses a POST without it."""
+ROUND_TOKEN_ENV = "TANDEM_FLOWER_ROUND_TOKEN"
+"""Environment variable that hands the round token to the ClientApp runner (never argv, never run config)."""
+HEADER_REPORT_TOKEN = "X-Tandem-Report-Token"
+"""The coordinator launcher's secret: its loopback report endpoint refuses a report without it."""
+REPORT_TOKEN_ENV = "TANDEM_FLOWER_REPORT_TOKEN"
+"""Environment variable that hands the report token to the SuperLink and so to its ServerApp processes."""
 
 
 @dataclass(frozen=True)
@@ -98,23 +100,6 @@ def read_reply(content: RecordDict) -> bytes:
     if not isinstance(payload, bytes):
         raise ValueError("malformed Tandem reply")
     return payload
-
-
-def hello_reply_content(party: str) -> RecordDict:
-    """Pack the discovery reply: the party name from the SuperNode's node config."""
-    return RecordDict({RECORD_KEY: ConfigRecord({"party": party})})
-
-
-def read_hello_reply(content: RecordDict) -> str:
-    """Unpack the party name from a discovery reply.
-
-    Raises:
-        ValueError: The content is not a Tandem discovery reply.
-    """
-    party = _record(content).get("party")
-    if not isinstance(party, str) or not party:
-        raise ValueError("malformed Tandem hello reply")
-    return party
 
 
 def service_round_url(service_url: str, run_id: int, round_: int) -> str:

@@ -84,7 +84,7 @@ def test_warm_runner_serves_rounds_and_refuses_foreign_clientapps(tmp_path: Path
         ToyService(adder(200)) as telco,
         ToyService(sink) as report,
         LocalFederation(
-            {"bank": bank.url, "telco": telco.url}, tmp_path / "fed", poll_interval=0.1, warm_clientapp=True
+            {"bank": bank.url, "telco": telco.url}, tmp_path / "fed", poll_interval=0.1
         ) as fed,
     ):
         config = {

@@ -250,3 +250,19 @@ def test_fastpoll_caps_only_the_supernode_loop_sleeps(monkeypatch: pytest.Monkey
     assert loop.time.monotonic is time.monotonic
     with pytest.raises(RuntimeError, match="no longer uses"):
         patch_supernode_loop(0.05)  # already patched: the patch point is not the time module any more
+
+
+def test_parties_map_only_to_registered_names_never_to_a_nodes_claim() -> None:
+    # Prepare: two online SuperNodes without party names, each ready to claim a party if asked
+    def claim(party: str, msg: Message) -> Message:
+        return Message(RecordDict(), reply_to=msg)
+
+    unnamed = _FakeGrid({11: "", 22: "mallory"}, claim)
+    doubled = _FakeGrid({11: "bank", 22: "telco", 33: "telco"}, claim)
+
+    # Execute + Assert: no discovery round; a party without its registered name is missing; a name held twice fails
+    with pytest.raises(RoundFailedError, match=r"\['bank', 'telco'\] have no SuperNode"):
+        resolve_parties(unnamed, _settings(**{"nodes-timeout": 0.01}))  # type: ignore[arg-type]
+    assert unnamed.pending == {}
+    with pytest.raises(RoundFailedError, match="two SuperNodes are registered as 'telco'"):
+        resolve_parties(doubled, _settings())  # type: ignore[arg-type]
