@@ -2,13 +2,15 @@
 
 API tokens are 32 random bytes (URL-safe base64), shown once at creation; only their SHA-256 is
 stored. Every token expires (``UserCreate.expires_in_days``, default 90); an expired token is refused
-like an unknown one but with a message saying what to do. The bootstrap token from settings may create
-users and nothing else. Failed logins are audited with a short hash of the token's first characters,
-never the token.
+like an unknown one but with a message saying what to do. ``revoke_user`` ends a token at once (its
+expiry becomes now), for an admin of the user's party, an auditor, or the CLI. The bootstrap token from
+settings may create users and nothing else. Failed logins are audited with the client's address and the
+reason, never anything derived from the presented token (``coordinator.audit.log.AuthFailureLog``
+aggregates repeats).
 
-An ``operator`` runs the telco's node: it may belong only to a party of kind ``telco``. This is
-checked when the operator is created (if its party is registered) and when a party registers (if
-operators already name it), so no order of calls produces a bank operator.
+An ``operator`` runs its party's node (bank or telco): the access table lets it fetch its party's
+approved jobs, report progress and results, and read the catalog entries a node needs, nothing else (no
+users, approvals, submissions or audit). A node should run with an operator token, not an admin's.
 """
 
 from __future__ import annotations
@@ -16,16 +18,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from coordinator.audit import log as audit_log
 from coordinator.context import Context
 from coordinator.errors import BadRequest, Forbidden, NotFound, Unauthorized
-from coordinator.store import Transaction
-from protocols.wire.control import PartyKind, Role, UserCreate, UserCreated, UserPublic
+from protocols.wire.control import Role, UserCreate, UserCreated, UserPublic
 
-__all__ = ["BOOTSTRAP", "EXPIRED", "Principal", "authenticate", "check_operator_party", "create_user", "hash_token",
-           "new_token"]
+__all__ = ["BOOTSTRAP", "EXPIRED", "Principal", "authenticate", "create_user", "hash_token",
+           "new_token", "refuse", "revoke_user"]
 
 BOOTSTRAP = "bootstrap"
 EXPIRED = "token expired: ask your admin for a new one"
@@ -68,22 +71,29 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def _prefix_hash(token: str) -> str:
-    return hashlib.sha256(token[:6].encode("utf-8")).hexdigest()[:12]
+def refuse(ctx: Context, failures: audit_log.AuthFailureLog | None, client: str, details: Mapping[str, Any]) -> None:
+    """Audit one failed authentication (through ``failures`` if given, which aggregates repeats)."""
+    if failures is None:
+        audit_log.record_alone(ctx, "anonymous", "auth.failed", "auth", {**details, "client": client})
+    else:
+        failures.record(ctx, client, details)
 
 
-def authenticate(ctx: Context, token: str | None, bootstrap_token: str | None, *, channel: str = "api") -> Principal:
+def authenticate(ctx: Context, token: str | None, bootstrap_token: str | None, *, channel: str = "api",
+                 client: str = "unknown", failures: audit_log.AuthFailureLog | None = None) -> Principal:
     """Resolve a bearer token to a principal.
 
     Args:
         ctx: service context (its clock decides expiry).
-        token: the presented token, if any.
+        token: the presented token, if any. Nothing derived from it is recorded.
         bootstrap_token: the configured bootstrap token, if any.
         channel: recorded in ``auth.failed`` events: ``api`` (bearer header) or ``web`` (login form).
+        client: the caller's address, recorded in ``auth.failed`` events.
+        failures: the app's failure log (aggregates repeats); None records every failure.
 
     Raises:
-        Unauthorized: no token, one that matches no user, or an expired one (the last two are audited
-            as ``auth.failed``).
+        Unauthorized: no token, one that matches no user, or an expired (or revoked) one (the last two are
+            audited as ``auth.failed``).
     """
     if not token:
         raise Unauthorized("missing bearer token", fix="send 'Authorization: Bearer <API token>'")
@@ -91,13 +101,11 @@ def authenticate(ctx: Context, token: str | None, bootstrap_token: str | None, *
         return Principal(BOOTSTRAP, None)
     with ctx.store.read() as tx:
         user = tx.catalog.user_by_token_hash(hash_token(token))
-    details = {"token_prefix_hash": _prefix_hash(token), "channel": channel}
     if user is None:
-        audit_log.record_alone(ctx, "anonymous", "auth.failed", "auth", details)
+        refuse(ctx, failures, client, {"channel": channel, "reason": "unknown token"})
         raise Unauthorized("invalid API token", fix="use the token printed when your user was created")
     if user.expires_at is not None and user.expires_at <= ctx.clock():
-        audit_log.record_alone(ctx, "anonymous", "auth.failed", "auth",
-                               {**details, "reason": "token expired", "user": user.name})
+        refuse(ctx, failures, client, {"channel": channel, "reason": "token expired", "user": user.name})
         raise Unauthorized(EXPIRED, fix="an admin creates a new user (tokens are not renewed in place)")
     return Principal.of(user)
 
@@ -110,28 +118,6 @@ def _check_shape(body: UserCreate) -> None:
     if body.signing_key is not None and body.role != Role.AUDITOR:
         raise BadRequest("only auditors register a personal signing key; party admins sign with the party's key",
                          field="body.signing_key", fix="omit signing_key, or register it on the party")
-
-
-def check_operator_party(role: Role, party: str, kind: PartyKind, *, field: str) -> None:
-    """Refuse an operator of a party that is not a telco.
-
-    Raises:
-        BadRequest: ``role`` is operator and ``kind`` is not telco; ``field`` names the offending field.
-    """
-    if role == Role.OPERATOR and kind != PartyKind.TELCO:
-        raise BadRequest(f"an operator runs the telco's node, but party {party!r} is a {kind.value}",
-                         field=field, fix="create the operator for the telco party; a bank's node uses an admin "
-                                          "account of the bank")
-
-
-def _check_operator(tx: Transaction, body: UserCreate) -> None:
-    if body.role != Role.OPERATOR or body.party is None:
-        return
-    try:
-        party = tx.catalog.get_party(body.party)
-    except NotFound:
-        return  # checked again when the party registers (registry.register_party)
-    check_operator_party(body.role, party.name, party.kind, field="body.role")
 
 
 def _check_creator(actor: Principal, body: UserCreate) -> None:
@@ -152,7 +138,7 @@ def create_user(ctx: Context, actor: str | Principal, body: UserCreate) -> UserC
         body: the user to create.
 
     Raises:
-        BadRequest: party/role/signing key do not fit together, or an operator of a bank party.
+        BadRequest: party/role/signing key do not fit together.
         Forbidden: an admin creating an admin/auditor or a user of another party.
         Conflict: the name is taken.
     """
@@ -161,8 +147,46 @@ def create_user(ctx: Context, actor: str | Principal, body: UserCreate) -> UserC
         _check_creator(actor, body)
     token = new_token()
     with ctx.store.write() as tx:
-        _check_operator(tx, body)
         user = tx.catalog.create_user(body, hash_token(token), ctx.clock())
         audit_log.record(ctx, tx, actor.actor if isinstance(actor, Principal) else actor, "user.created",
                          f"user:{user.name}", {"role": user.role.value, "party": user.party})
     return UserCreated(**user.model_dump(), token=token)
+
+
+def _check_revoker(actor: Principal, user: UserPublic) -> None:
+    if actor.role == Role.AUDITOR or (actor.role == Role.ADMIN and user.party == actor.party):
+        return
+    if actor.role == Role.ADMIN:
+        raise Forbidden(f"an admin may revoke only users of their own party {actor.party!r}", field="path.name")
+    raise Forbidden(f"role {actor.label!r} may not revoke tokens", fix="ask an admin of the user's party or an auditor")
+
+
+def revoke_user(ctx: Context, actor: str | Principal, name: str) -> UserPublic:
+    """End user ``name``'s API token now: its expiry becomes the current time (audited ``user.revoked``).
+
+    The user keeps its name and history; whoever needs access again gets a new user and token. Browser
+    sessions opened with the token end at their next request.
+
+    Args:
+        ctx: service context.
+        actor: an admin (users of its own party only) or an auditor (any user), or a plain actor name
+            (``cli``) for trusted local tooling.
+        name: the user whose token to revoke.
+
+    Raises:
+        NotFound: no such user.
+        Forbidden: the caller may not revoke this user.
+    """
+    now = ctx.clock()
+    with ctx.store.write() as tx:
+        try:
+            user = tx.catalog.get_user(name)
+        except NotFound:
+            raise NotFound(f"user {name!r} does not exist", field="path.name",
+                           fix="name the user as it was created") from None
+        if isinstance(actor, Principal):
+            _check_revoker(actor, user)
+        user = tx.catalog.expire_user(name, now)
+        audit_log.record(ctx, tx, actor.actor if isinstance(actor, Principal) else actor, "user.revoked",
+                         f"user:{user.name}", {"role": user.role.value, "party": user.party})
+    return user

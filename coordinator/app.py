@@ -1,8 +1,9 @@
 """The coordinator's FastAPI application factory.
 
-``create_app(settings)`` opens the store (creating tables), loads the policy and the audit key,
-records ``policy.loaded`` in the audit log, and wires routers, the body-size limit and the error
-catalog. The app holds no other global state.
+``create_app(settings)`` checks that the state directories are private, opens the store (creating
+tables), loads the policy and the audit key, checks that the audit log still extends its last signed
+head (``coordinator.audit.heads``), records ``policy.loaded`` in the audit log, and wires routers, the
+body-size limit and the error catalog. The app holds no other global state.
 """
 
 from __future__ import annotations
@@ -12,17 +13,20 @@ import logging
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 
-from coordinator.api.deps import ContextDep
+from coordinator.api.deps import ContextDep, install_state
 from coordinator.api.error_catalog import install_error_handlers
-from coordinator.api.middleware import BodySizeLimit
+from coordinator.api.middleware import BodySizeLimit, ClientRateLimit
 from coordinator.api.routes import audit, audit_pages, budgets, catalog, jobs
 from coordinator.api.schemas import Health
 from coordinator.audit import log as audit_log
+from coordinator.audit.heads import AuditHeads
 from coordinator.context import Context
 from coordinator.keys import load_or_create_signing_key
 from coordinator.policy import load_policy
 from coordinator.settings import Settings, get_settings
 from coordinator.store import SqlStore, Store
+from protocols.crypto.signing import SigningKey
+from protocols.wire.errors import ConfigError
 
 __all__ = ["API_PREFIX", "build_context", "create_app", "routers"]
 
@@ -30,13 +34,41 @@ API_PREFIX = "/api/v1"
 logger = logging.getLogger(__name__)
 
 
+def _open_store(settings: Settings, key: SigningKey) -> tuple[SqlStore, AuditHeads | None]:
+    """The store of ``settings.database_url``, storing each new signed audit head in ``settings.heads_path``."""
+    heads = AuditHeads(settings.heads_path, key) if settings.heads_path else None
+    return SqlStore.from_url(settings.database_url, on_audit_commit=heads.save if heads else None), heads
+
+
 def build_context(settings: Settings, store: Store | None = None, *, announce: bool = True) -> Context:
-    """Open the store, load policy and audit key, and (if ``announce``) record ``policy.loaded``."""
+    """Open the store, load policy and audit key, check the audit tail, and (if ``announce``) record ``policy.loaded``.
+
+    A given ``store`` is used as it is (tests): no state directories, no signed-head file. ``announce`` is
+    what a serving coordinator does: it refuses an audit log that does not extend its last signed head.
+    The CLI leaves it off and only warns, so that ``audit export`` still works to investigate such a log
+    (its events are then not signed into the heads file, which keeps the evidence).
+
+    Raises:
+        ConfigError: a state directory others can access, or (``announce``) an audit log that does not
+            extend its last signed head; the message names what is wrong and how to investigate.
+    """
     policy = load_policy(settings.policy_path)
-    ctx = Context(store=store or SqlStore.from_url(settings.database_url), policy=policy,
-                  audit_key=load_or_create_signing_key(settings.signing_key_path))
+    if store is None:
+        settings.check_state_dirs()
+    key = load_or_create_signing_key(settings.signing_key_path)
+    store, heads = (store, None) if store is not None else _open_store(settings, key)
+    ctx = Context(store=store, policy=policy, audit_key=key)
+    try:
+        unchecked = heads is not None and heads.check_tail(ctx.store)
+    except ConfigError as exc:
+        if announce:
+            raise
+        logger.warning("%s", exc)
+        return ctx
     if not announce:
         return ctx
+    if unchecked:
+        audit_log.record_alone(ctx, "coordinator", "audit.heads_started", "audit", {"heads_file": "missing"})
     audit_log.record_alone(ctx, "coordinator", "policy.loaded", "policy",
                            {"version": policy.version, "digest": policy.digest})
     logger.info("policy %s loaded (digest %s)", policy.version, policy.digest[:16])
@@ -81,6 +113,9 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     app.state.context = ctx
     app.dependency_overrides[get_settings] = lambda: settings
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(ClientRateLimit, burst=settings.auth_failure_burst,  # outermost: before the body is read
+                       refill_seconds=settings.auth_failure_refill_seconds)
+    install_state(app, settings)
     install_error_handlers(app)
     for router in routers():
         app.include_router(router, prefix=API_PREFIX)

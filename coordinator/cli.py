@@ -1,16 +1,21 @@
-"""Command line of the coordinator: ``tandem-coordinator serve | init-db | user create | audit … | public-key``.
+"""Command line of the coordinator: ``tandem-coordinator serve | init-db | user create|revoke | audit … | public-key``.
 
-Settings come from ``TANDEM_COORD_*`` environment variables (see ``coordinator.settings``). Logging
-is configured here, once; tokens are printed to stdout for the operator and never logged.
+Settings come from ``TANDEM_COORD_*`` environment variables (see ``coordinator.settings``; every command's
+``--help`` lists them). The state directory (``--state-dir`` or ``TANDEM_COORD_STATE_DIR``) holds the
+database and the audit key; only ``serve`` and ``init-db`` create them, every other command refuses a
+missing one (exit 2, naming the state directory and the fix) instead of starting an empty coordinator.
+Logging is configured here, once; tokens are printed to stdout for the operator and never logged.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
+import re
 import secrets
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from pydantic import SecretStr, ValidationError
@@ -23,44 +28,128 @@ from coordinator.errors import CoordinatorError
 from coordinator.settings import Settings
 from coordinator.store import SqlStore
 from protocols.wire.control import Role, UserCreate
+from protocols.wire.errors import ConfigError
 
 __all__ = ["app", "main"]
 
+
+
+def _attributes(cls: type) -> dict[str, str]:
+    """The ``Attributes:`` section of a settings class docstring, by field name (one place for the meanings)."""
+    section = inspect.cleandoc(cls.__doc__ or "").split("Attributes:", 1)[-1]
+    found: dict[str, str] = {}
+    for m in re.finditer(r"^ {4}(\w+(?: / \w+)*): (.+?)(?=^ {4}\w|\Z)", section, re.M | re.S):
+        for name in m.group(1).split(" / "):
+            found[name] = " ".join(m.group(2).split())
+    return found
+
+
+def settings_help(*classes: type[Any]) -> str:
+    """Every setting the classes read: environment variable, default and meaning."""
+    rows = []
+    for cls in classes:
+        prefix, meanings = cls.model_config.get("env_prefix", ""), _attributes(cls)
+        for name, info in cls.model_fields.items():
+            default = "required" if info.is_required() else info.get_default(call_default_factory=True)
+            shown = "unset" if default is None else default
+            rows.append(f"{prefix}{name.upper()} (default {shown}): {meanings.get(name, '')}")
+    return "Settings (environment):\n\n" + "\n\n".join(rows)
+
+
+EPILOG = settings_help(Settings)
 app = typer.Typer(help="Tandem coordinator: control plane, catalog, policy, approvals and audit log.",
-                  no_args_is_help=True)
+                  no_args_is_help=True, epilog=EPILOG)
 user_app = typer.Typer(help="Manage users directly in the database.", no_args_is_help=True)
 audit_app = typer.Typer(help="Export and verify the audit log.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
 app.add_typer(audit_app, name="audit")
 logger = logging.getLogger(__name__)
+_overrides: dict[str, Any] = {}
 
 
-def _settings(*, serving: bool) -> Settings:
-    """Settings from the environment.
+@app.callback()
+def _main(state_dir: Annotated[Path | None, typer.Option(
+        "--state-dir", envvar="TANDEM_COORD_STATE_DIR", show_envvar=False,
+        help="the coordinator's state directory (database and audit key), or TANDEM_COORD_STATE_DIR; default "
+             ".tandem in the working directory. Give it before the command: tandem-coordinator --state-dir DIR "
+             "user create ...")] = None,
+          ) -> None:
+    _overrides.clear()
+    if state_dir is not None:
+        _overrides["state_dir"] = state_dir
+
+
+def _settings(*, serving: bool, creates: bool = False) -> Settings:
+    """Settings from the environment (and ``--state-dir``).
 
     Commands that do not serve HTTP never use the bootstrap token, so for them a missing one is
-    replaced by a random throwaway value instead of refusing to start.
+    replaced by a random throwaway value instead of refusing to start. Only ``serving`` and
+    ``creates`` commands may create state; any other refuses a state directory without a database and key.
     """
     try:
         if serving or os.environ.get("TANDEM_COORD_BOOTSTRAP_TOKEN"):
-            return Settings()
-        return Settings(bootstrap_token=SecretStr(secrets.token_urlsafe(32)))
+            settings = Settings(**_overrides)
+        else:
+            settings = Settings(bootstrap_token=SecretStr(secrets.token_urlsafe(32)), **_overrides)
     except ValidationError as exc:
-        typer.echo(f"configuration error: {exc.errors()[0]['msg']}", err=True)
+        err = exc.errors()[0]
+        where = f"TANDEM_COORD_{str(err['loc'][0]).upper()}: " if err["loc"] else ""
+        typer.echo(f"error: {where}{str(err['msg']).removeprefix('Value error, ')}", err=True)
         raise typer.Exit(2) from None
+    if not (serving or creates):
+        _require_state(settings)
+    return settings
+
+
+def _require_state(settings: Settings) -> None:
+    """Exit 2 if the database file or the audit key is missing: this command must not create them."""
+    missing = [str(p) for p in (settings.sqlite_path, settings.signing_key_path) if p is not None and not p.exists()]
+    if missing:
+        typer.echo(f"error: no coordinator state in {settings.state_dir.resolve()} ({', '.join(missing)} missing); "
+                   "this command creates nothing. Fix: pass --state-dir DIR (or set TANDEM_COORD_STATE_DIR) to the "
+                   "directory the coordinator serves from, or create the state with: tandem-coordinator init-db",
+                   err=True)
+        raise typer.Exit(2)
+
+
+IDLE_POLLS = ("/api/v1/nodes/jobs", "/api/v1/parties", "/api/v1/healthz")
+"""What nodes and monitors poll every few seconds: their successful GETs are not access-logged."""
+
+
+class QuietPolls(logging.Filter):
+    """Drop uvicorn access lines of successful idle polls (``IDLE_POLLS``); every write and error stays."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        if len(args) == 5:
+            _, method, path, _, status = args
+            if method == "GET" and isinstance(status, int) and status < 400 and str(path).startswith(IDLE_POLLS):
+                return False
+        return True
+
+
+def _state_line(settings: Settings) -> str:
+    database = settings.database_url.split("@")[-1]
+    return f"state: database {database}, audit key {settings.signing_key_path.resolve()}"
 
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port")] = 8600,
+    host: Annotated[str, typer.Option(help="interface to bind (or TANDEM_COORD_HOST)", envvar="TANDEM_COORD_HOST",
+                                      show_envvar=False)] = "127.0.0.1",
+    port: Annotated[int, typer.Option(
+        help="TCP port (or TANDEM_COORD_PORT); nodes default to http://127.0.0.1:8600", envvar="TANDEM_COORD_PORT",
+        show_envvar=False)] = 8600,
 ) -> None:
-    """Run the coordinator API with uvicorn."""
+    """Run the coordinator API with uvicorn (creates the state directory, database and audit key if missing)."""
     import uvicorn
 
     from coordinator.flower.launcher import TrainingLauncher, TrainingSettings
 
-    api = create_app(_settings(serving=True))
+    settings = _settings(serving=True)
+    api = create_app(settings)
+    typer.echo(_state_line(settings), err=True)
+    logging.getLogger("uvicorn.access").addFilter(QuietPolls())
     training = TrainingSettings()
     launcher = TrainingLauncher(api.state.context, training) if training.enabled else None
     if launcher is not None:
@@ -74,10 +163,15 @@ def serve(
 
 @app.command("init-db")
 def init_db() -> None:
-    """Create the database tables (and, on PostgreSQL, the append-only audit trigger)."""
-    settings = _settings(serving=False)
+    """Create the state: database tables (on PostgreSQL, the append-only audit trigger) and the audit key."""
+    from coordinator.keys import load_or_create_signing_key
+
+    settings = _settings(serving=False, creates=True)
+    settings.check_state_dirs()
     SqlStore.from_url(settings.database_url).close()
+    load_or_create_signing_key(settings.signing_key_path)
     typer.echo(f"database ready: {settings.database_url.split('@')[-1]}")
+    typer.echo(_state_line(settings))
 
 
 @user_app.command("create")
@@ -89,16 +183,37 @@ def user_create(
     expires_in_days: Annotated[int, typer.Option(help="days until the API token expires (1-3650)")] = 90,
 ) -> None:
     """Create a user directly in the database and print its API token (shown once)."""
+    settings = _settings(serving=False)
     try:
         body = UserCreate(name=name, role=role, party=party, signing_key=signing_key,
                           expires_in_days=expires_in_days)
-        ctx = build_context(_settings(serving=False), announce=False)
+        ctx = build_context(settings, announce=False)
         created = accounts.create_user(ctx, "cli", body)
-    except (ValidationError, CoordinatorError) as exc:
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        typer.echo(f"error: --{str(err['loc'][0]).replace('_', '-')}: {err['msg']}", err=True)
+        raise typer.Exit(2) from None
+    except CoordinatorError as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(2) from None
+    typer.echo(_state_line(settings), err=True)
     logger.info("user %s created with role %s", created.name, created.role)
     typer.echo(created.token)
+
+
+@user_app.command("revoke")
+def user_revoke(name: Annotated[str, typer.Argument(help="the user whose API token to end")]) -> None:
+    """End a user's API token now (audited as user.revoked); create a new user to give access again."""
+    settings = _settings(serving=False)
+    try:
+        ctx = build_context(settings, announce=False)
+        user = accounts.revoke_user(ctx, "cli", name)
+    except CoordinatorError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(_state_line(settings), err=True)
+    logger.info("user %s revoked", user.name)
+    typer.echo(f"revoked: user {user.name}'s API token no longer works (expired at {user.expires_at})")
 
 
 @audit_app.command("export")
@@ -121,16 +236,25 @@ def audit_verify(
 
 @app.command("public-key")
 def public_key() -> None:
-    """Print the coordinator's Ed25519 audit public key (hex)."""
+    """Print the coordinator's Ed25519 audit public key (hex); refuses a state directory without one."""
     from coordinator.keys import load_or_create_signing_key
 
     typer.echo(load_or_create_signing_key(_settings(serving=False).signing_key_path).public_hex)
 
 
+for _info in [*app.registered_commands, *user_app.registered_commands, *audit_app.registered_commands]:
+    if _info.name != "verify":  # audit verify reads its file and key only
+        _info.epilog = _info.epilog or EPILOG
+
+
 def main() -> None:
-    """Console entry point: configure logging once, then run the command."""
+    """Console entry point: configure logging once, then run the command (a state problem exits 2, no traceback)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app()
+    try:
+        app()
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

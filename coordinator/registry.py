@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-from coordinator.accounts import Principal, check_operator_party
+from coordinator.accounts import Principal
 from coordinator.audit import log as audit_log
 from coordinator.context import Context
 from coordinator.errors import BadRequest, Conflict, Forbidden, NotFound
@@ -30,7 +30,6 @@ def register_party(ctx: Context, actor: Principal, body: PartyCreate) -> PartyPu
     Raises:
         Forbidden: the caller is not an admin of ``body.name``.
         Conflict: the party exists with another kind.
-        BadRequest: a bank party that operators already name (operators belong to the telco).
     """
     if actor.party != body.name:
         raise Forbidden(f"you may register only your own party {actor.party!r}", field="body.name")
@@ -38,8 +37,6 @@ def register_party(ctx: Context, actor: Principal, body: PartyCreate) -> PartyPu
         existing = next((p for p in tx.catalog.list_parties() if p.name == body.name), None)
         if existing and existing.kind != body.kind:
             raise Conflict(f"party {body.name!r} is registered as {existing.kind}", field="body.kind")
-        for user in tx.catalog.list_users(body.name):
-            check_operator_party(user.role, body.name, body.kind, field="body.kind")
         party, created = tx.catalog.upsert_party(body, ctx.clock())
         audit_log.record(ctx, tx, actor.actor, "party.registered" if created else "party.updated",
                          f"party:{party.name}", {"kind": party.kind.value, "signing_key": party.signing_key,

@@ -3,45 +3,80 @@
 Secrets have no usable default: outside ``dev`` the bootstrap token must be set and must not be a
 placeholder. ``get_settings`` is the FastAPI dependency (tests override it or pass settings to
 ``create_app``).
+
+State directories (``state_dirs``: where the SQLite database, the audit key and the audit heads file
+live) must be private to the coordinator's user: ``check_state_dirs`` creates missing ones with mode
+0700 and refuses one that its group or others may read or write, naming the path and the ``chmod``.
 """
 
 from __future__ import annotations
 
+import stat
 from functools import lru_cache
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["PLACEHOLDER_SECRETS", "Settings", "get_settings"]
+from protocols.wire.errors import ConfigError
+
+__all__ = ["PLACEHOLDER_SECRETS", "Settings", "check_private_dir", "get_settings"]
 
 PLACEHOLDER_SECRETS = frozenset({"", "changethis", "changeme", "change-me", "secret", "password", "token", "bootstrap"})
 MIN_TOKEN_CHARS = 24
+MEMORY_DATABASES = frozenset({"sqlite://", "sqlite:///:memory:"})
+AUDIT_HEADS_FILE = "audit_heads.json"
+DATABASE_FILE, KEY_FILE = "coordinator.db", "coordinator_signing.key"
 
 
 class Settings(BaseSettings):
     """Everything the coordinator reads from its environment.
 
     Attributes:
-        database_url: SQLAlchemy URL; SQLite for the demo, PostgreSQL in production.
+        state_dir: the coordinator's state directory; the database and the audit key default inside it.
+            Relative paths are relative to the working directory, so give an absolute one.
+        database_url: SQLAlchemy URL; default SQLite at ``<state_dir>/coordinator.db``; PostgreSQL in production.
         policy_path: policy YAML; None means the policy bundled with the coordinator.
-        signing_key_path: 32-byte Ed25519 seed signing the audit head. Created (mode 0600) if missing.
+        signing_key_path: 32-byte Ed25519 seed signing the audit head; default
+            ``<state_dir>/coordinator_signing.key``. Created (mode 0600) by ``serve`` and ``init-db`` if missing.
             Whoever reads this file can forge signed audit heads.
+        audit_heads_path: file holding the audit chain's last signed head (``coordinator.audit.heads``);
+            default ``audit_heads.json`` beside the signing key. Unused with an in-memory database.
         bootstrap_token: may create users and nothing else. Anyone holding it can create an admin
             of any party, so keep it out of shells' history and rotate it after setup.
         max_body_bytes: request bodies above this size are refused with 413 before parsing.
+        auth_failure_burst: failed authentications (401) a client address may make at once before every
+            request from it is refused with 429 (``coordinator.api.middleware.ClientRateLimit``).
+        auth_failure_refill_seconds: one more failure is allowed per this many seconds.
+        auth_failed_window_seconds: at most one chained ``auth.failed`` event per client address, channel
+            and reason in each window of this length; it counts the repeats of the window before.
         dev: relaxes the secret checks; never set in production.
     """
 
     model_config = SettingsConfigDict(env_prefix="TANDEM_COORD_", extra="ignore")
 
+    state_dir: Path = Path(".tandem")
     database_url: str = "sqlite:///.tandem/coordinator.db"
     policy_path: Path | None = None
     signing_key_path: Path = Path(".tandem/coordinator_signing.key")
+    audit_heads_path: Path | None = None
     bootstrap_token: SecretStr | None = None
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    auth_failure_burst: int = Field(default=100, ge=1, le=100_000)
+    auth_failure_refill_seconds: float = Field(default=1.0, gt=0, le=86_400)
+    auth_failed_window_seconds: float = Field(default=60.0, gt=0, le=86_400)
     dev: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults_in_state_dir(cls, data: Any) -> Any:
+        """Put the database and the audit key inside ``state_dir`` unless they are set themselves."""
+        if isinstance(data, dict):
+            state = Path(data.get("state_dir") or ".tandem")
+            data = {"database_url": f"sqlite:///{state / DATABASE_FILE}", "signing_key_path": state / KEY_FILE,
+                    **{k: v for k, v in data.items() if v is not None or k not in ("database_url", "signing_key_path")}}
+        return data
 
     @model_validator(mode="after")
     def _enforce_non_default_secrets(self) -> Self:
@@ -56,6 +91,48 @@ class Settings(BaseSettings):
                 "or set TANDEM_COORD_DEV=1 for local development"
             )
         return self
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The SQLite database file, if the database is one."""
+        url = self.database_url
+        if url in MEMORY_DATABASES or not url.startswith("sqlite:///"):
+            return None
+        return Path(url.removeprefix("sqlite:///"))
+
+    @property
+    def heads_path(self) -> Path | None:
+        """Where the audit chain's signed head is kept; None for an in-memory database (nothing to compare)."""
+        if self.database_url in MEMORY_DATABASES:
+            return None
+        return self.audit_heads_path or self.signing_key_path.parent / AUDIT_HEADS_FILE
+
+    def state_dirs(self) -> list[Path]:
+        """The directories holding the database file, the audit key and the heads file."""
+        files = [self.sqlite_path, self.signing_key_path, self.heads_path]
+        return list(dict.fromkeys(f.parent for f in files if f is not None))
+
+    def check_state_dirs(self) -> None:
+        """Create missing state directories (mode 0700) and refuse ones others can read or write.
+
+        Raises:
+            ConfigError: naming the directory, its mode and the ``chmod`` that fixes it.
+        """
+        for directory in self.state_dirs():
+            check_private_dir(directory)
+
+
+def check_private_dir(directory: Path) -> None:
+    """Create ``directory`` with mode 0700 if missing; refuse it if group or others have any access.
+
+    Raises:
+        ConfigError: naming the directory, its mode and the fix.
+    """
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    mode = stat.S_IMODE(directory.stat().st_mode)
+    if mode & 0o077:
+        raise ConfigError(f"state directory {directory} is open to other users (mode {mode:o}): it holds the "
+                          f"coordinator's database, audit key and signed audit head. Fix: chmod 700 {directory}")
 
 
 @lru_cache(maxsize=1)

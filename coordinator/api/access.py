@@ -4,6 +4,11 @@ Every route (the API under ``/api/v1`` and the compliance pages) either appears 
 route name) or in ``PUBLIC``; the role-matrix test checks both directions against the app's routes.
 API routes authenticate by bearer token, pages by browser session (``require(..., via=...)``). Finer
 checks (own party, creator) live in the service functions.
+
+``operator`` is the node role: a node running with an operator token can fetch its party's jobs, report
+progress and results, and read the catalog (parties, datasets, the jobs its party is in), and nothing
+else: no users, parties, datasets, submissions, approvals, budgets or audit. Admins keep the node
+endpoints so nodes set up with an admin token go on working.
 """
 
 from __future__ import annotations
@@ -11,14 +16,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from coordinator.accounts import BOOTSTRAP, Principal, authenticate
-from coordinator.api.deps import ContextDep, SettingsDep
+from coordinator.api.deps import ContextDep, FailuresDep, SettingsDep, client_address
+from coordinator.audit.scope import EVERYONE, Scope
 from coordinator.errors import Forbidden
+from protocols.wire.control import Role
 
-__all__ = ["ACCESS", "PUBLIC", "ROLES", "current_principal", "require", "required"]
+__all__ = ["ACCESS", "PUBLIC", "ROLES", "audit_scope", "current_principal", "require", "required"]
 
 ADMIN, ANALYST, OPERATOR, AUDITOR = "admin", "analyst", "operator", "auditor"
 ROLES = (BOOTSTRAP, ADMIN, ANALYST, OPERATOR, AUDITOR)
@@ -26,6 +33,7 @@ USERS = (ADMIN, ANALYST, OPERATOR, AUDITOR)
 
 ACCESS: dict[str, tuple[str, ...]] = {
     "create_user": (BOOTSTRAP, ADMIN),
+    "revoke_user": (ADMIN, AUDITOR),  # an admin: users of its own party; an auditor: anyone
     "read_me": USERS,
     "register_party": (ADMIN,),
     "list_parties": USERS,
@@ -34,6 +42,7 @@ ACCESS: dict[str, tuple[str, ...]] = {
     "list_datasets": USERS,
     "get_dataset": USERS,
     "submit_job": (ANALYST, ADMIN),
+    "dry_run_job": (ANALYST, ADMIN),
     "list_jobs": USERS,
     "get_job": USERS,
     "approve_job": (ADMIN, AUDITOR),
@@ -43,7 +52,7 @@ ACCESS: dict[str, tuple[str, ...]] = {
     "report_progress": (ADMIN, OPERATOR),
     "report_result": (ADMIN, OPERATOR),
     "list_budgets": (AUDITOR, ADMIN),
-    "audit_events": (AUDITOR, ADMIN),
+    "audit_events": (AUDITOR, ADMIN),  # an admin sees its own party's events only (audit.review.Scope)
     "audit_export": (AUDITOR,),
     "audit_head": (AUDITOR, ADMIN),
     # compliance pages (coordinator.api.routes.audit_pages), browser session instead of bearer token
@@ -57,13 +66,16 @@ _bearer = HTTPBearer(auto_error=False, description="API token, or the bootstrap 
 
 
 def current_principal(
+    request: Request,
     ctx: ContextDep,
     settings: SettingsDep,
+    failures: FailuresDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """The authenticated caller (``Unauthorized`` if none)."""
+    """The authenticated caller (``Unauthorized`` if none; failures are audited through ``failures``)."""
     bootstrap = settings.bootstrap_token.get_secret_value() if settings.bootstrap_token else None
-    return authenticate(ctx, credentials.credentials if credentials else None, bootstrap)
+    return authenticate(ctx, credentials.credentials if credentials else None, bootstrap,
+                        client=client_address(request), failures=failures)
 
 
 def require(*roles: str, via: Callable[..., Principal] = current_principal) -> Callable[[Principal], Principal]:
@@ -87,3 +99,8 @@ def require(*roles: str, via: Callable[..., Principal] = current_principal) -> C
 def required(route_name: str) -> Callable[[Principal], Principal]:
     """``require`` with the roles the access table gives ``route_name``."""
     return require(*ACCESS[route_name])
+
+
+def audit_scope(principal: Principal) -> Scope:
+    """What ``principal`` may read of the audit log: everything for an auditor, else its own party's events."""
+    return EVERYONE if principal.role == Role.AUDITOR else Scope(party=principal.party)

@@ -52,7 +52,7 @@ _LOGIN = Template("""<p>$message</p>
 <label>API token <input type="password" name="token" autocomplete="off" required autofocus></label>
 <button type="submit">Sign in</button>
 </form>
-<p>Only auditors may view the audit log here. Party admins read their events through the API.</p>""")
+<p>Only auditors may view the audit log here. Party admins read their own party's events through the API.</p>""")
 _FILTERS = Template("""<form class="f" method="get" action="$action">
 <label>action prefix <input name="action" value="$act"></label>
 <label>actor <input name="actor" value="$actor"></label>
@@ -92,8 +92,11 @@ def _chain_html(chain: ChainStatus) -> str:
     head = chain.head
     assert head is not None
     command = Template(VERIFY_COMMAND).substitute(key=head.key)
-    return (f'<div class="ok" id="chain"><strong>Chain verified</strong>: {chain.count} events, re-checked '
-            f"now against the stored chain.<br>Signed head: seq {head.seq}, hash <code>{_e(head.hash)}</code>, "
+    return (f'<div class="ok" id="chain"><strong>Chain verified</strong>: {chain.count} events; '
+            f'<span id="hashed">{chain.hashed}</span> re-hashed now against the stored chain, the '
+            f"{chain.count - chain.hashed} before them by an earlier view, whose head is unchanged "
+            '(<a id="verify-full" href="?verify=full">re-hash every event now</a>).<br>'
+            f"Signed head: seq {head.seq}, hash <code>{_e(head.hash)}</code>, "
             f"signed at {_e(head.signed_at)}<br>Signature <code>{_e(head.signature)}</code><br>Coordinator "
             f'public key <code id="key">{_e(head.key)}</code></div>'
             f'<p><a id="export" href="/audit/export.jsonl" download>Download the JSONL export</a> '

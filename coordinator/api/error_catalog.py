@@ -6,8 +6,10 @@ Every error body has the same shape::
 
 ``field`` is a dotted path into the request (``body.…``, ``query.…``, ``path.…``) or null. A policy denial
 (``PolicyDenied``) adds one entry per denying rule, each with its ``rule_id``.
-Domain errors map by class through ``CATALOG``; validation errors name each offending field;
-anything unexpected is a 500 with no detail (and a logged traceback).
+Domain errors map by class through ``CATALOG``; validation errors name each offending field; a body
+nested too deeply for the JSON parser is a 422 naming the nesting limit (free-form fields such as job
+outputs are bounded by their models, ``MAX_OUTPUTS_DEPTH``); anything unexpected is a 500 with no detail
+(and a logged traceback).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from coordinator.audit.chain import AuditError
 from coordinator.errors import BadRequest, Conflict, CoordinatorError, Forbidden, NotFound, PolicyDenied, Unauthorized
 from coordinator.policy import PolicyError
+from protocols.wire.control import MAX_OUTPUTS_DEPTH as MAX_JSON_DEPTH
 from protocols.wire.errors import ProtocolError
 
 __all__ = ["CATALOG", "error_body", "install_error_handlers"]
@@ -108,6 +111,11 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
 
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc.__cause__, RecursionError):  # FastAPI's "error parsing the body": JSON nested too deep
+        body = error_body(f"the JSON body is nested too deeply to parse; request fields accept at most "
+                          f"{MAX_JSON_DEPTH} levels of nesting", "body", f"flatten the body to at most "
+                          f"{MAX_JSON_DEPTH} levels")
+        return JSONResponse(body, status_code=422)
     return JSONResponse(error_body(str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
 
 

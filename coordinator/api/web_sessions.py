@@ -10,9 +10,10 @@ a fresh random id. The server keeps only the id's SHA-256, the token's hash and 
 - sessions end after ``IDLE`` without use or ``ABSOLUTE`` after login, at logout, and at restart
   (they live in process memory; one coordinator process serves the pages).
 
-Every refused login is audited as ``auth.failed`` with ``channel: web`` (unknown and expired tokens by
-``accounts.authenticate``; empty tokens and roles that may not view the pages here); logins and logouts
-are audited as ``web.login`` / ``web.logout``.
+Every refused login is audited as ``auth.failed`` with ``channel: web`` and the client's address
+(unknown and expired tokens by ``accounts.authenticate``; empty tokens and roles that may not view the
+pages here), through the app's ``AuthFailureLog``, which chains repeats of one kind from one address
+once per window with a count; logins and logouts are audited as ``web.login`` / ``web.logout``.
 """
 
 from __future__ import annotations
@@ -26,13 +27,15 @@ from typing import Annotated
 
 from fastapi import Cookie, Request
 
-from coordinator.accounts import EXPIRED, Principal, authenticate, hash_token
+from coordinator.accounts import EXPIRED, Principal, authenticate, hash_token, refuse
 from coordinator.api.deps import ContextDep
 from coordinator.audit import log as audit_log
+from coordinator.audit.log import AuthFailureLog
 from coordinator.context import Context
 from coordinator.errors import Forbidden, Unauthorized
 
-__all__ = ["ABSOLUTE", "COOKIE", "IDLE", "WebSessions", "get_sessions", "login", "logout", "session_principal"]
+__all__ = ["ABSOLUTE", "COOKIE", "IDLE", "LoginAttempt", "WebSessions", "get_sessions", "login", "logout",
+           "session_principal"]
 
 COOKIE = "tandem_session"
 IDLE = timedelta(minutes=30)
@@ -120,13 +123,21 @@ def session_principal(
     return Principal.of(user)
 
 
-def _refuse(ctx: Context, reason: str, user: str | None = None) -> None:
-    details = {"channel": "web", "reason": reason, **({"user": user} if user else {})}
-    audit_log.record_alone(ctx, "anonymous", "auth.failed", "auth", details)
+@dataclass(frozen=True)
+class LoginAttempt:
+    """Where a login comes from: the client's address and the app's failure log (None: chain every failure)."""
+
+    client: str = "unknown"
+    failures: AuthFailureLog | None = None
+
+    def refuse(self, ctx: Context, reason: str, user: str | None = None) -> None:
+        """Audit a refused login."""
+        details = {"channel": "web", "reason": reason, **({"user": user} if user else {})}
+        refuse(ctx, self.failures, self.client, details)
 
 
 def login(ctx: Context, sessions: WebSessions, token: str, bootstrap: str | None,
-          allowed: tuple[str, ...]) -> tuple[Principal, str]:
+          allowed: tuple[str, ...], attempt: LoginAttempt = LoginAttempt()) -> tuple[Principal, str]:  # noqa: B008
     """Check a token pasted into the login form and open a session for it.
 
     Args:
@@ -135,6 +146,7 @@ def login(ctx: Context, sessions: WebSessions, token: str, bootstrap: str | None
         token: what was pasted (surrounding whitespace is ignored).
         bootstrap: the configured bootstrap token; it never opens a session.
         allowed: roles that may view the pages.
+        attempt: the client's address and the failure log refusals are audited through.
 
     Returns:
         The principal and the new session id (to set as the cookie).
@@ -145,11 +157,11 @@ def login(ctx: Context, sessions: WebSessions, token: str, bootstrap: str | None
     """
     token = token.strip()
     if not token:
-        _refuse(ctx, "empty token")
+        attempt.refuse(ctx, "empty token")
         raise Unauthorized("paste your API token", field="form.token")
-    principal = authenticate(ctx, token, bootstrap, channel="web")
+    principal = authenticate(ctx, token, bootstrap, channel="web", client=attempt.client, failures=attempt.failures)
     if principal.label not in allowed:
-        _refuse(ctx, f"role {principal.label} may not view the audit pages", principal.name)
+        attempt.refuse(ctx, f"role {principal.label} may not view the audit pages", principal.name)
         raise Forbidden(f"role {principal.label!r} may not view the audit pages (allowed: {', '.join(allowed)})",
                         field="form.token", fix="sign in with an auditor's token")
     session_id = sessions.open(hash_token(token), principal.name, ctx.clock())

@@ -2,12 +2,16 @@
 
 ``record`` appends one event inside the caller's transaction, so a state change and its audit event
 commit together. ``record_alone`` is for refusals (failed logins, bad signatures): the request fails,
-but the event it caused must still be kept. Hashing and signing are ``coordinator.audit.chain``'s.
+but the event it caused must still be kept. ``AuthFailureLog`` keeps failed authentications from
+flooding the chain. Hashing and signing are ``coordinator.audit.chain``'s.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from coordinator.audit.chain import SignedHead, event_body, export_lines, sign_head
@@ -17,9 +21,11 @@ from coordinator.store import Transaction
 from protocols.crypto.hashchain import ChainRecord
 from protocols.wire.control import AuditEventPublic
 
-__all__ = ["EXPORT_PAGE", "event_public", "events", "export", "record", "record_alone", "signed_head"]
+__all__ = ["EXPORT_PAGE", "AuthFailureLog", "event_public", "events", "export", "record", "record_alone",
+           "signed_head"]
 
 EXPORT_PAGE = 2000
+MAX_FAILURE_KEYS = 10_000
 
 
 def record(ctx: Context, tx: Transaction, actor: str, action: str, obj: str, details: Mapping[str, Any]) -> None:
@@ -91,3 +97,64 @@ def export(ctx: Context, actor: str) -> Iterator[str]:
     assert head is not None
     signed = sign_head(ctx.audit_key, head, signed_at=ctx.clock().isoformat())
     return export_lines(_records_through(ctx, head.seq), signed)
+
+
+@dataclass
+class _Window:
+    start: datetime
+    repeats: int = 0
+
+
+_Key = tuple[str, str, str, str]
+
+
+class AuthFailureLog:
+    """Failed authentications, audited at most once per kind, client address and window.
+
+    A kind is (client address, channel, reason, user named by an expired token). The first failure of a
+    kind in a window of ``window`` is chained at once as ``auth.failed`` with ``client``; the others
+    only add to a count. When the window has closed, its count (if any) is chained once as
+    ``auth.failed.repeated`` with ``repeats`` and ``since``: at the next failure of any kind, or when
+    the log is read (``flush``). So a flood writes O(windows) events, not O(requests), and every
+    failure is still counted. Nothing derived from a presented token is recorded. Thread-safe.
+    """
+
+    def __init__(self, window: timedelta) -> None:
+        self.window = window
+        self._open: dict[_Key, _Window] = {}
+        self._lock = threading.Lock()
+
+    def record(self, ctx: Context, client: str, details: Mapping[str, Any]) -> None:
+        """Count one failure from ``client``; chain it if it opens a window (``details``: channel, reason, user)."""
+        now = ctx.clock()
+        key = (client, str(details.get("channel", "")), str(details.get("reason", "")), str(details.get("user", "")))
+        with self._lock:
+            closed = self._take_closed(now)
+            window = self._open.get(key)
+            if window is not None:
+                window.repeats += 1
+            else:
+                self._open[key] = _Window(now)
+        self._write(ctx, closed)
+        if window is None:
+            record_alone(ctx, "anonymous", "auth.failed", "auth", {**details, "client": client})
+
+    def flush(self, ctx: Context) -> None:
+        """Chain the counts of windows that have closed."""
+        with self._lock:
+            closed = self._take_closed(ctx.clock())
+        self._write(ctx, closed)
+
+    def _take_closed(self, now: datetime) -> list[tuple[_Key, _Window]]:
+        ended = [k for k, w in self._open.items() if now >= w.start + self.window]
+        if len(self._open) - len(ended) >= MAX_FAILURE_KEYS:  # bound memory: close the oldest window early
+            ended.append(min((k for k in self._open if k not in ended), key=lambda k: self._open[k].start))
+        return [(k, self._open.pop(k)) for k in ended]
+
+    @staticmethod
+    def _write(ctx: Context, closed: list[tuple[_Key, _Window]]) -> None:
+        for (client, channel, reason, user), window in closed:
+            if window.repeats:
+                details = {"channel": channel, "reason": reason, **({"user": user} if user else {}),
+                           "client": client, "repeats": window.repeats, "since": window.start.isoformat()}
+                record_alone(ctx, "anonymous", "auth.failed.repeated", "auth", details)

@@ -1,33 +1,45 @@
-"""What the compliance pages show: one pass over the stored audit chain that verifies it and pages a filter.
+"""What the compliance pages and the event API show: the stored audit chain, verified, scoped and paged.
 
 ``review`` reads the whole chain from the store, a page of records at a time, and in the same pass
 
-- re-checks every record (sequence number, link to its predecessor, hash of its content) exactly as the
-  offline verifier does, stopping the check at the first fault (``ChainStatus.bad_seq``);
-- keeps the events that match an ``EventFilter`` and falls on the requested page.
+- checks every record's sequence number and link to its predecessor, and re-hashes the records that
+  ``VerifiedChain`` has not seen yet, exactly as the offline verifier does, stopping at the first
+  fault (``ChainStatus.bad_seq``);
+- keeps the events the viewer may see (``coordinator.audit.scope``) that match an ``EventFilter`` and
+  fall on the page.
 
-Verification is done on every call on purpose: a row edited directly in the database since the last
-view shows up as ``TAMPERED`` at once. It costs one SHA-256 over the canonical JSON of each record
-(linear in the log's length). A verified chain's last record is signed now with the coordinator key,
+Verification is incremental: ``VerifiedChain`` remembers how many records have been hashed and found
+intact and the hash of the last (the verified head). A view hashes only the records appended since, so
+its SHA-256 work is the number of new events (``ChainStatus.hashed``), not the log's length, and every
+view checks that the verified head's hash is unchanged and that the new records chain onto it (which
+catches a rewrite that re-hashes the chain, and a truncated tail). The unfiltered view of an auditor
+reads nothing else but its page; a filtered or party-scoped view reads every record to find its
+matches and also checks their seq numbers and links (catching deleted and inserted rows). A record edited
+in the database after it was verified, its stored hash left as it was, shows up when the whole chain is
+re-hashed: on the first view after a restart and on request (``full=True``, the page's "re-hash every
+event" link). A verified chain's last record is signed now with the coordinator key,
 so the page can show a signed head; a broken chain is never signed.
 
-What it cannot see: a rewrite that recomputes every hash from the edited record to the head (only
-someone who also holds the coordinator key could then re-sign it; compare with heads kept from earlier
-exports), and events the coordinator never recorded (cross-check node egress ledgers).
+What it cannot see: a rewrite that recomputes every hash from the edited record to the head before the
+first view after a restart (only someone who also holds the coordinator key could then re-sign it;
+compare with heads kept from earlier exports), and events the coordinator never recorded (cross-check
+node egress ledgers).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from coordinator.audit.chain import SignedHead, sign_head
 from coordinator.audit.log import EXPORT_PAGE, event_public
+from coordinator.audit.scope import EVERYONE, Scope, Visibility, read_records
 from coordinator.context import Context
 from protocols.crypto.hashchain import GENESIS, ChainRecord, link_hash
 from protocols.wire.control import AuditEventPublic
 
-__all__ = ["AuditReview", "ChainStatus", "EventFilter", "review"]
+__all__ = ["AuditReview", "ChainStatus", "EventFilter", "VerifiedChain", "review"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +67,36 @@ class EventFilter:
                 and (self.job_id is None or obj == f"job:{self.job_id}"))
 
 
+class VerifiedChain:
+    """The prefix of the stored chain already hashed and found intact. One per app; thread-safe.
+
+    Attributes:
+        count: records verified (seq 0 to count - 1).
+        head_hash: hash of the last of them, the verified head (``GENESIS`` when none).
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.head_hash = GENESIS
+        self._lock = threading.Lock()
+
+    def snapshot(self) -> tuple[int, str]:
+        """``(count, head_hash)`` now."""
+        with self._lock:
+            return self.count, self.head_hash
+
+    def advance(self, count: int, head_hash: str) -> None:
+        """Remember a longer verified prefix."""
+        with self._lock:
+            if count > self.count:
+                self.count, self.head_hash = count, head_hash
+
+    def forget(self) -> None:
+        """Trust nothing: the next view re-hashes every record."""
+        with self._lock:
+            self.count, self.head_hash = 0, GENESIS
+
+
 @dataclass(frozen=True)
 class ChainStatus:
     """The stored chain, re-verified now.
@@ -65,6 +107,7 @@ class ChainStatus:
         bad_seq: sequence number of the first bad record (or of the record expected there).
         reason: what is wrong with it; "" when ok.
         head: the last record's head signed now by the coordinator key, only when ``ok``.
+        hashed: records re-hashed by this view (the others were verified by an earlier one).
     """
 
     ok: bool
@@ -72,6 +115,7 @@ class ChainStatus:
     bad_seq: int | None = None
     reason: str = ""
     head: SignedHead | None = None
+    hashed: int = 0
 
 
 @dataclass(frozen=True)
@@ -92,9 +136,16 @@ class AuditReview:
 
 @dataclass
 class _Checker:
-    """Incremental chain verification: feed records in order; the first fault is kept."""
+    """Chain verification: feed records in order; the first fault is kept.
 
+    The first ``trusted`` records were hashed by an earlier view: they are checked for sequence and link,
+    and the last of them against ``trusted_hash``, but not re-hashed.
+    """
+
+    trusted: int = 0
+    trusted_hash: str = GENESIS
     count: int = 0
+    hashed: int = 0
     prev_hash: str = GENESIS
     last: ChainRecord | None = None
     bad_seq: int | None = None
@@ -114,6 +165,11 @@ class _Checker:
             return f"expected seq {self.count}, found {rec.seq} (a record was deleted or inserted)"
         if rec.prev_hash != self.prev_hash:
             return "prev_hash does not match the previous record"
+        if rec.seq < self.trusted:
+            if rec.seq == self.trusted - 1 and rec.hash != self.trusted_hash:
+                return "hash differs from the verified head (the chain was rewritten)"
+            return ""
+        self.hashed += 1
         if link_hash(rec.seq, rec.ts, rec.body, rec.prev_hash) != rec.hash:
             return "record content does not match its hash (the row was edited)"
         return ""
@@ -123,12 +179,14 @@ class _Checker:
             self.bad_seq, self.reason = self.count, "a stored record cannot be read (not valid JSON)"
 
     def status(self, ctx: Context) -> ChainStatus:
+        if self.bad_seq is None and self.count < self.trusted:
+            self.bad_seq, self.reason = self.count, "records verified earlier are missing (the log was truncated)"
         if self.bad_seq is not None:
-            return ChainStatus(False, self.count, self.bad_seq, self.reason)
+            return ChainStatus(False, self.count, self.bad_seq, self.reason, hashed=self.hashed)
         if self.last is None:
             return ChainStatus(False, 0, 0, "the audit log is empty")
         head = sign_head(ctx.audit_key, self.last, signed_at=ctx.clock().isoformat())
-        return ChainStatus(True, self.count, head=head)
+        return ChainStatus(True, self.count, head=head, hashed=self.hashed)
 
 
 @dataclass
@@ -146,16 +204,11 @@ class _Window:
         self.matched += 1
 
 
-def _read(ctx: Context, after: int, limit: int) -> list[ChainRecord]:
-    with ctx.store.read() as tx:
-        return tx.audit.events(after, limit)
-
-
 def _readable_prefix(ctx: Context, after: int) -> Iterator[ChainRecord]:
     """Records after ``after`` one at a time, up to the first that cannot be read."""
     while True:
         try:
-            page = _read(ctx, after, 1)
+            page = read_records(ctx, after, 1)
         except ValueError:
             return
         if not page:
@@ -164,12 +217,11 @@ def _readable_prefix(ctx: Context, after: int) -> Iterator[ChainRecord]:
         after = page[0].seq
 
 
-def _stored_records(ctx: Context, checker: _Checker) -> Iterator[ChainRecord]:
-    """Every stored record in seq order, a page at a time; an unreadable record ends the walk."""
-    after = -1
+def _stored_records(ctx: Context, checker: _Checker, after: int = -1) -> Iterator[ChainRecord]:
+    """Every stored record after seq ``after`` in seq order, a page at a time; an unreadable record ends the walk."""
     while True:
         try:
-            page = _read(ctx, after, EXPORT_PAGE)
+            page = read_records(ctx, after, EXPORT_PAGE)
         except ValueError:  # json.JSONDecodeError from an edited body: find it, then stop
             yield from _readable_prefix(ctx, after)
             checker.unreadable()
@@ -180,7 +232,53 @@ def _stored_records(ctx: Context, checker: _Checker) -> Iterator[ChainRecord]:
         after = page[-1].seq
 
 
-def review(ctx: Context, flt: EventFilter, page: int = 1, per_page: int = 50) -> AuditReview:
+def _checker(verified: VerifiedChain | None, full: bool) -> _Checker:
+    if verified is None or full:
+        return _Checker()
+    trusted, trusted_hash = verified.snapshot()
+    return _Checker(trusted=trusted, trusted_hash=trusted_hash)
+
+
+def _remember(verified: VerifiedChain | None, checker: _Checker) -> None:
+    if verified is None:
+        return
+    if checker.bad_seq is None:
+        verified.advance(checker.count, checker.prev_hash)
+    else:
+        verified.forget()
+
+
+def _unfiltered(ctx: Context, page: int, per_page: int, verified: VerifiedChain) -> AuditReview | None:
+    """The unfiltered view of a viewer who sees everything: reads the verified head, the records after it, the page.
+
+    Returns None when there is no verified prefix yet or anything is amiss; the caller then walks the whole
+    chain, which finds and names the fault.
+    """
+    trusted, trusted_hash = verified.snapshot()
+    if trusted == 0:
+        return None
+    try:
+        head = read_records(ctx, trusted - 2, 1)
+        if not head or head[0].seq != trusted - 1:
+            return None
+        checker = _Checker(trusted=trusted, trusted_hash=trusted_hash, count=trusted - 1,
+                           prev_hash=head[0].prev_hash)
+        checker.feed(head[0])
+        for rec in _stored_records(ctx, checker, trusted - 1):
+            checker.feed(rec)
+        shown = read_records(ctx, (page - 1) * per_page - 1, per_page) if checker.bad_seq is None else []
+    except ValueError:
+        return None
+    if checker.bad_seq is not None:
+        return None
+    status = checker.status(ctx)
+    _remember(verified, checker)
+    events = [event_public(r) for r in shown if r.seq < checker.count]
+    return AuditReview(events, checker.count, page, per_page, status)
+
+
+def review(ctx: Context, flt: EventFilter, page: int = 1, per_page: int = 50, *, scope: Scope = EVERYONE,
+           verified: VerifiedChain | None = None, full: bool = False) -> AuditReview:
     """Verify the stored chain and return page ``page`` (1-based) of the events matching ``flt``, oldest first.
 
     Args:
@@ -188,11 +286,22 @@ def review(ctx: Context, flt: EventFilter, page: int = 1, per_page: int = 50) ->
         flt: which events to list.
         page: 1-based page number; a page past the end is empty.
         per_page: events per page.
+        scope: whose events the viewer may see; events outside it are neither listed nor counted.
+        verified: the app's verified prefix: only records after it are re-hashed, and it is advanced (or
+            forgotten, if the chain is broken). None re-hashes everything and remembers nothing.
+        full: re-hash every record even if ``verified`` knows a prefix.
     """
-    checker = _Checker()
+    if verified is not None and not full and scope.everything and flt == EventFilter():
+        quick = _unfiltered(ctx, page, per_page, verified)
+        if quick is not None:
+            return quick
+    checker = _checker(verified, full)
     window = _Window((page - 1) * per_page, page * per_page)
+    visibility = Visibility(ctx, scope)
     for rec in _stored_records(ctx, checker):
         checker.feed(rec)
-        if flt.matches(rec):
+        if flt.matches(rec) and visibility.shows(rec):
             window.offer(rec)
-    return AuditReview([event_public(r) for r in window.kept], window.matched, page, per_page, checker.status(ctx))
+    status = checker.status(ctx)
+    _remember(verified, checker)
+    return AuditReview([event_public(r) for r in window.kept], window.matched, page, per_page, status)

@@ -136,6 +136,10 @@ class CatalogStore(Protocol):
         """All users (or one party's), by id."""
         ...
 
+    def expire_user(self, name: str, at: datetime) -> UserPublic:
+        """End user ``name``'s token at ``at`` (kept if it already ended earlier); raise ``NotFound`` if none."""
+        ...
+
     def upsert_dataset(
         self, party: str, dataset: DatasetRegister, schema_digest: str, now: datetime
     ) -> tuple[DatasetPublic, bool]:

@@ -86,6 +86,15 @@ class _Catalog:
         users = sorted((u for u, _ in self._t.users.values()), key=lambda u: u.id)
         return [u for u in users if party is None or u.party == party]
 
+    def expire_user(self, name: str, at: datetime) -> wire.UserPublic:
+        if name not in self._t.users:
+            raise NotFound(f"user {name!r} does not exist", field="path.name")
+        user, token_hash = self._t.users[name]
+        if user.expires_at is None or user.expires_at > at:
+            user = user.model_copy(update={"expires_at": at})
+            self._t.users[name] = (user, token_hash)
+        return user
+
     def upsert_dataset(
         self, party: str, dataset: wire.DatasetRegister, schema_digest: str, now: datetime
     ) -> tuple[wire.DatasetPublic, bool]:

@@ -10,16 +10,22 @@ Serialising audit appends, so the chain never forks or skips a number:
 ε budget charges are serialised the same way (the SQLite writer lock; on PostgreSQL an advisory lock
 of their own, taken before the pair's total is read), so concurrent approvals cannot overspend.
 
-On PostgreSQL the ``audit_event`` table refuses UPDATE, DELETE and TRUNCATE with a trigger created by
-``init_schema``; the application never needs either.
+The ``audit_event`` table refuses UPDATE and DELETE with triggers created by ``init_schema`` (and
+TRUNCATE too on PostgreSQL); the application never needs either. A trigger stops mistakes and casual
+edits, not the owner of the database file, who can drop it: the signed head kept outside the database
+(``coordinator.audit.heads``, fed by ``on_audit_commit``) is what notices a tail deleted that way.
+
+A SQLite database file (and its WAL and shared-memory files) is created readable by its owner only (0600).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext, suppress
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -57,6 +63,8 @@ from protocols.wire.canonical import canonical_json
 
 __all__ = ["SqlStore", "init_schema", "make_engine"]
 
+logger = logging.getLogger(__name__)
+
 AUDIT_LOCK_KEY = 0x7A4D_0A0D  # arbitrary constant naming "the audit chain" among advisory locks
 BUDGET_LOCK_KEY = 0x7A4D_0B0D  # ... and "the epsilon ledger"
 
@@ -70,6 +78,13 @@ _PG_IMMUTABLE_AUDIT = (
     """CREATE TRIGGER audit_event_no_truncate BEFORE TRUNCATE ON audit_event
     FOR EACH STATEMENT EXECUTE FUNCTION tandem_audit_append_only()""",
 )
+_SQLITE_IMMUTABLE_AUDIT = tuple(
+    f"""CREATE TRIGGER IF NOT EXISTS audit_event_no_{op.lower()} BEFORE {op} ON audit_event
+    BEGIN SELECT RAISE(ABORT, 'audit_event is append-only: {op} refused'); END"""
+    for op in ("UPDATE", "DELETE")
+)
+_PRIVATE_SUFFIXES = ("", "-wal", "-shm", "-journal")
+"""A SQLite database's own file and the files SQLite keeps beside it."""
 
 
 def make_engine(url: str, *, schema: str | None = None) -> Engine:
@@ -91,7 +106,7 @@ def _sqlite_engine(url: str) -> Engine:
     if memory:
         engine = create_engine(url, connect_args={"check_same_thread": False}, poolclass=StaticPool)
     else:
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        _private_file(Path(url.removeprefix("sqlite:///")))
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
     @event.listens_for(engine, "connect")
@@ -109,6 +124,22 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
+def _private_file(path: Path) -> None:
+    """Create the database file with mode 0600 before SQLite does (SQLite gives its WAL files the same mode).
+
+    A file left 0644 by an earlier version is tightened to 0600, with its WAL and shared-memory files. An
+    existing database is never opened here: closing any descriptor of a file drops the POSIX locks that
+    this process's SQLite connections hold on it.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    for suffix in _PRIVATE_SUFFIXES:
+        item = path.with_name(path.name + suffix)
+        if item.exists() and item.stat().st_mode & 0o077:
+            item.chmod(0o600)
+
+
 _ADDED_COLUMNS = (("app_user", "expires_at", "TIMESTAMP WITH TIME ZONE"),
                   ("job", "attempt", "INTEGER NOT NULL DEFAULT 1"))
 """Columns added after a table was first created (``create_all`` never alters an existing table)."""
@@ -124,13 +155,13 @@ def _add_missing_columns(engine: Engine) -> None:
 
 
 def init_schema(engine: Engine) -> None:
-    """Create missing tables and columns; on PostgreSQL also (re)create the append-only audit trigger."""
+    """Create missing tables and columns, and the triggers that make ``audit_event`` append-only."""
     SQLModel.metadata.create_all(engine, tables=[t.__table__ for t in TABLES])  # type: ignore[union-attr]
     _add_missing_columns(engine)
-    if engine.dialect.name == "postgresql":
-        with engine.begin() as conn:
-            for statement in _PG_IMMUTABLE_AUDIT:
-                conn.execute(text(statement))
+    triggers = {"postgresql": _PG_IMMUTABLE_AUDIT, "sqlite": _SQLITE_IMMUTABLE_AUDIT}.get(engine.dialect.name, ())
+    with engine.begin() as conn:
+        for statement in triggers:
+            conn.execute(text(statement))
 
 
 def _valid_id(value: int) -> bool:
@@ -212,6 +243,16 @@ class _Catalog:
         if party is not None:
             query = query.where(UserRow.party == party)
         return [_user_public(r) for r in self._s.exec(query)]
+
+    def expire_user(self, name: str, at: datetime) -> wire.UserPublic:
+        row = self._s.exec(select(UserRow).where(UserRow.name == name)).first()
+        if row is None:
+            raise NotFound(f"user {name!r} does not exist", field="path.name")
+        if row.expires_at is None or utc(row.expires_at) > at:
+            row.expires_at = at
+            self._s.add(row)
+            self._s.flush()
+        return _user_public(row)
 
     def upsert_dataset(
         self, party: str, dataset: wire.DatasetRegister, schema_digest: str, now: datetime
@@ -384,6 +425,8 @@ def _record(row: AuditEventRow) -> ChainRecord:
 class _Audit:
     def __init__(self, session: Session) -> None:
         self._s = session
+        self.appended: ChainRecord | None = None
+        """The last record this transaction appended."""
 
     def append(self, body: dict[str, Any], ts: str) -> ChainRecord:
         if self._s.get_bind().dialect.name == "postgresql":
@@ -392,6 +435,7 @@ class _Audit:
         self._s.add(AuditEventRow(seq=record.seq, ts=record.ts, body=canonical_json(record.body).decode(),
                                   prev_hash=record.prev_hash, hash=record.hash))
         self._s.flush()
+        self.appended = record
         return record
 
     def head(self) -> ChainRecord | None:
@@ -404,31 +448,53 @@ class _Audit:
         return [_record(r) for r in self._s.exec(query)]
 
 
-def _transaction(session: Session) -> TransactionStores:
-    return TransactionStores(_Catalog(session), _Jobs(session), _Budgets(session), _Audit(session))
+def _transaction(session: Session, audit: _Audit | None = None) -> TransactionStores:
+    return TransactionStores(_Catalog(session), _Jobs(session), _Budgets(session), audit or _Audit(session))
+
+
+AuditCommitHook = Callable[[ChainRecord], None]
+"""Called with the new chain head after a write transaction that appended audit events has committed."""
 
 
 class SqlStore:
-    """The store contract over a SQLAlchemy engine."""
+    """The store contract over a SQLAlchemy engine.
 
-    def __init__(self, engine: Engine) -> None:
+    Args:
+        engine: from ``make_engine``.
+        on_audit_commit: told the new head after each committed write that appended audit events (the
+            coordinator signs and stores it outside the database). A failure there is logged, not raised:
+            the transaction has already committed.
+    """
+
+    def __init__(self, engine: Engine, *, on_audit_commit: AuditCommitHook | None = None) -> None:
         self.engine = engine
         self._reader = engine.execution_options(tandem_read=True)
         self._lock = threading.Lock() if engine.dialect.name == "sqlite" else None
+        self._on_audit_commit = on_audit_commit
 
     @classmethod
-    def from_url(cls, url: str) -> SqlStore:
+    def from_url(cls, url: str, *, on_audit_commit: AuditCommitHook | None = None) -> SqlStore:
         """Create the engine, the tables (if missing) and the store."""
         engine = make_engine(url)
         init_schema(engine)
-        return cls(engine)
+        return cls(engine, on_audit_commit=on_audit_commit)
 
     @contextmanager
     def write(self) -> Iterator[TransactionStores]:
         """One database transaction; commits on normal exit, rolls back if the block raises."""
         with self._lock or nullcontext(), Session(self.engine, expire_on_commit=False) as session:
+            audit = _Audit(session)
             with session.begin():
-                yield _transaction(session)
+                yield _transaction(session, audit)
+        if audit.appended is not None and self._on_audit_commit is not None:  # committed; outside the writer lock
+            self._tell_head(audit.appended)
+
+    def _tell_head(self, head: ChainRecord) -> None:
+        assert self._on_audit_commit is not None
+        try:
+            self._on_audit_commit(head)
+        except OSError as exc:
+            logger.error("audit head seq %d committed but not stored outside the database: %s", head.seq, exc)
 
     @contextmanager
     def read(self) -> Iterator[TransactionStores]:

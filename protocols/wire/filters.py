@@ -7,6 +7,10 @@ so what was approved is exactly what runs.
 Grammar: conjunctions (``and``, any case) of ``<field> <op> <number | quoted string>``, with ``op``
 one of ``== != < <= > >=``. Anything else (``or``, ``not``, parentheses, calls, unquoted words as
 values) is refused with :class:`FilterSyntaxError` naming the offending token.
+
+Numbers are decimal literals of at most ``MAX_NUMBER_DIGITS`` significant digits (and at most
+``MAX_NUMBER_CHARS`` characters), so every accepted literal fits a 64-bit integer or is a finite double
+on every party: a 490-digit literal is refused at submission, not discovered as an overflow at the node.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
-__all__ = ["FILTER_HELP", "FILTER_OPS", "FilterSyntaxError", "Predicate", "parse_filter"]
+__all__ = ["FILTER_HELP", "FILTER_OPS", "MAX_NUMBER_CHARS", "MAX_NUMBER_DIGITS", "FilterSyntaxError", "Predicate",
+           "parse_filter"]
 
 
 class FilterSyntaxError(ValueError):
@@ -36,6 +41,10 @@ class Predicate(NamedTuple):
 
 FILTER_OPS = ("==", "!=", "<=", ">=", "<", ">")
 _MAX_PREDICATES = 32
+MAX_NUMBER_DIGITS = 18
+"""Significant digits a numeric literal may have: every 18-digit integer fits a signed 64-bit integer."""
+MAX_NUMBER_CHARS = 40
+"""Characters a numeric literal may have (sign, leading zeros and decimal point included)."""
 _TOKEN = re.compile(
     r"""(?P<num>-?\d+(?:\.\d+)?)(?![A-Za-z0-9_.])
       | (?P<str>"[^"\\\n]*"|'[^'\\\n]*')
@@ -66,10 +75,26 @@ def _tokens(text: str) -> Iterator[tuple[str, str]]:
         pos = match.end()
 
 
-def _literal(kind: str, tok: str) -> int | float | str:
-    if kind == "str":
-        return tok[1:-1]
+def _significant_digits(tok: str) -> int:
+    whole, _, fraction = tok.lstrip("-").partition(".")
+    whole, fraction = whole.lstrip("0"), fraction.rstrip("0")
+    return len(whole) + len(fraction) if whole else len(fraction.lstrip("0"))
+
+
+def _number(tok: str) -> int | float:
+    """The value of a numeric literal, refused unless it fits an int64 or is a finite double."""
+    digits = _significant_digits(tok)
+    if digits > MAX_NUMBER_DIGITS or len(tok) > MAX_NUMBER_CHARS:
+        shown = tok if len(tok) <= 24 else f"{tok[:12]}...{tok[-6:]}"
+        raise FilterSyntaxError(
+            f"number {shown} has {digits} significant digits and {len(tok)} characters; a filter number may have "
+            f"at most {MAX_NUMBER_DIGITS} significant digits and {MAX_NUMBER_CHARS} characters (so that it fits a "
+            "64-bit integer or a double on every node): use a shorter number", shown)
     return float(tok) if "." in tok else int(tok)
+
+
+def _literal(kind: str, tok: str) -> int | float | str:
+    return tok[1:-1] if kind == "str" else _number(tok)
 
 
 def _expect(got: tuple[str, str] | None, kinds: Sequence[str], what: str) -> tuple[str, str]:

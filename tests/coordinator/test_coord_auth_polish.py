@@ -1,4 +1,4 @@
-"""Token expiry, the telco-only operator role, and the schema upgrade that added ``expires_at``."""
+"""Token expiry, the operator (node) role of any party, and the schema upgrade that added ``expires_at``."""
 
 from __future__ import annotations
 
@@ -48,29 +48,13 @@ def test_tokens_expire_by_default_and_bounds_are_checked(world):
     assert bad.status_code == 422 and bad.json()["detail"][0]["field"] == "body.expires_in_days"
 
 
-def test_operator_of_a_registered_bank_is_refused_naming_field_and_fix(world):
-    r = world.c.post(f"{API}/users", json={"name": "bank_op", "role": "operator", "party": "bank"},
-                     headers=world.h("bank_admin"))
-
-    assert r.status_code == 400
-    detail = r.json()["detail"][0]
-    assert detail["field"] == "body.role" and "'bank' is a bank" in detail["message"]
-    assert "telco party" in detail["fix"]
-    ok = world.c.post(f"{API}/users", json={"name": "telco_op2", "role": "operator", "party": "telco"},
-                      headers=world.h("telco_admin"))
-    assert ok.status_code == 201
-
-
-def test_bank_cannot_register_while_an_operator_names_it(client):
-    world = World(client)
-    world.add_user("early_admin", "admin", "newbank")
-    world.add_user("early_op", "operator", "newbank")  # party unknown yet: checked when it registers
-    body = party_create("newbank", "bank").model_dump(mode="json")
-
-    r = client.post(f"{API}/parties", json=body, headers=world.h("early_admin"))
-
-    assert r.status_code == 400 and r.json()["detail"][0]["field"] == "body.kind"
-    assert "operator" in r.json()["detail"][0]["message"]
+def test_an_operator_is_the_node_role_of_any_party(world):
+    for party in ("bank", "telco"):
+        r = world.c.post(f"{API}/users", json={"name": f"{party}_node", "role": "operator", "party": party},
+                         headers=world.h(f"{party}_admin"))
+        assert r.status_code == 201, r.text
+    body = party_create("bank", "bank", world.keys["bank"]).model_dump(mode="json")
+    assert world.c.post(f"{API}/parties", json=body, headers=world.h("bank_admin")).status_code == 200
 
 
 def test_old_database_gains_the_expires_at_column(tmp_path):

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -75,7 +79,9 @@ def test_cli_user_export_and_verify(env, monkeypatch):
     assert created.exit_code == 0, created.output
     token = created.output.strip().splitlines()[-1]
     refused = runner.invoke(cli, ["user", "create", "--name", "bob", "--role", "auditor", "--party", "bank"])
-    assert refused.exit_code == 1 and "auditor belongs to no party" in refused.output
+    assert refused.exit_code == 2 and "auditor belongs to no party" in refused.output
+    duplicate = runner.invoke(cli, ["user", "create", "--name", "alice", "--role", "admin", "--party", "bank"])
+    assert duplicate.exit_code == 2 and "alice" in duplicate.output
 
     monkeypatch.setenv("TANDEM_COORD_BOOTSTRAP_TOKEN", BOOT)
     client = TestClient(create_app(Settings()))
@@ -90,3 +96,78 @@ def test_cli_user_export_and_verify(env, monkeypatch):
     assert token not in text
     out.write_text(text.replace('"role":"admin"', '"role":"auditor"'))
     assert runner.invoke(cli, ["audit", "verify", str(out), "--key", key]).exit_code == 1
+
+
+# ---------------------------------------------------------------- the state directory (issue 15)
+
+STATE_FREE_COMMANDS = [["public-key"], ["audit", "export", "--out", "audit.jsonl"],
+                       ["user", "create", "--name", "alice", "--role", "admin", "--party", "bank"],
+                       ["user", "revoke", "alice"]]
+
+
+@pytest.fixture
+def elsewhere(monkeypatch, tmp_path):
+    """A working directory with no coordinator state, and no state settings in the environment."""
+    for var in ("DATABASE_URL", "SIGNING_KEY_PATH", "STATE_DIR", "BOOTSTRAP_TOKEN", "DEV", "AUDIT_HEADS_PATH"):
+        monkeypatch.delenv(f"TANDEM_COORD_{var}", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize("args", STATE_FREE_COMMANDS)
+def test_a_command_run_from_the_wrong_directory_creates_no_state(elsewhere, args):
+    result = CliRunner().invoke(cli, args)
+
+    assert result.exit_code == 2, result.output
+    line = result.output.strip()
+    assert len(line.splitlines()) == 1 and line.startswith(f"error: no coordinator state in {elsewhere / '.tandem'}")
+    assert "--state-dir" in line and "TANDEM_COORD_STATE_DIR" in line and "init-db" in line
+    assert list(elsewhere.iterdir()) == []  # no database, no key, no directory
+
+
+def test_public_key_from_another_directory_is_the_served_key_or_an_error(tmp_path):
+    """The trial's failure, as processes: ``public-key`` run elsewhere printed a brand-new key."""
+    state, other = tmp_path / "state", tmp_path / "other"
+    other.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TANDEM_COORD_")}
+
+    def coordinator(*args: str, cwd: Path, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "coordinator.cli", *args], cwd=cwd, env={**env, **extra},
+                              capture_output=True, text=True, timeout=120, check=False)
+
+    made = coordinator("--state-dir", str(state), "init-db", cwd=tmp_path)
+    lost = coordinator("public-key", cwd=other)
+    by_option = coordinator("--state-dir", str(state), "public-key", cwd=other)
+    by_env = coordinator("public-key", cwd=other, TANDEM_COORD_STATE_DIR=str(state))
+
+    assert made.returncode == 0 and f"database sqlite:///{state}/coordinator.db" in made.stdout
+    assert f"audit key {state}/coordinator_signing.key" in made.stdout
+    assert lost.returncode == 2 and "no coordinator state in" in lost.stderr and "Traceback" not in lost.stderr
+    assert list(other.iterdir()) == []
+    key = load_or_create_signing_key(state / "coordinator_signing.key").public_hex
+    assert by_option.stdout.strip() == by_env.stdout.strip() == key
+
+
+def test_user_create_prints_where_the_state_is_and_the_token_works_there(elsewhere, monkeypatch):
+    state = elsewhere / "coord-state"
+    runner = CliRunner()
+    assert runner.invoke(cli, ["--state-dir", str(state), "init-db"]).exit_code == 0
+    monkeypatch.setenv("TANDEM_COORD_STATE_DIR", str(state))
+
+    created = runner.invoke(cli, ["user", "create", "--name", "alice", "--role", "admin", "--party", "bank"])
+
+    assert created.exit_code == 0, created.output
+    assert (f"state: database sqlite:///{state}/coordinator.db, audit key {state}/coordinator_signing.key"
+            in created.output)
+    token = created.output.strip().splitlines()[-1]
+    client = TestClient(create_app(Settings(state_dir=state, bootstrap_token=BOOT)))
+    assert client.get(f"{API}/users/me", headers={"Authorization": f"Bearer {token}"}).json()["name"] == "alice"
+
+
+def test_settings_put_the_database_and_key_inside_the_state_dir(elsewhere, monkeypatch):
+    monkeypatch.setenv("TANDEM_COORD_STATE_DIR", "/srv/tandem")
+    settings = Settings(dev=True)
+    assert (settings.database_url, settings.signing_key_path) == (
+        "sqlite:////srv/tandem/coordinator.db", Path("/srv/tandem/coordinator_signing.key"))
+    monkeypatch.setenv("TANDEM_COORD_DATABASE_URL", "postgresql+psycopg://tandem@db/tandem")
+    assert Settings(dev=True).database_url == "postgresql+psycopg://tandem@db/tandem"

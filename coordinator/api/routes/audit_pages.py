@@ -5,14 +5,16 @@ are gated by the same access table (``ACCESS``/``PUBLIC``), with the browser ses
 bearer token. Errors raised while handling a page (including in its dependencies) become HTML pages
 with the same status codes: 401 shows the login form, which returns the user to the page afterwards.
 
-Who may view: ``auditor`` only. Party admins keep reading events through ``GET /api/v1/audit/events``;
-a per-party page would need to know which events belong to a party, which the chain does not record.
+Who may view: ``auditor`` only (the access table). The pages still list events through the same scope as
+the API (``access.audit_scope``), so if the table ever admits a party's user, it sees only events about
+its own party. The chain is verified incrementally (``coordinator.audit.review``): a view re-hashes only
+events appended since the last view; ``?verify=full`` re-hashes every event.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 from fastapi import APIRouter, Cookie, Depends, FastAPI, Path, Query, Request, Response
@@ -23,9 +25,18 @@ from fastapi.routing import APIRoute
 from coordinator import jobs
 from coordinator.accounts import Principal
 from coordinator.api import audit_html
-from coordinator.api.access import ACCESS, require
-from coordinator.api.deps import ContextDep, SettingsDep
-from coordinator.api.web_sessions import ABSOLUTE, COOKIE, WebSessions, get_sessions, login, logout, session_principal
+from coordinator.api.access import ACCESS, audit_scope, require
+from coordinator.api.deps import ContextDep, FailuresDep, SettingsDep, VerifiedDep, client_address
+from coordinator.api.web_sessions import (
+    ABSOLUTE,
+    COOKIE,
+    LoginAttempt,
+    WebSessions,
+    get_sessions,
+    login,
+    logout,
+    session_principal,
+)
 from coordinator.audit import log as audit_log
 from coordinator.audit.review import EventFilter, review
 from coordinator.errors import BadRequest, CoordinatorError, Forbidden, Unauthorized
@@ -38,6 +49,7 @@ MAX_LOGIN_BYTES = 4096
 FilterText = Annotated[str, Query(max_length=MAX_FILTER_CHARS)]
 PageNumber = Annotated[int, Query(ge=1, le=MAX_DB_INT)]
 PerPage = Annotated[int, Query(ge=10, le=500)]
+Verify = Annotated[Literal["", "full"], Query()]
 
 
 def _status(exc: CoordinatorError) -> int:
@@ -113,13 +125,14 @@ async def _form(request: Request) -> dict[str, str]:
 
 
 @router.post("/login", response_class=HTMLResponse)
-async def login_submit(request: Request, ctx: ContextDep, settings: SettingsDep) -> Response:
+async def login_submit(request: Request, ctx: ContextDep, settings: SettingsDep, failures: FailuresDep) -> Response:
     """Check the pasted token; on success set the session cookie and go to the requested page."""
     if not _same_origin(request):
         raise Forbidden("cross-site login refused", field="header.origin")
     form = await _form(request)
     bootstrap = settings.bootstrap_token.get_secret_value() if settings.bootstrap_token else None
-    _, session_id = login(ctx, get_sessions(request), form.get("token", ""), bootstrap, ACCESS["audit_page"])
+    _, session_id = login(ctx, get_sessions(request), form.get("token", ""), bootstrap, ACCESS["audit_page"],
+                          LoginAttempt(client_address(request), failures))
     response = RedirectResponse(_safe_next(form.get("next", "/audit")), status_code=303)
     response.set_cookie(COOKIE, session_id, max_age=int(ABSOLUTE.total_seconds()), path="/", httponly=True,
                         samesite="strict", secure=request.url.scheme == "https")
@@ -148,33 +161,40 @@ def _job_filter(job: str) -> int | None:
 
 @router.get("/audit", response_class=HTMLResponse)
 def audit_page(
-    ctx: ContextDep, user: Annotated[Principal, Depends(page_gate("audit_page"))],
+    ctx: ContextDep, failures: FailuresDep, verified: VerifiedDep,
+    user: Annotated[Principal, Depends(page_gate("audit_page"))],
     action: FilterText = "", actor: FilterText = "",
     obj: Annotated[str, Query(alias="object", max_length=MAX_FILTER_CHARS)] = "",
-    job: FilterText = "", page: PageNumber = 1, per_page: PerPage = 50,
+    job: FilterText = "", page: PageNumber = 1, per_page: PerPage = 50, verify: Verify = "",
 ) -> HTMLResponse:
     """The audit log: chain status, signed head, filters and one page of events."""
     flt = EventFilter(action.strip(), actor.strip(), obj.strip(), _job_filter(job))
-    return _html(audit_html.review_page(review(ctx, flt, page, per_page), flt, user.name))
+    failures.flush(ctx)
+    view = review(ctx, flt, page, per_page, scope=audit_scope(user), verified=verified, full=verify == "full")
+    return _html(audit_html.review_page(view, flt, user.name))
 
 
 @router.get("/audit/jobs/{job_id}", response_class=HTMLResponse)
 def audit_job_page(
-    job_id: Annotated[int, Path(ge=1, le=MAX_DB_INT)], ctx: ContextDep,
-    user: Annotated[Principal, Depends(page_gate("audit_job_page"))],
+    job_id: Annotated[int, Path(ge=1, le=MAX_DB_INT)], ctx: ContextDep, failures: FailuresDep,
+    verified: VerifiedDep, user: Annotated[Principal, Depends(page_gate("audit_job_page"))],
     action: FilterText = "", actor: FilterText = "", page: PageNumber = 1, per_page: PerPage = 50,
+    verify: Verify = "",
 ) -> HTMLResponse:
     """One job: its terms, status and approvals, the chain status, and its events."""
     record = jobs.get_job(ctx, user, job_id)
     flt = EventFilter(action.strip(), actor.strip(), job_id=job_id)
-    return _html(audit_html.review_page(review(ctx, flt, page, per_page), flt, user.name, record))
+    failures.flush(ctx)
+    view = review(ctx, flt, page, per_page, scope=audit_scope(user), verified=verified, full=verify == "full")
+    return _html(audit_html.review_page(view, flt, user.name, record))
 
 
 @router.get("/audit/export.jsonl", response_class=StreamingResponse)
 def audit_page_export(
-    ctx: ContextDep, user: Annotated[Principal, Depends(page_gate("audit_page_export"))]
+    ctx: ContextDep, failures: FailuresDep, user: Annotated[Principal, Depends(page_gate("audit_page_export"))]
 ) -> StreamingResponse:
     """The JSONL export (as ``GET /api/v1/audit/export``), for the signed-in browser."""
+    failures.flush(ctx)
     return StreamingResponse(audit_log.export(ctx, user.actor), media_type="application/x-ndjson",
                              headers={"Content-Disposition": 'attachment; filename="audit.jsonl"',
                                       **audit_html.SECURITY_HEADERS})

@@ -24,6 +24,7 @@ from protocols.wire.control import (
 router = APIRouter()
 DatasetId = Annotated[int, Path(ge=1, le=MAX_DB_INT)]
 PartyName = Annotated[str, Path(min_length=1, max_length=63)]
+UserName = Annotated[str, Path(min_length=1, max_length=63)]
 
 
 @router.post("/users", status_code=status.HTTP_201_CREATED, tags=["users"])
@@ -32,6 +33,14 @@ def create_user(
 ) -> UserCreated:
     """Create a user and return its API token (shown once)."""
     return accounts.create_user(ctx, actor, body)
+
+
+@router.post("/users/{name}/revoke", tags=["users"])
+def revoke_user(
+    name: UserName, ctx: ContextDep, actor: Annotated[Principal, Depends(required("revoke_user"))]
+) -> UserPublic:
+    """End a user's API token now (an admin: users of its own party; an auditor: anyone)."""
+    return accounts.revoke_user(ctx, actor, name)
 
 
 @router.get("/users/me", tags=["users"])
