@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from protocols.wire.training import LrPartialScores, SbPredictReply
 
@@ -33,6 +33,13 @@ class ScoreRequest(_Wire):
     kind: Literal["score_request"] = "score_request"
     model_id: str = Field(max_length=64)
     pseudonyms: bytes
+
+    @field_validator("pseudonyms")
+    @classmethod
+    def _whole_pseudonyms(cls, value: bytes) -> bytes:
+        if len(value) % PSEUDONYM_BYTES:
+            raise ValueError(f"pseudonyms must be a multiple of {PSEUDONYM_BYTES} bytes")
+        return value
 
     @property
     def n_rows(self) -> int:

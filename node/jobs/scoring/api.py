@@ -9,38 +9,47 @@ node settings — and always behind a bearer key, ``scoring_api_key``; unset key
          {"id_number": "...", "features": {"age": 41, ...}}       score the given features
       -> {"model_id": "m7", "score": 0.083, "outcome": "scored" | "no_telco_data", "latency_ms": 3.1}
 
-Errors: 401 missing/wrong key, 404 unknown model or customer, 422 wrong features or a scoring schema
-that differs from training, 502 the telco node failed or refused. ``no_telco_data`` carries the
+Errors: 401 missing/wrong key, 404 unknown model or customer, 413 a body over ``api_max_body_bytes``
+(refused before it is read), 422 wrong features or a scoring schema that differs from training, 429
+(with ``Retry-After``) a client address over ``api_requests_per_minute`` or locked out after
+``api_max_failed_keys`` wrong keys, or the telco's row cap for the model reached (the telco's message,
+naming the cap and when it resets), 502 the telco node failed or refused. The limits are
+:class:`~node.jobs.scoring._limits.ScoringLimits` (``TANDEM_SCORING_*``), enforced by
+:class:`~node.jobs.scoring._guard.ApiGuard` before the body is read. ``no_telco_data`` carries the
 bank-only fallback score (``null`` if the model has no fallback): never a silent default. Neither
 identifiers nor features are logged. The API is meant for the bank's own systems on the same host or
 a private network; put TLS in front of it before exposing it beyond loopback.
 
 Services (``build_cli(..., services=[...])``): :func:`bank_scoring_service` starts this API beside
-the node; :func:`telco_scoring_service` registers the ``score`` peer call and preloads every passive
-model (pseudonym index built once per model).
+the node; :func:`telco_scoring_service` registers the ``score`` peer call under the telco's row caps
+(:mod:`node.jobs.scoring._quota`) and preloads every passive model (pseudonym index built once per model).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hmac
+import datetime as dt
 import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Annotated, Literal
 
 import uvicorn
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp
 
 from node.jobs.scoring._caller import PeerCaller
+from node.jobs.scoring._guard import ApiGuard
+from node.jobs.scoring._limits import ScoringLimits, load_limits
+from node.jobs.scoring._quota import RowQuota, utc_now
 from node.jobs.scoring.service import SCORE_CALL, BankScoring, TelcoScoring
 from node.model_store import ModelStore
+from node.node_db import NODE_DB
 from node.peer import PeerError
 from node.runtime import NodeRuntime
 from protocols.wire.errors import ProtocolError
@@ -76,22 +85,26 @@ class ScoreApiResponse(BaseModel):
     latency_ms: float
 
 
-def build_scoring_api(scoring: BankScoring, api_key: SecretStr) -> FastAPI:
-    """The real-time scoring app over ``scoring``, guarded by ``api_key`` (bearer)."""
-    app = FastAPI(title="Tandem bank scoring", docs_url=None, redoc_url=None, openapi_url=None)
-    bearer = HTTPBearer(auto_error=False)
-    expected = api_key.get_secret_value().encode()
+def build_scoring_api(scoring: BankScoring, api_key: SecretStr, limits: ScoringLimits | None = None, *,
+                      clock: Callable[[], float] = time.monotonic) -> ASGIApp:
+    """The real-time scoring app over ``scoring`` behind :class:`ApiGuard` (key ``api_key``, ``limits``).
 
-    def authorised(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:  # noqa: B008
-        if creds is None or not hmac.compare_digest(creds.credentials.encode(), expected):
-            raise ProtocolError("missing or wrong API key", status_hint=401)
+    Args:
+        scoring: the bank's scoring service.
+        api_key: the bearer key; whoever holds it can score any customer, so keep it to the bank's systems.
+        limits: rate limit, lockout and body bound (``ScoringLimits()`` defaults when ``None``).
+        clock: monotonic seconds for the guard (tests move it).
+    """
+    app = FastAPI(title="Tandem bank scoring", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.exception_handler(ProtocolError)
     async def protocol_error(request: Request, exc: ProtocolError) -> JSONResponse:
-        status = 502 if isinstance(exc, PeerError) else exc.status_hint
+        status = exc.status_hint
+        if isinstance(exc, PeerError):
+            status = 429 if exc.http_status == 429 else 502
         return JSONResponse({"detail": str(exc)}, status_code=status)
 
-    @app.post("/score/v1/{model_id}", dependencies=[Depends(authorised)])
+    @app.post("/score/v1/{model_id}")
     async def score(model_id: str, body: ScoreApiRequest) -> ScoreApiResponse:
         start = time.perf_counter()
         value, outcome = await run_in_threadpool(scoring.score, model_id, customer_id=body.customer_id,
@@ -99,13 +112,13 @@ def build_scoring_api(scoring: BankScoring, api_key: SecretStr) -> FastAPI:
         return ScoreApiResponse(model_id=model_id, score=value, outcome=outcome,
                                 latency_ms=round((time.perf_counter() - start) * 1000, 3))
 
-    return app
+    return ApiGuard(app, api_key, limits or ScoringLimits(), clock=clock)
 
 
 class ScoringApiServer:
     """uvicorn serving the scoring app on ``host:port`` in a background thread (port 0: a free port)."""
 
-    def __init__(self, app: FastAPI, host: str, port: int) -> None:
+    def __init__(self, app: ASGIApp, host: str, port: int) -> None:
         self._sock = socket.create_server((host, port))
         self.host, self.port = host, int(self._sock.getsockname()[1])
         config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
@@ -144,8 +157,15 @@ def bank_scoring(rt: NodeRuntime) -> BankScoring:
     return BankScoring(ModelStore(rt.settings.state_path), rt.keys, rt.datasets, peer_key, caller)
 
 
-def telco_scoring(rt: NodeRuntime) -> TelcoScoring:
-    """A :class:`TelcoScoring` over a node runtime, registered as its ``score`` peer call."""
+def telco_scoring(rt: NodeRuntime, limits: ScoringLimits | None = None, *,
+                  clock: Callable[[], dt.datetime] = utc_now) -> TelcoScoring:
+    """A :class:`TelcoScoring` over a node runtime, registered as its ``score`` peer call.
+
+    Args:
+        rt: the telco node's runtime (row counts go to its ``node.db``).
+        limits: the row caps (``TANDEM_SCORING_*`` from the environment when ``None``).
+        clock: the current UTC time (tests cross midnight with their own).
+    """
     cache: dict[str, str] = {}
 
     def peer_key(party: str) -> str:
@@ -153,7 +173,8 @@ def telco_scoring(rt: NodeRuntime) -> TelcoScoring:
             cache[party] = rt.coordinator.party(party).sealing_key
         return cache[party]
 
-    service = TelcoScoring(ModelStore(rt.settings.state_path), rt.keys, rt.datasets, peer_key)
+    quota = RowQuota(rt.settings.state_path / NODE_DB, limits or load_limits(), clock=clock)
+    service = TelcoScoring(ModelStore(rt.settings.state_path), rt.keys, rt.datasets, peer_key, quota)
     rt.calls[SCORE_CALL] = service.handle_call
     return service
 
@@ -165,8 +186,10 @@ def bank_scoring_service(rt: NodeRuntime) -> Iterator[ScoringApiServer | None]:
     if key is None:
         yield None
         return
+    limits = load_limits()
     scoring = bank_scoring(rt)
-    server = ScoringApiServer(build_scoring_api(scoring, key), rt.settings.scoring_host, rt.settings.scoring_port)
+    server = ScoringApiServer(build_scoring_api(scoring, key, limits), rt.settings.scoring_host,
+                              rt.settings.scoring_port)
     server.start()
     logger.info("real-time scoring API on http://%s:%d/score/v1/", server.host, server.port)
     try:
@@ -186,3 +209,4 @@ def telco_scoring_service(rt: NodeRuntime) -> Iterator[TelcoScoring]:
         yield service
     finally:
         rt.calls.pop(SCORE_CALL, None)
+        service.close()

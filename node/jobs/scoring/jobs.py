@@ -14,6 +14,12 @@ Outputs. The scores stay at the bank node (``<state>/jobs/<job_id>/scores.csv``:
 outcome). The coordinator gets counts (rows, scored with telco data, ``no_telco_data``, without any
 score) and the score distribution's deciles (suppressed below ``MIN_ROWS_FOR_DECILES`` scored rows);
 the telco reports the requests and rows it answered. What each party learns is as in real-time scoring.
+
+Row cap. The telco answers at most as many rows in one job as the bank's input datasets have in the
+catalog (the datasets the signed terms name; their row counts as registered, which the telco saw
+when it approved): a bank that sends more pseudonyms than its dataset holds — using the job as a
+membership oracle — is refused (429) and answered nothing more, and the telco's job fails naming the
+cap. (The real-time caps per call and per day are :mod:`node.jobs.scoring._quota`'s.)
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ from pydantic import ValidationError
 from node.adapters import open_source
 from node.governance import Governance, coerce_types, load_governance
 from node.jobs.scoring._features import check_schema, feature_matrix, governance_columns
-from node.jobs.scoring.service import BankScoring, TelcoScoring, identifier_values, key_column, load_rows
+from node.jobs.scoring._quota import ScoringCapExceeded
+from node.jobs.scoring.service import BankScoring, identifier_values, key_column, load_rows, passive_scorer
 from node.model_store import ModelStore
 from node.peer import PeerInbox, PeerMessage
 from node.runner import JobContext, JobHandler
@@ -186,10 +193,20 @@ class BankBatchScoring:
 class _Session:
     scorer: PassiveScorer
     peer: str
+    max_rows: int
     requests: int = 0
     rows: int = 0
+    refusal: str = ""
     last_seen: float = field(default_factory=time.monotonic)
     done: threading.Event = field(default_factory=threading.Event)
+
+
+def _peer_rows(ctx: JobContext) -> int:
+    """Catalogued rows of the job's inputs that are not on this node (the bank's): the job's row cap."""
+    theirs = [i.dataset_id for i in ctx.job.inputs if not ctx.datasets.has(i.dataset_id)]
+    if not theirs:
+        raise ConfigError(f"score job {ctx.job.id} names no input dataset of the bank")
+    return sum(ctx.coordinator.dataset(d).row_count for d in theirs)
 
 
 class TelcoBatchScoring:
@@ -229,6 +246,12 @@ class TelcoBatchScoring:
             request = ScoreRequest.model_validate_json(msg.body)
         except ValidationError as exc:
             raise RemoteProtocolError("malformed score request") from exc
+        if session.rows + request.n_rows > session.max_rows:
+            session.refusal = (f"score job {msg.job_id}: the bank asked about {session.rows + request.n_rows} rows, "
+                               f"more than the {session.max_rows} rows its input dataset has in the catalog; "
+                               "nothing more is answered")
+            session.done.set()
+            raise ScoringCapExceeded(session.refusal)
         reply = session.scorer.answer(request)
         session.requests, session.rows = session.requests + 1, session.rows + request.n_rows
         return reply.model_dump_json().encode()
@@ -248,11 +271,11 @@ class TelcoBatchScoring:
         uri, governance = _own_source(ctx)
         rows = load_rows(uri, governance, card, customers=False)
         peer_key = ctx.coordinator.party(card.peer_party).sealing_key
-        scorer = TelcoScoring(store, ctx.keys, ctx.datasets, lambda _: peer_key).build(card, rows)
+        scorer = passive_scorer(store, ctx.keys, peer_key, card, rows)
         if ctx.inbox is None:
             raise ConfigError("the telco needs the data plane to answer score jobs")
         self.attach(ctx.inbox)
-        session = _Session(scorer, card.peer_party)
+        session = _Session(scorer, card.peer_party, _peer_rows(ctx))
         with self._cond:
             self._sessions[ctx.job.id] = session
             self._cond.notify_all()
@@ -262,6 +285,8 @@ class TelcoBatchScoring:
         finally:
             with self._cond:
                 self._sessions.pop(ctx.job.id, None)
+        if session.refusal:
+            raise ScoringCapExceeded(session.refusal)
         return {"model_id": card.model_id, "requests": session.requests, "rows_answered": session.rows}
 
     def _wait(self, session: _Session) -> None:

@@ -3,7 +3,9 @@
 The telco's :class:`TelcoScoring` is the handler of the one-shot peer call ``score``
 (``POST /peer/v1/calls/score``, mutual TLS): per model it loads its card and part once, reads the
 subscribers of the model's training dataset, and builds the pseudonym index (see
-:class:`~protocols.vfl.scoring.PassiveScorer`), so a request costs a dictionary lookup. The bank's
+:class:`~protocols.vfl.scoring.PassiveScorer`), so a request costs a dictionary lookup. Each call is
+admitted by the telco's row caps first (:mod:`node.jobs.scoring._quota`: rows per call, rows per
+model per UTC day, persisted); over a cap it is refused with 429 and answered with nothing. The bank's
 :class:`BankScoring` keeps, per model, its part, its fallback and an index ``customer_id → row`` of the
 training dataset, pseudonymises, calls the telco once and combines. What each party learns is in
 :mod:`protocols.vfl.scoring`; identifiers never leave either node.
@@ -26,6 +28,7 @@ from node.governance import Governance, coerce_types, load_governance
 from node.jobs.scoring._caller import PeerCaller
 from node.jobs.scoring._features import check_schema, feature_matrix, governance_columns
 from node.jobs.scoring._pseudonyms import derive_pseudonym_key
+from node.jobs.scoring._quota import RowQuota
 from node.keys import NodeKeys
 from node.model_store import ModelStore
 from node.node_state import LocalDatasets
@@ -36,7 +39,8 @@ from protocols.wire.errors import ConfigError, ProtocolError, RemoteProtocolErro
 from protocols.wire.scoring import ScoreReply, ScoreRequest
 from protocols.wire.training import LrPartialScores
 
-__all__ = ["SCORE_CALL", "BankScoring", "PartyRows", "TelcoScoring", "identifier_values", "key_column", "load_rows"]
+__all__ = ["SCORE_CALL", "BankScoring", "PartyRows", "TelcoScoring", "identifier_values", "key_column", "load_rows",
+           "passive_scorer"]
 
 logger = logging.getLogger(__name__)
 
@@ -99,18 +103,39 @@ def _dataset_rows(datasets: LocalDatasets, card: ModelCard, *, customers: bool) 
     return load_rows(local.source_uri, load_governance(local.governance_path), card, customers=customers)
 
 
+def passive_scorer(store: ModelStore, keys: NodeKeys, peer_sealing_key: str, card: ModelCard,
+                   rows: PartyRows) -> PassiveScorer:
+    """A passive scorer of ``card`` over ``rows`` (the model's training dataset, or a batch job's own).
+
+    Raises:
+        ConfigError: the stored part is not a JSON part.
+    """
+    _, part = store.load(card.job_id)
+    if not isinstance(part, dict):
+        raise ConfigError(f"model {card.model_id}'s part is not a JSON part")
+    key = derive_pseudonym_key(keys.sealing, peer_sealing_key, card.model_id)
+    return PassiveScorer(card, part, key, rows.ids, rows.features)
+
+
 class TelcoScoring:
-    """The telco's side: preloaded passive scorers, served as the ``score`` peer call.
+    """The telco's side: preloaded passive scorers, served as the ``score`` peer call under row caps.
+
+    What the telco learns from a call: the model, how many rows the bank asks about (counted per call
+    and per model and UTC day in ``quota``), and which of them are its subscribers (see
+    :mod:`protocols.vfl.scoring`).
 
     Args:
         store: this node's model store.
         keys: this node's keys (the sealing key derives the pseudonym key).
         datasets: local datasets (where each model's training dataset lives).
         peer_key: registered sealing key of a party.
+        quota: the per-call and per-day row caps every call is charged against before it is answered.
     """
 
-    def __init__(self, store: ModelStore, keys: NodeKeys, datasets: LocalDatasets, peer_key: PeerKeyLookup) -> None:
+    def __init__(self, store: ModelStore, keys: NodeKeys, datasets: LocalDatasets, peer_key: PeerKeyLookup,
+                 quota: RowQuota) -> None:
         self.store, self.keys, self.datasets, self.peer_key = store, keys, datasets, peer_key
+        self.quota = quota
         self._scorers: dict[str, PassiveScorer] = {}
         self._lock = threading.Lock()
 
@@ -119,18 +144,12 @@ class TelcoScoring:
         with self._lock:
             if model_id not in self._scorers:
                 card = self.store.find(model_id)
-                self._scorers[model_id] = self.build(card, _dataset_rows(self.datasets, card, customers=False))
+                rows = _dataset_rows(self.datasets, card, customers=False)
+                self._scorers[model_id] = passive_scorer(self.store, self.keys, self.peer_key(card.peer_party), card,
+                                                         rows)
                 logger.info("scoring model %s loaded: %d subscribers indexed", model_id,
                             self._scorers[model_id].subscribers)
             return self._scorers[model_id]
-
-    def build(self, card: ModelCard, rows: PartyRows) -> PassiveScorer:
-        """A passive scorer of ``card`` over ``rows`` (e.g. a batch job's own dataset)."""
-        _, part = self.store.load(card.job_id)
-        if not isinstance(part, dict):
-            raise ConfigError(f"model {card.model_id}'s part is not a JSON part")
-        key = derive_pseudonym_key(self.keys.sealing, self.peer_key(card.peer_party), card.model_id)
-        return PassiveScorer(card, part, key, rows.ids, rows.features)
 
     def preload(self) -> list[str]:
         """Load every passive model this node stores (failures are logged and skipped)."""
@@ -146,11 +165,12 @@ class TelcoScoring:
         return loaded
 
     def handle_call(self, sender: str, body: bytes) -> bytes:
-        """The ``score`` call: one :class:`ScoreRequest` in, one :class:`ScoreReply` out.
+        """The ``score`` call: one :class:`ScoreRequest` in, one :class:`ScoreReply` out, within the row caps.
 
         Raises:
             RemoteProtocolError: the request is malformed.
             ProtocolError: (403) the sender is not the model's peer; ``ModelNotFound`` (404).
+            ScoringCapExceeded: (429) over the per-call or the model's daily row cap; nothing is answered.
         """
         try:
             request = ScoreRequest.model_validate_json(body)
@@ -159,7 +179,12 @@ class TelcoScoring:
         scorer = self.scorer(request.model_id)
         if sender != scorer.card.peer_party:
             raise ProtocolError(f"model {request.model_id} is not shared with party {sender}", status_hint=403)
+        self.quota.charge(request.model_id, request.n_rows)
         return scorer.answer(request).model_dump_json().encode()
+
+    def close(self) -> None:
+        """Close the row caps' database connection."""
+        self.quota.close()
 
 
 @dataclass
