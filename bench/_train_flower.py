@@ -109,7 +109,8 @@ def _federation(state: Path, group: ProcessGroup, key_bits: int) -> demo.Federat
     coord_url, bootstrap = demo.start_coordinator(state, group, training)
     auditor = SigningKey.generate()
     tokens = demo.create_users(coord_url, bootstrap, auditor)
-    env = {p: {**demo.node_env(state, coord_url, p, tokens[f"{p}-admin"]), **node_training[p]}
+    env = {p: {**demo.node_env(state, coord_url, p, tokens[f"{p}-admin"], [auditor.public_hex]),
+               **node_training[p]}
            for p in ("bank", "telco")}
     return demo.Federation(state, coord_url, tokens, auditor, env, group)
 

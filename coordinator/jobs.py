@@ -99,15 +99,42 @@ def _input_datasets(tx: Transaction, body: JobCreate) -> dict[int, DatasetPublic
     return datasets
 
 
+def _bind_terms(ctx: Context, body: JobCreate, datasets: dict[int, DatasetPublic]) -> JobCreate:
+    """``body`` with what the nodes read from the signed terms filled in.
+
+    That is each input's owning party, and ``params.min_cell`` (the policy's k when unset), so a node
+    never relies on its own copy of the policy.
+
+    Raises:
+        BadRequest: an input names a party that does not own its dataset (names ``body.inputs.N.party``).
+    """
+    inputs = []
+    for i, inp in enumerate(body.inputs):
+        owner = datasets[inp.dataset_id].party
+        if inp.party is not None and inp.party != owner:
+            raise BadRequest(f"dataset {inp.dataset_id} belongs to party {owner!r}, not {inp.party!r}",
+                             field=f"body.inputs.{i}.party", fix=f"set party to {owner!r} or leave it out")
+        inputs.append(inp.model_copy(update={"party": owner}))
+    params = body.params
+    if params.min_cell is None:
+        params = params.model_copy(update={"min_cell": ctx.policy.k_min_cell})
+    return body.model_copy(update={"inputs": inputs, "params": params})
+
+
 def submit(ctx: Context, actor: Principal, body: JobCreate) -> JobPublic:
     """Evaluate a job under policy and store it as ``rejected`` or ``pending_approval``.
 
+    The stored terms name each input's party and carry ``min_cell`` (see ``_bind_terms``); an approval
+    signs them together with the run attempt (``job_terms``).
+
     Raises:
         NotFound: an input dataset does not exist (names ``body.inputs.N.dataset_id``).
+        BadRequest: an input names the wrong party (names ``body.inputs.N.party``).
         Forbidden: none of the inputs belongs to the caller's party.
     """
     with ctx.store.write() as tx:
         datasets = _input_datasets(tx, body)
+        body = _bind_terms(ctx, body, datasets)
         parties = sorted({d.party for d in datasets.values()})
         if actor.party not in parties:
             raise Forbidden(f"a job must use at least one dataset of your party {actor.party!r}", field="body.inputs")
@@ -116,7 +143,7 @@ def submit(ctx: Context, actor: Principal, body: JobCreate) -> JobPublic:
         now = ctx.clock()
         job = tx.jobs.create_job(body, created_by=actor.name, parties=parties, decision=decision, now=now)
         digest = job_digest(job_terms(job.id, body.kind, body.purpose, body.title, body.inputs, body.params,
-                                      decision.policy_version))
+                                      decision.policy_version, attempt=job.attempt))
         job = tx.jobs.update_job(job.id, JobUpdate(digest=digest, required_approvals=decision.required_approvals),
                                  now)
         audit_log.record(ctx, tx, actor.actor, "job.submitted", f"job:{job.id}",
@@ -125,6 +152,23 @@ def submit(ctx: Context, actor: Principal, body: JobCreate) -> JobPublic:
         audit_log.record(ctx, tx, "coordinator", "policy.decided", f"job:{job.id}", _decision_details(decision))
         status, detail = status_after_decision(decision)
         return _move(ctx, tx, "coordinator", job, status, detail)
+
+
+def dry_run(ctx: Context, actor: Principal, body: JobCreate) -> Decision:
+    """The decision ``submit`` would reach for ``body`` now, under the current policy and budgets; stores nothing.
+
+    Raises:
+        NotFound: an input dataset does not exist (names ``body.inputs.N.dataset_id``).
+        BadRequest: an input names the wrong party (names ``body.inputs.N.party``).
+        Forbidden: none of the inputs belongs to the caller's party.
+    """
+    with ctx.store.read() as tx:
+        datasets = _input_datasets(tx, body)
+        body = _bind_terms(ctx, body, datasets)
+        if actor.party not in {d.party for d in datasets.values()}:
+            raise Forbidden(f"a job must use at least one dataset of your party {actor.party!r}", field="body.inputs")
+        kinds = {p.name: p.kind for p in tx.catalog.list_parties()}
+        return evaluate(body, datasets, kinds, ctx.policy, tx.budgets.spent())
 
 
 # ---------------------------------------------------------------- approvals
@@ -237,13 +281,12 @@ def _retry(ctx: Context, actor: Principal, job_id: int, body: JobRetry) -> JobPu
         decision = evaluate(spec, _input_datasets(tx, spec), kinds, ctx.policy, tx.budgets.spent())
         if not decision.allowed:
             raise _denied(job_id, decision)
-        digest = job_digest(job_terms(job.id, job.kind, job.purpose, job.title, job.inputs, job.params,
-                                      decision.policy_version))
-        kept = [a.approver for a in job.approvals] if digest == job.digest else []
-        if not kept:
-            tx.jobs.clear_approvals(job_id)
-        tx.jobs.clear_results(job_id)
         attempt = job.attempt + 1
+        digest = job_digest(job_terms(job.id, job.kind, job.purpose, job.title, job.inputs, job.params,
+                                      decision.policy_version, attempt=attempt))
+        kept: list[str] = []  # an approval signs one attempt: every party signs the rerun afresh
+        tx.jobs.clear_approvals(job_id)
+        tx.jobs.clear_results(job_id)
         status, detail = status_after_retry(decision, kept, attempt)
         update = JobUpdate(attempt=attempt, digest=digest, policy_version=decision.policy_version, decision=decision,
                            required_approvals=decision.required_approvals, outputs={}, stage="", progress=0.0)
@@ -258,9 +301,9 @@ def _retry(ctx: Context, actor: Principal, job_id: int, body: JobRetry) -> JobPu
 def retry(ctx: Context, actor: Principal, job_id: int, body: JobRetry) -> JobPublic:
     """Run a failed job again as a new attempt (allowed to its creator and to admins of an involved party).
 
-    The job is evaluated again under the current policy and ε budgets. Its approvals stay valid only if
-    its digest (terms and policy version) is unchanged: then it becomes ``approved`` at once (charging its ε
-    again, as its failure refunded it), otherwise it waits in ``pending_approval`` for new signatures. The
+    The job is evaluated again under the current policy and ε budgets. Its approvals never carry over:
+    an approval signs one attempt (``job_terms``), so the retried job waits in ``pending_approval`` until
+    every required approver signs the new attempt (a node runs no job twice on one signature). The
     parties' reports and outputs of the failed attempt are cleared; the nodes run the new ``attempt``
     (a training job resumes from its checkpoints). Audited as ``job.retried`` with the caller's reason.
 

@@ -259,7 +259,8 @@ def run(n: int, seed: int, state: Path, test_key_bits: int | None = None) -> int
         _say("3/8 Creating users (bank admin+analyst, telco admin+operator, compliance auditor)")
         auditor_key = SigningKey.generate()
         tokens = create_users(coord_url, bootstrap, auditor_key)
-        envs = {p: {**node_env(state, coord_url, p, tokens[f"{p}-admin"]), **node_training[p]}
+        envs = {p: {**node_env(state, coord_url, p, tokens[f"{p}-admin"], [auditor_key.public_hex]),
+                    **node_training[p]}
                 for p in ("bank", "telco")}
         fed = Federation(state, coord_url, tokens, auditor_key, envs, group)
         _say("4/8 Nodes: keys, certificates, party registration, datasets (schemas and coarse stats only)")

@@ -98,6 +98,7 @@ def start_coordinator(state: Path, group: ProcessGroup, training: dict[str, str]
         ``(url, bootstrap token)`` once ``/healthz`` answers.
     """
     port, token = free_port(), secrets.token_urlsafe(32)
+    state.chmod(0o700)  # the coordinator refuses a state directory that other users can read
     env = {
         "TANDEM_COORD_DATABASE_URL": f"sqlite:///{state / 'coordinator.db'}",
         "TANDEM_COORD_BOOTSTRAP_TOKEN": token,
@@ -126,8 +127,14 @@ def create_users(coord_url: str, bootstrap: str, auditor_key: SigningKey) -> dic
     return tokens
 
 
-def node_env(state: Path, coord_url: str, party: str, token: str) -> dict[str, str]:
-    """The environment of ``party``'s node: its coordinator, token, state directory and free ports."""
+def node_env(
+    state: Path, coord_url: str, party: str, token: str, auditor_keys: Sequence[str] = ()
+) -> dict[str, str]:
+    """The environment of ``party``'s node.
+
+    That is its coordinator, token, state directory, free ports, and the compliance officers' public
+    keys it trusts (``auditor_keys``: a job needing an auditor runs only with a signature under one).
+    """
     prefix = f"TANDEM_{party.upper()}_"
     port = free_port()
     scoring = {prefix + "SCORING_API_KEY": secrets.token_urlsafe(32), prefix + "SCORING_PORT": str(free_port())}
@@ -141,6 +148,7 @@ def node_env(state: Path, coord_url: str, party: str, token: str) -> dict[str, s
         prefix + "LISTEN_PORT": str(port),
         prefix + "NODE_URL": f"https://localhost:{port}",
         prefix + "POLL_INTERVAL": "0.5",
+        prefix + "AUDITOR_KEYS": json.dumps(list(auditor_keys)),
     }
 
 

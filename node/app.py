@@ -1,6 +1,7 @@
 """The node's HTTPS app (peer data plane + ``/healthz``) and the uvicorn server that runs it with mutual TLS.
 
-Routes (all behind mutual TLS; the sender is the party whose pinned certificate it presented)::
+Routes (all behind mutual TLS; the sender is the party whose pinned certificate it presented, and a
+job's routes answer only the job's signed peer, see ``node.peer.PeerInbox``)::
 
     GET  /healthz
     GET  /peer/v1/jobs/{job_id}/{channel}/{seq}                    which chunks arrived
@@ -181,6 +182,7 @@ def _add_routes(app: FastAPI, core: _App) -> None:
     @app.post(PEER_PREFIX + "/jobs/{job_id}/{channel}/{seq}")
     async def chunk(request: Request, job_id: int, channel: str, seq: int) -> Response:
         sender = core.sender(request)
+        core.inbox.admit(sender, job_id, channel)  # a stranger to the job is refused before its body is read
         kind, index, count, digest = _chunk_headers(request)
         data = await _read_body(request, core.inbox.max_chunk_bytes)
         key = (sender, job_id, channel, seq)

@@ -2,9 +2,11 @@
 
 For each job the coordinator lists as approved or running for this node::
 
-    this attempt already finished/refused here?  -> skip
+    succeeded here, or this attempt already finished/refused here?  -> skip
     not this party's job?                     -> skip
-    own approval does not verify              -> progress failed "refused: ...", journal "refused"
+    this attempt started here and never ended -> result failed "interrupted: ..."
+    own approval, the terms' parties or a required auditor approval do not verify
+                                              -> progress failed "refused: ...", journal "refused"
     no handler registered for job.kind        -> progress "waiting: ..." (once), journal "waiting"
     handler(ctx) returns outputs              -> result succeeded (+ ledger head and totals)
     handler raises                            -> result failed with a reason, work directory removed
@@ -15,11 +17,17 @@ the outputs meant for the coordinator (aggregates only). Reasons reported for un
 name the exception type and stage only: exception messages can quote row values, and those stay in
 the node.
 
-Attempts: the journal notes which attempt of a job it is about. A job the coordinator retried
-(``POST /jobs/{id}/retry``) comes back approved with ``attempt`` one higher, and is run again even if
-this node noted the previous attempt failed or refused (a training job then resumes from its
-checkpoints). A job this node noted running is run again too (the node restarted mid-job). Every report
-names its attempt, so the coordinator refuses a late report of an attempt it has retried.
+Attempts and signatures: an approval signs one attempt of a job (``job_terms`` includes ``attempt``), and
+a node runs each signature at most once. A job the coordinator retried (``POST /jobs/{id}/retry``) comes
+back with ``attempt`` one higher and runs only once this node's party has signed that attempt (a
+training job then resumes from its checkpoints). A job this node noted succeeded never runs again; an
+attempt older than one the node has seen is ignored; a run the node started and never finished (it
+stopped mid-job) is reported failed instead of started again on the same signature. Every report names
+its attempt, so the coordinator refuses a late report of an attempt it has retried.
+
+Before running, the node also checks the parties the signed terms name (its inbox then accepts frames
+for the job from the one counterparty only) and, where the terms or its own governance call for it, a
+compliance officer's approval under an auditor key configured on the node (``node.approval``).
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from node.adapters import DataSource, open_source
-from node.approval import ApprovalRefused, approver_id, verify_own_approval
+from node.approval import ApprovalRefused, approver_id, signed_peer, verify_auditor_approval, verify_own_approval
 from node.coordinator_client import CoordinatorClient, CoordinatorError
 from node.governance import Governance, load_governance
 from node.keys import NodeKeys
@@ -43,6 +51,7 @@ from node.peer import PeerClient, PeerInbox
 from node.settings import NodeSettings
 from protocols.wire.control import JobInput, JobKind, JobProgress, JobPublic, JobResultReport, JobStatus
 from protocols.wire.errors import ConfigError, ProtocolError
+from protocols.wire.filters import FilterSyntaxError, parse_filter
 
 __all__ = ["FINAL_STATES", "JobContext", "JobFamily", "JobHandler", "JobOutcome", "JobRunner", "family_handlers"]
 
@@ -106,15 +115,21 @@ class JobContext:
         return mine[0]
 
     def peer_party(self, *, error: type[ProtocolError] = ConfigError) -> str:
-        """The party of the job's one input that does not live on this node (asks the coordinator).
+        """The party of the job's one input that does not live on this node, as the signed terms name it.
+
+        The name comes from the terms this node signed (``JobInput.party``), never from a catalog lookup
+        at run time, so a coordinator cannot point the node at another counterparty.
 
         Raises:
-            ProtocolError: ``error``, if the job has no input of another party, or more than one.
+            ProtocolError: ``error``, if the job has no input of another party, or more than one, or the
+                terms do not name its party.
         """
         others = [i for i in self.job.inputs if not self.datasets.has(i.dataset_id)]
         if len(others) != 1:
             raise error(f"job {self.job.id} must have exactly one input of the peer party")
-        return self.coordinator.dataset(others[0].dataset_id).party
+        if others[0].party is None:
+            raise error(f"job {self.job.id}: the terms do not name the party of dataset {others[0].dataset_id}")
+        return others[0].party
 
     def peer(self, party: str) -> PeerClient:
         """A pinned mutual-TLS client to ``party`` (created once per job)."""
@@ -190,6 +205,7 @@ class JobRunner:
         self.ledger, self.datasets, self.journal = ledger, datasets, journal
         self.inbox, self.peer_factory = inbox, peer_factory
         self._handlers: dict[JobKind, JobHandler] = dict(handlers or {})
+        self._running: set[int] = set()  # jobs this process is running now
 
     def register(self, kind: JobKind, handler: JobHandler) -> None:
         """Run ``handler`` for jobs of ``kind``."""
@@ -231,21 +247,77 @@ class JobRunner:
     def process(self, job: JobPublic) -> JobOutcome | None:
         """Take one job through the steps in the module docstring."""
         note = self.journal.get(job.id)
+        if note is not None and note.state == "succeeded":
+            return None  # a job that succeeded here never runs again, whatever attempt is shown
         if note is not None and note.attempt < job.attempt:
             note = None  # the coordinator retried the job: a new attempt, nothing done for it here yet
+        if note is not None and note.attempt > job.attempt:
+            return None  # an attempt older than one this node has seen: a replay
         if (note is not None and note.state in FINAL_STATES) or not self._concerns_us(job):
             return None
+        if note is not None and note.state == "running":
+            return None if job.id in self._running else self._interrupted(job)
         try:
             verify_own_approval(job, self.settings.party, self.keys.signing.public_hex)
+            peer = signed_peer(job, self.settings.party, self.datasets.has)
+            verify_auditor_approval(job, self._auditor_reasons(job), self.settings.auditor_keys)
         except ApprovalRefused as exc:
             return self._refuse(job, str(exc))
         handler = self._handlers.get(job.kind)
         if handler is None:
             return self._wait(job, note is not None and note.state == "waiting")
-        return self._run(job, handler)
+        return self._run(job, handler, peer)
+
+    def _auditor_reasons(self, job: JobPublic) -> list[str]:
+        """Why this node requires a compliance officer's approval of ``job`` (empty: it does not).
+
+        Read from the signed terms and the node's own governance files, with the coordinator's list of
+        approvers able only to add the requirement, never to waive it.
+
+        Raises:
+            ApprovalRefused: a governance file or filter of this node's input cannot be read (fail closed).
+        """
+        reasons = []
+        if "auditor" in job.required_approvals:
+            reasons.append("the policy lists the auditor among the approvers")
+        if job.params.output_mode == "reveal":
+            reasons.append("reveal mode")
+        for inp in self.own_inputs_of(job):
+            try:
+                rules = load_governance(self.datasets.get(inp.dataset_id).governance_path).fields
+                used = [*inp.key_fields, *inp.feature_fields, *inp.output_fields]
+                used += [f for f in (inp.label_field, inp.consent_field) if f is not None]
+                used += [p.field for p in parse_filter(inp.filter)] if inp.filter else []
+            except (ConfigError, FilterSyntaxError) as exc:
+                raise ApprovalRefused(f"refused: cannot check the levels of dataset {inp.dataset_id}: {exc}") from None
+            for name in dict.fromkeys(used):
+                rule = rules.get(name)
+                if rule is not None and rule.security_level >= self.settings.auditor_level:
+                    reasons.append(f"field {name} has security level {rule.security_level}")
+        return reasons
+
+    def own_inputs_of(self, job: JobPublic) -> list[JobInput]:
+        """The inputs of ``job`` whose datasets are registered on this node."""
+        return [i for i in job.inputs if self.datasets.has(i.dataset_id)]
+
+    def _interrupted(self, job: JobPublic) -> JobOutcome:
+        """Fail a run this node started and never finished (it stopped mid-job).
+
+        It is not started again on the same signature, which authorised one run; a retry (with fresh
+        approvals) resumes it, from checkpoints where the job kind keeps them.
+        """
+        detail = (f"interrupted: this node stopped while running attempt {job.attempt}; an approval authorises "
+                  "one run, so retry the job (POST /jobs/{id}/retry) and approve the new attempt")
+        logger.warning("job %s: attempt %d was interrupted by a node restart", job.id, job.attempt)
+        self.journal.set(job.id, "failed", detail, attempt=job.attempt)
+        totals = self.ledger.totals(job.id)
+        self._report_result(job.id, JobResultReport(status="failed", detail=detail, ledger_head=self.ledger.head(),
+                                                    messages_sent=totals.messages, bytes_sent=totals.bytes,
+                                                    attempt=job.attempt))
+        return JobOutcome(job.id, "failed", detail)
 
     def _refuse(self, job: JobPublic, detail: str) -> JobOutcome:
-        logger.warning("job %s refused: own approval does not verify", job.id)
+        logger.warning("job %s refused: %s", job.id, detail)
         self.journal.set(job.id, "refused", detail, attempt=job.attempt)
         self._report(job.id, JobProgress(stage="approval", fraction=0.0, status="failed", detail=detail,
                                          attempt=job.attempt))
@@ -258,7 +330,7 @@ class JobRunner:
             self._report(job.id, JobProgress(stage="waiting", fraction=0.0, detail=detail, attempt=job.attempt))
         return JobOutcome(job.id, "waiting", detail)
 
-    def _run(self, job: JobPublic, handler: JobHandler) -> JobOutcome:
+    def _run(self, job: JobPublic, handler: JobHandler, peer: str | None) -> JobOutcome:
         jobs_dir = self.settings.state_path / "jobs"
         workdir, final_dir = jobs_dir / f"{job.id}.partial", jobs_dir / str(job.id)
         shutil.rmtree(workdir, ignore_errors=True)
@@ -266,15 +338,17 @@ class JobRunner:
         ctx = JobContext(job, self.settings, self.keys, self.ledger, self.datasets, workdir, self.inbox,
                          self.coordinator, self.peer_factory)
         self.journal.set(job.id, "running", attempt=job.attempt)
-        if self.inbox is not None:
-            self.inbox.activate(job.id)
+        if self.inbox is not None and peer is not None:  # a job with no counterparty receives no frames
+            self.inbox.activate(job.id, peer=peer)
         logger.info("job %s (%s): running attempt %d", job.id, job.kind, job.attempt)
+        self._running.add(job.id)
         try:
             outputs = handler(ctx)
         except Exception as exc:  # noqa: BLE001 - any handler failure fails the job, cleanly
             return self._fail(job, ctx, workdir, exc)
         finally:
             ctx.close()
+            self._running.discard(job.id)
         shutil.rmtree(final_dir, ignore_errors=True)
         workdir.rename(final_dir)
         return self._succeed(job, outputs)

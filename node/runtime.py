@@ -58,7 +58,9 @@ class NodeRuntime:
             journal=JobJournal(state / NODE_DB),
             coordinator=coordinator,
             pins=PinnedPeers(state / "peers", keys, own_party=settings.party),
-            inbox=PeerInbox(max_chunk_bytes=settings.chunk_bytes, max_message_bytes=settings.max_message_bytes),
+            inbox=PeerInbox(max_chunk_bytes=settings.chunk_bytes, max_message_bytes=settings.max_message_bytes,
+                            max_pending_messages=settings.max_pending_messages,
+                            max_pending_bytes=settings.max_pending_bytes),
         )
 
     def party_create(self) -> PartyCreate:

@@ -25,10 +25,23 @@ receiver checks the digest, runs the handler registered for the channel exactly 
 with the first chunk of the response (``X-Tandem-Response-Chunks``, ``X-Tandem-Response-Digest``);
 further response chunks are ``GET .../{seq}/response/{index}``. Every body either side sends —
 request chunks, responses, status and errors — is written to the sender's egress ledger first.
+
+Binding. A job accepts frames only from its signed counterparty (``PeerInbox.activate(job_id,
+peer=...)``): a frame from any other pinned party is refused with 403 before its body is read, and
+recorded (``PeerInbox.refusals``). Incomplete messages are bounded per sender and job (count and
+bytes), so no peer can make the receiver hold more than ``max_pending_bytes`` for a job.
 """
 
 from ._client import PeerClient
-from ._inbox import ChunkOutcome, PeerHandler, PeerInbox, PeerMessage
+from ._inbox import (
+    DEFAULT_MAX_PENDING_BYTES,
+    DEFAULT_MAX_PENDING_MESSAGES,
+    ChunkOutcome,
+    PeerHandler,
+    PeerInbox,
+    PeerMessage,
+    Refusal,
+)
 from ._pins import PinnedPeers, check_presented, client_ssl_context, fetch_certificate, pinned_http, server_ssl_context
 from ._wire import (
     CHANNEL_PATTERN,
@@ -45,6 +58,8 @@ from ._wire import (
 
 __all__ = [
     "CHANNEL_PATTERN",
+    "DEFAULT_MAX_PENDING_BYTES",
+    "DEFAULT_MAX_PENDING_MESSAGES",
     "ChunkOutcome",
     "H_CHUNK",
     "H_CHUNKS",
@@ -60,6 +75,7 @@ __all__ = [
     "PeerMessage",
     "PeerRefused",
     "PinnedPeers",
+    "Refusal",
     "check_presented",
     "client_ssl_context",
     "fetch_certificate",

@@ -1,10 +1,28 @@
-"""The receive side: handlers per channel, chunks gathered into messages, each message handled once."""
+"""The receive side: handlers per channel, chunks gathered into messages, each message handled once.
+
+Who may send. A job is open here once the runner activates it, naming the job's signed counterparty
+(``activate(job_id, peer=...)``). The sender of a frame is the party whose pinned certificate its
+TLS connection presented (``node.app``), never a name the frame claims. A frame of an open job from
+any other pinned party is refused with 403 before a byte of it is buffered or a handler sees it; the
+refusal is counted, logged and kept in :meth:`PeerInbox.refusals` for the operator, and the job goes
+on undisturbed. The stranger learns only that it was refused (not who the job's peer is).
+
+How much may be in flight. Messages are held in memory until complete. Per message,
+``max_message_bytes`` bounds the size; per sender and job, ``max_pending_messages`` bounds how many
+incomplete messages are held and ``max_pending_bytes`` how many bytes they hold together. A chunk over
+a bound is refused (413 for one message too large, 429 for too much in flight) and nothing of it is
+kept. Responses are kept until the job is deactivated, so a retried final chunk gets the same answer
+without running the handler twice.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+import logging
 import re
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,10 +31,16 @@ from protocols.wire.errors import ProtocolError, RemoteProtocolError
 
 from ._wire import CHANNEL_PATTERN, H_DIGEST
 
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_PENDING_MESSAGES = 8
+DEFAULT_MAX_PENDING_BYTES = 256 * 1024 * 1024
+_REFUSALS_KEPT = 1000
+
 
 @dataclass(frozen=True)
 class PeerMessage:
-    """A complete message delivered to a channel handler."""
+    """A complete message delivered to a channel handler (``sender``: the party of the TLS certificate)."""
 
     job_id: int
     channel: str
@@ -38,36 +62,65 @@ class ChunkOutcome:
     response: bytes = b""
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """A frame refused because its sender is not the job's signed peer (what the operator reads)."""
+
+    at: str
+    job_id: int
+    sender: str
+    peer: str
+    channel: str
+
+
 @dataclass
 class _Pending:
     kind: str
     count: int
     digest: str
     chunks: dict[int, bytes] = field(default_factory=dict)
+    size: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    @property
-    def size(self) -> int:
-        return sum(len(c) for c in self.chunks.values())
+
+@dataclass
+class _Load:
+    """Incomplete messages and their bytes held for one (sender, job)."""
+
+    messages: int = 0
+    bytes: int = 0
 
 
 _Key = tuple[str, int, str, int]
 
 
 class PeerInbox:
-    """Receiver state: handlers per channel, active jobs, partial messages and finished responses.
+    """Receiver state: handlers per channel, open jobs and their peers, partial messages, finished responses.
 
-    Messages are held in memory until complete; ``max_message_bytes`` bounds each one. Responses are
-    kept until the job is deactivated, so a retried final chunk gets the same answer without running
-    the handler twice.
+    Args:
+        max_chunk_bytes: Largest chunk accepted.
+        max_message_bytes: Largest message accepted (413 past it).
+        max_pending_messages: Incomplete messages held per sender and job (429 for one more).
+        max_pending_bytes: Bytes of incomplete messages held per sender and job (429 past it); at least
+            ``max_message_bytes``, or a message of the largest size could never arrive.
     """
 
-    def __init__(self, *, max_chunk_bytes: int, max_message_bytes: int) -> None:
+    def __init__(self, *, max_chunk_bytes: int, max_message_bytes: int,
+                 max_pending_messages: int = DEFAULT_MAX_PENDING_MESSAGES,
+                 max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES) -> None:
+        if max_pending_bytes < max_message_bytes:
+            raise ValueError(f"max_pending_bytes ({max_pending_bytes}) must be at least max_message_bytes "
+                             f"({max_message_bytes})")
         self.max_chunk_bytes, self.max_message_bytes = max_chunk_bytes, max_message_bytes
+        self.max_pending_messages, self.max_pending_bytes = max_pending_messages, max_pending_bytes
         self._handlers: dict[str, PeerHandler] = {}
-        self._active: set[int] = set()
+        self._active: dict[int, str | None] = {}
         self._pending: dict[_Key, _Pending] = {}
+        self._load: dict[tuple[str, int], _Load] = {}
         self._done: dict[_Key, tuple[str, bytes]] = {}
+        self._refusals: deque[Refusal] = deque(maxlen=_REFUSALS_KEPT)
+        self.refused = 0
+        """Frames refused since start because their sender was not the job's peer."""
         self._lock = threading.Lock()
 
     def register_handler(self, channel: str, handler: PeerHandler) -> None:
@@ -77,59 +130,134 @@ class PeerInbox:
         with self._lock:
             self._handlers[channel] = handler
 
-    def activate(self, job_id: int) -> None:
-        """Accept messages for ``job_id`` (the runner calls this after verifying the approval)."""
+    def activate(self, job_id: int, peer: str | None = None) -> None:
+        """Accept messages for ``job_id`` from ``peer`` only (the runner calls this after verifying approvals).
+
+        Args:
+            job_id: The job.
+            peer: The party name of the job's signed counterparty. ``None`` accepts every pinned party:
+                only for callers that have no counterparty to name (a job without one should not be
+                activated at all).
+        """
         with self._lock:
-            self._active.add(job_id)
+            self._active[job_id] = peer
 
     def deactivate(self, job_id: int) -> None:
         """Refuse further messages for ``job_id`` and drop everything buffered for it."""
         with self._lock:
-            self._active.discard(job_id)
+            self._active.pop(job_id, None)
             for store in (self._pending, self._done):
                 for key in [k for k in store if k[1] == job_id]:
                     del store[key]
+            for load in [k for k in self._load if k[1] == job_id]:
+                del self._load[load]
 
-    def _check_open(self, job_id: int, channel: str) -> PeerHandler:
+    def refusals(self) -> list[Refusal]:
+        """The latest refused frames (at most 1000), oldest first."""
+        with self._lock:
+            return list(self._refusals)
+
+    def pending_bytes(self, *, sender: str | None = None, job_id: int | None = None) -> int:
+        """Bytes held in incomplete messages (of ``sender`` and/or ``job_id`` when given)."""
+        with self._lock:
+            return sum(v.bytes for k, v in self._load.items() if sender in (None, k[0]) and job_id in (None, k[1]))
+
+    def pending_messages(self, *, sender: str | None = None, job_id: int | None = None) -> int:
+        """Incomplete messages held (of ``sender`` and/or ``job_id`` when given)."""
+        with self._lock:
+            return sum(v.messages for k, v in self._load.items()
+                       if sender in (None, k[0]) and job_id in (None, k[1]))
+
+    def admit(self, sender: str, job_id: int, channel: str) -> None:
+        """Check that ``job_id`` is open here and ``sender`` is its peer, before anything is read or kept.
+
+        Raises:
+            ProtocolError: 409 if the job is not open here (yet); 403 if ``sender`` is not the job's
+                peer (the refusal is counted, logged and kept in :meth:`refusals`).
+        """
         with self._lock:
             if job_id not in self._active:
                 raise ProtocolError(f"job {job_id} is not running on this node (yet)", status_hint=409)
+        self._refuse_stranger(sender, job_id, channel)
+
+    def _refuse_stranger(self, sender: str, job_id: int, channel: str) -> None:
+        channel = channel if CHANNEL_PATTERN.match(channel) else "(invalid channel name)"  # it came from a URL
+        with self._lock:
+            peer = self._active.get(job_id)
+            if peer is None or peer == sender:
+                return
+            self.refused += 1
+            self._refusals.append(Refusal(dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), job_id, sender,
+                                          peer, channel))
+        logger.warning("job %s: refused a frame on %s from party %s: the job's signed peer is %s",
+                       job_id, channel, sender, peer)
+        raise ProtocolError(f"party {sender} is not the counterparty of job {job_id} on this node; frame refused",
+                            status_hint=403)
+
+    def _check_open(self, key: _Key) -> PeerHandler:
+        sender, job_id, channel, _ = key
+        self.admit(sender, job_id, channel)
+        with self._lock:
             handler = self._handlers.get(channel)
         if handler is None:  # the job is open but its driver has not registered this channel: not ready yet
             raise ProtocolError(f"no handler for channel {channel!r} on this node (yet)", status_hint=409)
         return handler
 
     def status(self, key: _Key) -> dict[str, Any]:
-        """Which chunks of a message arrived, and whether it is complete."""
+        """Which chunks of a message arrived, and whether it is complete (403 for a stranger to the job)."""
+        self._refuse_stranger(key[0], key[1], key[2])
         with self._lock:
             if key in self._done:
                 return {"complete": True, "received": []}
             pending = self._pending.get(key)
-        return {"complete": False, "received": sorted(pending.chunks) if pending else []}
+            return {"complete": False, "received": sorted(pending.chunks) if pending else []}
 
     def response(self, key: _Key) -> tuple[str, bytes]:
         """The message kind and the handler's response, for a complete message."""
+        self._refuse_stranger(key[0], key[1], key[2])
         with self._lock:
             if key not in self._done:
                 raise ProtocolError("no response for this message", status_hint=404)
             return self._done[key]
 
     def receive(self, key: _Key, kind: str, index: int, count: int, digest: str, chunk: bytes) -> ChunkOutcome:
-        """Store one chunk; on the last one, check the digest and run the channel handler once."""
-        handler = self._check_open(key[1], key[2])
+        """Store one chunk; on the last one, check the digest and run the channel handler once.
+
+        Raises:
+            ProtocolError: 403/409 as :meth:`admit`; 413 for a chunk or message over its bound; 429 when
+                the sender already holds ``max_pending_messages`` incomplete messages or
+                ``max_pending_bytes`` bytes for the job; 400/409 for a chunk that does not fit its message.
+        """
+        handler = self._check_open(key)
         self._validate(index, count, digest, chunk)
         with self._lock:
             if key in self._done:
                 return ChunkOutcome(count, True, self._done[key][1])
-            pending = self._pending.setdefault(key, _Pending(kind, count, digest))
+            pending = self._pending.get(key)
+            if pending is None:
+                pending = self._open_pending(key, _Pending(kind, count, digest))
         with pending.lock:
             return self._store(key, pending, handler, kind, index, count, digest, chunk)
+
+    def _open_pending(self, key: _Key, pending: _Pending) -> _Pending:
+        """Hold a new incomplete message (caller holds ``self._lock``)."""
+        sender, job_id, _, _ = key
+        load = self._load.setdefault((sender, job_id), _Load())
+        if load.messages >= self.max_pending_messages:
+            raise ProtocolError(
+                f"party {sender} already has {load.messages} incomplete messages for job {job_id} here "
+                f"(max_pending_messages={self.max_pending_messages}); complete them before starting another",
+                status_hint=429)
+        load.messages += 1
+        self._pending[key] = pending
+        return pending
 
     def _validate(self, index: int, count: int, digest: str, chunk: bytes) -> None:
         if not 0 <= index < count:
             raise RemoteProtocolError("chunk index out of range")
         if count > self.max_message_bytes // self.max_chunk_bytes + 1:
-            raise ProtocolError(f"message larger than {self.max_message_bytes} bytes", status_hint=413)
+            raise ProtocolError(f"message larger than {self.max_message_bytes} bytes (max_message_bytes)",
+                                status_hint=413)
         if len(chunk) > self.max_chunk_bytes:
             raise ProtocolError(f"chunk larger than {self.max_chunk_bytes} bytes", status_hint=413)
         if not re.fullmatch(r"[0-9a-f]{64}", digest):
@@ -139,25 +267,46 @@ class PeerInbox:
         self, key: _Key, pending: _Pending, handler: PeerHandler, kind: str, index: int, count: int, digest: str,
         chunk: bytes,
     ) -> ChunkOutcome:
+        if (pending.kind, pending.count, pending.digest) != (kind, count, digest):
+            raise ProtocolError("chunk does not belong to the message already being received", status_hint=409)
         with self._lock:
             if key in self._done:
                 return ChunkOutcome(count, True, self._done[key][1])
-        if (pending.kind, pending.count, pending.digest) != (kind, count, digest):
-            raise ProtocolError("chunk does not belong to the message already being received", status_hint=409)
-        if index in pending.chunks:
-            if pending.chunks[index] != chunk:
-                raise ProtocolError(f"chunk {index} was already received with different bytes", status_hint=409)
-        elif pending.size + len(chunk) > self.max_message_bytes:
-            raise ProtocolError(f"message larger than {self.max_message_bytes} bytes", status_hint=413)
-        pending.chunks[index] = chunk
-        if len(pending.chunks) < count:
-            return ChunkOutcome(len(pending.chunks), False)
+            if self._pending.get(key) is not pending:
+                raise ProtocolError("this message was dropped here (its job ended); resend it", status_hint=409)
+            if index in pending.chunks:
+                if pending.chunks[index] != chunk:
+                    raise ProtocolError(f"chunk {index} was already received with different bytes", status_hint=409)
+            else:
+                try:
+                    self._hold(key, pending, index, chunk)
+                except ProtocolError:
+                    if not pending.chunks:  # nothing of it is kept: it holds no slot either
+                        self._forget(key, pending)
+                    raise
+            if len(pending.chunks) < count:
+                return ChunkOutcome(len(pending.chunks), False)
         return self._complete(key, pending, handler)
+
+    def _hold(self, key: _Key, pending: _Pending, index: int, chunk: bytes) -> None:
+        """Keep one new chunk within the bounds (caller holds ``self._lock``)."""
+        sender, job_id, _, _ = key
+        if pending.size + len(chunk) > self.max_message_bytes:
+            raise ProtocolError(f"message larger than {self.max_message_bytes} bytes (max_message_bytes)",
+                                status_hint=413)
+        load = self._load[(sender, job_id)]
+        if load.bytes + len(chunk) > self.max_pending_bytes:
+            raise ProtocolError(
+                f"party {sender} would hold {load.bytes + len(chunk)} bytes of incomplete messages for job "
+                f"{job_id} here (max_pending_bytes={self.max_pending_bytes}); complete them before sending more",
+                status_hint=429)
+        pending.chunks[index] = chunk
+        pending.size += len(chunk)
+        load.bytes += len(chunk)
 
     def _complete(self, key: _Key, pending: _Pending, handler: PeerHandler) -> ChunkOutcome:
         body = b"".join(pending.chunks[i] for i in range(pending.count))
-        with self._lock:
-            self._pending.pop(key, None)
+        self._drop(key, pending)
         if hashlib.sha256(body).hexdigest() != pending.digest:
             raise RemoteProtocolError("message digest does not match its chunks; resend the message")
         sender, job_id, channel, seq = key
@@ -165,3 +314,17 @@ class PeerInbox:
         with self._lock:
             self._done[key] = (pending.kind, response)
         return ChunkOutcome(pending.count, True, response)
+
+    def _drop(self, key: _Key, pending: _Pending) -> None:
+        with self._lock:
+            self._forget(key, pending)
+
+    def _forget(self, key: _Key, pending: _Pending) -> None:
+        """Forget an incomplete message and release what it counted against its sender (caller holds the lock)."""
+        if self._pending.get(key) is not pending:
+            return
+        del self._pending[key]
+        load = self._load.get((key[0], key[1]))
+        if load is not None:
+            load.messages -= 1
+            load.bytes -= pending.size

@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from protocols.wire.canonical import check_json_bounds
+
 __all__ = [
     "PROTOCOL_VERSION",
     "ApprovalCreate",
@@ -251,6 +253,9 @@ class JobInput(_Request):
     """One dataset's part in a job and how each named field is used."""
 
     dataset_id: int = Field(ge=1)
+    party: Name | None = Field(default=None, description=(
+        "the party that owns the dataset; the coordinator fills it from the catalog (a value given must match) "
+        "and it is signed with the terms, so each node knows its one counterparty from what it signed"))
     key_fields: list[FieldName] = Field(
         default_factory=list, max_length=8, description="PSI match keys, in priority order"
     )
@@ -269,7 +274,9 @@ class JobParams(_Request):
     output_mode: Literal["count", "bank_ids", "reveal", "relay", "model", "scores"] | None = None
     match_cap: int | None = Field(default=None, ge=1, le=10_000_000)
     min_cell: int | None = Field(default=None, ge=1, le=100_000)
-    epsilon: float | None = Field(default=None, gt=0.0, le=10.0)
+    epsilon: float | None = Field(default=None, ge=0.01, le=10.0, description=(
+        "differential-privacy budget of the job's noised releases, 0.01 to 10 (noise scale 1/ε: smaller is "
+        "noisier; below 0.01 the noise would swamp any count)"))
     message_template: Annotated[str, StringConstraints(max_length=500)] | None = None
     iterations: int | None = Field(default=None, ge=1, le=1000)
     trees: int | None = Field(default=None, ge=1, le=500)
@@ -363,17 +370,30 @@ class JobProgress(_Request):
                                 description="the job attempt this report is about; a report of another is refused")
 
 
+MAX_OUTPUTS_DEPTH = 32
+"""How deeply a node's reported outputs may nest (a level is one list or object)."""
+MAX_OUTPUTS_BYTES = 256 * 1024
+"""How large a node's reported outputs may be, as canonical JSON."""
+
+
 class JobResultReport(_Request):
     """A node's final report: the outputs meant for the coordinator (aggregates only) and ledger receipts."""
 
     status: Literal["succeeded", "failed"]
     detail: Annotated[str, StringConstraints(max_length=2000)] = ""
-    outputs: dict[str, Any] = Field(default_factory=dict)
+    outputs: dict[str, Any] = Field(default_factory=dict, description=(
+        f"aggregates only: at most {MAX_OUTPUTS_DEPTH} levels deep and {MAX_OUTPUTS_BYTES} bytes as JSON"))
     ledger_head: Hex64 | None = None
     messages_sent: int = Field(default=0, ge=0)
     bytes_sent: int = Field(default=0, ge=0)
     attempt: int | None = Field(default=None, ge=1,
                                 description="the job attempt this report is about; a report of another is refused")
+
+    @field_validator("outputs")
+    @classmethod
+    def _outputs_are_bounded(cls, outputs: dict[str, Any]) -> dict[str, Any]:
+        check_json_bounds(outputs, max_depth=MAX_OUTPUTS_DEPTH, max_bytes=MAX_OUTPUTS_BYTES)
+        return outputs
 
 
 class JobPublic(BaseModel):
@@ -422,12 +442,28 @@ def job_terms(
     inputs: list[JobInput],
     params: JobParams,
     policy_version: str,
+    *,
+    attempt: int | None,
 ) -> dict[str, Any]:
     """The terms an approval covers; ``protocols.crypto.signing.job_digest(job_terms(...))`` is what parties sign.
 
     Nodes recompute this from the job they fetched instead of trusting a digest sent by the coordinator.
+    The terms name each input's owning party (``JobInput.party``), so a node knows from what it signed who
+    its one counterparty is, and the run ``attempt``, so one signature authorises one run: a retry needs
+    fresh signatures from every party.
+
+    Args:
+        job_id: The job's id.
+        kind: What the job does.
+        purpose: The purpose it is bound to.
+        title: Its title, as the approvers saw it.
+        inputs: Each party's dataset and how its fields are used (with ``party`` filled in).
+        params: Protocol parameters; those added after jobs were first signed are left out while unset.
+        policy_version: The version of the policy that allowed the job.
+        attempt: The run attempt an approval authorises. ``None`` leaves it out: the job's identity across
+            attempts (what a retried training job's checkpoints are bound to), never something to sign.
     """
-    return {
+    terms: dict[str, Any] = {
         "protocol_version": PROTOCOL_VERSION,
         "id": job_id,
         "kind": str(kind),
@@ -437,3 +473,6 @@ def job_terms(
         "params": {k: v for k, v in params.model_dump(mode="json").items() if v is not None or k not in _LATER_PARAMS},
         "policy_version": policy_version,
     }
+    if attempt is not None:
+        terms["attempt"] = attempt
+    return terms

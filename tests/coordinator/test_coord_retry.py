@@ -49,7 +49,14 @@ def _budgets(world: World) -> dict[str, Any]:
     return world.c.get(f"{API}/budgets", headers=world.h("auditor")).json()
 
 
-def test_a_failed_job_is_retried_with_its_approvals_and_a_fresh_attempt(world):
+def _reapprove(world: World, retried: dict[str, Any]) -> dict[str, Any]:
+    world.approve(retried, "party:bank", "bank_admin")
+    approved = world.approve(retried, "party:telco", "telco_admin").json()
+    assert approved["status"] == "approved", approved
+    return approved
+
+
+def test_a_failed_job_is_retried_as_a_fresh_attempt_that_every_party_signs_again(world):
     # Prepare
     job = _failed_job(world)
     assert job["attempt"] == 1 and job["status_detail"] == "telco: telco node lost"
@@ -57,27 +64,28 @@ def test_a_failed_job_is_retried_with_its_approvals_and_a_fresh_attempt(world):
     # Execute
     r = _retry(world, job)
 
-    # Assert: approved again (same digest, same signatures), new attempt, the failed run's reports gone
+    # Assert: a new attempt, a new digest (an approval signs one attempt), no approvals, the failed run's reports gone
     assert r.status_code == 200, r.text
     retried = r.json()
-    assert (retried["status"], retried["attempt"]) == ("approved", 2)
-    assert retried["digest"] == job["digest"] == expected_digest(retried)
-    assert [a["approver"] for a in retried["approvals"]] == ["party:bank", "party:telco"]
-    assert retried["outputs"] == {} and retried["status_detail"] == "attempt 2: approvals still valid"
+    assert (retried["status"], retried["attempt"], retried["approvals"]) == ("pending_approval", 2, [])
+    assert retried["digest"] != job["digest"] and retried["digest"] == expected_digest(retried)
+    assert retried["outputs"] == {}
+    assert retried["status_detail"] == "attempt 2: waiting for approvals: party:bank, party:telco"
     (event,) = _events(world, "job.retried", job)
     assert event["actor"] == "user:bank_analyst"
     assert event["details"] == {"attempt": 2, "reason": "node restarted", "previous_detail": "telco: telco node lost",
-                                "digest": job["digest"], "digest_changed": False,
-                                "approvals_kept": ["party:bank", "party:telco"]}
+                                "digest": retried["digest"], "digest_changed": True, "approvals_kept": []}
     moved = _events(world, "job.status", job)[-1]["details"]
-    assert (moved["from"], moved["to"]) == ("failed", "approved")
+    assert (moved["from"], moved["to"]) == ("failed", "pending_approval")
     assert [e["action"] for e in world.events()][-3:] == ["job.retried", "policy.decided", "job.status"]
+    assert world.approve(job, "party:bank", "bank_admin").status_code == 403  # attempt 1's digest signs nothing now
+    assert _reapprove(world, retried)["attempt"] == 2
 
 
 def test_the_new_attempt_is_decided_by_its_own_reports_and_stale_ones_are_refused(world):
     # Prepare
     job = _failed_job(world)
-    _retry(world, job)
+    _reapprove(world, _retry(world, job).json())
 
     # Execute
     stale = world.c.post(f"{API}/jobs/{job['id']}/result", json={"status": "failed", "attempt": 1},
@@ -202,7 +210,7 @@ def test_a_retry_charges_the_refunded_epsilon_again(world):
     assert _budgets(world)["pairs"][0]["spent"] == 0.0
 
     # Execute
-    retried = _retry(world, job).json()
+    retried = _reapprove(world, _retry(world, job).json())
 
     # Assert
     assert retried["status"] == "approved"
@@ -244,13 +252,15 @@ def test_a_job_with_a_successful_report_is_not_retried(world):
     assert r.status_code == 409 and "already reported success" in r.json()["detail"][0]["message"]
 
 
-def test_nodes_see_the_retried_job_as_approved_again(world):
+def test_nodes_see_the_retried_job_once_it_is_approved_again(world):
     job = _failed_job(world)
-    _retry(world, job)
+    retried = _retry(world, job).json()
+    waiting = world.c.get(f"{API}/nodes/jobs", params={"status": "approved"}, headers=world.h("telco_op")).json()
+    _reapprove(world, retried)
 
     listed = world.c.get(f"{API}/nodes/jobs", params={"status": "approved"}, headers=world.h("telco_op")).json()
 
-    assert [(j["id"], j["attempt"]) for j in listed] == [(job["id"], 2)]
+    assert waiting == [] and [(j["id"], j["attempt"]) for j in listed] == [(job["id"], 2)]
 
 
 def test_old_database_gains_the_attempt_column(tmp_path):

@@ -187,8 +187,10 @@ def test_a_retried_job_runs_again_as_its_new_attempt(coordinator, runtime):
     _fail_at_coordinator(coordinator, 15)
     assert runner.run_once() == []  # failed is failed, until the coordinator retries the job
 
-    # Execute: the coordinator retried it (approved again, attempt 2)
-    coordinator.jobs[15] = coordinator.jobs[15].model_copy(update={"status": JobStatus.APPROVED, "attempt": 2})
+    # Execute: the coordinator retried it and this party signed attempt 2
+    retried = coordinator.jobs[15].model_copy(update={"status": JobStatus.APPROVED, "attempt": 2, "approvals": []})
+    coordinator.jobs[15] = retried
+    coordinator.add_approval(15, sign_approval(retried, runtime.keys.signing, "bank"))
     outcomes = runner.run_once()
 
     # Assert: run again once, every report naming its attempt
@@ -207,9 +209,10 @@ def test_a_refusal_is_final_for_its_attempt_only(coordinator, runtime):
     runner = runtime.runner({JobKind.AUDIENCE_OVERLAP: lambda ctx: {}})
     assert runner.run_once()[0].state == "refused"
 
-    # the job was retried and approved again, this time with this party's real signature
-    coordinator.jobs[16] = job.model_copy(update={"attempt": 2})
-    coordinator.add_approval(16, sign_approval(job, runtime.keys.signing, "bank"))
+    # the job was retried and approved again, this time with this party's real signature of attempt 2
+    retried = job.model_copy(update={"attempt": 2})
+    coordinator.jobs[16] = retried
+    coordinator.add_approval(16, sign_approval(retried, runtime.keys.signing, "bank"))
 
     assert [o.state for o in runner.run_once()] == ["succeeded"]
     assert coordinator.progress[0][1].attempt == 1 and coordinator.results[-1][1].attempt == 2
@@ -234,3 +237,50 @@ def test_an_old_journal_gains_the_attempt_column(tmp_path):
     journal.close()
 
     assert (before.state, before.attempt) == ("failed", 1) and (after.state, after.attempt) == ("running", 2)
+
+
+def test_one_signature_authorises_one_run_a_retry_without_a_new_signature_is_refused(coordinator, runtime):
+    # Prepare: attempt 1, signed by this party, ran and failed
+    _approved(coordinator, runtime, 17)
+    calls = []
+
+    def handler(ctx):
+        calls.append(ctx.job.attempt)
+        if len(calls) == 1:
+            raise ProtocolError("the bank reported a failure")
+        return {"overlap": 1}
+
+    runner = runtime.runner({JobKind.AUDIENCE_OVERLAP: handler})
+    assert [o.state for o in runner.run_once()] == ["failed"]
+
+    # Execute: the job comes back as attempt 2 still carrying the signature of attempt 1 (a replay)
+    coordinator.jobs[17] = coordinator.jobs[17].model_copy(update={"status": JobStatus.APPROVED, "attempt": 2})
+    outcomes = runner.run_once()
+
+    # Assert: refused, the handler never ran again
+    assert [(o.job_id, o.state) for o in outcomes] == [(17, "refused")] and calls == [1]
+    assert "approval signature for party:bank does not verify" in outcomes[0].detail
+
+
+def test_a_job_that_succeeded_here_never_runs_again_even_if_signed_again(coordinator, runtime):
+    _approved(coordinator, runtime, 18)
+    calls = []
+    runner = runtime.runner({JobKind.AUDIENCE_OVERLAP: lambda ctx: calls.append(1) or {"overlap": 1}})
+    assert [o.state for o in runner.run_once()] == ["succeeded"]
+
+    again = coordinator.jobs[18].model_copy(update={"attempt": 2, "approvals": []})
+    coordinator.jobs[18] = again
+    coordinator.add_approval(18, sign_approval(again, runtime.keys.signing, "bank"))
+
+    assert runner.run_once() == [] and calls == [1]
+
+
+def test_a_run_interrupted_by_a_restart_is_failed_not_started_again(coordinator, runtime):
+    _approved(coordinator, runtime, 19)
+    runtime.journal.set(19, "running", attempt=1)  # this node stopped while running attempt 1
+    calls = []
+
+    outcomes = runtime.runner({JobKind.AUDIENCE_OVERLAP: lambda ctx: calls.append(1) or {}}).run_once()
+
+    assert [(o.job_id, o.state) for o in outcomes] == [(19, "failed")] and calls == []
+    assert coordinator.results[-1][1].status == "failed" and "interrupted" in coordinator.results[-1][1].detail

@@ -127,7 +127,7 @@ def expected_digest(job: dict[str, Any]) -> str:
 
     terms = job_terms(job["id"], job["kind"], job["purpose"], job["title"],
                       [JobInput.model_validate(i) for i in job["inputs"]], JobParams.model_validate(job["params"]),
-                      job["policy_version"])
+                      job["policy_version"], attempt=job.get("attempt", 1))
     return job_digest(terms)
 
 

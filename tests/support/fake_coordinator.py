@@ -42,11 +42,21 @@ NOW = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 def make_job(job_id: int, *, kind: JobKind = JobKind.AUDIENCE_OVERLAP, purpose: Purpose = Purpose.MARKETING,
              inputs: list[JobInput] | None = None, params: JobParams | None = None,
              approvers: tuple[str, ...] = ("party:bank", "party:telco"), status: JobStatus = JobStatus.APPROVED,
-             title: str = "overlap of customers") -> JobPublic:
-    """A coordinator-side job with a correct digest and no approvals yet."""
+             title: str = "overlap of customers", parties: dict[int, str] | None = None) -> JobPublic:
+    """A coordinator-side job with a correct digest and no approvals yet.
+
+    As the real coordinator does, inputs without a ``party`` get their owner (``parties``: dataset id to
+    party, by default dataset 1 is the bank's and 2 the telco's) and ``params.min_cell`` gets the policy's
+    k (50) when unset.
+    """
+    owners = parties or {1: "bank", 2: "telco"}
     inputs = inputs or [JobInput(dataset_id=1, key_fields=["mobile"]), JobInput(dataset_id=2, key_fields=["msisdn"])]
+    inputs = [i if i.party is not None or i.dataset_id not in owners
+              else i.model_copy(update={"party": owners[i.dataset_id]}) for i in inputs]
     params = params or JobParams(output_mode="count", min_cell=50)
-    terms = job_terms(job_id, kind, purpose, title, inputs, params, "v1")
+    if params.min_cell is None:
+        params = params.model_copy(update={"min_cell": 50})
+    terms = job_terms(job_id, kind, purpose, title, inputs, params, "v1", attempt=1)
     return JobPublic(
         id=job_id, kind=kind, purpose=purpose, title=title, inputs=inputs, params=params, status=status,
         status_detail="", stage="", progress=0.0, digest=job_digest(terms), policy_version="v1",
@@ -164,7 +174,9 @@ class FakeCoordinator:
                                                          "message": f"job {job_id} is {job.status}; only a failed "
                                                                     "job can be retried"}]})
         self.retries.append((int(job_id), body))
-        self.jobs[int(job_id)] = job.model_copy(update={"status": JobStatus.APPROVED, "attempt": job.attempt + 1})
+        # an approval signs one attempt: the retried job waits for every signature again
+        self.jobs[int(job_id)] = job.model_copy(update={"status": JobStatus.PENDING_APPROVAL, "approvals": [],
+                                                        "attempt": job.attempt + 1})
         return self._ok(self.jobs[int(job_id)].model_dump(mode="json"))
 
     def _post_result(self, party: str, job_id: int, report: JobResultReport) -> httpx.Response:

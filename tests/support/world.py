@@ -21,6 +21,7 @@ from node.governance import describe, load_governance
 from node.jobs.scoring.api import bank_scoring, telco_scoring
 from node.runtime import NodeRuntime
 from node.settings import NodeSettings
+from protocols.crypto.signing import SigningKey
 from protocols.wire.control import (
     ApprovalPublic,
     DatasetPublic,
@@ -57,6 +58,7 @@ class World:
         self.handlers = handlers if handlers is not None else {}
         self.nodes: dict[str, Node] = {}
         self.dataset_ids: dict[str, int] = {}
+        self.auditor_key = SigningKey.generate()  # the compliance officer both nodes trust
         for name in ("bank", "telco"):
             self._start(name, poll_interval)
         for node in self.nodes.values():
@@ -74,7 +76,7 @@ class World:
 
     def _start(self, name: str, poll_interval: float) -> None:
         settings = NodeSettings(party=name, kind=name, api_token="t0k3n-for-tests", state_dir=self.tmp / name,
-                                poll_interval=poll_interval)
+                                poll_interval=poll_interval, auditor_keys=[self.auditor_key.public_hex])
         rt = NodeRuntime.open(settings, create_keys=True, transport=self.coordinator.transport(name))
         server = rt.server(port=0)
         server.start()
@@ -96,14 +98,21 @@ class World:
         self.dataset_ids[entry.name] = dataset_id
 
     def submit(self, job_id: int, kind: JobKind, purpose: Purpose, inputs: list[JobInput], params: JobParams,
-               *, title: str = "psi test") -> JobPublic:
-        """Put an approved job, signed by both nodes, on the coordinator."""
-        job = make_job(job_id, kind=kind, purpose=purpose, inputs=inputs, params=params, title=title)
+               *, title: str = "psi test", auditor: bool = True) -> JobPublic:
+        """Put an approved job on the coordinator.
+
+        It is signed by both nodes and, with ``auditor``, by the compliance officer whose key both trust.
+        """
+        owners = {i: d.party for i, d in self.coordinator.datasets.items()}
+        job = make_job(job_id, kind=kind, purpose=purpose, inputs=inputs, params=params, title=title, parties=owners)
         approvals = []
         for name, node in self.nodes.items():
             a = sign_approval(job, node.runtime.keys.signing, name)
             approvals.append(ApprovalPublic(approver=a.approver, signature=a.signature, signer_key="", user="admin",
                                             created_at=NOW))
+        if auditor:
+            approvals.append(ApprovalPublic(approver="auditor", signature=self.auditor_key.sign_approval(job.digest),
+                                            signer_key="", user="compliance", created_at=NOW))
         job = job.model_copy(update={"approvals": approvals})
         self.coordinator.jobs[job_id] = job
         return job

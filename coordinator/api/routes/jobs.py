@@ -25,6 +25,17 @@ def submit_job(
     return jobs.submit(ctx, actor, body)
 
 
+@router.post("/jobs/dry-run", tags=["jobs"])
+def dry_run_job(
+    body: wire.JobCreate, ctx: ContextDep, actor: Annotated[Principal, Depends(required("dry_run_job"))]
+) -> wire.Decision:
+    """The policy decision a submission of ``body`` would get now, each rule with the fix for a denial.
+
+    Nothing is stored or audited.
+    """
+    return jobs.dry_run(ctx, actor, body)
+
+
 @router.get("/jobs", tags=["jobs"])
 def list_jobs(ctx: ContextDep, actor: Annotated[Principal, Depends(required("list_jobs"))]) -> list[wire.JobPublic]:
     """Jobs the caller may see."""

@@ -13,18 +13,26 @@ from protocols.wire.filters import parse_filter
 from ._link import PeerFrameTransport, SessionLink
 from ._rows import KeyColumn, PartyRows, party_rows
 
-__all__ = ["ONE_INPUT", "POLICY_K_MIN_CELL", "k_of", "key_columns", "link_to_peer", "load_rows", "progress_of"]
-
-POLICY_K_MIN_CELL = 50
-"""The policy's smallest releasable count (DESIGN.md §4, ``coordinator/policy.yaml`` ``k_min_cell``)."""
+__all__ = ["ONE_INPUT", "k_of", "key_columns", "link_to_peer", "load_rows", "progress_of"]
 
 ONE_INPUT = "job {job} has {count} inputs on this node; a PSI job takes exactly one"
 """What a PSI job refuses when not exactly one of its inputs lives on this node (``JobContext.own_input``)."""
 
 
 def k_of(params: JobParams) -> int:
-    """The suppression threshold of a job: max(policy k, the job's own ``min_cell``)."""
-    return max(POLICY_K_MIN_CELL, params.min_cell or 0)
+    """The suppression threshold of a job: ``min_cell`` as the signed terms carry it.
+
+    The coordinator writes the policy's ``k_min_cell`` there when a job does not ask for more, and both
+    parties sign it, so a change of k in ``coordinator/policy.yaml`` reaches the nodes with the next job;
+    the node keeps no copy of the policy.
+
+    Raises:
+        ConfigError: The terms carry no ``min_cell`` (a coordinator that does not fill it in).
+    """
+    if params.min_cell is None:
+        raise ConfigError("the signed terms carry no params.min_cell; the coordinator fills in the policy's "
+                          "k_min_cell at submission, so resubmit the job through an up-to-date coordinator")
+    return params.min_cell
 
 
 def link_to_peer(ctx: JobContext, *, ready_timeout: float = 600.0) -> SessionLink:

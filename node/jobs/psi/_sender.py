@@ -7,10 +7,15 @@ evaluation meter on a hello, lets the session answer, and encodes the reply. The
 waits (:meth:`SenderJob.wait`) until the receiver closes the job, aborts it, sends something invalid,
 or goes silent for longer than the idle timeout; every one of these but a clean close fails the job
 with an error naming the session and stage. Nothing the sessions hold is kept after the job.
+
+Only the job's signed peer drives its sessions: the registry refuses a frame from any other party
+(by certificate) before the job sees it, independently of the inbox's own check, so another
+registered party learns nothing from the sender's sessions and cannot fail the job.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -34,6 +39,8 @@ from psi import PsiRemoteError, Session
 from ._link import CLOSE_CHANNEL, PsiJobError, WireStats, session_channel
 
 __all__ = ["DEFAULT_PATIENCE", "EvaluationMeter", "Patience", "SenderJob", "SenderRegistry", "Summarise"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -218,10 +225,16 @@ class SenderJob:
 
 
 class SenderRegistry:
-    """The open sender jobs of one node, and the inbox handler that routes frames to them."""
+    """The open sender jobs of one node, their signed peers, and the inbox handler that routes frames to them.
+
+    A frame from the data plane reaches a job only if its sender (the party of the TLS certificate) is
+    the peer the job is bound to (:meth:`bound`), whatever the inbox let through: a stranger's frame is
+    refused with 403 and neither answered nor counted against the job, which goes on undisturbed.
+    """
 
     def __init__(self) -> None:
         self._jobs: dict[str, SenderJob] = {}
+        self._peers: dict[str, str] = {}
         self._lock = threading.Lock()
         self._inboxes: set[int] = set()
 
@@ -235,6 +248,21 @@ class SenderRegistry:
             inbox.register_handler(channel, self.inbox_handler)
 
     @contextmanager
+    def bound(self, job_id: str, peer: str) -> Iterator[None]:
+        """Answer data-plane frames of ``job_id`` from party ``peer`` only, while the block runs.
+
+        Bind before the job is opened: a frame from the data plane for an open job with no bound peer
+        is refused.
+        """
+        with self._lock:
+            self._peers[job_id] = peer
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._peers.pop(job_id, None)
+
+    @contextmanager
     def opened(self, job: SenderJob) -> Iterator[SenderJob]:
         """Make ``job`` reachable while the block runs; release it afterwards, whatever happens."""
         with self._lock:
@@ -246,18 +274,31 @@ class SenderRegistry:
                 self._jobs.pop(job.job_id, None)
             job.release()
 
-    def dispatch(self, job_id: str, channel: str, frame: bytes) -> bytes:
+    def dispatch(self, job_id: str, channel: str, frame: bytes, *, sender: str | None = None) -> bytes:
         """Route one frame to its job.
 
+        Args:
+            job_id: The job the frame is for.
+            channel: Its channel.
+            frame: The frame.
+            sender: The party that sent it over the data plane; ``None`` only for a receiver in this
+                process (the local two-file mode, benchmarks), which has no certificate to check.
+
         Raises:
-            ProtocolError: 503 while the job is not open here (the receiver retries), else the job's error.
+            ProtocolError: 403 if ``sender`` is not the job's bound peer (the job is not touched); 503
+                while the job is not open here (the receiver retries); else the job's error.
         """
         with self._lock:
-            job = self._jobs.get(job_id)
+            job, peer = self._jobs.get(job_id), self._peers.get(job_id)
+        if sender is not None and sender != peer and (peer is not None or job is not None):
+            logger.warning("PSI job %s: refused a frame on %s from party %s (the job's peer is %s)",
+                           job_id, channel, sender, peer)
+            raise ProtocolError(f"party {sender} is not the counterparty of PSI job {job_id}; frame refused",
+                                status_hint=403)
         if job is None:
             raise ProtocolError(f"the PSI sender for job {job_id} is not ready on this node yet", status_hint=503)
         return job.handle(channel, frame)
 
     def inbox_handler(self, message: PeerMessage) -> bytes:
-        """``PeerHandler`` for the node's inbox."""
-        return self.dispatch(str(message.job_id), message.channel, message.body)
+        """``PeerHandler`` for the node's inbox: the sender is the party of the frame's TLS certificate."""
+        return self.dispatch(str(message.job_id), message.channel, message.body, sender=message.sender)

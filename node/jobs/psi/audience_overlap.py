@@ -14,7 +14,7 @@ Steps::
     bank_ids mode  one ECDH-PSI session with output to the receiver (``psi.ecdh``)
     bank   closes (``PsiJobClose``); the telco answers with its evaluation count (``PsiJobSummary``)
     bank   count mode: releases the count, plus two-sided geometric noise when ``epsilon`` is set, and
-           "suppressed (< k)" when the released count is below k = max(policy k, params.min_cell);
+           "suppressed (< k)" when the released count is below k = params.min_cell of the signed terms;
            bank_ids mode: keeps its own matched customer ids in its job directory (never sent
            anywhere), or discards them when fewer than k matched.
 

@@ -4,7 +4,8 @@
 telco's (PSI sender, labeled-PSI tables per key epoch in ``<state>/psi``, relay outbox in
 ``node.db``). A node process creates its families once: the sender's handlers share one
 :class:`~node.jobs.psi._sender.SenderRegistry`, which is the inbox handler of every ``psi.*``
-data-plane channel.
+data-plane channel, and bind each job there to the counterparty its signed terms name
+(``JobContext.peer_party``), so no other party's frame reaches the job's sessions.
 """
 
 from __future__ import annotations
@@ -49,15 +50,17 @@ class PsiSender:
         self._outbox_path = outbox_path or (lambda ctx: ctx.settings.state_path / NODE_DB)
 
     def overlap(self, ctx: JobContext) -> dict[str, Any]:
-        """``audience_overlap`` as the sender."""
-        return telco_overlap(ctx, self.registry, patience=self.patience)
+        """``audience_overlap`` as the sender, answering the job's signed peer only."""
+        with self.registry.bound(str(ctx.job.id), ctx.peer_party()):
+            return telco_overlap(ctx, self.registry, patience=self.patience)
 
     def recovery(self, ctx: JobContext) -> dict[str, Any]:
-        """``recovery`` as the labeled-PSI (reveal) or ECDH-to-sender (relay) sender."""
+        """``recovery`` as the labeled-PSI (reveal) or ECDH-to-sender (relay) sender, for the signed peer only."""
         outbox = OutboxChannel(self._outbox_path(ctx))
         try:
-            return telco_recovery(ctx, self.registry, tables=TableStore(ctx.settings.state_path / "psi"),
-                                  outreach=outbox, patience=self.patience)
+            with self.registry.bound(str(ctx.job.id), ctx.peer_party()):
+                return telco_recovery(ctx, self.registry, tables=TableStore(ctx.settings.state_path / "psi"),
+                                      outreach=outbox, patience=self.patience)
         finally:
             outbox.close()
 

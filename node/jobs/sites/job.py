@@ -6,8 +6,9 @@ inputs are the telco's subscribers (``feature_fields``: the home cell field, the
 cell field — string fields of ``"Gxxxxyyyy"`` km cells — and optionally one numeric propensity field
 in [0, 1] weighting every count) and the bank's branches (``feature_fields``: ``lat``, ``lng`` and
 optionally ``capacity``). Params: ``epsilon`` (required; debited from the dataset pair's ε budget by the
-coordinator, rule R16), ``n_sites``, ``radius_km``, optionally ``min_cell`` (k = max(policy
-``k_min_cell``, ``min_cell``), read from the signed terms like every count job) and optionally
+coordinator, rule R16), ``n_sites``, ``radius_km``, ``min_cell`` (k, which the
+coordinator fills with the policy's ``k_min_cell`` unless the job asks for more; read from the signed
+terms like every count job) and optionally
 ``pool_resolution`` (the H3 resolution sparse cells pool into, default 6; 5 for small populations).
 
 Steps::
@@ -135,7 +136,7 @@ class SiteTerms:
 
     Attributes:
         job_id: The coordinator's job id, as text.
-        k: Minimum people behind a released cell: max(policy ``k_min_cell``, ``params.min_cell``).
+        k: Minimum people behind a released cell: ``params.min_cell`` of the signed terms.
         epsilon: The release's ε (charged to the dataset pair's budget by the coordinator).
         n_sites: New sites to propose.
         radius_km: Catchment radius of a branch, km.

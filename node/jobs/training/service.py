@@ -18,14 +18,20 @@ failed here, or no round arrived for ``idle_timeout`` seconds. A failed job stor
 running the same job again resumes (:mod:`node.jobs.training.checkpoints`).
 
 The round endpoint listens on 127.0.0.1 only: the ClientApp shim runs on this host beside the
-SuperNode. It accepts rounds only for jobs this node is running (approved, own approval verified by
-the runner) and for its own party name. What each party learns is stated in :mod:`node.jobs.training`.
+SuperNode. It refuses (401, before reading anything else) a POST without this ``serve``'s random round
+token, which only the node's own SuperNode keeper and ClientApp runner receive (in their environment),
+so another local process cannot feed a job rounds or fail it. It accepts rounds only for jobs this node
+is running (approved, own approval verified by the runner) and for its own party name. What each party
+learns is stated in :mod:`node.jobs.training`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hmac
 import logging
+import os
+import secrets
 import subprocess
 import sys
 import threading
@@ -39,6 +45,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from node.approval import lineage_digest
 from node.jobs.training._data import PartyData, read_party_data
 from node.jobs.training._party import JobSpec, PartyJob, make_party_job
 from node.jobs.training.alignment import PSI_CHANNELS, Aligned, AlignmentSender, align_as_receiver
@@ -97,6 +104,8 @@ class TrainingNodeSettings(BaseSettings):
 class _Running:
     job: PartyJob
     sender: AlignmentSender | None
+    peer: str | None = None
+    """The job's signed counterparty: the only party whose data-plane frames reach the job."""
 
 
 class TrainingService:
@@ -138,6 +147,9 @@ class TrainingService:
     def on_peer(self, message: PeerMessage) -> bytes:
         """Inbox handler of every ``train.*`` channel."""
         running = self.running(message.job_id)
+        if running.peer is not None and message.sender != running.peer:  # before the job sees it, so it goes on
+            raise ProtocolError(f"party {message.sender} is not the counterparty of training job {message.job_id}; "
+                                "frame refused", status_hint=403)
         if message.channel in PSI_CHANNELS.values():
             if running.sender is None:
                 raise ProtocolError("this node is not the alignment sender of the job", status_hint=409)
@@ -162,7 +174,7 @@ class TrainingService:
         active = inp.label_field is not None
         job = make_party_job(self._spec(ctx, inp, data, peer_party, settings), active=active)
         sender = None if active else AlignmentSender(ctx.job.id, data.key_type, data.keys)
-        self._register(ctx.job.id, _Running(job, sender))
+        self._register(ctx.job.id, _Running(job, sender, peer_party))
         try:
             ctx.progress("train.align", 0.05)
             if sender is None:
@@ -182,7 +194,7 @@ class TrainingService:
               settings: TrainingNodeSettings) -> JobSpec:
         store = _Store(ctx, inp, data, peer_party)
         return JobSpec(
-            job_id=ctx.job.id, job_digest=ctx.job.digest, party=ctx.settings.party,
+            job_id=ctx.job.id, job_digest=lineage_digest(ctx.job), party=ctx.settings.party,
             algorithm=_ALGORITHM[ctx.job.kind], data=data, peer=lambda: ctx.peer(peer_party),
             allow_insecure_test_key=settings.allow_insecure_test_key, wait_timeout=settings.wait_timeout,
             store=store, figures_dir=ctx.workdir,
@@ -218,12 +230,13 @@ class TrainingService:
             self.settings = TrainingNodeSettings(_env_prefix=f"{prefix}TRAINING_")  # type: ignore[call-arg]
         for channel in CHANNELS:
             rt.inbox.register_handler(channel, self.on_peer)
-        server = _round_server(self, rt.settings.party, self.settings.flower_port, rt.ledger)
+        token = secrets.token_urlsafe(32)
+        server = _round_server(self, rt.settings.party, self.settings.flower_port, rt.ledger, token)
         threading.Thread(target=server.serve_forever, name="flower-rounds", daemon=True).start()
         self.flower_url = f"http://127.0.0.1:{server.server_address[1]}"
         logger.info("training round endpoint on %s", self.flower_url)
         try:
-            with _supernode(self.settings, rt, self.flower_url):
+            with _supernode(self.settings, rt, self.flower_url, token):
                 yield self
         finally:
             server.shutdown()
@@ -232,18 +245,23 @@ class TrainingService:
 
 
 @contextlib.contextmanager
-def _supernode(settings: TrainingNodeSettings, rt: NodeRuntime, service_url: str) -> Iterator[None]:
-    """Run the node's SuperNode, kept running by :mod:`node.flower.supernode_keeper` (a process of its own)."""
+def _supernode(settings: TrainingNodeSettings, rt: NodeRuntime, service_url: str, token: str) -> Iterator[None]:
+    """Run the node's SuperNode, kept running by :mod:`node.flower.supernode_keeper` (a process of its own).
+
+    The round ``token`` goes to the keeper in its environment, never on its command line.
+    """
     if not (settings.superlink and settings.superlink_ca and settings.supernode_key):
         yield
         return
     from node.flower.supernode_keeper import command
     from protocols.flower_processes import die_with_parent
+    from protocols.wire.flower_round import ROUND_TOKEN_ENV
 
     args = command(rt.settings.party, rt.settings.state_path / "flower", service_url, settings.superlink,
                    settings.superlink_ca, settings.supernode_key, settings.poll_interval)
     keeper = subprocess.Popen([sys.executable, "-m", "node.flower.supernode_keeper", *args],  # noqa: S603
-                              stdin=subprocess.DEVNULL, preexec_fn=die_with_parent())
+                              stdin=subprocess.DEVNULL, preexec_fn=die_with_parent(),
+                              env={**os.environ, ROUND_TOKEN_ENV: token})
     logger.info("SuperNode keeper started for %s against %s", rt.settings.party, settings.superlink)
     try:
         yield
@@ -256,19 +274,32 @@ def _supernode(settings: TrainingNodeSettings, rt: NodeRuntime, service_url: str
             keeper.wait(timeout=10)
 
 
-def _round_server(service: TrainingService, party: str, port: int, ledger: EgressLedger) -> ThreadingHTTPServer:
-    """The loopback round endpoint.
+def _round_server(service: TrainingService, party: str, port: int, ledger: EgressLedger,
+                  token: str) -> ThreadingHTTPServer:
+    """The loopback round endpoint; a POST must carry ``token`` in ``X-Tandem-Round-Token``.
 
     Its replies leave the node (the SuperNode relays them to the coordinator's SuperLink), so each is
-    recorded in the egress ledger before it is returned.
+    recorded in the egress ledger before it is returned. A POST without the token is refused with 401
+    before its body is read: it reaches no job, and its refusal (which goes back to the local caller
+    only) is logged, not ledgered.
     """
+    from protocols.wire.flower_round import HEADER_ROUND_TOKEN
+
+    expected = token.encode()
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802
+            if not hmac.compare_digest(self.headers.get(HEADER_ROUND_TOKEN, "").encode(), expected):
+                logger.warning("round endpoint: refused a POST without the round token")
+                self._answer(401, f"header {HEADER_ROUND_TOKEN} must carry this node's round token".encode())
+                return
             headers = dict(self.headers)
             status, body = _answer_round(service, party, self.path, headers,
                                          self.rfile.read(int(self.headers.get("Content-Length", "0"))))
             _record_reply(ledger, headers, status, body)
+            self._answer(status, body)
+
+        def _answer(self, status: int, body: bytes) -> None:
             self.send_response(status)
             self.send_header("Content-Type", "application/octet-stream")
             self.send_header("Content-Length", str(len(body)))

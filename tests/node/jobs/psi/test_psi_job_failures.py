@@ -23,6 +23,9 @@ from psi.identifiers import gb11643_check_digit
 KT = KeyType.ID_NUMBER
 CHANNEL = session_channel(KT)
 
+K50 = JobParams(min_cell=50)
+"""Parameters with the shipped policy's k, as the coordinator fills them into the signed terms."""
+
 
 def _id(i: int) -> str:
     first17 = f"11010119800101{i:03d}"
@@ -41,7 +44,7 @@ def _rows(ids, labels=None) -> PartyRows:
 def served():
     """A telco overlap job (count mode) open in a registry; yields (registry, job)."""
     registry = SenderRegistry()
-    terms = overlap_terms("7", KT, JobParams(output_mode="count"))
+    terms = overlap_terms("7", KT, JobParams(output_mode="count", min_cell=50))
     job, _ = overlap_sender_job(_rows(IDS), terms)
     with registry.opened(job):
         yield registry, job
@@ -143,7 +146,7 @@ def test_malformed_reply_fails_the_receiver_naming_the_stage():
 
 
 def test_evaluation_cap_refuses_a_hello_past_it(tmp_path):
-    terms = recovery_terms("7", [KT], JobParams(output_mode="reveal", match_cap=3))
+    terms = recovery_terms("7", [KT], JobParams(output_mode="reveal", match_cap=3, min_cell=50))
     outbox = OutboxChannel(tmp_path / "outbox.db")
     job, _ = recovery_sender_job(_rows(IDS, labels=["13800000001"] * 60), terms,
                                  tables=TableStore(tmp_path / "psi"), outreach=outbox)
@@ -158,7 +161,7 @@ def test_evaluation_cap_refuses_a_hello_past_it(tmp_path):
 def test_reveal_receiver_stays_within_the_cap(tmp_path):
     bank = _rows(IDS[:10])
     telco = _rows(IDS, labels=[f"138000000{i:02d}" for i in range(60)])
-    result = run_local_job(bank, telco, "recovery", JobParams(match_cap=7), state_dir=tmp_path)
+    result = run_local_job(bank, telco, "recovery", JobParams(match_cap=7, min_cell=50), state_dir=tmp_path)
     assert result.bank["recovered"] == 7 and result.bank["not_queried_cap"] == 3
     assert result.telco["oprf_evaluations"] == 7
     expected = {f"C{i}": f"138000000{i:02d}" for i in range(10)}
@@ -166,19 +169,19 @@ def test_reveal_receiver_stays_within_the_cap(tmp_path):
 
 
 def test_empty_and_all_invalid_inputs_have_defined_outcomes(tmp_path):
-    empty = run_local_job(_rows([]), _rows(IDS), "count", JobParams(), state_dir=tmp_path)
+    empty = run_local_job(_rows([]), _rows(IDS), "count", K50, state_dir=tmp_path)
     assert empty.bank["overlap"] == "suppressed (< k)" and empty.bank["bank_keys_valid"] == 0
-    invalid = run_local_job(_rows(["123", "not an id", None]), _rows(IDS), "ids", JobParams(), state_dir=tmp_path)
+    invalid = run_local_job(_rows(["123", "not an id", None]), _rows(IDS), "ids", K50, state_dir=tmp_path)
     assert invalid.bank["invalid_identifiers"] == {"id_number:bad_format": 2, "id_number:missing": 1}
     assert invalid.rows == [] and invalid.bank["matched_records_kept"] == "suppressed (< k)"
-    dup = run_local_job(_rows(IDS * 2), _rows(IDS), "ids", JobParams(), state_dir=tmp_path)
+    dup = run_local_job(_rows(IDS * 2), _rows(IDS), "ids", K50, state_dir=tmp_path)
     assert dup.bank["overlap"] == 60 and dup.bank["bank_keys_distinct"] == 60 and len(dup.rows) == 120
 
 
 def test_counts_are_suppressed_below_k_and_released_at_k(tmp_path):
-    small = run_local_job(_rows(IDS[:49]), _rows(IDS), "count", JobParams(min_cell=5), state_dir=tmp_path)
-    assert small.bank["overlap"] == "suppressed (< k)" and small.bank["k"] == 50  # policy k is the floor
-    at_k = run_local_job(_rows(IDS[:50]), _rows(IDS), "count", JobParams(), state_dir=tmp_path)
+    small = run_local_job(_rows(IDS[:49]), _rows(IDS), "count", K50, state_dir=tmp_path)
+    assert small.bank["overlap"] == "suppressed (< k)" and small.bank["k"] == 50  # k is the terms' min_cell
+    at_k = run_local_job(_rows(IDS[:50]), _rows(IDS), "count", K50, state_dir=tmp_path)
     assert at_k.bank["overlap"] == 50
     raised = run_local_job(_rows(IDS[:55]), _rows(IDS), "count", JobParams(min_cell=56), state_dir=tmp_path)
     assert raised.bank["overlap"] == "suppressed (< k)" and raised.bank["k"] == 56

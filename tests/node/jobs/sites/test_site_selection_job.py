@@ -204,5 +204,6 @@ def test_a_strangers_release_is_refused_and_the_telcos_still_lands(world: World)
     _submit(world, 4)
     world.run({"bank": world.handlers["bank"], "telco": {JobKind.SITE_SELECTION: stranger_first}}, timeout=120)
     (refusal,) = seen
-    assert refusal.status_hint == 403 and "not shared with party mallory" in str(refusal)
+    # the inbox, bound by the runner to the job's signed peer, refuses it before the sites handler sees it
+    assert refusal.status_hint == 403 and "party mallory is not the counterparty of job 4" in str(refusal)
     assert world.coordinator.results[4]["bank"].status == "succeeded"

@@ -22,7 +22,7 @@ from demo.processes import ProcessGroup, wait_until
 from demo.scenario import training_jobs
 from demo.synthetic import generate
 from protocols.crypto.signing import SigningKey
-from protocols.wire.control import JobStatus
+from protocols.wire.control import JobPublic, JobStatus
 
 pytestmark = pytest.mark.flower
 
@@ -32,7 +32,8 @@ def _federation(state: Path, group: ProcessGroup, bank_env: dict[str, str] | Non
     coord_url, bootstrap = steps.start_coordinator(state, group, training)
     auditor = SigningKey.generate()
     tokens = steps.create_users(coord_url, bootstrap, auditor)
-    env = {p: {**steps.node_env(state, coord_url, p, tokens[f"{p}-admin"]), **node_training[p]}
+    env = {p: {**steps.node_env(state, coord_url, p, tokens[f"{p}-admin"], [auditor.public_hex]),
+               **node_training[p]}
            for p in ("bank", "telco")}
     env["bank"].update(bank_env or {})
     fed = steps.Federation(state, coord_url, tokens, auditor, env, group)
@@ -137,6 +138,7 @@ def test_a_training_job_that_lost_a_node_is_retried_and_resumes(tmp_path: Path) 
         wait_until(lambda: _activations(fed, "telco") > before, timeout=180, what="the telco's SuperNode back online")
         with fed.api("bank-analyst") as c:
             r = c.post(f"/jobs/{job.id}/retry", json={"reason": "telco node restarted"})
+        steps.approve(fed, JobPublic.model_validate(r.json()))  # an approval signs one attempt: sign the rerun
         done = steps.wait_job(fed, job.id, timeout=300)
         trail = steps.job_trail(fed, job.id)
         deadline = time.monotonic() + 15
@@ -146,7 +148,7 @@ def test_a_training_job_that_lost_a_node_is_retried_and_resumes(tmp_path: Path) 
 
     # Assert
     assert failed.status == JobStatus.FAILED and failed.attempt == 1, failed.status_detail
-    assert r.status_code == 200 and r.json()["status"] == "approved" and r.json()["attempt"] == 2, r.text
+    assert r.status_code == 200 and r.json()["status"] == "pending_approval" and r.json()["attempt"] == 2, r.text
     assert done.status == JobStatus.SUCCEEDED and done.attempt == 2, done.status_detail
     bank, telco = done.outputs["bank"], done.outputs["telco"]
     assert bank["resumed_from"] == telco["resumed_from"] >= 2
