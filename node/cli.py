@@ -1,8 +1,10 @@
 """The node command line, shared by both nodes: ``build_cli(BankSettings, "bank")`` and so on.
 
-Commands: ``init``, ``register-dataset``, ``datasets``, ``approve``, ``retry``, ``serve``, ``run-once``,
-``ledger verify``, ``ledger export``. Every failure prints one line that says what to fix and exits
-with code 2 (``ledger verify`` exits 1 when the chain is broken); no tracebacks.
+Commands: ``init``, ``register-dataset`` (``--scaffold`` writes a governance file to review), ``datasets``,
+``approve``, ``serve``, ``run-once``, ``status``, ``config show``, ``ledger verify``, ``ledger export``, and the ``job``
+group (``node.job_cli``: submit, list, show, results, cancel, retry). Every command's ``--help`` lists the
+settings it reads (``settings_help``). Every failure prints one line that says what to fix and exits with
+code 2 (``ledger verify`` exits 1 when the chain is broken); no tracebacks.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import contextlib
 import functools
 import json
 import logging
+import shutil
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -18,19 +21,22 @@ from typing import Annotated, ParamSpec, TypeAlias, TypeVar
 
 import httpx
 import typer
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from tqdm import tqdm
 
 from node.adapters import open_source, redact_uri
-from node.approval import job_terms_of, recompute_digest, sign_approval
+from node.approval import recompute_digest, sign_approval
 from node.governance import describe, load_governance
+from node.governance_scaffold import scaffold_governance
+from node.job_cli import add_job_commands, describe_job
+from node.keys import tls_fingerprint
 from node.runner import JobFamily, JobHandler, family_handlers
 from node.runtime import NodeRuntime
 from node.settings import NodeSettings
-from protocols.wire.control import JobKind, JobRetry
-from protocols.wire.errors import ProtocolError
+from protocols.wire.control import DatasetPublic, JobKind
+from protocols.wire.errors import ConfigError, ProtocolError
 
-__all__ = ["NodeService", "build_cli"]
+__all__ = ["NodeService", "build_cli", "settings_help", "settings_rows"]
 
 NodeService: TypeAlias = Callable[[NodeRuntime], contextlib.AbstractContextManager[object]]
 """A long-running part of ``serve`` beside the job runner (e.g. real-time scoring): entered with the
@@ -49,6 +55,37 @@ def _settings_error(exc: ValidationError, prefix: str) -> str:
     if loc:
         return f"setting {prefix}{loc.upper()}: {msg} (set it in the environment or .env)"
     return f"settings: {msg}"
+
+
+def _default(settings_cls: type[NodeSettings], name: str) -> str:
+    info = settings_cls.model_fields[name]
+    if info.is_required():
+        return "required"
+    value = info.get_default(call_default_factory=True)
+    if value is None:
+        return "unset"
+    return json.dumps(value) if isinstance(value, list) else str(value)
+
+
+def settings_rows(settings_cls: type[NodeSettings]) -> list[tuple[str, str, str]]:
+    """Each setting as (environment variable, default, meaning), in declaration order."""
+    prefix = str(settings_cls.model_config.get("env_prefix", ""))
+    shared = NodeSettings.model_fields
+    return [(prefix + name.upper(), _default(settings_cls, name),
+             info.description or (shared[name].description if name in shared else "") or "")
+            for name, info in settings_cls.model_fields.items()]
+
+
+def settings_help(settings_cls: type[NodeSettings]) -> str:
+    """The settings block of every command's ``--help`` (lists separated by commas; also read from ``.env``)."""
+    lines = [f"{var} (default {default}): {meaning}" for var, default, meaning in settings_rows(settings_cls)]
+    return "Settings (environment or .env; lists as JSON):\n\n" + "\n\n".join(lines)
+
+
+def _masked(value: object) -> str:
+    if isinstance(value, SecretStr):
+        return "********" if value.get_secret_value() else ""
+    return json.dumps(value) if isinstance(value, list) else str(value)
 
 
 def _friendly(prefix: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
@@ -94,7 +131,19 @@ class _Commands:
         typer.echo(f"party {party.name} ({party.kind}) registered at {party.node_url}")
         typer.echo(f"keys in {rt.settings.state_path}; TLS fingerprint {rt.keys.tls_fingerprint}")
 
+    def scaffold(self, source_uri: str, governance_path: Path) -> None:
+        if governance_path.exists():
+            raise ConfigError(f"{governance_path} exists; scaffold writes a new file only (fix: choose another "
+                              "--governance path or remove the file)")
+        with open_source(source_uri) as source:
+            text = scaffold_governance(source)
+        governance_path.write_text(text, encoding="utf-8")
+        todos = text.count("TODO")
+        typer.echo(f"wrote {governance_path}: {text.count('# inferred')} columns with inferred types, categories "
+                   f"and levels to review; replace its {todos} TODO markers, then register-dataset without --scaffold")
+
     def register_dataset(self, source_uri: str, governance_path: Path, batch_size: int) -> None:
+        _refuse_todo(governance_path)
         governance = load_governance(governance_path)
         rt = self.runtime()
         try:
@@ -126,8 +175,10 @@ class _Commands:
         try:
             job = rt.coordinator.job(job_id)
             digest = recompute_digest(job)
-            typer.echo(json.dumps(job_terms_of(job), indent=2, sort_keys=True))
-            typer.echo(f"digest (recomputed here): {digest}")
+            datasets: dict[int, DatasetPublic] = {i.dataset_id: rt.coordinator.dataset(i.dataset_id)
+                                                  for i in job.inputs}
+            typer.echo("\n".join(describe_job(job, datasets)))
+            typer.echo(f"digest (recomputed here from these terms): {digest}")
             if job.digest != digest:
                 raise ProtocolError(f"the coordinator's digest {job.digest[:16]}… differs from the terms' digest "
                                     f"{digest[:16]}…; do not approve, report it to compliance")
@@ -138,16 +189,25 @@ class _Commands:
             rt.close()
         typer.echo(f"job {job_id} approved by party:{rt.settings.party}")
 
-    def retry(self, job_id: int, reason: str) -> None:
+    def status(self, min_free_gb: float) -> None:
         rt = self.runtime()
         try:
-            job = rt.coordinator.retry(job_id, JobRetry(reason=reason))
+            lines, problems = _status_lines(rt, min_free_gb)
         finally:
             rt.close()
-        typer.echo(f"job {job_id} retried as attempt {job.attempt}: {job.status}"
-                   + (f" ({job.status_detail})" if job.status_detail else ""))
-        if job.status == "pending_approval":
-            typer.echo(f"its terms changed (policy {job.policy_version}); approve it again: approve {job_id}")
+        typer.echo("\n".join(lines))
+        for problem in problems:
+            typer.echo(f"problem: {problem}", err=True)
+        if problems:
+            raise typer.Exit(1)
+
+    def config_show(self) -> None:
+        settings = self.settings_cls()  # type: ignore[call-arg]
+        prefix = str(self.settings_cls.model_config.get("env_prefix", ""))
+        for name in self.settings_cls.model_fields:
+            value = getattr(settings, name)
+            typer.echo(f"# {prefix}{name.upper()} unset" if value is None
+                       else f"{prefix}{name.upper()}={_masked(value)}")
 
     def run_once(self) -> None:
         rt = self.runtime()
@@ -199,6 +259,49 @@ class _Commands:
         typer.echo(f"exported {count} records to {out}")
 
 
+def _status_lines(rt: NodeRuntime, min_free_gb: float) -> tuple[list[str], list[str]]:
+    """What ``status`` prints, and the problems that make it exit 1."""
+    s = rt.settings
+    lines, problems = [f"node {s.party} ({s.kind}), state {s.state_path.resolve()}, data plane {s.public_url}"], []
+    try:
+        parties = [p for p in rt.coordinator.parties() if p.name != s.party]
+        jobs = {st: len(rt.coordinator.node_jobs(st)) for st in ("pending_approval", "approved", "running")}
+        lines.append(f"coordinator {s.coordinator_url}: reachable; jobs for {s.party}: "
+                     + ", ".join(f"{n} {st}" for st, n in jobs.items()))
+    except ProtocolError as exc:
+        parties = []
+        problems.append(f"coordinator {s.coordinator_url}: {exc}")
+    for p in parties:
+        pem = rt.pins.cert(p.name)
+        state = ("pinned" if pem is not None and tls_fingerprint(pem) == p.tls_fingerprint
+                 else "not pinned yet (serve pins it)" if pem is None else "PINNED CERTIFICATE DIFFERS FROM REGISTRY")
+        lines.append(f"peer {p.name} at {p.node_url}: {state}")
+        if state.startswith("PINNED"):
+            problems.append(f"peer {p.name}: pinned certificate differs from the coordinator's registry")
+    verdict = rt.ledger.verify()
+    lines.append(f"egress ledger: {verdict.count} records, head {(rt.ledger.head() or '-')[:16]}"
+                 + ("" if verdict.ok else f", BROKEN at seq {verdict.bad_seq}"))
+    if not verdict.ok:
+        problems.append(f"egress ledger broken at seq {verdict.bad_seq}: {verdict.reason}")
+    free = shutil.disk_usage(s.state_path).free / 1e9
+    lines.append(f"disk: {free:.1f} GB free in the state directory")
+    if free < min_free_gb:
+        problems.append(f"disk: {free:.1f} GB free, below --min-free-gb {min_free_gb}")
+    return lines, problems
+
+
+def _refuse_todo(governance_path: Path) -> None:
+    """Refuse a scaffolded governance file whose TODO markers are not all replaced yet."""
+    try:
+        lines = governance_path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return  # load_governance names the file and the problem
+    todo = [str(n) for n, line in enumerate(lines, 1) if "TODO" in line.split("#", 1)[0]]
+    if todo:
+        raise ConfigError(f"governance file {governance_path} still has TODO markers at line {', '.join(todo)}: "
+                          "replace each with a value (review the inferred ones beside them too)")
+
+
 def _refresh(rt: NodeRuntime) -> None:
     try:
         rt.refresh_pins()
@@ -229,16 +332,21 @@ def build_cli(
     """
     prefix = str(settings_cls.model_config.get("env_prefix", ""))
     cmd = _Commands(settings_cls, {**family_handlers(families), **(handlers or {})}, transport, services)
-    app = typer.Typer(help=f"Tandem {role} node (settings from {prefix}* environment variables).",
-                      no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+    epilog = settings_help(settings_cls)
+    app = typer.Typer(help=f"Tandem {role} node (settings from {prefix}* environment variables or .env).",
+                      epilog=epilog, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
     ledger = typer.Typer(help="The egress ledger: every message this node sent.", no_args_is_help=True)
+    config = typer.Typer(help="The node's settings.", no_args_is_help=True)
     app.add_typer(ledger, name="ledger")
+    app.add_typer(config, name="config")
     friendly = _friendly(prefix)
+    add_job_commands(app, prefix, friendly, transport)
 
     @app.callback()
     def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log progress to stderr")] = False) -> None:
         logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request: every idle poll
 
     @app.command("init")
     @friendly
@@ -250,11 +358,18 @@ def build_cli(
     @friendly
     def register_dataset(
         source: Annotated[str, typer.Option("--source", help="csv:///…, parquet:///… or sql+<url>#table=…")],
-        governance: Annotated[Path, typer.Option("--governance", help="governance YAML file")],
+        governance: Annotated[Path, typer.Option("--governance", help=(
+            "governance YAML file (schema: docs/GOVERNANCE.md, docs/governance.schema.json)"))],
+        scaffold: Annotated[bool, typer.Option("--scaffold", help=(
+            "write a new --governance file from the source's columns (inferred types, categories and levels, "
+            "TODO markers to fill in) and register nothing"))] = False,
         batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 65_536,
     ) -> None:
         """Describe a dataset (schema and coarse stats, never rows) and register it in the catalog."""
-        cmd.register_dataset(source, governance, batch_size)
+        if scaffold:
+            cmd.scaffold(source, governance)
+        else:
+            cmd.register_dataset(source, governance, batch_size)
 
     @app.command("datasets")
     @friendly
@@ -270,15 +385,6 @@ def build_cli(
         """Show a job's terms, recompute its digest, sign it with the party key and post the approval."""
         cmd.approve(job_id, yes)
 
-    @app.command("retry")
-    @friendly
-    def retry(
-        job_id: int,
-        reason: Annotated[str, typer.Option("--reason", help="why (audited), e.g. the fixed cause")] = "",
-    ) -> None:
-        """Run a failed job again (a training job resumes from its checkpoints); needs this node's admin token."""
-        cmd.retry(job_id, reason)
-
     @app.command("serve")
     @friendly
     def serve() -> None:
@@ -290,6 +396,19 @@ def build_cli(
     def run_once() -> None:
         """Process the approved jobs for this node once and exit."""
         cmd.run_once()
+
+    @app.command("status")
+    @friendly
+    def status(min_free_gb: Annotated[float, typer.Option(
+            "--min-free-gb", min=0, help="report a problem below this much free disk")] = 1.0) -> None:
+        """Coordinator reachable, jobs waiting, peer pins, egress ledger, disk (exit 0 healthy, 1 a problem)."""
+        cmd.status(min_free_gb)
+
+    @config.command("show")
+    @friendly
+    def config_show() -> None:
+        """Print every setting's effective value, .env style (secrets masked as ********)."""
+        cmd.config_show()
 
     @ledger.command("verify")
     @friendly
@@ -305,4 +424,7 @@ def build_cli(
 
     for extend in extensions:
         extend(app, settings_cls)
+    for group in (app, ledger, config):  # every command lists the settings (the job group names its own)
+        for info in group.registered_commands:
+            info.epilog = info.epilog or epilog
     return app

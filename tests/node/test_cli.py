@@ -9,9 +9,9 @@ from typer.testing import CliRunner
 
 from bank_node.settings import BankSettings
 from node.cli import build_cli
-from protocols.wire.control import JobKind
+from protocols.wire.control import DatasetPublic, FieldSpec, JobKind
 from telco_node.settings import TelcoSettings
-from tests.support.fake_coordinator import FakeCoordinator, make_job
+from tests.support.fake_coordinator import NOW, FakeCoordinator, make_job
 
 runner = CliRunner()
 
@@ -42,9 +42,11 @@ def _ok(cli, *args, input=None):
 
 
 def test_every_command_has_help(cli):
+    jobs = [["job", c, "--help"] for c in ("submit", "list", "show", "results", "cancel", "retry", "approve",
+                                           "auditor-key")]
     for args in (["--help"], ["init", "--help"], ["register-dataset", "--help"], ["datasets", "--help"],
-                 ["approve", "--help"], ["retry", "--help"], ["serve", "--help"], ["run-once", "--help"],
-                 ["ledger", "verify", "--help"],
+                 ["approve", "--help"], ["serve", "--help"], ["run-once", "--help"], ["config", "show", "--help"],
+                 ["status", "--help"], ["job", "--help"], *jobs, ["ledger", "verify", "--help"],
                  ["ledger", "export", "--help"]):
         assert runner.invoke(cli, args).exit_code == 0, args
 
@@ -83,11 +85,21 @@ def test_register_dataset_reports_coordinator_errors_in_one_line(env, cli):
         "(fix: set security_level >= 3)"]
 
 
+def _catalog(coordinator: FakeCoordinator) -> None:
+    for i, (party, name, key) in enumerate((("bank", "customers", "mobile"), ("telco", "subscribers", "msisdn")), 1):
+        coordinator.datasets[i] = DatasetPublic(
+            id=i, party=party, name=name, description="", row_count=1000, schema_digest="0" * 64, created_at=NOW,
+            fields=[FieldSpec(name=key, type="string", category="identifier", security_level=4, key_type="mobile")])
+
+
 def test_approve_signs_the_recomputed_digest_and_run_once_runs_it(env, cli, coordinator):
     _ok(cli, "init")
+    _catalog(coordinator)
     coordinator.jobs[3] = make_job(3)
     out = _ok(cli, "approve", "3", input="y\n")
-    assert '"kind": "audience_overlap"' in out and coordinator.jobs[3].digest in out
+    assert "kind audience_overlap, purpose marketing, parties bank, telco" in out
+    assert "bank/customers (1,000 rows)" in out and "match keys: msisdn (level 4)" in out
+    assert coordinator.jobs[3].digest in out
     assert "job 3 approved by party:bank" in out
     assert "job 3: succeeded" in _ok(cli, "run-once")
     assert coordinator.results[-1][1].outputs == {"overlap": 1}
@@ -95,6 +107,7 @@ def test_approve_signs_the_recomputed_digest_and_run_once_runs_it(env, cli, coor
 
 def test_approve_refuses_when_the_coordinator_digest_disagrees(env, cli, coordinator):
     _ok(cli, "init")
+    _catalog(coordinator)
     coordinator.jobs[4] = make_job(4).model_copy(update={"digest": "00" * 32})
     result = runner.invoke(cli, ["approve", "4", "--yes"])
     assert result.exit_code == 2 and "do not approve" in result.output
@@ -105,10 +118,10 @@ def test_retry_asks_the_coordinator_to_run_a_failed_job_again(env, cli, coordina
     _ok(cli, "init")
     coordinator.jobs[5] = make_job(5).model_copy(update={"status": "failed"})
 
-    out = _ok(cli, "retry", "5", "--reason", "telco node restarted")
-    refused = runner.invoke(cli, ["retry", "5"])  # approved again now, not failed
+    out = _ok(cli, "job", "retry", "5", "--reason", "telco node restarted")
+    refused = runner.invoke(cli, ["job", "retry", "5"])  # waiting for approvals of attempt 2 now, not failed
 
-    assert "job 5 retried as attempt 2: approved" in out
+    assert "job 5 retried as attempt 2: pending_approval" in out
     assert coordinator.retries == [(5, {"reason": "telco node restarted"})]
     assert refused.exit_code == 2 and "only a failed job can be retried" in refused.output
 
