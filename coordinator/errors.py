@@ -28,6 +28,7 @@ class CoordinatorError(Exception):
         self.message = message
         self.field = field
         self.fix = fix
+        self.audited = False  # set where the refusal was already written to the audit log as its own event
 
 
 class BadRequest(CoordinatorError):

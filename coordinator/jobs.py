@@ -225,14 +225,16 @@ def approve(ctx: Context, actor: Principal, job_id: int, body: ApprovalCreate) -
     except BudgetExceeded as exc:
         audit_log.record_alone(ctx, actor.actor, "budget.refused", f"job:{job_id}",
                                {"approver": body.approver, "reason": exc.message[:500]})
+        exc.audited = True
         raise
     except CryptoError:
         audit_log.record_alone(ctx, actor.actor, "approval.refused", f"job:{job_id}",
                                {"approver": body.approver, "reason": "signature does not verify"})
-        raise Forbidden(f"signature does not verify against the signing key registered for {body.approver} "
-                        f"over the digest of job {job_id}", field="body.signature",
-                        fix="sign protocols.crypto.signing.approval_message(job.digest) with that Ed25519 key",
-                        ) from None
+        refused = Forbidden(f"signature does not verify against the signing key registered for {body.approver} "
+                            f"over the digest of job {job_id}", field="body.signature",
+                            fix="sign protocols.crypto.signing.approval_message(job.digest) with that Ed25519 key")
+        refused.audited = True
+        raise refused from None
 
 
 # ---------------------------------------------------------------- cancellation and reads
@@ -319,10 +321,12 @@ def retry(ctx: Context, actor: Principal, job_id: int, body: JobRetry) -> JobPub
     except PolicyDenied as exc:
         audit_log.record_alone(ctx, actor.actor, "job.retry_refused", f"job:{job_id}",
                                {"reason": body.reason, "rules_denied": [d[0] for d in exc.denials]})
+        exc.audited = True
         raise
     except BudgetExceeded as exc:
         audit_log.record_alone(ctx, actor.actor, "budget.refused", f"job:{job_id}",
                                {"retry": True, "reason": exc.message[:500]})
+        exc.audited = True
         raise
 
 

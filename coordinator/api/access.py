@@ -74,8 +74,10 @@ def current_principal(
 ) -> Principal:
     """The authenticated caller (``Unauthorized`` if none; failures are audited through ``failures``)."""
     bootstrap = settings.bootstrap_token.get_secret_value() if settings.bootstrap_token else None
-    return authenticate(ctx, credentials.credentials if credentials else None, bootstrap,
-                        client=client_address(request), failures=failures)
+    principal = authenticate(ctx, credentials.credentials if credentials else None, bootstrap,
+                             client=client_address(request), failures=failures)
+    request.state.principal = principal  # so a refused write is audited under its caller (error_catalog)
+    return principal
 
 
 def require(*roles: str, via: Callable[..., Principal] = current_principal) -> Callable[[Principal], Principal]:

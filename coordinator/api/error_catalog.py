@@ -15,6 +15,7 @@ outputs are bounded by their models, ``MAX_OUTPUTS_DEPTH``); anything unexpected
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -23,6 +24,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from coordinator.audit import log as audit_log
 from coordinator.audit.chain import AuditError
 from coordinator.errors import BadRequest, Conflict, CoordinatorError, Forbidden, NotFound, PolicyDenied, Unauthorized
 from coordinator.policy import PolicyError
@@ -77,11 +79,36 @@ def _domain_message(exc: Exception) -> tuple[str, str | None, str | None]:
     return str(exc), None, None
 
 
+_WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_OBJECT = re.compile(r"/(job|dataset|partie|user)s/([^/]+)")
+
+
+def _audit_refusal(request: Request, exc: Exception, status: int, message: str, field: str | None) -> None:
+    """Write a refused write by an authenticated caller to the audit log as ``request.refused``.
+
+    Refusals audited as their own event where they happen (``exc.audited``), failed authentication
+    (``auth.failed``, aggregated) and reads are not written again.
+    """
+    principal = getattr(request.state, "principal", None)
+    if (request.method not in _WRITES or principal is None or not 400 <= status < 500 or status == 401
+            or getattr(exc, "audited", False)):
+        return
+    found = _OBJECT.search(request.url.path)
+    obj = f"{found.group(1).replace('partie', 'party')}:{found.group(2)}" if found else "api"
+    details = {"method": request.method, "path": request.url.path, "status": status, "field": field,
+               "message": message[:300]}
+    try:
+        audit_log.record_alone(request.app.state.context, principal.actor, "request.refused", obj, details)
+    except Exception:  # noqa: BLE001 - the caller still gets its refusal; the log says why the event is missing
+        logger.exception("could not audit a refused %s %s", request.method, request.url.path)
+
+
 async def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:
     status = _status(exc)
     if status >= 500:
         logger.error("%s %s failed: %s", request.method, request.url.path, type(exc).__name__)
     message, field, fix = _domain_message(exc)
+    _audit_refusal(request, exc, status, message, field)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     body = error_body(message, field, fix)
     if isinstance(exc, PolicyDenied):  # one more entry per denying rule, named by its rule id
