@@ -29,6 +29,7 @@ from coordinator.settings import Settings
 from coordinator.store import SqlStore
 from protocols.wire.control import Role, UserCreate
 from protocols.wire.errors import ConfigError
+from protocols.wire.logs import LOG_FORMATS, configure_logging
 
 __all__ = ["app", "main"]
 
@@ -73,7 +74,13 @@ def _main(state_dir: Annotated[Path | None, typer.Option(
         help="the coordinator's state directory (database and audit key), or TANDEM_COORD_STATE_DIR; default "
              ".tandem in the working directory. Give it before the command: tandem-coordinator --state-dir DIR "
              "user create ...")] = None,
+          log_format: Annotated[str, typer.Option(
+              "--log-format", envvar="TANDEM_LOG_FORMAT", show_envvar=False,
+              help="text, or json: one JSON object per line for a log collector (or TANDEM_LOG_FORMAT)")] = "text",
           ) -> None:
+    if log_format not in LOG_FORMATS:
+        raise typer.BadParameter(f"use one of {', '.join(LOG_FORMATS)}", param_hint="--log-format")
+    configure_logging(logging.INFO, "json" if log_format == "json" else "text")
     _overrides.clear()
     if state_dir is not None:
         _overrides["state_dir"] = state_dir
@@ -249,7 +256,7 @@ for _info in [*app.registered_commands, *user_app.registered_commands, *audit_ap
 
 def main() -> None:
     """Console entry point: configure logging once, then run the command (a state problem exits 2, no traceback)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(logging.INFO)
     try:
         app()
     except ConfigError as exc:

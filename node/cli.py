@@ -35,6 +35,7 @@ from node.runtime import NodeRuntime
 from node.settings import NodeSettings
 from protocols.wire.control import DatasetPublic, JobKind
 from protocols.wire.errors import ConfigError, ProtocolError
+from protocols.wire.logs import LOG_FORMATS, configure_logging
 
 __all__ = ["NodeService", "build_cli", "settings_help", "settings_rows"]
 
@@ -343,9 +344,15 @@ def build_cli(
     add_job_commands(app, prefix, friendly, transport)
 
     @app.callback()
-    def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log progress to stderr")] = False) -> None:
-        logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    def main(
+        verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log progress to stderr")] = False,
+        log_format: Annotated[str, typer.Option(
+            "--log-format", envvar="TANDEM_LOG_FORMAT", show_envvar=False,
+            help="text, or json: one JSON object per line for a log collector (or TANDEM_LOG_FORMAT)")] = "text",
+    ) -> None:
+        if log_format not in LOG_FORMATS:
+            raise typer.BadParameter(f"use one of {', '.join(LOG_FORMATS)}", param_hint="--log-format")
+        configure_logging(logging.INFO if verbose else logging.WARNING, "json" if log_format == "json" else "text")
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request: every idle poll
 
     @app.command("init")
