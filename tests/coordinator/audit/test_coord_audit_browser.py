@@ -5,12 +5,7 @@ Skipped only when /usr/bin/chromium is missing outside CI; with ``CI`` set, a mi
 
 from __future__ import annotations
 
-import os
-import socket
 import sqlite3
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,62 +13,17 @@ import httpx
 import pytest
 
 from coordinator.audit.chain import verify_export
-from tests.support.coordinator import BOOT, World
+from tests.support.browser import chromium, coordinator_process, need_chromium, sign_in
+from tests.support.coordinator import World
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-START_TIMEOUT_S = 60.0
-
-
-def _need_chromium() -> None:
-    if CHROMIUM.exists():
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"{CHROMIUM} is missing in CI: install Debian's chromium package (.ci/run does)")
-    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium); CI is not set, so skipping")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(proc: subprocess.Popen, url: str, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"coordinator exited with {proc.returncode}: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/api/v1/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"coordinator not healthy after {START_TIMEOUT_S:.0f} s: {log.read_text()[-2000:]}")
-
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[tuple[str, Path]]:
     """A real coordinator process on a free loopback port over a SQLite file; yields (base URL, db path)."""
-    _need_chromium()
-    tmp = tmp_path_factory.mktemp("browser")
-    db, log, port = tmp / "coord.db", tmp / "server.log", _free_port()
-    env = {**os.environ, "TANDEM_COORD_DATABASE_URL": f"sqlite:///{db}", "TANDEM_COORD_BOOTSTRAP_TOKEN": BOOT,
-           "TANDEM_COORD_SIGNING_KEY_PATH": str(tmp / "coord.key")}
-    with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "coordinator.cli", "serve", "--port", str(port)],
-                                env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(proc, url, log)
-        yield url, db
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    need_chromium()
+    with coordinator_process(tmp_path_factory.mktemp("browser")) as pair:
+        yield pair
 
 
 @pytest.fixture(scope="module")
@@ -87,22 +37,12 @@ def world(server) -> Iterator[World]:
 
 @pytest.fixture(scope="module")
 def browser(server):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 def _sign_in(browser, url: str, token: str):
-    context = browser.new_context(accept_downloads=True)
-    page = context.new_page()
-    page.goto(f"{url}/audit")
-    page.fill("input[name=token]", token)
-    page.click("button[type=submit]")
-    page.wait_for_load_state()
-    return context, page
+    return sign_in(browser, url, token)
 
 
 def test_auditor_reviews_a_job_and_downloads_a_verifiable_export(server, world, browser, tmp_path):
@@ -167,10 +107,12 @@ def test_an_edited_row_shows_tampered_after_reload(server, world, browser):
 
 
 def test_missing_chromium_skips_locally_but_fails_in_ci(monkeypatch, tmp_path):
-    monkeypatch.setattr(sys.modules[__name__], "CHROMIUM", tmp_path / "no-chromium")
+    import tests.support.browser as support
+
+    monkeypatch.setattr(support, "CHROMIUM", tmp_path / "no-chromium")
     monkeypatch.delenv("CI", raising=False)
     with pytest.raises(pytest.skip.Exception, match="CI is not set"):
-        _need_chromium()
+        need_chromium()
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="missing in CI"):
-        _need_chromium()
+        need_chromium()
