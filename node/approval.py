@@ -20,7 +20,7 @@ from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 from protocols.crypto.signing import SigningKey, job_digest, verify_approval
-from protocols.wire.control import ApprovalCreate, JobPublic, job_terms
+from protocols.wire.control import ApprovalCreate, JobPublic, terms_of
 from protocols.wire.errors import CryptoError, ProtocolError, RemoteProtocolError
 
 __all__ = [
@@ -49,8 +49,7 @@ def approver_id(party: str) -> str:
 
 def job_terms_of(job: JobPublic) -> dict[str, Any]:
     """The canonical terms of ``job``'s current attempt (what an approval signs)."""
-    return job_terms(job.id, job.kind, job.purpose, job.title, job.inputs, job.params, job.policy_version,
-                     attempt=job.attempt)
+    return terms_of(job)
 
 
 def lineage_digest(job: JobPublic) -> str:
@@ -58,8 +57,7 @@ def lineage_digest(job: JobPublic) -> str:
 
     It is the same for every attempt of the job: a retried training job's checkpoints are bound to it.
     """
-    return job_digest(job_terms(job.id, job.kind, job.purpose, job.title, job.inputs, job.params,
-                                job.policy_version, attempt=None))
+    return job_digest(terms_of(job, with_attempt=False))
 
 
 def recompute_digest(job: JobPublic) -> str:

@@ -17,6 +17,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,7 +50,7 @@ def test_the_readme_path_runs_as_written(tmp_path):
     script = tmp_path / "readme.sh"
     script.write_text("set -euo pipefail\n" + "\n".join(blocks))
     env = {k: v for k, v in os.environ.items() if not k.startswith("TANDEM_")}
-    env |= {"PATH": f"{ROOT / '.venv' / 'bin'}:{env.get('PATH', '')}", "FLWR_TELEMETRY_ENABLED": "0",
+    env |= {"PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}", "FLWR_TELEMETRY_ENABLED": "0",
             "FLWR_DISABLE_UPDATE_CHECK": "1"}
 
     proc = subprocess.Popen(["bash", str(script)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,

@@ -43,7 +43,8 @@ from coordinator.audit import log as audit_log
 from coordinator.context import Context
 from coordinator.job_states import FINAL, can_move
 from coordinator.store import JobUpdate
-from protocols.wire.control import JobKind, JobPublic, JobStatus
+from protocols.crypto.signing import job_digest
+from protocols.wire.control import JobKind, JobPublic, JobStatus, terms_of
 from protocols.wire.flower_round import HEADER_REPORT_TOKEN, REPORT_TOKEN_ENV
 
 __all__ = ["TrainingLauncher", "TrainingSettings", "arbiter_config", "run_config"]
@@ -105,7 +106,8 @@ def arbiter_config(job: JobPublic, settings: TrainingSettings) -> dict[str, Any]
         "iterations": params.iterations, "trees": params.trees or 10, "max_depth": params.max_depth or 3,
         "batch_size": settings.batch_size, "key_bits": settings.key_bits,
         "allow_insecure_test_key": settings.allow_insecure_test_key, "trees_per_round": settings.trees_per_round,
-        "seed": int(job.digest[:8], 16),
+        # the same for every attempt, so a retried job's arbiter has the settings its checkpoints were written under
+        "seed": int(job_digest(terms_of(job, with_attempt=False))[:8], 16),
     }
 
 

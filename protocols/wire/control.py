@@ -34,9 +34,11 @@ __all__ = [
     "JobProgress",
     "JobPublic",
     "JobResultReport",
+    "JobReject",
     "JobRetry",
     "JobStatus",
     "KeyType",
+    "LedgerEntry",
     "PartyCreate",
     "PartyKind",
     "PartyPublic",
@@ -47,6 +49,7 @@ __all__ = [
     "UserCreated",
     "UserPublic",
     "job_terms",
+    "terms_of",
 ]
 
 PROTOCOL_VERSION = "1"
@@ -349,6 +352,13 @@ class JobRetry(_Request):
         default="", description="why the job is retried (e.g. the fixed cause of the failure); audited")
 
 
+class JobReject(_Request):
+    """Turn down a job pending approval, with a reason (``POST /jobs/{id}/reject``); it ends ``cancelled``."""
+
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=500)] = Field(
+        description="why the job is turned down; stored in status_detail and audited as job.rejected")
+
+
 class ApprovalPublic(BaseModel):
     """A recorded approval."""
 
@@ -376,6 +386,20 @@ MAX_OUTPUTS_BYTES = 256 * 1024
 """How large a node's reported outputs may be, as canonical JSON."""
 
 
+MAX_LEDGER_ENTRIES = 2000
+"""How many of its egress-ledger records for a job a node lists in its result report (the totals count all)."""
+
+
+class LedgerEntry(_Request):
+    """One egress-ledger record of a job as a node reports it: never the payload, only its size and SHA-256."""
+
+    seq: int = Field(ge=0)
+    kind: Annotated[str, StringConstraints(max_length=100)]
+    peer: Annotated[str, StringConstraints(max_length=63)]
+    bytes: int = Field(ge=0)
+    digest: Hex64
+
+
 class JobResultReport(_Request):
     """A node's final report: the outputs meant for the coordinator (aggregates only) and ledger receipts."""
 
@@ -388,6 +412,9 @@ class JobResultReport(_Request):
     bytes_sent: int = Field(default=0, ge=0)
     attempt: int | None = Field(default=None, ge=1,
                                 description="the job attempt this report is about; a report of another is refused")
+    ledger_entries: list[LedgerEntry] = Field(default_factory=list, max_length=MAX_LEDGER_ENTRIES, description=(
+        f"the node's egress-ledger records of this job up to ledger_head (the first {MAX_LEDGER_ENTRIES}; "
+        "messages_sent counts all): kind, peer, size and digest, never payload bytes"))
 
     @field_validator("outputs")
     @classmethod
@@ -476,3 +503,14 @@ def job_terms(
     if attempt is not None:
         terms["attempt"] = attempt
     return terms
+
+
+def terms_of(job: JobPublic, *, with_attempt: bool = True) -> dict[str, Any]:
+    """``job_terms`` of a job as the API shows it.
+
+    With ``with_attempt`` (the default) the terms of its current attempt, what an approval signs;
+    without, the job's identity across attempts (what a retried training job's checkpoints and seed
+    are bound to).
+    """
+    return job_terms(job.id, job.kind, job.purpose, job.title, job.inputs, job.params, job.policy_version,
+                     attempt=job.attempt if with_attempt else None)
