@@ -16,7 +16,17 @@ from fastapi.routing import APIRoute
 from coordinator.api.deps import ContextDep, install_state
 from coordinator.api.error_catalog import install_error_handlers
 from coordinator.api.middleware import BodySizeLimit, ClientRateLimit
-from coordinator.api.routes import audit, audit_pages, budgets, catalog, jobs
+from coordinator.api.routes import (
+    audit,
+    audit_pages,
+    budgets,
+    catalog,
+    console_pages,
+    disclosure,
+    jobs,
+    lineage_pages,
+    report_pages,
+)
 from coordinator.api.schemas import Health
 from coordinator.audit import log as audit_log
 from coordinator.audit.heads import AuditHeads
@@ -91,7 +101,8 @@ def _operation_id(route: APIRoute) -> str:
 
 def routers() -> list[APIRouter]:
     """Every router the app mounts under ``API_PREFIX``."""
-    return [_HEALTH, catalog.router, jobs.router, budgets.router, audit.router]
+    return [_HEALTH, catalog.router, jobs.router, disclosure.router, budgets.router, audit.router,
+            lineage_pages.api_router]
 
 
 def create_app(settings: Settings | None = None, *, store: Store | None = None) -> FastAPI:
@@ -120,4 +131,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     for router in routers():
         app.include_router(router, prefix=API_PREFIX)
     audit_pages.install(app)
+    report_pages.install(app)
+    console_pages.install(app)
+    app.include_router(lineage_pages.router)
     return app

@@ -10,6 +10,7 @@ Logging is configured here, once; tokens are printed to stdout for the operator 
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import os
 import re
@@ -62,8 +63,11 @@ app = typer.Typer(help="Tandem coordinator: control plane, catalog, policy, appr
                   no_args_is_help=True, epilog=EPILOG)
 user_app = typer.Typer(help="Manage users directly in the database.", no_args_is_help=True)
 audit_app = typer.Typer(help="Export and verify the audit log.", no_args_is_help=True)
+report_app = typer.Typer(help="Compliance reports: write one (PDF or HTML) or verify one against an audit export.",
+                         invoke_without_command=True)
 app.add_typer(user_app, name="user")
 app.add_typer(audit_app, name="audit")
+app.add_typer(report_app, name="report")
 logger = logging.getLogger(__name__)
 _overrides: dict[str, Any] = {}
 
@@ -241,6 +245,114 @@ def audit_verify(
     raise typer.Exit(audit_chain.main(["verify", str(file), "--key", key]))
 
 
+@audit_app.command("cross-check")
+def audit_cross_check(
+    audit: Annotated[Path, typer.Option(help="the coordinator's audit export (`audit export --out`)")],
+    ledger: Annotated[list[str], typer.Option(
+        help="a node's ledger export (`tandem-bank ledger export --out`), as FILE or PARTY=FILE; once per node")],
+    key: Annotated[str | None, typer.Option(help="coordinator's public key (64 hex): also check the signed head")]
+    = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the findings as one JSON object")] = False,
+) -> None:
+    """Check that every message each node sent belongs to a job the coordinator and the other party know.
+
+    Exit 0 when every message is accounted for, 1 when something is flagged, 2 when an input is refused
+    (not an export, a broken audit chain, a ledger of another node than its label says).
+    """
+    from coordinator import crosscheck
+
+    try:
+        inputs = []
+        for value in ledger:
+            party, path = crosscheck.parse_ledger_label(value)
+            inputs.append(crosscheck.LedgerInput(path, _read_lines(Path(path), "--ledger"), party))
+        result = crosscheck.cross_check(inputs, _read_lines(audit, "--audit"), key)
+    except crosscheck.CrossCheckRefused as exc:
+        typer.echo(f"refused: {exc.field}: {exc.message}; fix: {exc.fix}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(result.to_dict(), indent=1) if as_json else crosscheck.format_text(result))
+    raise typer.Exit(0 if result.ok else 1)
+
+
+def _read_lines(path: Path, option: str) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        typer.echo(f"error: {option} {path}: cannot read it ({type(exc).__name__}); give the exported file", err=True)
+        raise typer.Exit(2) from None
+
+
+@report_app.callback()
+def report(
+    context: typer.Context,
+    job: Annotated[int | None, typer.Option("--job", help="the job to report on")] = None,
+    start: Annotated[str | None, typer.Option("--from", help="first day of the period (YYYY-MM-DD)")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="last day of the period, included (YYYY-MM-DD)")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="file to write: FILE.pdf or FILE.html")] = None,
+) -> None:
+    """Write the compliance report of one job (--job N) or a period (--from DATE --to DATE) to --out.
+
+    The report names the audit head it was produced against and carries the coordinator's signature;
+    producing it is audited (report.produced). Check it later with: tandem-coordinator report verify.
+    """
+    if context.invoked_subcommand is not None:
+        return
+    from coordinator import reports
+
+    if out is None or out.suffix.lower() not in (".pdf", ".html") or (job is None) == (start is None and end is None) \
+            or (job is None and (start is None or end is None)):
+        typer.echo("error: give --job N, or --from DATE and --to DATE, and --out FILE.pdf or FILE.html", err=True)
+        raise typer.Exit(2)
+    ctx = build_context(_settings(serving=False), announce=False)
+    cli_auditor = accounts.Principal("cli", Role.AUDITOR)
+    try:
+        signed = (reports.job_report(ctx, cli_auditor, job, audit_actor="cli") if job is not None else
+                  reports.period_report(ctx, cli_auditor, start or "", end or "", audit_actor="cli"))
+    except CoordinatorError as exc:
+        typer.echo(f"error: {exc.message}" + (f" ({exc.fix})" if exc.fix else ""), err=True)
+        raise typer.Exit(2) from None
+    _write_report(signed, out)
+    typer.echo(f"wrote {out} ({len(signed.report.jobs)} jobs, audit head seq {signed.report.head.seq}, digest "
+               f"{signed.digest}); verify with: tandem-coordinator audit export --out audit.jsonl && "
+               f"tandem-coordinator report verify {out} --audit audit.jsonl --key {ctx.audit_key.public_hex}")
+
+
+def _write_report(signed: Any, out: Path) -> None:
+    from coordinator.api.report_html import render_html
+    from coordinator.report_pdf import render_pdf
+
+    if out.suffix.lower() == ".pdf":
+        out.write_bytes(render_pdf(signed))
+    else:
+        out.write_text(render_html(signed), encoding="utf-8")
+
+
+@report_app.command("verify")
+def report_verify(
+    file: Annotated[Path, typer.Argument(help="the report (PDF or HTML) to check")],
+    audit: Annotated[Path, typer.Option("--audit", help="an audit export (JSON Lines) taken after the report")],
+    key: Annotated[str, typer.Option(help="coordinator's Ed25519 public key, 64 hex (obtained out of band)")],
+) -> None:
+    """Check a report against an audit export and the coordinator key; exit 0 if it holds, 1 if not, 2 on errors."""
+    from coordinator import report_proof
+
+    key = key.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", key):
+        typer.echo("error: --key must be 64 hex characters (the coordinator's Ed25519 public key)", err=True)
+        raise typer.Exit(2)
+    try:
+        proof = report_proof.read_proof(file.read_bytes())
+        with audit.open("rb") as fh:
+            lines = list(audit_chain._bounded_lines(fh))
+    except (OSError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    check = report_proof.verify_report(proof, lines, key)
+    for line in check.lines:
+        typer.echo(line)
+    raise typer.Exit(0 if check.ok else 1)
+
+
 @app.command("public-key")
 def public_key() -> None:
     """Print the coordinator's Ed25519 audit public key (hex); refuses a state directory without one."""
@@ -249,8 +361,9 @@ def public_key() -> None:
     typer.echo(load_or_create_signing_key(_settings(serving=False).signing_key_path).public_hex)
 
 
-for _info in [*app.registered_commands, *user_app.registered_commands, *audit_app.registered_commands]:
-    if _info.name != "verify":  # audit verify reads its file and key only
+for _info in [*app.registered_commands, *user_app.registered_commands, *audit_app.registered_commands,
+              *report_app.registered_commands]:
+    if _info.name not in ("verify", "cross-check"):  # these read their files (and key) only
         _info.epilog = _info.epilog or EPILOG
 
 

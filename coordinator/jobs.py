@@ -14,6 +14,7 @@ from coordinator import budgets
 from coordinator.accounts import Principal
 from coordinator.audit import log as audit_log
 from coordinator.context import Context
+from coordinator.disclosure import disclosed
 from coordinator.errors import BadRequest, BudgetExceeded, Conflict, Forbidden, NotFound, PolicyDenied
 from coordinator.job_states import (
     FINAL,
@@ -45,8 +46,8 @@ from protocols.wire.control import (
 )
 from protocols.wire.errors import CryptoError
 
-__all__ = ["approve", "cancel", "get_job", "list_jobs", "node_jobs", "report_progress", "report_result", "retry",
-           "submit"]
+__all__ = ["approve", "cancel", "get_job", "list_jobs", "node_jobs", "reject", "report_progress", "report_result",
+           "retry", "submit"]
 
 logger = logging.getLogger(__name__)
 MAX_AUDITED_DENIALS = 50
@@ -251,7 +252,41 @@ def cancel(ctx: Context, actor: Principal, job_id: int) -> JobPublic:
             raise Forbidden(f"only the creator of job {job_id} or an admin of an involved party may cancel it")
         if job.status in FINAL:
             raise Conflict(f"job {job_id} is already {job.status}")
-        return _move(ctx, tx, actor.actor, job, JobStatus.CANCELLED, f"cancelled by {actor.actor}")
+        return disclosed(ctx, tx, actor, _move(ctx, tx, actor.actor, job, JobStatus.CANCELLED,
+                                               f"cancelled by {actor.actor}"))
+
+
+MAX_REASON_CHARS = 500
+
+
+def reject(ctx: Context, actor: Principal, job_id: int, reason: str) -> JobPublic:
+    """Turn down a job that waits for approvals, with a reason; it ends ``cancelled`` and never runs.
+
+    ``rejected`` is the policy's verdict at submission (``job_states``: only ``draft`` may become
+    ``rejected``), so a person's refusal ends the job as ``cancelled`` with ``status_detail``
+    ``"rejected by <who>: <reason>"``, audited as ``job.rejected`` with who and why (and the usual
+    ``job.status``). Allowed to an auditor and to an admin of an involved party.
+
+    Raises:
+        BadRequest: ``reason`` is empty or longer than ``MAX_REASON_CHARS`` (names ``body.reason``).
+        NotFound: the job does not exist or involves none of the caller's party.
+        Forbidden: the caller is neither an auditor nor an admin.
+        Conflict: the job is not ``pending_approval``.
+    """
+    reason = reason.strip()
+    if not reason or len(reason) > MAX_REASON_CHARS:
+        raise BadRequest(f"a rejection needs a reason of 1 to {MAX_REASON_CHARS} characters (got {len(reason)})",
+                         field="body.reason", fix="say why the job is turned down, e.g. the purpose is too broad")
+    with ctx.store.write() as tx:
+        job, _ = _visible_job(tx, actor, job_id)
+        if actor.role not in (Role.AUDITOR, Role.ADMIN):
+            raise Forbidden(f"only an auditor or an admin of an involved party may reject job {job_id}")
+        if job.status != JobStatus.PENDING_APPROVAL:
+            raise Conflict(f"job {job_id} is {job.status}; only a job pending approval can be rejected",
+                           fix="cancel it instead (POST /api/v1/jobs/{id}/cancel)")
+        audit_log.record(ctx, tx, actor.actor, "job.rejected", f"job:{job_id}",
+                         {"by": actor.actor, "role": actor.label, "reason": reason, "digest": job.digest})
+        return _move(ctx, tx, actor.actor, job, JobStatus.CANCELLED, f"rejected by {actor.actor}: {reason}")
 
 
 # ---------------------------------------------------------------- retry
@@ -331,21 +366,22 @@ def retry(ctx: Context, actor: Principal, job_id: int, body: JobRetry) -> JobPub
 
 
 def get_job(ctx: Context, actor: Principal, job_id: int) -> JobPublic:
-    """One job, if the caller may see it."""
+    """One job, if the caller may see it; outputs: its own party's, desensitised to its clearance."""
     with ctx.store.read() as tx:
-        return _visible_job(tx, actor, job_id)[0]
+        return disclosed(ctx, tx, actor, _visible_job(tx, actor, job_id)[0])
 
 
 def list_jobs(ctx: Context, actor: Principal) -> list[JobPublic]:
-    """All jobs for an auditor; the jobs involving their party for anyone else."""
+    """All jobs for an auditor; the jobs involving their party for anyone else (outputs as ``get_job``)."""
     with ctx.store.read() as tx:
-        return tx.jobs.list_jobs(party=None if actor.role == Role.AUDITOR else actor.party)
+        found = tx.jobs.list_jobs(party=None if actor.role == Role.AUDITOR else actor.party)
+        return [disclosed(ctx, tx, actor, job) for job in found]
 
 
 def node_jobs(ctx: Context, actor: Principal, status: JobStatus) -> list[JobPublic]:
-    """Jobs involving the caller's party in ``status`` (what a node polls for)."""
+    """Jobs involving the caller's party in ``status`` (what a node polls for; outputs as ``get_job``)."""
     with ctx.store.read() as tx:
-        return tx.jobs.list_jobs(party=actor.party, status=status)
+        return [disclosed(ctx, tx, actor, job) for job in tx.jobs.list_jobs(party=actor.party, status=status)]
 
 
 # ---------------------------------------------------------------- node reports
@@ -377,13 +413,15 @@ def report_progress(ctx: Context, actor: Principal, job_id: int, body: JobProgre
                           "status": body.status})
         detail = body.detail or job.status_detail
         if body.status == "failed":
-            return _move(ctx, tx, actor.actor, job, JobStatus.FAILED, f"{actor.party}: {body.detail or 'failed'}",
-                         stage=body.stage, progress=body.fraction)
-        if job.status == JobStatus.APPROVED and body.stage != WAITING_STAGE:
-            return _move(ctx, tx, actor.actor, job, JobStatus.RUNNING, body.detail, stage=body.stage,
-                         progress=body.fraction)
-        return tx.jobs.update_job(job_id, JobUpdate(stage=body.stage, progress=body.fraction, status_detail=detail),
-                                  ctx.clock())
+            moved = _move(ctx, tx, actor.actor, job, JobStatus.FAILED, f"{actor.party}: {body.detail or 'failed'}",
+                          stage=body.stage, progress=body.fraction)
+        elif job.status == JobStatus.APPROVED and body.stage != WAITING_STAGE:
+            moved = _move(ctx, tx, actor.actor, job, JobStatus.RUNNING, body.detail, stage=body.stage,
+                          progress=body.fraction)
+        else:
+            moved = tx.jobs.update_job(job_id, JobUpdate(stage=body.stage, progress=body.fraction,
+                                                         status_detail=detail), ctx.clock())
+        return disclosed(ctx, tx, actor, moved)  # the answer to a node shows its own party's outputs only
 
 
 def _check_outputs(outputs: dict[str, Any]) -> str:
@@ -413,6 +451,8 @@ def report_result(ctx: Context, actor: Principal, job_id: int, body: JobResultRe
         outputs = {**job.outputs, actor.party: body.outputs}
         final, detail = outcome_of_results(tx.jobs.job_parties(job_id), tx.jobs.results(job_id))
         if final is None:
-            return tx.jobs.update_job(job_id, JobUpdate(outputs=outputs, status_detail=detail), ctx.clock())
-        progress = 1.0 if final == JobStatus.SUCCEEDED else job.progress
-        return _move(ctx, tx, actor.actor, job, final, detail, outputs=outputs, progress=progress)
+            moved = tx.jobs.update_job(job_id, JobUpdate(outputs=outputs, status_detail=detail), ctx.clock())
+        else:
+            progress = 1.0 if final == JobStatus.SUCCEEDED else job.progress
+            moved = _move(ctx, tx, actor.actor, job, final, detail, outputs=outputs, progress=progress)
+        return disclosed(ctx, tx, actor, moved)  # the answer to a node shows its own party's outputs only

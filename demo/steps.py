@@ -255,10 +255,13 @@ def approve(fed: Federation, job: JobPublic) -> None:
 
 
 def wait_job(fed: Federation, job_id: int, *, timeout: float = 900.0) -> JobPublic:
-    """Wait until the job is final, or is parked waiting for a protocol; print progress as it moves."""
+    """Wait until the job is final, or is parked waiting for a protocol; print progress as it moves.
+
+    Read as compliance: a party's users see only their own party's outputs, the demo prints both.
+    """
     last = ""
     deadline = time.monotonic() + timeout
-    with fed.api("bank-analyst") as c:
+    with fed.api("compliance") as c:
         while time.monotonic() < deadline:
             fed.group.check_alive()
             job = JobPublic.model_validate(c.get(f"/jobs/{job_id}").json())

@@ -216,7 +216,9 @@ def build_node_app(party: str, inbox: PeerInbox, pins: PinnedPeers, ledger: Egre
         fingerprint = getattr(request.state, _PEER_FP, None)
         peer = (core.pins.party_for(fingerprint) if fingerprint else None) or "unknown"
         body = json.dumps({"detail": str(exc)}).encode()
-        return core.reply(peer, body, status=exc.status_hint, kind="error")
+        job = str(request.path_params.get("job_id", ""))  # so the ledger ties the refusal to its job
+        return core.reply(peer, body, status=exc.status_hint, kind="error",
+                          job_id=int(job) if job.isdigit() and len(job) <= 18 else None)
 
     _add_routes(app, core)
     _add_call_route(app, core)

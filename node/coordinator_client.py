@@ -28,6 +28,7 @@ from protocols.wire.control import (
     PartyPublic,
     UserPublic,
 )
+from protocols.wire.desensitise import Disclosure, ExportReceipt, ExportRecord
 from protocols.wire.errors import ProtocolError, RemoteProtocolError
 
 __all__ = ["API_PREFIX", "CoordinatorClient", "CoordinatorError", "CoordinatorUnavailable"]
@@ -181,6 +182,15 @@ class CoordinatorClient:
     def job(self, job_id: int) -> JobPublic:
         """``GET /jobs/{id}``."""
         return self._parse(JobPublic, self._request("GET", f"/jobs/{job_id}"))
+
+    def disclosure(self, job_id: int) -> Disclosure:
+        """``GET /jobs/{id}/disclosure``: this token's clearance for the job and each field's rule."""
+        return self._parse(Disclosure, self._request("GET", f"/jobs/{job_id}/disclosure"))
+
+    def record_export(self, job_id: int, record: ExportRecord) -> ExportReceipt:
+        """``POST /jobs/{id}/exports``: have an export of row-level results audited (refused if not granted)."""
+        return self._parse(ExportReceipt, self._request("POST", f"/jobs/{job_id}/exports", body=record,
+                                                        kind="output_export", job_id=job_id))
 
     def approve(self, job_id: int, approval: ApprovalCreate) -> None:
         """``POST /jobs/{id}/approvals``."""

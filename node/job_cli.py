@@ -1,7 +1,8 @@
 """Job commands for people: submit, list, show, results, cancel, retry; and a compliance officer's approval.
 
 ``job submit FILE [--dry-run] | list | show ID | results ID | cancel ID | retry ID``, and for a compliance
-officer ``job auditor-key --out FILE`` and ``job approve ID --auditor-key FILE``.
+officer ``job auditor-key --out FILE`` and ``job approve ID --auditor-key FILE [--sign-only]`` (with
+``--sign-only`` it prints the signature for the approval page, ``/console/jobs/ID``, and posts nothing).
 
 Both nodes carry them (``tandem-bank job …``, ``tandem-telco job …``), and an analyst with no node uses
 them with their own token. Where the commands connect:
@@ -438,6 +439,8 @@ class _JobCommands:
             typer.echo(f"job {job_id} is {job.status}" + (f" ({job.status_detail})" if job.status_detail else "")
                        + hint, err=True)
             raise typer.Exit(1)
+        typer.echo("outputs of your own party, desensitised to your role's clearance (compliance reads every "
+                   "party's)", err=True)
         typer.echo(yaml.safe_dump(json.loads(json.dumps(job.outputs, default=str)), sort_keys=True,
                                   allow_unicode=True).rstrip())
 
@@ -451,7 +454,7 @@ class _JobCommands:
             fh.write(key.seed().hex() + "\n")
         typer.echo(key.public_hex)
 
-    def approve(self, job_id: int, key_file: Path, yes: bool) -> None:
+    def approve(self, job_id: int, key_file: Path, yes: bool, sign_only: bool = False) -> None:
         key = _load_auditor_key(key_file)
         client = self.client()
         try:
@@ -463,7 +466,11 @@ class _JobCommands:
                                   f"{digest[:16]}…; do not approve, report it")
             if not yes and not typer.confirm(f"Approve job {job_id} as compliance (auditor)?"):
                 raise ConfigError("not approved (answer yes, or pass --yes)")
-            job = client.approve(job_id, ApprovalCreate(approver="auditor", signature=key.sign_approval(digest)))
+            signature = key.sign_approval(digest)
+            if sign_only:  # the officer pastes it into the approval page (/console/jobs/ID); nothing is posted
+                typer.echo(f"signature (paste it into the approval page of job {job_id}): {signature}")
+                return
+            job = client.approve(job_id, ApprovalCreate(approver="auditor", signature=signature))
         finally:
             client.close()
         typer.echo(f"job {job_id} approved by auditor: {job.status}")
@@ -576,9 +583,12 @@ def add_job_commands(app: typer.Typer, prefix: str, friendly: Callable[[Any], An
     @friendly
     def approve(job_id: int,
                 auditor_key: Annotated[Path, typer.Option("--auditor-key", help="the officer's key file")],
-                yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False) -> None:
+                yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
+                sign_only: Annotated[bool, typer.Option(
+                    "--sign-only", help="print the signature to paste into the approval page; post nothing")] = False,
+                ) -> None:
         """Compliance: show a job's terms, recompute its digest and sign it as auditor (token: the auditor's)."""
-        cmd.approve(job_id, auditor_key, yes)
+        cmd.approve(job_id, auditor_key, yes, sign_only)
 
     epilog = (f"Settings read: the token (--token, {ANALYST_TOKEN_ENV}, else {prefix}API_TOKEN), the coordinator "
               f"(--coordinator-url, {ANALYST_URL_ENV}, else {prefix}COORDINATOR_URL, default "

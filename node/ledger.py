@@ -136,6 +136,15 @@ class EgressLedger:
             rows = self._conn.execute("SELECT body FROM egress_ledger WHERE job_id = ?", (job_id,)).fetchall()
         return LedgerTotals(messages=len(rows), bytes=sum(int(json.loads(r[0])["bytes"]) for r in rows))
 
+    def job_records(self, job_id: int, *, limit: int = -1) -> list[ChainRecord]:
+        """Records of ``job_id`` in sequence order, at most ``limit`` of them (all when negative)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT seq, ts, body, prev_hash, hash FROM egress_ledger WHERE job_id = ? ORDER BY seq LIMIT ?",
+                (job_id, limit),
+            ).fetchall()
+        return [_to_record(r) for r in rows]
+
     def export_jsonl(self, path: Path) -> int:
         """Write every record as one JSON object per line (``ChainRecord.to_dict``); return the count."""
         count = 0

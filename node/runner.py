@@ -49,11 +49,21 @@ from node.ledger import EgressLedger
 from node.node_state import JobJournal, LocalDataset, LocalDatasets
 from node.peer import PeerClient, PeerInbox
 from node.settings import NodeSettings
-from protocols.wire.control import JobInput, JobKind, JobProgress, JobPublic, JobResultReport, JobStatus
+from protocols.wire.control import (
+    MAX_LEDGER_ENTRIES,
+    JobInput,
+    JobKind,
+    JobProgress,
+    JobPublic,
+    JobResultReport,
+    JobStatus,
+    LedgerEntry,
+)
 from protocols.wire.errors import ConfigError, ProtocolError
 from protocols.wire.filters import FilterSyntaxError, parse_filter
 
-__all__ = ["FINAL_STATES", "JobContext", "JobFamily", "JobHandler", "JobOutcome", "JobRunner", "family_handlers"]
+__all__ = ["FINAL_STATES", "JobContext", "JobFamily", "JobHandler", "JobOutcome", "JobRunner", "family_handlers",
+           "ledger_receipts"]
 
 logger = logging.getLogger(__name__)
 
@@ -185,6 +195,21 @@ class JobOutcome:
     detail: str = ""
 
 
+def ledger_receipts(ledger: EgressLedger, job_id: int) -> dict[str, Any]:
+    """The ledger fields of a result report: head, totals and the first ``MAX_LEDGER_ENTRIES`` records of the job.
+
+    The totals are taken before the head, as always: a finished job's handler sends nothing more, so both
+    cover every record of the job so far (the coordinator's cross-check relies on it).
+    """
+    totals = ledger.totals(job_id)
+    head = ledger.head()
+    entries = [LedgerEntry(seq=r.seq, kind=str(r.body["kind"])[:100], peer=str(r.body["peer"]),
+                           bytes=int(r.body["bytes"]), digest=str(r.body["digest"]))
+               for r in ledger.job_records(job_id, limit=MAX_LEDGER_ENTRIES)]
+    return {"ledger_head": head, "messages_sent": totals.messages, "bytes_sent": totals.bytes,
+            "ledger_entries": entries}
+
+
 class JobRunner:
     """Polls the coordinator and runs this node's part of approved jobs."""
 
@@ -310,10 +335,8 @@ class JobRunner:
                   "one run, so retry the job (POST /jobs/{id}/retry) and approve the new attempt")
         logger.warning("job %s: attempt %d was interrupted by a node restart", job.id, job.attempt)
         self.journal.set(job.id, "failed", detail, attempt=job.attempt)
-        totals = self.ledger.totals(job.id)
-        self._report_result(job.id, JobResultReport(status="failed", detail=detail, ledger_head=self.ledger.head(),
-                                                    messages_sent=totals.messages, bytes_sent=totals.bytes,
-                                                    attempt=job.attempt))
+        self._report_result(job.id, JobResultReport(status="failed", detail=detail, attempt=job.attempt,
+                                                    **ledger_receipts(self.ledger, job.id)))
         return JobOutcome(job.id, "failed", detail)
 
     def _refuse(self, job: JobPublic, detail: str) -> JobOutcome:
@@ -354,12 +377,11 @@ class JobRunner:
         return self._succeed(job, outputs)
 
     def _succeed(self, job: JobPublic, outputs: dict[str, Any]) -> JobOutcome:
-        totals = self.ledger.totals(job.id)
-        report = JobResultReport(status="succeeded", outputs=outputs, ledger_head=self.ledger.head(),
-                                 messages_sent=totals.messages, bytes_sent=totals.bytes, attempt=job.attempt)
+        report = JobResultReport(status="succeeded", outputs=outputs, attempt=job.attempt,
+                                 **ledger_receipts(self.ledger, job.id))
         self.journal.set(job.id, "succeeded", attempt=job.attempt)
         self._report_result(job.id, report)
-        logger.info("job %s: succeeded (%d messages, %d bytes sent)", job.id, totals.messages, totals.bytes)
+        logger.info("job %s: succeeded (%d messages, %d bytes sent)", job.id, report.messages_sent, report.bytes_sent)
         return JobOutcome(job.id, "succeeded")
 
     def _fail(self, job: JobPublic, ctx: JobContext, workdir: Path, exc: Exception) -> JobOutcome:
@@ -373,9 +395,8 @@ class JobRunner:
         logger.error("job %s failed at stage %s: %s", job.id, ctx.stage, type(exc).__name__)
         logger.debug("job %s failure", job.id, exc_info=exc)
         self.journal.set(job.id, "failed", detail, attempt=job.attempt)
-        totals = self.ledger.totals(job.id)
-        report = JobResultReport(status="failed", detail=detail[:2000], ledger_head=self.ledger.head(),
-                                 messages_sent=totals.messages, bytes_sent=totals.bytes, attempt=job.attempt)
+        report = JobResultReport(status="failed", detail=detail[:2000], attempt=job.attempt,
+                                 **ledger_receipts(self.ledger, job.id))
         self._report_result(job.id, report)
         return JobOutcome(job.id, "failed", detail)
 

@@ -47,10 +47,15 @@ ACCESS: dict[str, tuple[str, ...]] = {
     "get_job": USERS,
     "approve_job": (ADMIN, AUDITOR),
     "cancel_job": (ANALYST, ADMIN),
+    "reject_job": (AUDITOR, ADMIN),  # an auditor, or an admin of an involved party; only while pending
     "retry_job": (ANALYST, ADMIN),  # the job's creator or an admin (approver) of an involved party
     "node_jobs": (ADMIN, OPERATOR),
     "report_progress": (ADMIN, OPERATOR),
     "report_result": (ADMIN, OPERATOR),
+    "job_disclosure": USERS,  # what the caller may see of a job's results (coordinator.disclosure)
+    "record_export": (ADMIN, OPERATOR),  # a node audits each export of row-level results first
+    "job_lineage": (ADMIN, ANALYST, AUDITOR),  # an auditor, or a user of one of the job's parties
+    "dataset_lineage": (ADMIN, ANALYST, AUDITOR),  # an auditor, or a user of the owning party
     "list_budgets": (AUDITOR, ADMIN),
     "audit_events": (AUDITOR, ADMIN),  # an admin sees its own party's events only (audit.review.Scope)
     "audit_export": (AUDITOR,),
@@ -59,6 +64,24 @@ ACCESS: dict[str, tuple[str, ...]] = {
     "audit_page": (AUDITOR,),
     "audit_job_page": (AUDITOR,),
     "audit_page_export": (AUDITOR,),
+    # lineage and the ledger cross-check (coordinator.api.routes.lineage_pages), browser session
+    "lineage_job_page": (AUDITOR,),
+    "lineage_dataset_page": (AUDITOR,),
+    "crosscheck_page": (AUDITOR,),
+    "crosscheck_submit": (AUDITOR,),
+    # compliance console (coordinator.api.routes.console_pages): same sign-in as the audit pages. The service
+    # (coordinator.console) also serves party admins (jobs waiting on "party:<their party>"), but the login
+    # form admits auditors only, so the pages are the auditor's
+    "console_approvals_page": (AUDITOR,),
+    "console_job_page": (AUDITOR,),
+    "console_approve_submit": (AUDITOR,),
+    "console_reject_submit": (AUDITOR,),
+    "console_policy_page": (AUDITOR,),
+    # compliance reports (coordinator.api.routes.report_pages), browser session; refusals are audited
+    "report_job_page": (AUDITOR,),
+    "report_job_pdf": (AUDITOR,),
+    "report_period_page": (AUDITOR,),
+    "report_period_pdf": (AUDITOR,),
 }
 PUBLIC = frozenset({"healthz", "audit_public_key", "login_page", "login_submit", "logout_submit"})
 

@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 from coordinator.audit.review import AuditReview, ChainStatus, EventFilter
 from protocols.wire.control import AuditEventPublic, JobPublic
 
-__all__ = ["SECURITY_HEADERS", "error_page", "login_page", "review_page"]
+__all__ = ["SECURITY_HEADERS", "error_page", "login_page", "outputs_html", "review_page"]
 
 CSS = ("body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}"
        "table{border-collapse:collapse;width:100%}th,td{border:1px solid #ccc;padding:3px 6px;text-align:left;"
@@ -160,7 +160,37 @@ def _job_html(job: JobPublic) -> str:
             ("status detail", job.status_detail), ("created by", job.created_by), ("digest", job.digest),
             ("policy version", job.policy_version), ("required approvals", ", ".join(job.required_approvals)))
     cells = "".join(f"<tr><th>{k}</th><td>{_e(v)}</td></tr>" for k, v in rows)
-    return f'<table id="job">{cells}</table><p>Approvals:</p><ul>{approvals}</ul><h2>Events of job {job.id}</h2>'
+    return (f'<table id="job">{cells}</table><p>Approvals:</p><ul>{approvals}</ul>{outputs_html(job.outputs)}'
+            f'<h2>Events of job {job.id}</h2>')
+
+
+MAX_OUTPUT_ROWS = 300
+"""Output values shown per party on a job page; the rest are counted, not shown."""
+
+
+def _flat(value: Any, path: str = "") -> list[tuple[str, Any]]:
+    if isinstance(value, dict):
+        return [pair for k, v in value.items() for pair in _flat(v, f"{path}.{k}" if path else str(k))]
+    if isinstance(value, list):
+        return [pair for i, v in enumerate(value) for pair in _flat(v, f"{path}.{i}")] or [(path, "[]")]
+    return [(path, value)]
+
+
+def outputs_html(outputs: dict[str, Any]) -> str:
+    """A job's outputs, one table per party, each value escaped.
+
+    ``outputs`` must already be what the signed-in user may see (``coordinator.disclosure``: its own
+    party's, desensitised to its clearance); ``jobs.get_job`` returns them so.
+    """
+    if not outputs:
+        return '<h2>Outputs</h2><p id="outputs">none reported yet</p>'
+    parts = ['<h2>Outputs</h2><div id="outputs">']
+    for party, values in sorted(outputs.items()):
+        flat = _flat(values)
+        cells = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in flat[:MAX_OUTPUT_ROWS])
+        more = f"<p>… {len(flat) - MAX_OUTPUT_ROWS} more values</p>" if len(flat) > MAX_OUTPUT_ROWS else ""
+        parts.append(f'<h3>{_e(party)}</h3><table class="outputs" data-party="{_e(party)}">{cells}</table>{more}')
+    return "".join([*parts, "</div>"])
 
 
 def review_page(view: AuditReview, flt: EventFilter, user: str, job: JobPublic | None = None) -> str:

@@ -8,16 +8,17 @@ Errors::
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
 
 from protocols.wire.canonical import sha256_hex
 from protocols.wire.control import FieldCategory, JobKind, KeyType, PartyKind, Purpose
+from protocols.wire.desensitise import Clearance, ClearanceError, parse_clearance
 
 __all__ = ["DEFAULT_POLICY_PATH", "KindRule", "Policy", "PolicyError", "load_policy", "parse_policy"]
 
@@ -56,6 +57,8 @@ class Policy:
     epsilon_budget_per_pair: float
     epsilon_max_per_job: float
     epsilon_default: float
+    clearance: Clearance = field(default_factory=Clearance)
+    """Per role the highest level seen unmasked, and who may export row-level results in full (absent: none)."""
 
 
 _OutputMode = Literal["count", "bank_ids", "reveal", "relay", "model", "scores"]
@@ -91,6 +94,7 @@ class _PolicyFile(BaseModel):
     epsilon_max_per_job: StrictFloat = Field(gt=0, le=10)
     epsilon_default: StrictFloat = Field(gt=0, le=10)
     kinds: dict[JobKind, _KindFile]
+    clearance: dict[str, Any] | None = None
 
 
 _FIXES: Mapping[str, str] = {
@@ -103,6 +107,7 @@ _FIXES: Mapping[str, str] = {
     "epsilon_budget_per_pair": "set a positive number (total ε per dataset pair), e.g. epsilon_budget_per_pair: 3.0",
     "epsilon_max_per_job": "set a number in (0, 10], at most epsilon_budget_per_pair, e.g. epsilon_max_per_job: 1.0",
     "epsilon_default": "set a number in (0, 10], at most epsilon_max_per_job, e.g. epsilon_default: 0.5",
+    "clearance": "give levels {role: 0-5} and full_export [{role, purpose}], e.g. clearance: {levels: {analyst: 3}}",
     "kinds": "give each job kind purposes, inputs {required, optional}, output_modes, "
     "output_mode_required (true/false) and label (required/forbidden)",
 }
@@ -156,6 +161,10 @@ def _policy_from_text(text: str, digest: str) -> Policy:
     if missing:
         raise PolicyError(f"policy key 'kinds.{missing[0]}': missing job kind(s) {missing} (fix: {_FIXES['kinds']})")
     _check_epsilon_order(spec)
+    try:
+        clearance = parse_clearance(spec.clearance) if spec.clearance is not None else Clearance()
+    except ClearanceError as exc:
+        raise PolicyError(f"policy key 'clearance': {exc}") from None
     return Policy(
         version=spec.version,
         digest=digest,
@@ -168,6 +177,7 @@ def _policy_from_text(text: str, digest: str) -> Policy:
         epsilon_budget_per_pair=spec.epsilon_budget_per_pair,
         epsilon_max_per_job=spec.epsilon_max_per_job,
         epsilon_default=spec.epsilon_default,
+        clearance=clearance,
     )
 
 

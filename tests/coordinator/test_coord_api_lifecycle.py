@@ -110,7 +110,9 @@ def test_node_progress_and_results_finish_the_job(world):
                         headers=world.h("telco_op")).json()
 
     assert done["status"] == "succeeded" and done["progress"] == 1.0
-    assert done["outputs"] == {"bank": {"overlap": 1200}, "telco": {}}
+    assert done["outputs"] == {"telco": {}}  # the telco's node is answered with its own party's outputs only
+    seen = world.c.get(f"{API}/jobs/{jid}", headers=world.h("auditor")).json()["outputs"]
+    assert seen == {"bank": {"overlap": 1200}, "telco": {}}
     again = world.c.post(f"{API}/jobs/{jid}/result", json={"status": "succeeded"}, headers=world.h("telco_op"))
     assert again.status_code == 409 and "succeeded" in again.json()["detail"][0]["message"]
 

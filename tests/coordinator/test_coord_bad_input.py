@@ -33,13 +33,16 @@ def test_unknown_and_missing_fields_are_named(world):
     assert all(d["message"] and d["fix"] for d in r.json()["detail"])
 
 
-def test_unknown_dataset_is_404_naming_the_field_and_writes_nothing(world):
-    before = _jobs_and_events(world)
+def test_unknown_dataset_is_404_naming_the_field_and_writes_nothing_but_the_refusal(world):
+    jobs_before, events_before = _jobs_and_events(world)
     body = world.job_body()
     body["inputs"][1]["dataset_id"] = 2**62
     r = world.c.post(f"{API}/jobs", json=body, headers=world.h("bank_analyst"))
     assert r.status_code == 404 and r.json()["detail"][0]["field"] == "body.inputs.1.dataset_id"
-    assert _jobs_and_events(world) == before
+    jobs_after, events_after = _jobs_and_events(world)
+    assert jobs_after == jobs_before
+    (refusal,) = [e for e in world.events() if e["action"] == "request.refused"]
+    assert events_after == events_before + 1 and refusal["details"]["status"] == 404
 
 
 @pytest.mark.parametrize("path", ["/jobs/0", "/jobs/99999999999999999999999", "/datasets/-1", "/jobs/abc"])

@@ -13,7 +13,6 @@ from fastapi.routing import APIRoute
 
 from coordinator.accounts import hash_token
 from coordinator.api.access import ACCESS, PUBLIC, ROLES
-from coordinator.api.routes import audit_pages
 from coordinator.api.web_sessions import COOKIE
 from coordinator.app import create_app, routers
 from coordinator.settings import Settings
@@ -43,8 +42,14 @@ def _operations(app) -> list[tuple[str, str, str]]:
 def _page_operations(app) -> list[tuple[str, str, str]]:
     """(method, path, route name) of every compliance page (mounted at the root, left out of the OpenAPI schema)."""
     assert app.state.web_sessions is not None  # the pages are installed on this app
-    return [(method, route.path, route.name) for route in audit_pages.router.routes
-            if isinstance(route, APIRoute) for method in route.methods]
+    return [(method, route.path, route.name) for route in _page_routes(app) for method in route.methods]
+
+
+def _page_routes(app) -> list[APIRoute]:
+    """Every page route of the app: the routes of routers mounted outside the OpenAPI schema (audit, console...)."""
+    routers = [r.original_router for r in app.routes if hasattr(r, "original_router")]
+    return [route for router in routers if not router.include_in_schema
+            for route in router.routes if isinstance(route, APIRoute)]
 
 
 def _allowed_roles(route: APIRoute) -> set[str] | None:
@@ -85,7 +90,8 @@ def test_every_route_is_in_the_access_table(matrix_world):
     operations = _operations(matrix_world.c.app) + _page_operations(matrix_world.c.app)
     names = [name for _, _, name in operations]
     assert sorted(names) == sorted(set(ACCESS) | PUBLIC)
-    routes = [r for router in [*routers(), audit_pages.router] for r in router.routes if isinstance(r, APIRoute)]
+    routes = [r for router in routers() for r in router.routes if isinstance(r, APIRoute)]
+    routes += _page_routes(matrix_world.c.app)
     assert sorted(r.name for r in routes) == sorted(names)
     for route in routes:
         expected = None if route.name in PUBLIC else set(ACCESS[route.name])
@@ -123,14 +129,15 @@ def _login(world: World, who: str | None) -> tuple[int, str | None]:
 def _get_page(world: World, operation: tuple[str, str, str], cookie: str | None, job: dict):
     method, path, _ = operation
     headers = {"Cookie": f"{COOKIE}={cookie}"} if cookie else {}
-    return world.c.request(method, path.format(job_id=job["id"]), headers=headers, follow_redirects=False)
+    path = path.format(job_id=job["id"], dataset_id=world.datasets["bank"])
+    return world.c.request(method, path, headers=headers, follow_redirects=False)
 
 
 def test_page_role_matrix(matrix_world):
     world = matrix_world
     job = world.submit()
-    pages = [op for op in _page_operations(world.c.app) if op[2] in ACCESS]
-    assert {name for _, _, name in pages} == {"audit_page", "audit_job_page", "audit_page_export"}
+    pages = [op for op in _page_operations(world.c.app) if op[2] in ACCESS and op[0] == "GET"]
+    assert {"audit_page", "audit_job_page", "audit_page_export", "console_approvals_page"} <= {n for _, _, n in pages}
     failures = []
     for role in ["anonymous", *ROLES]:
         status, cookie = _login(world, PRINCIPALS[role])

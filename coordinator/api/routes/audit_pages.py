@@ -98,9 +98,9 @@ def page_gate(route_name: str) -> Callable[[Principal], Principal]:
 
 
 def _safe_next(target: str) -> str:
-    """Where to go after login: a path under /audit on this site, else /audit (no open redirect)."""
+    """Where to go after login: a path under /audit or /console on this site, else /audit (no open redirect)."""
     parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not parts.path.startswith("/audit") or "\\" in target:
+    if parts.scheme or parts.netloc or not parts.path.startswith(("/audit", "/console")) or "\\" in target:
         return "/audit"
     return target
 

@@ -67,6 +67,14 @@ def cancel_job(
     return jobs.cancel(ctx, actor, job_id)
 
 
+@router.post("/jobs/{job_id}/reject", tags=["jobs"])
+def reject_job(
+    job_id: JobId, body: wire.JobReject, ctx: ContextDep, actor: Annotated[Principal, Depends(required("reject_job"))]
+) -> wire.JobPublic:
+    """Turn down a job pending approval with a reason: it ends ``cancelled``; audited as ``job.rejected``."""
+    return jobs.reject(ctx, actor, job_id, body.reason)
+
+
 @router.post("/jobs/{job_id}/retry", tags=["jobs"])
 def retry_job(
     job_id: JobId, ctx: ContextDep, actor: Annotated[Principal, Depends(required("retry_job"))],

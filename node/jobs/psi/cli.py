@@ -2,31 +2,38 @@
 
 ``psi-local`` runs a PSI job on two local files with both roles in one process (see
 :mod:`node.jobs.psi.local`); it needs no coordinator and no keys. ``psi-results JOB`` lists the
-row-level results a job kept on this node, numbers masked. ``outbox`` lists relay messages queued on
+row-level results a job kept on this node, desensitised to the clearance the coordinator states for
+the node's token (``--export FILE.csv|.jsonl`` writes them all, audited first; ``--full --reason`` unmasked,
+if the policy grants it). ``outbox`` lists relay messages queued on
 this node, numbers masked. ``psi-rotate-epoch`` starts a new key epoch for labeled-PSI tables.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import pandas as pd
 import typer
 
+from node.coordinator_client import CoordinatorError
 from node.node_db import NODE_DB
+from node.runtime import NodeRuntime
 from node.settings import NodeSettings
 from protocols.wire.control import JobParams
+from protocols.wire.desensitise import ExportRecord
 from protocols.wire.errors import ConfigError
 from psi.engine import ProcessPoolMapper
 
 from ._rows import KeyColumn, infer_key_type, party_rows
 from .local import LocalMode, run_local_job
 from .outreach import OutboxChannel, mask_msisdn
-from .results import list_results
+from .results import export_results, list_results, read_results
 from .tables import TableStore
 
 __all__ = ["add_psi_commands"]
@@ -58,6 +65,51 @@ def _local(bank: Path, telco: Path, mode: LocalMode, keys: list[str], filter_tex
         typer.echo("  " + "  ".join(mask_msisdn(v) if i == 2 else v for i, v in enumerate(row)))
     if len(result.rows) > show:
         typer.echo(f"  … {len(result.rows) - show} more rows (shown: {show}; numbers masked)")
+
+
+def _export_format(path: Path) -> Literal["csv", "jsonl"]:
+    if path.suffix not in (".csv", ".jsonl"):
+        raise ConfigError(f"--export {path}: unknown format (fix: name a .csv or .jsonl file)")
+    return "csv" if path.suffix == ".csv" else "jsonl"
+
+
+def _write_private(path: Path, content: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(content)
+
+
+def _results(settings: NodeSettings, job_id: int, limit: int, export: Path | None, full: bool, reason: str) -> None:
+    """``psi-results``: the coordinator states this token's clearance; an export is audited before it is written."""
+    if full and export is None:
+        raise ConfigError("--full applies to an export (fix: add --export FILE.csv or FILE.jsonl)")
+    if full and not reason.strip():
+        raise ConfigError("--full needs --reason (fix: say why, e.g. --reason 'call-back list, ticket 1234')")
+    fmt = _export_format(export) if export is not None else None
+    if export is not None and export.exists():
+        raise ConfigError(f"--export {export} exists; an export never overwrites a file (fix: choose another path)")
+    job_dir = settings.state_path / "jobs" / str(job_id)
+    if not read_results(job_dir):
+        typer.echo(f"job {job_id} kept no row-level results on this node")
+        return
+    rt = NodeRuntime.open(settings)
+    try:
+        seen = rt.coordinator.disclosure(job_id)
+        if fmt is None:
+            typer.echo(f"as {seen.role} of {seen.party} (clearance {seen.clearance}): values above it desensitised")
+            typer.echo("\n".join(list_results(job_dir, rules=seen.rules(), clearance=seen.clearance, limit=limit)))
+            return
+        out = export_results(job_dir, fmt, rules=seen.rules(), clearance=seen.clearance, full=full)
+        assert export is not None  # noqa: S101 - fmt is set only with export
+        # the coordinator decides (policy clearance.full_export) and audits who, what, why; a refusal writes nothing
+        receipt = rt.coordinator.record_export(job_id, ExportRecord(
+            file=str(export.resolve()), rows=out.rows, columns=out.columns, full=full, reason=reason,
+            sha256=hashlib.sha256(out.content).hexdigest()))
+    finally:
+        rt.close()
+    _write_private(export, out.content)
+    kind = "unmasked" if full else f"desensitised to clearance {seen.clearance}"
+    typer.echo(f"exported {out.rows} rows ({kind}) to {export}; audit event {receipt.audit_seq}")
 
 
 def add_psi_commands(app: typer.Typer, settings_cls: type[NodeSettings]) -> None:
@@ -93,11 +145,26 @@ def add_psi_commands(app: typer.Typer, settings_cls: type[NodeSettings]) -> None
             raise typer.Exit(2) from None
 
     @app.command("psi-results")
-    def psi_results(job_id: int, limit: Annotated[int, typer.Option("--limit", min=0)] = 20) -> None:
-        """List the row-level results a PSI job kept on this node (numbers masked)."""
+    def psi_results(
+        job_id: int,
+        limit: Annotated[int, typer.Option("--limit", min=0, help="rows listed per file")] = 20,
+        export: Annotated[Path | None, typer.Option("--export", help="write every row to FILE.csv or FILE.jsonl "
+                                                    "(desensitised to this token's clearance; audited)")] = None,
+        full: Annotated[bool, typer.Option("--full", help="export unmasked: needs the policy's full_export grant "
+                                           "for this token's role and the job's purpose, and --reason")] = False,
+        reason: Annotated[str, typer.Option("--reason", help="why the export is made (recorded in the audit log)")]
+        = "",
+    ) -> None:
+        """List (or export) the row-level results a PSI job kept on this node, desensitised for this token."""
         settings = settings_cls()  # type: ignore[call-arg]
-        lines = list_results(settings.state_path / "jobs" / str(job_id), limit=limit)
-        typer.echo("\n".join(lines) if lines else f"job {job_id} kept no row-level results on this node")
+        try:
+            _results(settings, job_id, limit, export, full, reason)
+        except ConfigError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        except CoordinatorError as exc:
+            typer.echo(f"refused: {exc}", err=True)
+            raise typer.Exit(1) from None
 
     @app.command("outbox")
     def outbox(job_id: Annotated[int | None, typer.Option("--job")] = None,

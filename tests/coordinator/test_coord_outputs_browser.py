@@ -1,0 +1,49 @@
+"""A job's outputs on the compliance job page, in headless Chromium against a real coordinator process.
+
+The officer (clearance 5) reads every party's outputs as reported; the bank's analyst, through the API,
+reads only the bank's, with level-4 values masked or generalised. With ``TANDEM_SCREENSHOTS=DIR`` the
+page is saved there as ``job_outputs.png``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.coordinator.test_coord_outputs_per_party import SENSITIVE, _finish, _sensitive_world
+from tests.support.browser import chromium, coordinator_process, need_chromium, sign_in
+from tests.support.coordinator import API, World
+
+pytestmark = pytest.mark.browser
+
+
+def test_the_officer_reads_every_partys_outputs_where_the_analyst_gets_them_masked(tmp_path: Path) -> None:
+    # Prepare: a real coordinator, a job over level-4 fields that both nodes finished
+    need_chromium()
+    with coordinator_process(tmp_path / "coord") as (url, _), httpx.Client(base_url=url, timeout=30) as client:
+        world = World(client).populate()
+        job = _sensitive_world(world)
+        _finish(world, job, SENSITIVE, {"bank_queries": 500})
+        analyst = client.get(f"{API}/jobs/{job['id']}", headers=world.h("bank_analyst")).json()["outputs"]
+
+        # Execute
+        with chromium() as browser:
+            context, page = sign_in(browser, url, world.tokens["auditor"], start=f"/audit/jobs/{job['id']}")
+            page.wait_for_selector("#outputs")
+            bank = page.inner_text("table.outputs[data-party=bank]")
+            telco = page.inner_text("table.outputs[data-party=telco]")
+            folder = os.environ.get("TANDEM_SCREENSHOTS")
+            if folder:
+                Path(folder).mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(Path(folder) / "job_outputs.png"), full_page=True)
+            context.close()
+
+    # Assert
+    print(f"officer's page, bank: {bank!r}; analyst's API view: {analyst}")
+    assert "13812345534" in bank and "110105199001011234" in bank and "consent" in bank  # clearance 5
+    assert "bank_queries\t500" in telco
+    assert set(analyst) == {"bank"} and analyst["bank"]["msisdn"] == "138****5534"
+    assert analyst["bank"]["id_number"] == "110105***********4" and "consent" not in analyst["bank"]
