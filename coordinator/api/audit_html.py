@@ -37,13 +37,17 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",  # "no-referrer" would make form posts send "Origin: null"
     "Cache-Control": "no-store",
 }
+NAV = ('<nav id="console-nav"><a href="/audit">Audit log</a><a href="/console/approvals">Approvals</a>'
+       '<a href="/console/policy">Policy</a><a href="/console/crosscheck">Ledger cross-check</a>'
+       '<a href="/console/reports/period.html">Period report</a></nav>')
+"""The compliance console's pages, linked from every page an officer sees signed in."""
 DETAILS_SUMMARY_CHARS = 160
 VERIFY_COMMAND = "python -m coordinator.audit.chain verify audit.jsonl --key $key"
 
 _LAYOUT = Template("""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>$title</title><style>$css</style></head>
 <body><header><h1>$title</h1>$user</header>
-$body
+$nav$body
 </body></html>
 """)
 _LOGIN = Template("""<p>$message</p>
@@ -69,7 +73,7 @@ def _e(value: object) -> str:
 def _page(title: str, body: str, user: str | None = None) -> str:
     signed_in = (f'<span>signed in as {_e(user)}</span><form method="post" action="/logout">'
                  '<button type="submit">Sign out</button></form>') if user else ""
-    return _LAYOUT.substitute(title=_e(title), css=CSS, user=signed_in, body=body)
+    return _LAYOUT.substitute(title=_e(title), css=CSS, user=signed_in, nav=NAV if user else "", body=body)
 
 
 def login_page(message: str, next_path: str, error: bool = False) -> str:
@@ -198,7 +202,9 @@ def review_page(view: AuditReview, flt: EventFilter, user: str, job: JobPublic |
     base = f"/audit/jobs/{job.id}" if job else "/audit"
     with_job = job is None
     body = "\n".join((
-        "<p><a href=\"/audit\">all events</a></p>" if job else "",
+        (f'<p><a href="/audit">all events</a> · <a href="/console/jobs/{job.id}">terms and approvals</a> · '
+         f'<a href="/console/jobs/{job.id}/lineage">lineage</a> · '
+         f'<a href="/console/reports/jobs/{job.id}.html">compliance report</a></p>') if job else "",
         _chain_html(view.chain),
         _job_html(job) if job else "",
         _filters(flt, base, with_job),

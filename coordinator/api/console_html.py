@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from html import escape
 from string import Template
 
-from coordinator.api.audit_html import CSS
+from coordinator.api.audit_html import CSS, NAV
 from coordinator.console import JobReview, PolicyVersion, RuleText, missing_approvals, sign_command
 from coordinator.policy import Policy
 from protocols.crypto.signing import APPROVAL_CONTEXT
@@ -24,7 +24,7 @@ __all__ = ["approvals_page", "job_page", "policy_page"]
 _LAYOUT = Template("""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>$title</title><style>$css</style></head>
 <body><header><h1>$title</h1>$user</header>
-<nav><a href="/console/approvals">Approvals</a><a href="/console/policy">Policy</a><a href="/audit">Audit log</a></nav>
+$nav
 $body
 </body></html>
 """)
@@ -57,7 +57,7 @@ def _e(value: object) -> str:
 def _page(title: str, body: str, user: str) -> str:
     signed_in = (f'<span>signed in as {_e(user)}</span><form method="post" action="/logout">'
                  '<button type="submit">Sign out</button></form>')
-    return _LAYOUT.substitute(title=_e(title), css=CSS, user=signed_in, body=body)
+    return _LAYOUT.substitute(title=_e(title), css=CSS, user=signed_in, nav=NAV, body=body)
 
 
 def _table(table_id: str, head: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
@@ -175,6 +175,14 @@ def _digest(job: JobPublic) -> str:
             f"<code>{context}\\0</code> followed by these 32 bytes, with the approver's registered key.</p>")
 
 
+def _links(job_id: int) -> str:
+    """Where else the officer reads this job: its audit events, lineage and compliance report."""
+    return (f'<p id="links"><a href="/audit/jobs/{job_id}">audit events</a> · '
+            f'<a href="/console/jobs/{job_id}/lineage">lineage</a> · '
+            f'<a href="/console/reports/jobs/{job_id}.html">compliance report</a> '
+            f'(<a href="/console/reports/jobs/{job_id}.pdf">PDF</a>)</p>')
+
+
 def job_page(review: JobReview, user: str, may_reject: bool, notice: str = "") -> str:
     """One job for its approvers: terms in words, datasets and fields, the decision, the digest, who signed.
 
@@ -191,7 +199,7 @@ def job_page(review: JobReview, user: str, may_reject: bool, notice: str = "") -
              "<h2>Terms</h2>", _terms(job), "<h2>Datasets and fields</h2>", _datasets(job, review.datasets),
              "<h2>Policy decision</h2>", _decision(job), "<h2>Digest to be signed</h2>", _digest(job),
              "<h2>Approvals</h2>", _approvals(job),
-             f'<p><a href="/audit/jobs/{int(job.id)}">this job\'s audit events</a></p>']
+             _links(int(job.id))]
     if review.approver:
         parts.append(_APPROVE.substitute(approver=_e(review.approver), job=int(job.id), digest=_e(job.digest),
                                          command=_e(sign_command(job.id, review.approver))))

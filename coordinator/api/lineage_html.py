@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from html import escape
 from string import Template
 
-from coordinator.api.audit_html import CSS
+from coordinator.api.audit_html import CSS, NAV
 from coordinator.crosscheck import CrossCheck, grouped
 from coordinator.lineage import DatasetLineage, DatasetUse, EventRow, JobLineage, PartyMessages
 
@@ -22,8 +22,7 @@ MAX_DETAILS_CHARS = 200
 _LAYOUT = Template("""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>$title</title><style>$css</style></head>
 <body><header><h1>$title</h1>$user</header>
-<nav><a href="/console/approvals">Approvals</a><a href="/console/policy">Policy</a>\
-<a href="/console/crosscheck">Ledger cross-check</a><a href="/audit">Audit log</a></nav>
+$nav
 $body
 </body></html>
 """)
@@ -51,7 +50,7 @@ def _e(value: object) -> str:
 def _page(title: str, body: str, user: str) -> str:
     signed_in = (f'<span>signed in as {_e(user)}</span><form method="post" action="/logout">'
                  '<button type="submit">Sign out</button></form>')
-    return _LAYOUT.substitute(title=_e(title), css=CSS, user=signed_in, body=body)
+    return _LAYOUT.substitute(title=_e(title), css=CSS, user=signed_in, nav=NAV, body=body)
 
 
 def _table(table_id: str, heads: Sequence[str], rows: Iterable[Sequence[str]], empty: str) -> str:

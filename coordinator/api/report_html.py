@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from html import escape
 
-from coordinator.api.audit_html import CSS
+from coordinator.api.audit_html import CSS, NAV
 from coordinator.report_proof import proof_json
 from coordinator.reports import ReportJob, SignedReport
 
@@ -98,5 +98,5 @@ def render_html(signed: SignedReport, user: str | None = None, pdf_href: str | N
     jobs = "".join(_job(j, pdf_link=report.scope == "period") for j in report.jobs) or "<p>No jobs.</p>"
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(report.title)}</title>'
             f"<style>{CSS}</style></head>\n<body><header><h1>{_e(report.title)}</h1>{signed_in}</header>\n"
-            f'<nav><a href="/audit">audit log</a></nav>{pdf}{summary}{verify}{jobs}\n'
+            f'{NAV}{pdf}{summary}{verify}{jobs}\n'
             f'<script type="application/json" id="tandem-report">{proof_json(signed)}</script>\n</body></html>\n')
