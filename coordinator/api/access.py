@@ -77,6 +77,9 @@ ACCESS: dict[str, tuple[str, ...]] = {
     "console_approve_submit": (AUDITOR,),
     "console_reject_submit": (AUDITOR,),
     "console_policy_page": (AUDITOR,),
+    # a party user's own jobs and outputs (desensitised to the user's clearance), same sign-in
+    "console_my_jobs_page": (ADMIN, ANALYST, OPERATOR, AUDITOR),
+    "console_my_job_page": (ADMIN, ANALYST, OPERATOR, AUDITOR),
     # compliance reports (coordinator.api.routes.report_pages), browser session; refusals are audited
     "report_job_page": (AUDITOR,),
     "report_job_pdf": (AUDITOR,),

@@ -56,7 +56,8 @@ _LOGIN = Template("""<p>$message</p>
 <label>API token <input type="password" name="token" autocomplete="off" required autofocus></label>
 <button type="submit">Sign in</button>
 </form>
-<p>Only auditors may view the audit log here. Party admins read their own party's events through the API.</p>""")
+<p>Compliance officers (auditors) see the audit log and the console. Party users see their own party's jobs
+and outputs, desensitised to their clearance; they read their party's audit events through the API.</p>""")
 _FILTERS = Template("""<form class="f" method="get" action="$action">
 <label>action prefix <input name="action" value="$act"></label>
 <label>actor <input name="actor" value="$actor"></label>

@@ -13,13 +13,13 @@ from collections.abc import Iterable, Sequence
 from html import escape
 from string import Template
 
-from coordinator.api.audit_html import CSS, NAV
+from coordinator.api.audit_html import CSS, NAV, outputs_html
 from coordinator.console import JobReview, PolicyVersion, RuleText, missing_approvals, sign_command
 from coordinator.policy import Policy
 from protocols.crypto.signing import APPROVAL_CONTEXT
 from protocols.wire.control import DatasetPublic, FieldSpec, JobInput, JobPublic, JobStatus
 
-__all__ = ["approvals_page", "job_page", "policy_page"]
+__all__ = ["approvals_page", "job_page", "my_job_page", "my_jobs_page", "policy_page"]
 
 _LAYOUT = Template("""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>$title</title><style>$css</style></head>
@@ -239,3 +239,23 @@ def policy_page(policy: Policy, rules: list[RuleText], history: list[PolicyVersi
         "each job keeps the version it was decided under.</p>", _history(history),
     ))
     return _page("Tandem console: policy", body, user)
+
+
+# ---------------------------------------------------------------- a party user's own jobs
+
+
+def my_jobs_page(found: list[JobPublic], user: str) -> str:
+    """The jobs the user may see, newest first, linked to their outputs."""
+    rows = [(f'<a href="/console/my-jobs/{int(j.id)}">{int(j.id)}</a>', _e(j.title), _e(j.kind), _e(j.status))
+            for j in sorted(found, key=lambda j: j.id, reverse=True)]
+    body = _table("my-jobs", ("job", "title", "kind", "status"), rows) if rows else '<p id="my-jobs">no jobs</p>'
+    return _page("Tandem: your jobs", body, user)
+
+
+def my_job_page(job: JobPublic, user: str) -> str:
+    """One job's status and the outputs the user may see (already per party and desensitised)."""
+    status = f"{job.status}" + (f": {job.status_detail}" if job.status_detail else "")
+    body = "\n".join((f'<p id="status">Status: {_e(status)}</p>', _terms(job), outputs_html(job.outputs),
+                      '<p>Values above your clearance are shown masked or generalised, as the dataset owners\' '
+                      'governance rules say; the compliance officer sees them as the policy allows.</p>'))
+    return _page(f"Tandem: job {int(job.id)}", body, user)

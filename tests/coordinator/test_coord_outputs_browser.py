@@ -1,8 +1,9 @@
 """A job's outputs on the compliance job page, in headless Chromium against a real coordinator process.
 
-The officer (clearance 5) reads every party's outputs as reported; the bank's analyst, through the API,
-reads only the bank's, with level-4 values masked or generalised. With ``TANDEM_SCREENSHOTS=DIR`` the
-page is saved there as ``job_outputs.png``.
+The officer (clearance 5) reads every party's outputs as reported; the bank's analyst, through the API
+and on its own job page in the browser, reads only the bank's, with level-4 values masked or
+generalised. With ``TANDEM_SCREENSHOTS=DIR`` the pages are saved there as ``job_outputs.png`` and
+``job_outputs_analyst.png``.
 """
 
 from __future__ import annotations
@@ -35,10 +36,15 @@ def test_the_officer_reads_every_partys_outputs_where_the_analyst_gets_them_mask
             page.wait_for_selector("#outputs")
             bank = page.inner_text("table.outputs[data-party=bank]")
             telco = page.inner_text("table.outputs[data-party=telco]")
-            folder = os.environ.get("TANDEM_SCREENSHOTS")
-            if folder:
-                Path(folder).mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(Path(folder) / "job_outputs.png"), full_page=True)
+            _shot(page, "job_outputs.png")
+            context.close()
+            context, page = sign_in(browser, url, world.tokens["bank_analyst"])
+            landed = page.url
+            page.click(f"#my-jobs a[href='/console/my-jobs/{job['id']}']")
+            page.wait_for_selector("#outputs")
+            analyst_page = page.inner_text("#outputs")
+            analyst_tables = page.locator("table.outputs").count()
+            _shot(page, "job_outputs_analyst.png")
             context.close()
 
     # Assert
@@ -47,3 +53,15 @@ def test_the_officer_reads_every_partys_outputs_where_the_analyst_gets_them_mask
     assert "bank_queries\t500" in telco
     assert set(analyst) == {"bank"} and analyst["bank"]["msisdn"] == "138****5534"
     assert analyst["bank"]["id_number"] == "110105***********4" and "consent" not in analyst["bank"]
+    print(f"analyst's page ({landed}): {analyst_page!r}")
+    assert landed.endswith("/console/my-jobs") and analyst_tables == 1  # its own party's outputs only
+    assert "138****5534" in analyst_page and "110105***********4" in analyst_page
+    assert "13812345534" not in analyst_page and "110105199001011234" not in analyst_page
+    assert "consent" not in analyst_page and "bank_queries" not in analyst_page
+
+
+def _shot(page, name: str) -> None:
+    folder = os.environ.get("TANDEM_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / name), full_page=True)

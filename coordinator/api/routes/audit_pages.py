@@ -41,6 +41,7 @@ from coordinator.audit import log as audit_log
 from coordinator.audit.review import EventFilter, review
 from coordinator.errors import BadRequest, CoordinatorError, Forbidden, Unauthorized
 from coordinator.store import MAX_DB_INT
+from protocols.wire.control import Role
 
 __all__ = ["install", "router"]
 
@@ -131,9 +132,13 @@ async def login_submit(request: Request, ctx: ContextDep, settings: SettingsDep,
         raise Forbidden("cross-site login refused", field="header.origin")
     form = await _form(request)
     bootstrap = settings.bootstrap_token.get_secret_value() if settings.bootstrap_token else None
-    _, session_id = login(ctx, get_sessions(request), form.get("token", ""), bootstrap, ACCESS["audit_page"],
-                          LoginAttempt(client_address(request), failures))
-    response = RedirectResponse(_safe_next(form.get("next", "/audit")), status_code=303)
+    allowed = tuple(dict.fromkeys((*ACCESS["audit_page"], *ACCESS["console_my_jobs_page"])))
+    user, session_id = login(ctx, get_sessions(request), form.get("token", ""), bootstrap, allowed,
+                             LoginAttempt(client_address(request), failures))
+    target = _safe_next(form.get("next", "/audit"))
+    if user.role != Role.AUDITOR and not target.startswith("/console/my-jobs"):
+        target = "/console/my-jobs"  # the audit log and the console are the compliance officer's
+    response = RedirectResponse(target, status_code=303)
     response.set_cookie(COOKIE, session_id, max_age=int(ABSOLUTE.total_seconds()), path="/", httponly=True,
                         samesite="strict", secure=request.url.scheme == "https")
     return response

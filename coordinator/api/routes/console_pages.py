@@ -171,6 +171,25 @@ def console_policy_page(
                                           console.policy_history(ctx, user), user.name))
 
 
+@router.get("/console/my-jobs", response_class=HTMLResponse)
+def console_my_jobs_page(
+    ctx: ContextDep, user: Annotated[Principal, Depends(console_gate("console_my_jobs_page"))]
+) -> HTMLResponse:
+    """The jobs the signed-in user may see (a party user: its party's jobs)."""
+    return _html(console_html.my_jobs_page(jobs.list_jobs(ctx, user), user.name))
+
+
+@router.get("/console/my-jobs/{job_id}", response_class=HTMLResponse)
+def console_my_job_page(
+    job_id: JobId, ctx: ContextDep, user: Annotated[Principal, Depends(console_gate("console_my_job_page"))]
+) -> HTMLResponse:
+    """One job's status and outputs as the signed-in user may see them.
+
+    That is ``jobs.get_job``: its own party's outputs, desensitised to its clearance.
+    """
+    return _html(console_html.my_job_page(jobs.get_job(ctx, user, job_id), user.name))
+
+
 def install(app: FastAPI) -> None:
     """Mount the console pages on ``app`` (after ``audit_pages.install``, which creates the session registry)."""
     app.include_router(router)
