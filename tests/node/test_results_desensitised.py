@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +67,8 @@ def bank(tmp_path: Path):
             env = {k: v for k, v in os.environ.items() if not k.startswith("TANDEM_")}
             env |= {"TANDEM_BANK_STATE_DIR": str(state), "TANDEM_BANK_COORDINATOR_URL": url,
                     "TANDEM_BANK_API_TOKEN": world.tokens[who]}
-            return subprocess.run([str(ROOT / ".venv" / "bin" / "tandem-bank"), "psi-results", str(job["id"]), *args],
-                                  env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+            command = [str(Path(sys.executable).parent / "tandem-bank"), "psi-results", str(job["id"]), *args]
+            return subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
 
         yield run, world, state
 
