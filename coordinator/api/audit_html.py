@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 from coordinator.audit.review import AuditReview, ChainStatus, EventFilter
 from protocols.wire.control import AuditEventPublic, JobPublic
 
-__all__ = ["SECURITY_HEADERS", "error_page", "login_page", "outputs_html", "review_page"]
+__all__ = ["SECURITY_HEADERS", "error_page", "login_page", "outputs_html", "page", "review_page"]
 
 CSS = ("body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}"
        "table{border-collapse:collapse;width:100%}th,td{border:1px solid #ccc;padding:3px 6px;text-align:left;"
@@ -71,7 +71,8 @@ def _e(value: object) -> str:
     return escape(str(value), quote=True)
 
 
-def _page(title: str, body: str, user: str | None = None) -> str:
+def page(title: str, body: str, user: str | None = None) -> str:
+    """A page in the console's layout; signed in (``user``), with the sign-out button and the navigation."""
     signed_in = (f'<span>signed in as {_e(user)}</span><form method="post" action="/logout">'
                  '<button type="submit">Sign out</button></form>') if user else ""
     return _LAYOUT.substitute(title=_e(title), css=CSS, user=signed_in, nav=NAV if user else "", body=body)
@@ -80,13 +81,13 @@ def _page(title: str, body: str, user: str | None = None) -> str:
 def login_page(message: str, next_path: str, error: bool = False) -> str:
     """The login form; ``message`` is shown (as an error if ``error``), ``next_path`` is where to go after."""
     shown = f'<span class="err">{_e(message)}</span>' if error else _e(message)
-    return _page("Tandem audit: sign in", _LOGIN.substitute(message=shown, next=_e(next_path)))
+    return page("Tandem audit: sign in", _LOGIN.substitute(message=shown, next=_e(next_path)))
 
 
 def error_page(status: int, message: str, fix: str | None = None) -> str:
     """A refusal or error, with the fix if there is one."""
     extra = f"<p>{_e(fix)}</p>" if fix else ""
-    return _page(f"Tandem audit: {status}", f'<p class="err">{_e(message)}</p>{extra}<p><a href="/audit">back</a></p>')
+    return page(f"Tandem audit: {status}", f'<p class="err">{_e(message)}</p>{extra}<p><a href="/audit">back</a></p>')
 
 
 def _chain_html(chain: ChainStatus) -> str:
@@ -213,4 +214,4 @@ def review_page(view: AuditReview, flt: EventFilter, user: str, job: JobPublic |
         _table(view.events),
     ))
     title = f"Tandem audit: job {job.id}" if job else "Tandem audit log"
-    return _page(title, body, user)
+    return page(title, body, user)

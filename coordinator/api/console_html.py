@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from html import escape
 from string import Template
 
-from coordinator.api.audit_html import CSS, NAV, outputs_html
+from coordinator.api.audit_html import outputs_html, page
 from coordinator.console import JobReview, PolicyVersion, RuleText, missing_approvals, sign_command
 from coordinator.policy import Policy
 from protocols.crypto.signing import APPROVAL_CONTEXT
@@ -21,13 +21,6 @@ from protocols.wire.control import DatasetPublic, FieldSpec, JobInput, JobPublic
 
 __all__ = ["approvals_page", "job_page", "my_job_page", "my_jobs_page", "policy_page"]
 
-_LAYOUT = Template("""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>$title</title><style>$css</style></head>
-<body><header><h1>$title</h1>$user</header>
-$nav
-$body
-</body></html>
-""")
 _APPROVE = Template("""<h2>Approve as $approver</h2>
 <form id="approve-form" method="post" action="/console/jobs/$job/approve">
 <p>Sign on your own machine with your own key; this page never asks for it. The command shows these
@@ -52,12 +45,6 @@ _USES = (("key_fields", "match key"), ("feature_fields", "feature"), ("output_fi
 def _e(value: object) -> str:
     """Escape anything for HTML text or a quoted attribute."""
     return escape(str(value), quote=True)
-
-
-def _page(title: str, body: str, user: str) -> str:
-    signed_in = (f'<span>signed in as {_e(user)}</span><form method="post" action="/logout">'
-                 '<button type="submit">Sign out</button></form>')
-    return _LAYOUT.substitute(title=_e(title), css=CSS, user=signed_in, nav=NAV, body=body)
 
 
 def _table(table_id: str, head: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
@@ -92,7 +79,7 @@ def approvals_page(waiting: list[JobPublic], approver: str | None, user: str, no
         body = (f"<p>{len(waiting)} job(s) wait for your signature as {_e(approver)}.</p>"
                 + _table("inbox", ("job", "title", "kind", "purpose", "parties", "submitted by", "submitted",
                                    "still waiting for"), rows))
-    return _page("Tandem console: approvals", note + body, user)
+    return page("Tandem console: approvals", note + body, user)
 
 
 # ---------------------------------------------------------------- one job
@@ -205,7 +192,7 @@ def job_page(review: JobReview, user: str, may_reject: bool, notice: str = "") -
                                          command=_e(sign_command(job.id, review.approver))))
     if may_reject:
         parts.append(_REJECT.substitute(job=int(job.id)))
-    return _page(f"Tandem console: job {int(job.id)}", "\n".join(parts), user)
+    return page(f"Tandem console: job {int(job.id)}", "\n".join(parts), user)
 
 
 # ---------------------------------------------------------------- the policy
@@ -238,7 +225,7 @@ def policy_page(policy: Policy, rules: list[RuleText], history: list[PolicyVersi
         "<h2>Versions</h2><p>Each coordinator start audits the policy it loaded (<code>policy.loaded</code>); "
         "each job keeps the version it was decided under.</p>", _history(history),
     ))
-    return _page("Tandem console: policy", body, user)
+    return page("Tandem console: policy", body, user)
 
 
 # ---------------------------------------------------------------- a party user's own jobs
@@ -249,7 +236,7 @@ def my_jobs_page(found: list[JobPublic], user: str) -> str:
     rows = [(f'<a href="/console/my-jobs/{int(j.id)}">{int(j.id)}</a>', _e(j.title), _e(j.kind), _e(j.status))
             for j in sorted(found, key=lambda j: j.id, reverse=True)]
     body = _table("my-jobs", ("job", "title", "kind", "status"), rows) if rows else '<p id="my-jobs">no jobs</p>'
-    return _page("Tandem: your jobs", body, user)
+    return page("Tandem: your jobs", body, user)
 
 
 def my_job_page(job: JobPublic, user: str) -> str:
@@ -258,4 +245,4 @@ def my_job_page(job: JobPublic, user: str) -> str:
     body = "\n".join((f'<p id="status">Status: {_e(status)}</p>', _terms(job), outputs_html(job.outputs),
                       '<p>Values above your clearance are shown masked or generalised, as the dataset owners\' '
                       'governance rules say; the compliance officer sees them as the policy allows.</p>'))
-    return _page(f"Tandem: job {int(job.id)}", body, user)
+    return page(f"Tandem: job {int(job.id)}", body, user)

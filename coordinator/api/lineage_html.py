@@ -10,22 +10,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from html import escape
-from string import Template
 
-from coordinator.api.audit_html import CSS, NAV
+from coordinator.api.audit_html import page
 from coordinator.crosscheck import CrossCheck, grouped
 from coordinator.lineage import DatasetLineage, DatasetUse, EventRow, JobLineage, PartyMessages
 
 __all__ = ["crosscheck_page", "dataset_page", "job_lineage_page"]
 
 MAX_DETAILS_CHARS = 200
-_LAYOUT = Template("""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>$title</title><style>$css</style></head>
-<body><header><h1>$title</h1>$user</header>
-$nav
-$body
-</body></html>
-""")
 _UPLOAD = """<form id="crosscheck-form" method="post" action="/console/crosscheck" enctype="multipart/form-data">
 <p>The coordinator's audit export (<code>tandem-coordinator audit export --out audit.jsonl</code>, or the
 <a href="/audit/export.jsonl">export link</a>) and each node's egress ledger
@@ -45,12 +37,6 @@ Which node a ledger belongs to is read from the ledger heads the nodes reported;
 def _e(value: object) -> str:
     """Escape anything for HTML text or a quoted attribute."""
     return escape(str(value), quote=True)
-
-
-def _page(title: str, body: str, user: str) -> str:
-    signed_in = (f'<span>signed in as {_e(user)}</span><form method="post" action="/logout">'
-                 '<button type="submit">Sign out</button></form>')
-    return _LAYOUT.substitute(title=_e(title), css=CSS, user=signed_in, nav=NAV, body=body)
 
 
 def _table(table_id: str, heads: Sequence[str], rows: Iterable[Sequence[str]], empty: str) -> str:
@@ -121,7 +107,7 @@ def job_lineage_page(lin: JobLineage, user: str) -> str:
         "<h2>Who read or exported the outputs</h2>",
         _events("accesses", lin.accesses, "nobody has read or exported them"),
     ))
-    return _page(f"Lineage of job {job.id}", body, user)
+    return page(f"Lineage of job {job.id}", body, user)
 
 
 def dataset_page(lin: DatasetLineage, user: str) -> str:
@@ -138,7 +124,7 @@ def dataset_page(lin: DatasetLineage, user: str) -> str:
     body = (f"<p>Party {_e(ds.party)}; schema <code>{_e(ds.schema_digest)}</code>; created "
             f"{_e(ds.created_at.isoformat())}; {_e(ds.row_count)} rows; {len(ds.fields)} fields.</p>"
             f"<h2>Catalog versions</h2>{versions}<h2>Jobs that touched it</h2>{jobs}")
-    return _page(f"Dataset {ds.id}: {ds.party}/{ds.name}", body, user)
+    return page(f"Dataset {ds.id}: {ds.party}/{ds.name}", body, user)
 
 
 def crosscheck_page(user: str, result: CrossCheck | None = None, refusal: tuple[str, str, str] | None = None) -> str:
@@ -151,7 +137,7 @@ def crosscheck_page(user: str, result: CrossCheck | None = None, refusal: tuple[
     if result is not None:
         parts.append(_outcome_html(result))
     parts.append(_UPLOAD)
-    return _page("Ledger cross-check", "\n".join(parts), user)
+    return page("Ledger cross-check", "\n".join(parts), user)
 
 
 def _outcome_html(result: CrossCheck) -> str:
