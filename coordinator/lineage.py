@@ -22,6 +22,7 @@ from coordinator.accounts import Principal
 from coordinator.audit.log import EXPORT_PAGE
 from coordinator.audit.scope import EVERYONE, Scope, Visibility, read_records
 from coordinator.context import Context
+from coordinator.disclosure import disclosed
 from coordinator.errors import NotFound
 from protocols.crypto.hashchain import ChainRecord
 from protocols.wire.control import DatasetPublic, JobInput, JobPublic, JobResultReport, LedgerEntry, Role
@@ -275,8 +276,10 @@ def job_lineage(ctx: Context, actor: Principal, job_id: int) -> JobLineage:
         job, parties = tx.jobs.get_job(job_id), tx.jobs.job_parties(job_id)
         if actor.role != Role.AUDITOR and actor.party not in parties:
             raise NotFound(f"job {job_id} does not exist")
+        job = disclosed(ctx, tx, actor, job)  # its own party's outputs, desensitised to its clearance
         datasets = {i.dataset_id: tx.catalog.get_dataset(i.dataset_id) for i in job.inputs}
-        results = tx.jobs.results(job_id)
+        results = {party: report for party, report in tx.jobs.results(job_id).items()
+                   if actor.role == Role.AUDITOR or party == actor.party}  # another party's report is its own
     wanted = {f"dataset:{d}" for d in datasets}
     visible = Visibility(ctx, _scope(actor))
     job_events, regs, loads = [], [], []
@@ -301,7 +304,8 @@ def dataset_lineage(ctx: Context, actor: Principal, dataset_id: int) -> DatasetL
         dataset = tx.catalog.get_dataset(dataset_id)
         if actor.role != Role.AUDITOR and actor.party != dataset.party:
             raise NotFound(f"dataset {dataset_id} does not exist")
-        jobs = tx.jobs.list_jobs(party=None if actor.role == Role.AUDITOR else actor.party)
+        jobs = [disclosed(ctx, tx, actor, job)
+                for job in tx.jobs.list_jobs(party=None if actor.role == Role.AUDITOR else actor.party)]
     versions = tuple(_version(r) for r in _records(ctx)
                      if r.body.get("object") == f"dataset:{dataset_id}" and _is_registration(r))
     return DatasetLineage(dataset, versions, dataset_jobs(dataset_id, jobs, dataset))

@@ -134,11 +134,12 @@ class JobContext:
             ProtocolError: ``error``, if the job has no input of another party, or more than one, or the
                 terms do not name its party.
         """
-        others = [i for i in self.job.inputs if not self.datasets.has(i.dataset_id)]
-        if len(others) != 1:
+        if any(i.party is None for i in self.job.inputs):
+            raise error(f"job {self.job.id}: the terms do not name the party of every input")
+        others = [i for i in self.job.inputs if i.party != self.settings.party]
+        if len(others) != 1 or self.datasets.has(others[0].dataset_id):
             raise error(f"job {self.job.id} must have exactly one input of the peer party")
-        if others[0].party is None:
-            raise error(f"job {self.job.id}: the terms do not name the party of dataset {others[0].dataset_id}")
+        assert others[0].party is not None
         return others[0].party
 
     def peer(self, party: str) -> PeerClient:

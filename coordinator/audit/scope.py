@@ -79,8 +79,29 @@ class Owners:
             return frozenset()
 
 
+def _private_to(body: dict[str, Any]) -> str | None:
+    """The one party an event about a party's own outputs belongs to, else ``None``.
+
+    Such events are a party's result report (its outputs digest and keys, from which the other party
+    could guess a count it must not learn) and an export of its rows (a row count).
+    """
+    action, details = str(body.get("action", "")), body.get("details")
+    if not isinstance(details, dict) or not isinstance(details.get("party"), str):
+        return None
+    if action == "job.result" or action.startswith("output.") or action.endswith(".exported"):
+        return str(details["party"])
+    return None
+
+
 def concerned_parties(body: dict[str, Any], owners: Owners) -> frozenset[str]:
-    """The parties an event is about, from its stored actor, object and ``details.user``."""
+    """The parties an event is about, from its stored actor, object and ``details.user``.
+
+    An event about one party's own outputs (``_private_to``) concerns that party alone, though its
+    object is a job both parties share.
+    """
+    private = _private_to(body)
+    if private is not None:
+        return frozenset({private})
     refs = [str(body.get("actor", "")), str(body.get("object", ""))]
     details = body.get("details")
     if isinstance(details, dict) and isinstance(details.get("user"), str):
