@@ -90,12 +90,18 @@ def test_an_auditor_reads_a_jobs_report_and_downloads_its_pdf(server, world, tmp
     print(f"downloaded {saved.name} ({len(data)} bytes); verified against the export: {check.lines[-1]}")
 
 
-def test_a_browser_without_an_auditor_session_gets_the_sign_in_page_not_the_report(server, world):
+def test_a_browser_without_an_auditor_session_gets_a_refusal_not_the_report(server, world):
     job_id = world.job["id"]
     with chromium() as browser:
-        context, page = sign_in(browser, server, world.tokens["bank_analyst"])  # the login form refuses
+        context, page = sign_in(browser, server, world.tokens["bank_analyst"])  # a party user's session
         response = page.goto(f"{server}/console/reports/jobs/{job_id}.pdf")
-        status, text = response.status, page.inner_text("body")
+        status, kind = response.status, response.headers.get("content-type", "")
         context.close()
+        anonymous = browser.new_context()
+        page = anonymous.new_page()
+        response = page.goto(f"{server}/console/reports/jobs/{job_id}.pdf")
+        signed_out, text = response.status, page.inner_text("body")
+        anonymous.close()
 
-    assert status == 401 and "API token" in text
+    assert status == 403 and "pdf" not in kind
+    assert signed_out == 401 and "API token" in text
