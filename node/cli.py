@@ -77,9 +77,28 @@ def settings_rows(settings_cls: type[NodeSettings]) -> list[tuple[str, str, str]
             for name, info in settings_cls.model_fields.items()]
 
 
+def family_settings_rows(settings_cls: type[NodeSettings]) -> list[tuple[str, str, str]]:
+    """The job families' own settings as (environment variable, default, meaning).
+
+    That is training's ``<prefix>TRAINING_*`` and scoring's ``TANDEM_SCORING_*`` limits.
+    """
+    from node.jobs.scoring._limits import ENV_PREFIX as SCORING_PREFIX
+    from node.jobs.scoring._limits import ScoringLimits
+    from node.jobs.training.service import TrainingNodeSettings
+
+    prefix = str(settings_cls.model_config.get("env_prefix", ""))
+    rows = []
+    for env, model in ((f"{prefix}TRAINING_", TrainingNodeSettings), (SCORING_PREFIX, ScoringLimits)):
+        for name, info in model.model_fields.items():
+            default = info.get_default(call_default_factory=True)
+            rows.append((env + name.upper(), "unset" if default is None else str(default), info.description or ""))
+    return rows
+
+
 def settings_help(settings_cls: type[NodeSettings]) -> str:
     """The settings block of every command's ``--help`` (lists separated by commas; also read from ``.env``)."""
-    lines = [f"{var} (default {default}): {meaning}" for var, default, meaning in settings_rows(settings_cls)]
+    rows = [*settings_rows(settings_cls), *family_settings_rows(settings_cls)]
+    lines = [f"{var} (default {default}): {meaning}" for var, default, meaning in rows]
     return "Settings (environment or .env; lists as JSON):\n\n" + "\n\n".join(lines)
 
 

@@ -13,7 +13,7 @@ from bank_node.cli import main as bank_main
 from bank_node.settings import BankSettings
 from coordinator.cli import app as coordinator_app
 from coordinator.settings import Settings
-from node.cli import settings_rows
+from node.cli import family_settings_rows, settings_rows
 from node.settings import DEFAULT_COORDINATOR_URL, NodeSettings
 from telco_node.cli import main as telco_main
 from telco_node.settings import TelcoSettings
@@ -54,10 +54,13 @@ def test_every_node_command_help_lists_every_setting(app, settings_cls):
     prefix = settings_cls.model_config["env_prefix"]
     commands = _leaf_commands(app)
     assert ["config", "show"] in commands and ["register-dataset"] in commands and ["job", "submit"] in commands
+    families = [var for var, _, _ in family_settings_rows(settings_cls)]  # training's and scoring's own settings
+    assert {f"{prefix}TRAINING_SUPERLINK", "TANDEM_SCORING_ROWS_PER_CALL"} <= set(families)
+    assert all(meaning for _, _, meaning in family_settings_rows(settings_cls))
     for path in [[], *commands]:
         if path == ["job", "auditor-key"]:  # writes a local key file, reads no setting
             continue
-        reads = [prefix + s for s in JOB_SETTINGS] + ["TANDEM_API_TOKEN"] if path[:1] == ["job"] else names
+        reads = [prefix + s for s in JOB_SETTINGS] + ["TANDEM_API_TOKEN"] if path[:1] == ["job"] else names + families
         result = runner.invoke(app, [*path, "--help"], terminal_width=200)
         assert result.exit_code == 0, path
         missing = [n for n in reads if n not in result.output]
@@ -73,6 +76,14 @@ def test_every_coordinator_command_help_lists_every_setting():
         missing = [n for n in names if n not in result.output]
         assert not missing, (path, missing)
     assert "TANDEM_COORD_STATE_DIR" in runner.invoke(coordinator_app, ["--help"], terminal_width=200).output
+
+
+def test_the_readme_lists_every_job_family_setting():
+    section = _using_it()
+    prefix = BankSettings.model_config["env_prefix"]
+    missing = [var for var, _, _ in family_settings_rows(BankSettings)
+               if f"`{var.removeprefix(prefix)}`" not in section]
+    assert missing == []
 
 
 def test_the_readme_lists_every_node_and_coordinator_setting():

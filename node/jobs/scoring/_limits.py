@@ -42,7 +42,8 @@ class ScoringLimits(BaseModel):
                                          description="bank API: requests per client address per minute")
     api_max_failed_keys: int = Field(default=10, ge=1,
                                      description="bank API: wrong API keys within the window before lockout")
-    api_failed_key_window_s: float = Field(default=60.0, gt=0.0, le=86_400.0)
+    api_failed_key_window_s: float = Field(default=60.0, gt=0.0, le=86_400.0,
+                                           description="bank API: the window wrong keys are counted in, seconds")
     api_lockout_s: float = Field(default=300.0, gt=0.0, le=86_400.0,
                                  description="bank API: how long a client address stays locked out")
 

@@ -90,14 +90,20 @@ class TrainingNodeSettings(BaseSettings):
 
     model_config = SettingsConfigDict(extra="ignore")
 
-    flower_port: int = Field(default=0, ge=0, le=65535)
-    superlink: str | None = None
-    superlink_ca: Path | None = None
-    supernode_key: Path | None = None
-    poll_interval: float = Field(default=0.1, ge=0.01, le=60.0)
-    wait_timeout: float = Field(default=600.0, gt=0.0)
-    idle_timeout: float = Field(default=900.0, gt=0.0)
-    allow_insecure_test_key: bool = False
+    flower_port: int = Field(default=0, ge=0, le=65535, description=(
+        "loopback port of the round endpoint the ClientApp shim posts to (0: any free port; token-guarded)"))
+    superlink: str | None = Field(default=None, description=(
+        "host:port of the coordinator's SuperLink; with SUPERLINK_CA and SUPERNODE_KEY, serve starts the SuperNode"))
+    superlink_ca: Path | None = Field(default=None, description="CA certificate of the SuperLink")
+    supernode_key: Path | None = Field(default=None, description=(
+        "this node's SuperNode EC private key (OpenSSH PEM); its public half is registered at the coordinator"))
+    poll_interval: float = Field(default=0.1, ge=0.01, le=60.0, description="SuperNode poll cap, seconds")
+    wait_timeout: float = Field(default=600.0, gt=0.0, description=(
+        "longest wait for one training step (alignment, a round, a peer message), seconds"))
+    idle_timeout: float = Field(default=900.0, gt=0.0, description=(
+        "fail a training job when no round or peer message arrived for this long, seconds"))
+    allow_insecure_test_key: bool = Field(default=False, description=(
+        "accept Paillier keys under 2048 bits: tests only, such keys can be factored"))
 
 
 @dataclass
