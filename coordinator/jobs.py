@@ -122,6 +122,25 @@ def _bind_terms(ctx: Context, body: JobCreate, datasets: dict[int, DatasetPublic
     return body.model_copy(update={"inputs": inputs, "params": params})
 
 
+def _decide(ctx: Context, tx: Transaction, actor: Principal,
+            body: JobCreate) -> tuple[JobCreate, dict[int, DatasetPublic], list[str], Decision]:
+    """What ``submit`` and ``dry_run`` both do before storing.
+
+    Returns the bound terms, their datasets and parties, and the policy's decision under the current budgets.
+
+    Raises:
+        NotFound, BadRequest: as ``_input_datasets`` and ``_bind_terms``.
+        Forbidden: none of the inputs belongs to the caller's party.
+    """
+    datasets = _input_datasets(tx, body)
+    body = _bind_terms(ctx, body, datasets)
+    parties = sorted({d.party for d in datasets.values()})
+    if actor.party not in parties:
+        raise Forbidden(f"a job must use at least one dataset of your party {actor.party!r}", field="body.inputs")
+    kinds = {p.name: p.kind for p in tx.catalog.list_parties()}
+    return body, datasets, parties, evaluate(body, datasets, kinds, ctx.policy, tx.budgets.spent())
+
+
 def submit(ctx: Context, actor: Principal, body: JobCreate) -> JobPublic:
     """Evaluate a job under policy and store it as ``rejected`` or ``pending_approval``.
 
@@ -134,13 +153,7 @@ def submit(ctx: Context, actor: Principal, body: JobCreate) -> JobPublic:
         Forbidden: none of the inputs belongs to the caller's party.
     """
     with ctx.store.write() as tx:
-        datasets = _input_datasets(tx, body)
-        body = _bind_terms(ctx, body, datasets)
-        parties = sorted({d.party for d in datasets.values()})
-        if actor.party not in parties:
-            raise Forbidden(f"a job must use at least one dataset of your party {actor.party!r}", field="body.inputs")
-        kinds = {p.name: p.kind for p in tx.catalog.list_parties()}
-        decision = evaluate(body, datasets, kinds, ctx.policy, tx.budgets.spent())
+        body, datasets, parties, decision = _decide(ctx, tx, actor, body)
         now = ctx.clock()
         job = tx.jobs.create_job(body, created_by=actor.name, parties=parties, decision=decision, now=now)
         digest = job_digest(job_terms(job.id, body.kind, body.purpose, body.title, body.inputs, body.params,
@@ -164,12 +177,7 @@ def dry_run(ctx: Context, actor: Principal, body: JobCreate) -> Decision:
         Forbidden: none of the inputs belongs to the caller's party.
     """
     with ctx.store.read() as tx:
-        datasets = _input_datasets(tx, body)
-        body = _bind_terms(ctx, body, datasets)
-        if actor.party not in {d.party for d in datasets.values()}:
-            raise Forbidden(f"a job must use at least one dataset of your party {actor.party!r}", field="body.inputs")
-        kinds = {p.name: p.kind for p in tx.catalog.list_parties()}
-        return evaluate(body, datasets, kinds, ctx.policy, tx.budgets.spent())
+        return _decide(ctx, tx, actor, body)[3]
 
 
 # ---------------------------------------------------------------- approvals
