@@ -61,7 +61,7 @@ class Policy:
     """Per role the highest level seen unmasked, and who may export row-level results in full (absent: none)."""
 
 
-_OutputMode = Literal["count", "bank_ids", "reveal", "relay", "model", "scores"]
+_OutputMode = Literal["count", "bank_ids", "reveal", "relay", "model", "scores", "bands"]
 
 
 class _InputsFile(BaseModel):

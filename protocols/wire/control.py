@@ -119,6 +119,7 @@ class Purpose(StrEnum):
     SCORING = "scoring"
     APP_PROMOTION = "app_promotion"
     SITE_SELECTION = "site_selection"
+    RETENTION = "retention"
 
 
 class JobKind(StrEnum):
@@ -131,6 +132,10 @@ class JobKind(StrEnum):
     SCORE = "score"
     APP_PROMOTION = "app_promotion"
     SITE_SELECTION = "site_selection"
+    SEGMENT_SIZES = "segment_sizes"
+    CAMPAIGN_EVALUATION = "campaign_evaluation"
+    CHURN_WARNING = "churn_warning"
+    WIN_BACK = "win_back"
 
 
 class JobStatus(StrEnum):
@@ -274,7 +279,7 @@ class JobInput(_Request):
 class JobParams(_Request):
     """Protocol parameters. Only those relevant to the job kind are read."""
 
-    output_mode: Literal["count", "bank_ids", "reveal", "relay", "model", "scores"] | None = None
+    output_mode: Literal["count", "bank_ids", "reveal", "relay", "model", "scores", "bands"] | None = None
     match_cap: int | None = Field(default=None, ge=1, le=10_000_000)
     min_cell: int | None = Field(default=None, ge=1, le=100_000)
     epsilon: float | None = Field(default=None, ge=0.01, le=10.0, description=(

@@ -150,7 +150,7 @@ def test_allowed_audience_overlap_lists_every_rule(policy: Policy) -> None:
 
     # Assert
     assert decision.allowed, [r.message for r in decision.rules if not r.allowed]
-    assert decision.policy_version == "2026-12-05.1"
+    assert decision.policy_version == "2026-12-05.2"
     assert [r.rule_id for r in decision.rules] == list(RULE_IDS)
     assert [r.rule_id.split("-")[0] for r in decision.rules] == [f"R{i:02d}" for i in range(1, 17)]
     assert all(r.message.startswith(r.rule_id + ": ") for r in decision.rules)
@@ -557,7 +557,7 @@ def test_parse_filter_refuses_with_token(text: str, token: str) -> None:
 def test_load_policy_default_and_digest() -> None:
     policy = load_policy()
 
-    assert policy.version == "2026-12-05.1"
+    assert policy.version == "2026-12-05.2"
     assert policy.k_min_cell == 50 and policy.max_recovery_match_cap == 10_000 and policy.auditor_level == 4
     assert policy.digest == sha256_hex(DEFAULT_POLICY_PATH.read_bytes())
     assert set(policy.kinds) == set(JobKind)
@@ -574,7 +574,7 @@ def test_parse_policy_matches_load(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("old", "new", "needle"), [
-    ('version: "2026-12-05.1"', "version: 2026-11-27", "'version'"),
+    ('version: "2026-12-05.2"', "version: 2026-11-27", "'version'"),
     ("k_min_cell: 50", "k_min_cell: fifty", "'k_min_cell'"),
     ("k_min_cell: 50", 'k_min_cell: "50"', "'k_min_cell'"),
     ("auditor_level: 4", "auditor_level: 9", "'auditor_level'"),
