@@ -19,6 +19,8 @@ from pathlib import Path
 
 import httpx
 
+from protocols.flower_processes import die_with_parent
+
 __all__ = ["ProcessGroup", "Service", "free_port", "wait_until"]
 
 
@@ -73,7 +75,10 @@ class ProcessGroup:
         log_path = self.log_dir / f"{name}.log"
         full_env = {**os.environ, **(env or {})}
         log = log_path.open("ab")
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=full_env, start_new_session=True)
+        # Own session (stopped as a group), and SIGTERM from the kernel if this process dies before stop():
+        # a demo killed by `timeout` or a crashed test must not leave a federation running.
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=full_env, start_new_session=True,
+                                preexec_fn=die_with_parent())
         svc = Service(name, proc, log_path)
         self.services.append(svc)
         return svc
