@@ -27,7 +27,7 @@ from node.runtime import NodeRuntime
 from node.settings import NodeSettings
 from protocols.wire.control import JobParams
 from protocols.wire.desensitise import ExportRecord
-from protocols.wire.errors import ConfigError
+from protocols.wire.errors import ConfigError, ProtocolError
 from psi.engine import ProcessPoolMapper
 
 from ._rows import KeyColumn, infer_key_type, party_rows
@@ -112,6 +112,17 @@ def _results(settings: NodeSettings, job_id: int, limit: int, export: Path | Non
     typer.echo(f"exported {out.rows} rows ({kind}) to {export}; audit event {receipt.audit_seq}")
 
 
+def _drain(box: OutboxChannel, job_id: int | None, state_dir: Path) -> None:
+    """``outbox --drain``: send a relay job's queued messages; a failure is one line naming the fix, exit 2."""
+    try:
+        if job_id is None:
+            raise ConfigError("--drain needs --job N (the relay job whose queued messages to send)")
+        typer.echo(json.dumps(box.drain(str(job_id), state_dir=state_dir).outputs(), ensure_ascii=False))
+    except ProtocolError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 def add_psi_commands(app: typer.Typer, settings_cls: type[NodeSettings]) -> None:
     """Add the PSI commands to a node's CLI (``build_cli(..., extensions=[add_psi_commands])``)."""
 
@@ -168,11 +179,16 @@ def add_psi_commands(app: typer.Typer, settings_cls: type[NodeSettings]) -> None
 
     @app.command("outbox")
     def outbox(job_id: Annotated[int | None, typer.Option("--job")] = None,
-               limit: Annotated[int, typer.Option("--limit", min=0)] = 20) -> None:
-        """List relay messages queued on this node (numbers masked)."""
+               limit: Annotated[int, typer.Option("--limit", min=0)] = 20,
+               drain: Annotated[bool, typer.Option("--drain", help=(
+                   "send --job's still-queued messages through the configured channel (TANDEM_CHANNEL_*); "
+                   "the delivery journal skips anyone already messaged"))] = False) -> None:
+        """List relay messages queued on this node (numbers masked); ``--drain --job N`` resumes a stopped send."""
         settings = settings_cls()  # type: ignore[call-arg]
         box = OutboxChannel(settings.state_path / NODE_DB)
         try:
+            if drain:
+                _drain(box, job_id, settings.state_path)
             rows = box.rows(None if job_id is None else str(job_id), limit=limit)
         finally:
             box.close()

@@ -17,6 +17,7 @@ from typing import Any
 from node.node_db import NODE_DB
 from node.runner import JobContext, JobHandler
 from protocols.wire.control import JobKind
+from protocols.wire.message_template import check_template
 
 from ._sender import DEFAULT_PATIENCE, Patience, SenderRegistry
 from .audience_overlap import bank_overlap, telco_overlap
@@ -56,11 +57,17 @@ class PsiSender:
 
     def recovery(self, ctx: JobContext) -> dict[str, Any]:
         """``recovery`` as the labeled-PSI (reveal) or ECDH-to-sender (relay) sender, for the signed peer only."""
+        relay = ctx.job.params.output_mode == "relay"
+        if relay:
+            check_template(ctx.job.params.message_template or "")  # refused before any PSI work
         outbox = OutboxChannel(self._outbox_path(ctx))
         try:
             with self.registry.bound(str(ctx.job.id), ctx.peer_party()):
-                return telco_recovery(ctx, self.registry, tables=TableStore(ctx.settings.state_path / "psi"),
-                                      outreach=outbox, patience=self.patience)
+                outputs = telco_recovery(ctx, self.registry, tables=TableStore(ctx.settings.state_path / "psi"),
+                                         outreach=outbox, patience=self.patience)
+            if relay:  # the PSI is closed; now the queued messages go out through the configured channel
+                outputs.update(outbox.drain(str(ctx.job.id), state_dir=ctx.settings.state_path).outputs())
+            return outputs
         finally:
             outbox.close()
 

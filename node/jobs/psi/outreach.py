@@ -1,11 +1,16 @@
 """Outreach for relay-mode recovery: the telco sends the bank's approved message to matched subscribers.
 
-:class:`OutreachChannel` is what the recovery driver needs from a messaging system. The shipped
-:class:`OutboxChannel` writes one row per message into the ``outreach_outbox`` table of the node's
-``node.db``; a real SMS gateway either drains that table or implements the Protocol directly
-(``send`` must be idempotent per ``(job_id, recipient)``: a job retried after a crash must not
-message anyone twice — the outbox enforces that with a unique index). Numbers are shown masked
-(:func:`mask_msisdn`) in every listing.
+:class:`OutreachChannel` is what the recovery driver needs while the PSI runs: the shipped
+:class:`OutboxChannel` queues one row per matched subscriber in the ``outreach_outbox`` table of the
+node's ``node.db`` (idempotent per ``(job_id, recipient)`` by a unique index), which is fast, so the
+bank's close is answered at once. After the PSI, :meth:`OutboxChannel.drain` hands the job's queued
+rows to :func:`node.channels.deliver` — the same engine as every other outreach (configured channel,
+approved template, opt-out list, quiet hours, rate limits, a journal so nobody is messaged twice) —
+and marks them ``handed_over``. A drain that stops because the channel is down, or that left some
+for quiet hours or the per-recipient cap, leaves the rows ``queued``; draining again (``tandem-telco
+outbox --drain --job N``) sends the rest only. Who learns what: the number goes to the telco's own
+channel endpoint only; the job's outputs carry counts. Numbers are shown masked (:func:`mask_msisdn`)
+in every listing.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from node.channels import Channel, ChannelSettings, Clock, DeliveryCounts, DeliveryReport, deliver
 from node.node_db import connect
 
 __all__ = ["OutboxChannel", "OutboxRow", "OutreachChannel", "mask_msisdn"]
@@ -96,6 +102,38 @@ class OutboxChannel:
         with self._lock:
             row = self._conn.execute("SELECT COUNT(*) FROM outreach_outbox WHERE job_id = ?", (job_id,)).fetchone()
         return int(row[0])
+
+    def drain(self, job_id: str, *, state_dir: Path, channel_settings: ChannelSettings | None = None,
+              channel: Channel | None = None, clock: Clock | None = None) -> DeliveryReport:
+        """Deliver ``job_id``'s queued messages through :func:`node.channels.deliver`; mark them handed over.
+
+        Args:
+            job_id: The relay job.
+            state_dir: The telco's state directory (delivery journal, opt-out list, outbox channel file).
+            channel_settings: Channel settings (None: ``TANDEM_CHANNEL_*``).
+            channel: A channel to use instead of the configured one.
+            clock: Time source (None: real time).
+
+        Raises:
+            TemplateError, OptOutError, ChannelDownError, ConfigError: as :func:`~node.channels.deliver`;
+                the rows stay ``queued`` and a later drain sends only what the journal does not have.
+        """
+        with self._lock:
+            rows = self._conn.execute("SELECT recipient, message FROM outreach_outbox WHERE job_id = ? AND "
+                                      "status = 'queued' ORDER BY id", (job_id,)).fetchall()
+        by_message: dict[str, list[str]] = {}
+        for recipient, message in rows:
+            by_message.setdefault(str(message), []).append(str(recipient))
+        report = DeliveryReport(job_id, channel.kind if channel else "none", DeliveryCounts())
+        for message, recipients in by_message.items():
+            report = deliver(job_id, recipients, message, state_dir=state_dir, channel_settings=channel_settings,
+                             channel=channel, clock=clock)
+        if report.counts.quiet_hours or report.counts.rate_limited:
+            return report  # some wait for the morning or the cap: stay queued; the next drain sends only those
+        with self._lock:
+            self._conn.execute("UPDATE outreach_outbox SET status = 'handed_over' WHERE job_id = ? AND "
+                               "status = 'queued'", (job_id,))
+        return report
 
     def close(self) -> None:
         """Close the database connection."""
