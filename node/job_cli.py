@@ -50,7 +50,14 @@ from pydantic import BaseModel, SecretStr, TypeAdapter, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from node.approval import recompute_digest
-from node.coordinator_client import API_PREFIX, CoordinatorError, CoordinatorUnavailable, error_message
+from node.coordinator_client import (
+    API_PREFIX,
+    CoordinatorError,
+    CoordinatorUnavailable,
+    coordinator_tls_context,
+    describe_transport_error,
+    error_message,
+)
 from node.settings import DEFAULT_COORDINATOR_URL, check_coordinator_url
 from protocols.crypto.signing import SigningKey
 from protocols.wire.control import (
@@ -112,8 +119,12 @@ class JobClient:
     """A person's control-plane client for jobs and the dataset names they refer to."""
 
     def __init__(self, base_url: str, token: str, *, verify: bool | str = True,
-                 transport: httpx.BaseTransport | None = None) -> None:
-        self._http = httpx.Client(base_url=base_url.rstrip("/") + API_PREFIX, verify=verify, timeout=60.0,
+                 transport: httpx.BaseTransport | None = None, ca_setting: str = "COORDINATOR_CA") -> None:
+        """Bind to ``base_url``; ``verify`` is True (system store) or a CA bundle path, TLS 1.3 minimum either way."""
+        self._url, self._ca = base_url.rstrip("/"), verify if isinstance(verify, str) else None
+        self._prefix = ca_setting.removesuffix("COORDINATOR_CA")
+        tls = verify if verify is False else coordinator_tls_context(self._ca, setting=ca_setting)
+        self._http = httpx.Client(base_url=self._url + API_PREFIX, verify=tls, timeout=60.0,
                                   headers={"Authorization": f"Bearer {token}"}, transport=transport)
 
     def close(self) -> None:
@@ -125,8 +136,10 @@ class JobClient:
         try:
             return self._http.request(method, path, json=payload)
         except httpx.TransportError as exc:
-            raise CoordinatorUnavailable(f"cannot reach the coordinator at {self._http.base_url}: "
-                                         f"{type(exc).__name__} (check --coordinator-url)", status_code=503) from exc
+            message = describe_transport_error(exc, self._url, ca=self._ca, prefix=self._prefix)
+            raise CoordinatorUnavailable(message.replace(f"(check {self._prefix}COORDINATOR_URL)",
+                                                         f"(check --coordinator-url or {self._prefix}COORDINATOR_URL)"),
+                                         status_code=503) from exc
 
     def _json(self, method: str, path: str, model: Any, body: BaseModel | None = None) -> Any:
         response = self._call(method, path, body)
@@ -370,7 +383,7 @@ class _JobCommands:
         except ValueError as exc:
             raise ConfigError(f"--coordinator-url / {self.prefix}COORDINATOR_URL: {exc}") from None
         verify: bool | str = str(access.coordinator_ca) if access.coordinator_ca else True
-        return JobClient(url, token, verify=verify, transport=self.transport)
+        return JobClient(url, token, verify=verify, transport=self.transport, ca_setting=f"{self.prefix}COORDINATOR_CA")
 
     def names(self, client: JobClient) -> dict[int, DatasetPublic]:
         try:

@@ -49,7 +49,8 @@ class NodeRuntime:
         keys = init_keys(state, settings.party, settings.certificate_names()) if create_keys else load_keys(state)
         ledger = EgressLedger(state / NODE_DB, capture_dir=settings.egress_capture_dir)
         coordinator = CoordinatorClient(settings.coordinator_url, settings.api_token, ledger,
-                                        verify=settings.coordinator_verify(), transport=transport)
+                                        verify=settings.coordinator_verify(), transport=transport,
+                                        settings_prefix=str(settings.model_config.get("env_prefix", "")))
         return cls(
             settings=settings,
             keys=keys,

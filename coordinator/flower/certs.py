@@ -1,6 +1,7 @@
 """Key material for a local Flower federation: a TLS CA, a server certificate, SuperNode keys.
 
-Everything is generated offline with the ``cryptography`` package (the version Flower pins).
+Everything is generated offline with the ``cryptography`` package (the version Flower pins); the CA and
+server certificates are built by ``coordinator.certs`` (the ``tandem-coordinator certs`` helper).
 
 - ``generate_tls(dir)`` writes ``ca.crt``, ``server.crt`` and ``server.key`` (PEM). The server
   certificate is signed by the CA and names ``127.0.0.1``, ``::1`` and ``localhost`` as subject
@@ -16,17 +17,17 @@ What each party learns: nothing; this module only writes files. Private keys are
 from __future__ import annotations
 
 import datetime
-import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-_VALIDITY = datetime.timedelta(days=30)
+from coordinator.certs import build_ca, build_server_cert
+
+_VALIDITY_DAYS = 30
+_LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
 @dataclass(frozen=True)
@@ -52,75 +53,6 @@ def _write_private(path: Path, data: bytes) -> None:
         handle.write(data)
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Tandem local federation"),
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        ]
-    )
-
-
-def _ca(now: datetime.datetime) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = _name("Tandem local CA")
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + _VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return key, cert
-
-
-def _server(
-    ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, now: datetime.datetime
-) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    san = x509.SubjectAlternativeName(
-        [
-            x509.DNSName("localhost"),
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-            x509.IPAddress(ipaddress.ip_address("::1")),
-        ]
-    )
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("localhost"))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + _VALIDITY)
-        .add_extension(san, critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    return key, cert
-
-
 def generate_tls(directory: Path) -> TlsFiles:
     """Write a fresh CA and a loopback server certificate signed by it.
 
@@ -132,8 +64,8 @@ def generate_tls(directory: Path) -> TlsFiles:
     """
     directory.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.UTC)
-    ca_key, ca_cert = _ca(now)
-    server_key, server_cert = _server(ca_key, ca_cert, now)
+    ca_key, ca_cert = build_ca(now, days=_VALIDITY_DAYS, common_name="Tandem local CA")
+    server_key, server_cert = build_server_cert(ca_key, ca_cert, list(_LOOPBACK_NAMES), now, days=_VALIDITY_DAYS)
     files = TlsFiles(directory / "ca.crt", directory / "server.crt", directory / "server.key")
     files.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     files.server_cert.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))

@@ -109,7 +109,12 @@ class FakeCoordinator:
         return httpx.Response(404, json={"detail": "Not Found"})
 
     def _routes(self, party: str) -> list[tuple[str, str, Callable[..., httpx.Response]]]:
+        me = {"id": 1, "name": "admin", "role": "admin", "party": party or "bank", "signing_key": None,
+              "created_at": NOW.isoformat()}  # a transport without a party serves the bank's node (test_cli)
         return [
+            (r"/healthz", "GET", lambda r, b: self._ok({"status": "ok", "policy_version": "v1"})),
+            (r"/audit/public-key", "GET", lambda r, b: self._ok({"public_key": "00" * 32})),
+            (r"/users/me", "GET", lambda r, b: self._ok(me)),
             (r"/parties", "POST", self._post_party),
             (r"/parties", "GET", lambda r, b: self._ok([p.model_dump(mode="json") for p in self.parties.values()])),
             (r"/parties/([a-z0-9_\-]+)", "GET", self._get_party),
