@@ -133,7 +133,10 @@ def _validation_item(err: dict[str, Any]) -> dict[str, Any]:
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return JSONResponse({"detail": [_validation_item(e) for e in exc.errors()]}, status_code=422)
+    items = [_validation_item(e) for e in exc.errors()]
+    if items:  # a refused write by a signed-in caller is audited like any other refusal
+        _audit_refusal(request, exc, 422, items[0]["message"], items[0]["field"])
+    return JSONResponse({"detail": items}, status_code=422)
 
 
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -40,3 +40,15 @@ def test_refused_writes_of_every_kind_are_audited_once_and_reads_are_not(world):
     refused = _refusals(world)
     assert [e["details"]["status"] for e in refused] == [403, 409, 403]  # the bad signature: approval.refused
     assert [e["action"] for e in world.events()].count("approval.refused") == 1
+
+
+def test_a_job_refused_for_an_out_of_range_param_is_audited_with_the_field(world):
+    before = len(world.events())
+    r = world.c.post(f"{API}/jobs", json={"kind": "audience_overlap", "purpose": "marketing", "title": "t",
+                                          "inputs": [{"dataset_id": 1}], "params": {"epsilon": 99}},
+                     headers=world.h("bank_analyst"))
+
+    assert r.status_code == 422 and r.json()["detail"][0]["field"] == "body.params.epsilon"
+    (event,) = _refusals(world)
+    assert event["actor"] == "user:bank_analyst" and event["details"]["field"] == "body.params.epsilon"
+    assert len(world.events()) == before + 1  # the refusal only: no job, nothing half-written
