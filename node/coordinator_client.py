@@ -252,6 +252,11 @@ class CoordinatorClient:
             headers["Content-Type"] = "application/json"
             self._ledger.record(peer=COORDINATOR_PEER, kind=kind, payload=content, job_id=job_id, ref=path)
         response = self._send(method, path, content=content, headers=headers, params=params)
+        if response.is_redirect:  # never followed (the token must not go elsewhere), never taken for success
+            raise CoordinatorError(
+                f"the coordinator at {self._url} answered {response.status_code} with a redirect to "
+                f"{response.headers.get('location', '?')}; the node does not follow redirects: set "
+                f"{self._prefix}COORDINATOR_URL to the coordinator's own https address", status_code=502)
         if response.is_error:
             raise CoordinatorError(error_message(response), status_code=response.status_code)
         return response.json() if response.content else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -215,8 +216,12 @@ def recipient_allowed(sent_at: Sequence[float], now: float, *, limit: int, windo
 
 
 def normalise_number(number: str) -> str:
-    """A mobile number as digits only, without a leading ``+86``/``0086``/``86`` country code."""
-    digits = "".join(c for c in number if c.isdigit())
+    """A mobile number as ASCII digits only, without a leading ``+86``/``0086``/``86`` country code.
+
+    Any decimal digit counts as its ASCII value (full-width ``１３８`` is ``138``), so the same number written
+    another way matches the opt-out list, the journal and the per-recipient cap.
+    """
+    digits = "".join(str(unicodedata.decimal(c)) for c in number if c.isdecimal())
     for prefix in ("0086", "86"):
         if digits.startswith(prefix) and len(digits) == len(prefix) + 11:
             return digits[len(prefix):]

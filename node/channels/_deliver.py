@@ -219,13 +219,16 @@ class _Run:
                                  window_s=self.settings.recipient_window_s):
             self.counts.rate_limited += 1
             return
-        self._send(OutboundMessage(number, self.text, f"{self.job_id}-{digest[:20]}"), digest)
+        self._send(OutboundMessage(number, self.text, f"{self.job_id}-{digest[:20]}"), digest,
+                   resume=status == "sending")
 
-    def _send(self, message: OutboundMessage, digest: str) -> None:
+    def _send(self, message: OutboundMessage, digest: str, *, resume: bool) -> None:
         due = next_send_at(self.last_sent, self.settings.rate_per_s)
         if due is not None:
             self.clock.sleep(due - self._now())
-        self.journal.mark_sending(self.job_id, digest, message.message_id, self.channel.kind, self._now())
+        if not self.journal.mark_sending(self.job_id, digest, message.message_id, self.channel.kind, self._now(),
+                                         resume=resume):
+            return  # another drain of this job claimed the recipient first: it sends, not us
         try:
             result = self.channel.submit(message)
             self.last_sent = self._now()  # once the endpoint has it: a slow bind never squeezes the next gap

@@ -64,10 +64,22 @@ class DeliveryJournal:
                                      (job_id, digest)).fetchone()
         return None if row is None else str(row[0])
 
-    def mark_sending(self, job_id: str, digest: str, message_id: str, channel: str, now: float) -> None:
-        """Record that a message is about to be handed over (before the channel sees it)."""
-        self._write("INSERT OR REPLACE INTO channel_journal (job_id, recipient_digest, message_id, channel, status, "
+    def mark_sending(self, job_id: str, digest: str, message_id: str, channel: str, now: float, *,
+                     resume: bool = False) -> bool:
+        """Claim the message before the channel sees it; False when another run of the job already holds it.
+
+        ``resume`` re-claims a row left ``sending`` (only for a channel that deduplicates by message id).
+        The claim is one atomic statement, so two concurrent drains of a job never both send to a recipient.
+        """
+        with self._lock:
+            if resume:
+                cur = self._conn.execute("UPDATE channel_journal SET updated_at = ? WHERE job_id = ? AND "
+                                         "recipient_digest = ? AND status = 'sending'", (now, job_id, digest))
+            else:
+                cur = self._conn.execute(
+                    "INSERT OR IGNORE INTO channel_journal (job_id, recipient_digest, message_id, channel, status, "
                     "updated_at) VALUES (?,?,?,?,'sending',?)", (job_id, digest, message_id, channel, now))
+        return cur.rowcount == 1
 
     def mark_submitted(self, job_id: str, digest: str, remote_ids: Iterable[str], now: float) -> None:
         """Record the endpoint's acknowledgement, and count the send against the recipient's cap."""

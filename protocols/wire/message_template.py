@@ -16,7 +16,11 @@ from collections.abc import Mapping
 
 from protocols.wire.errors import ProtocolError
 
-__all__ = ["APPROVED_PLACEHOLDERS", "TemplateError", "check_template", "render_template"]
+__all__ = ["APPROVED_PLACEHOLDERS", "MAX_MESSAGE_CHARS", "TemplateError", "check_template", "render_template"]
+
+MAX_MESSAGE_CHARS = 335
+"""Longest template and rendered message: five UCS-2 SMS parts (67 characters each), so a signed template
+cannot make every recipient's phone (and the telco's SMSC bill) take dozens of parts."""
 
 APPROVED_PLACEHOLDERS = frozenset({"bank_name", "app_link", "optout"})
 """What a message may say besides its fixed text: the bank's name, the app's link, the opt-out (退订) hint."""
@@ -35,6 +39,9 @@ def check_template(template: str) -> frozenset[str]:
         TemplateError: naming the first unapproved or malformed placeholder and the approved set.
     """
     approved = ", ".join("{" + p + "}" for p in sorted(APPROVED_PLACEHOLDERS))
+    if len(template) > MAX_MESSAGE_CHARS:
+        raise TemplateError(f"params.message_template is {len(template)} characters; shorten it to at most "
+                            f"{MAX_MESSAGE_CHARS} (five SMS parts)")
     used: set[str] = set()
     try:
         parsed = list(string.Formatter().parse(template))
@@ -63,4 +70,8 @@ def render_template(template: str, values: Mapping[str, str]) -> str:
     if missing:
         raise TemplateError(f"params.message_template uses {{{missing[0]}}} but no value was given for it; "
                             f"set {missing[0]} for the channel (e.g. TANDEM_CHANNEL_{missing[0].upper()})")
-    return template.format_map({k: values[k] for k in used})
+    text = template.format_map({k: values[k] for k in used})
+    if len(text) > MAX_MESSAGE_CHARS:
+        raise TemplateError(f"params.message_template rendered is {len(text)} characters, over {MAX_MESSAGE_CHARS} "
+                            f"(five SMS parts); shorten the template or the values (TANDEM_CHANNEL_APP_LINK ...)")
+    return text
