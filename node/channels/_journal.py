@@ -147,7 +147,7 @@ def read_optout(path: Path, *, required: bool, setting: str) -> frozenset[str]:
     if not path.exists() and not required:
         return frozenset()
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM from a Windows editor is not a number
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise OptOutError(f"opt-out list {path} cannot be read ({reason}); nothing was sent. Fix the file or "

@@ -106,6 +106,13 @@ def test_optouts_are_honoured_in_any_number_format(state_dir, noon):
     assert report.counts.opted_out == 2
 
 
+def test_an_optout_list_saved_with_a_byte_order_mark_is_read_not_refused(state_dir, noon):
+    (state_dir / "optout.txt").write_bytes(b"\xef\xbb\xbf" + f"{AUDIENCE[0]}\r\n".encode())
+    report = deliver("67", AUDIENCE, TEMPLATE, values=VALUES, state_dir=state_dir, channel_settings=_settings(),
+                     clock=noon)
+    assert AUDIENCE[0] not in [r for _, r, _ in _outbox(state_dir)] and report.counts.opted_out == 1
+
+
 def test_quiet_hours_skip_then_a_retry_in_the_morning_sends(state_dir):
     clock = FakeClock(dt.datetime(2026, 12, 5, 22, 30, tzinfo=SHANGHAI))
     night = deliver("66", AUDIENCE, TEMPLATE, values=VALUES, state_dir=state_dir, channel_settings=_settings(),
