@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 WIRE, CRYPTO, VFL = "protocols.wire", "protocols.crypto", "protocols.vfl"
 PROCESSES = "protocols.flower_processes"  # the one impure module of protocols: no pure room may import it
-_PURE = {WIRE, CRYPTO, VFL, "psi"}
+MARKETING = "protocols.marketing"  # pure cores of the marketing loop (uplift statistics, churn bands)
+_PURE = {WIRE, CRYPTO, VFL, "psi", MARKETING}
 _SERVICE = _PURE | {PROCESSES}
 ALLOWED: dict[str, set[str]] = {
     WIRE: {WIRE},
@@ -25,6 +26,7 @@ ALLOWED: dict[str, set[str]] = {
     CRYPTO: {WIRE, CRYPTO},
     "psi": {WIRE, "psi"},
     VFL: {WIRE, CRYPTO, VFL},
+    MARKETING: {MARKETING},
     "node": _SERVICE | {"node"},
     "coordinator": _SERVICE | {"coordinator"},
     "bank_node": _SERVICE | {"node", "bank_node"},
