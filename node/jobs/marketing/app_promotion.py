@@ -44,6 +44,12 @@ What each party learns (semi-honest, DDH in ristretto255):
   released sizes; never an identifier, score or feature value of a non-customer, and no list of people.
 * coordinator: the counts both report; the release's digest; never a person.
 
+Segments (a design decision, after an attack that named every candidate's number in the cells' labels):
+``segment_field`` must be a governance *feature* column without a key type, of type boolean, string or
+integer (an identifier, a float or a date column is refused, naming the field); and a segment value held
+by fewer than k audience members is released only pooled into ``other (segments < k)``, so no label the
+bank reads belongs to fewer than k people, whatever the column's cardinality.
+
 Bad params or inputs fail the job with a reason naming the field and the fix.
 """
 
@@ -76,7 +82,7 @@ from protocols.crypto.signing import verify_signature
 from protocols.vfl.model_parts import ModelCard
 from protocols.vfl.standalone import StandaloneRelease, release_for, standalone_part
 from protocols.wire.canonical import canonical_json, sha256_hex
-from protocols.wire.control import JobKind, JobPublic, KeyType
+from protocols.wire.control import FieldCategory, JobKind, JobPublic, KeyType
 from protocols.wire.errors import ConfigError, ProtocolError, RemoteProtocolError
 from protocols.wire.psi import OutputTo, PsiJobSummary
 from psi import Session
@@ -93,6 +99,7 @@ RELEASE_CHANNEL = "app_promotion.release"
 SCORE_BATCH_ROWS = 200_000
 _NOT_READY = frozenset({404, 409, 503})
 _PREFIX = "app_promotion"
+OTHER_SEGMENTS = "other (segments < k)"
 
 
 class AppPromotionError(ConfigError):
@@ -265,6 +272,13 @@ def _telco_spec(terms: PromotionTerms, card: ModelCard, inp_fields: Sequence[str
         if terms.segment not in governance.fields:
             raise _error("params.segment_field", f"{terms.segment!r} is not a column of {governance.dataset}",
                          "name one of the telco dataset's segment columns, or leave it out")
+        rule = governance.fields[terms.segment]
+        if rule.category != FieldCategory.FEATURE or rule.key_type is not None or rule.type in ("float", "date"):
+            # segment labels name released cells: an identifier or a continuous column would name people
+            raise _error("params.segment_field", f"{terms.segment!r} is a {rule.category.value} column of type "
+                         f"{rule.type}; segment labels are released, so an identifier or a float/date column "
+                         "would name individuals", "name a categorical (boolean, string or integer) feature "
+                         "column, or leave it out")
         need.append(terms.segment)
     missing = [c for c in dict.fromkeys(need) if c not in named]
     if missing:
@@ -444,7 +458,9 @@ class TelcoAppPromotion:
         vectors = 2 + (1 if deliveries else 0)
         eps = None if terms.epsilon is None else terms.epsilon / vectors
         rng = self._rng()
-        sizes = Counter(f"{m.segment}|{terms.channel}|{m.arm}" for m in arms.members)
+        per_segment = Counter(m.segment for m in arms.members)
+        sizes = Counter(f"{_segment_label(m.segment, per_segment, terms.k)}|{terms.channel}|{m.arm}"
+                        for m in arms.members)
         using = Counter({app: sum(1 for i in audience if candidates.uses[i][j]) for j, app in enumerate(usage_apps)})
         logger.info("app_promotion %s: %d rows, %d over threshold, %d candidates", terms.job_id, candidates.rows,
                     candidates.over_threshold, len(candidates.keys))
@@ -461,6 +477,15 @@ class TelcoAppPromotion:
         if deliveries:
             out["deliveries"] = released_sizes(deliveries, terms.k, eps, rng, sensitivity=len(deliveries))
         return out
+
+
+def _segment_label(segment: str, per_segment: Counter[str], k: int) -> str:
+    """The label a segment's cells are released under: its own only if at least k audience members share it.
+
+    A label is itself a value of the telco's column, so a rarer one is pooled into ``OTHER_SEGMENTS`` before
+    any cell leaves; the bank never reads a segment value that fewer than k people of the audience hold.
+    """
+    return segment if per_segment[segment] >= k else OTHER_SEGMENTS
 
 
 def _audience(candidates: Candidates, customers: frozenset[str]) -> list[int]:
