@@ -1,11 +1,26 @@
-"""Coordinator API benchmark: job submissions, audited writes, and verifying a 1M-event audit export.
+"""Coordinator under load, on PostgreSQL and SQLite in one run, plus offline verification of a 1e6-event export.
 
-Starts the real coordinator (uvicorn, SQLite file) on loopback in a subprocess, drives it with httpx
-async clients, and prints p50/p99 latency and throughput; then generates a chain of
-``--verify-events`` records directly with ``protocols.crypto.hashchain``, signs its head, and times
-``coordinator.audit.chain.verify_export`` over the file.
+For each backend the bench starts the real ``tandem-coordinator serve`` (uvicorn, the production default
+settings) in a subprocess on loopback: SQLite in a scratch state directory, PostgreSQL in a scratch
+database ``tandem_bench_<pid>`` created on ``--pg-url`` and dropped afterwards. It registers two parties,
+their datasets, ``--nodes`` node operators, an auditor signed in through the web login, and a few approved
+jobs. Then, all at once for ``--duration`` seconds, an open-loop load generator (httpx async clients,
+requests sent at fixed arrival times, latency measured from the *scheduled* send time, so queueing in the
+client or server is counted) drives:
 
-    python bench/api_bench.py [--json PATH] [--n N] [--concurrency C] [--verify-events E]
+- ``poll``: the nodes' work polls (``GET /api/v1/nodes/jobs?status=approved|running``, what
+  ``node.runner.JobRunner.pending_jobs`` calls), each node with its own operator token;
+- ``pages``: the compliance officer's audit pages (``/audit``, ``/audit/jobs/{id}``, signed in with the
+  session cookie, and ``GET /api/v1/audit/events``) -- ``poll`` and ``pages`` together at ``--view-rate``;
+- ``submit``: job submissions (``POST /api/v1/jobs``: policy, three audited writes) at ``--submit-rate``.
+
+Then it writes a chain of ``--verify-events`` records with ``protocols.crypto.hashchain``, signs its head,
+and times ``coordinator.audit.chain.verify_export`` over the file (what ``audit verify`` runs).
+
+    python bench/api_bench.py [--json PATH] [--backends postgres,sqlite] [--duration S] [--verify-events N]
+
+Goals (issue 10, item 5; this 2-core machine): polls and page views p99 <= 50 ms at 200 requests/s
+together; submissions p99 <= 100 ms at 50 requests/s, concurrently; verification of 1e6 events <= 10 s.
 """
 
 from __future__ import annotations
@@ -15,14 +30,17 @@ import asyncio
 import json
 import os
 import secrets
+import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -35,6 +53,13 @@ from protocols.crypto.signing import SigningKey  # noqa: E402
 from protocols.wire.canonical import canonical_json  # noqa: E402
 
 API = "/api/v1"
+GOALS = {"views_p99_ms": 50.0, "submit_p99_ms": 100.0, "verify_1e6_s": 10.0}
+BACKEND_PREFIX = {"postgres": "pg", "sqlite": "sqlite"}
+
+Call = Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]]
+
+
+# ---------------------------------------------------------------- servers
 
 
 def free_port() -> int:
@@ -43,96 +68,253 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(workdir: Path, token: str) -> tuple[subprocess.Popen[bytes], str]:
+def coordinator_command() -> list[str]:
+    """The installed ``tandem-coordinator`` script beside this Python, else the module it runs."""
+    script = Path(sys.executable).with_name("tandem-coordinator")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "coordinator.cli"]
+
+
+@contextmanager
+def pg_database(admin_url: str) -> Iterator[str]:
+    """A scratch PostgreSQL database ``tandem_bench_<pid>`` on ``admin_url``'s server, dropped afterwards."""
+    import psycopg
+
+    name = f"tandem_bench_{os.getpid()}"
+    dsn = admin_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        conn.execute(f"CREATE DATABASE {name}")
+    base = admin_url.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        print(f"scratch database {name} dropped", file=sys.stderr)
+
+
+@contextmanager
+def coordinator(state: Path, database_url: str, token: str) -> Iterator[tuple[str, int]]:
+    """Run ``tandem-coordinator serve`` on a free loopback port until the block ends; yield its URL and pid."""
+    state.mkdir(mode=0o700, parents=True)
     port = free_port()
-    env = {**os.environ, "TANDEM_COORD_DATABASE_URL": f"sqlite:///{workdir}/coordinator.db",
-           "TANDEM_COORD_SIGNING_KEY_PATH": str(workdir / "audit.key"), "TANDEM_COORD_BOOTSTRAP_TOKEN": token}
-    log = (workdir / "server.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "coordinator.cli", "serve", "--port", str(port)],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    env = {**os.environ, "TANDEM_COORD_STATE_DIR": str(state), "TANDEM_COORD_DATABASE_URL": database_url,
+           "TANDEM_COORD_BOOTSTRAP_TOKEN": token, "FLWR_TELEMETRY_ENABLED": "0"}
+    log_path = state / "server.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen([*coordinator_command(), "serve", "--port", str(port)], cwd=ROOT, env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
-    for _ in range(300):
+    try:
+        wait_healthy(proc, base, log_path)
+        yield base, proc.pid
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_healthy(proc: subprocess.Popen[bytes], base: str, log_path: Path) -> None:
+    for _ in range(600):
         try:
             if httpx.get(f"{base}{API}/healthz", timeout=1).status_code == 200:
-                return proc, base
+                return
         except httpx.HTTPError:
             pass
         if proc.poll() is not None:
-            raise RuntimeError(f"coordinator exited: {(workdir / 'server.log').read_text()[-2000:]}")
+            raise RuntimeError(f"coordinator exited: {log_path.read_text()[-2000:]}")
         time.sleep(0.1)
-    proc.terminate()
-    raise RuntimeError("coordinator did not become healthy")
+    raise RuntimeError("coordinator did not become healthy in 60 s")
 
 
-def field(name: str, category: str = "identifier", key_type: str | None = "mobile") -> dict:
+# ---------------------------------------------------------------- the world the load runs in
+
+
+def field_spec(name: str, category: str = "identifier", key_type: str | None = "mobile") -> dict[str, Any]:
     return {"name": name, "type": "string", "category": category, "security_level": 3 if key_type else 2,
             "key_type": key_type, "purposes": ["marketing"]}
 
 
-async def setup(c: httpx.AsyncClient, token: str) -> dict:
+@dataclass
+class World:
+    """Tokens, the submission body, approved jobs to find, and the signed-in auditor's cookie."""
+
+    tokens: dict[str, dict[str, str]]
+    nodes: list[dict[str, str]]
+    job_body: dict[str, Any]
+    job_ids: list[int]
+    cookie: dict[str, str] = field(default_factory=dict)
+
+
+async def add_user(c: httpx.AsyncClient, boot: dict[str, str], name: str, role: str, party: str | None) -> dict:
+    body = {"name": name, "role": role, **({"party": party} if party else {})}
+    r = await c.post(f"{API}/users", json=body, headers=boot)
+    return {"Authorization": f"Bearer {r.raise_for_status().json()['token']}"}
+
+
+async def setup(c: httpx.AsyncClient, token: str, nodes: int, approved: int) -> World:
     boot = {"Authorization": f"Bearer {token}"}
     keys = {"bank": SigningKey.generate(), "telco": SigningKey.generate()}
-    tokens = {}
+    tokens = {"auditor": await add_user(c, boot, "auditor", "auditor", None)}
     for name, role, party in [("bank_admin", "admin", "bank"), ("telco_admin", "admin", "telco"),
-                              ("bank_analyst", "analyst", "bank"), ("telco_op", "operator", "telco")]:
-        r = await c.post(f"{API}/users", json={"name": name, "role": role, "party": party}, headers=boot)
-        tokens[name] = {"Authorization": f"Bearer {r.raise_for_status().json()['token']}"}
+                              ("bank_analyst", "analyst", "bank")]:
+        tokens[name] = await add_user(c, boot, name, role, party)
     datasets = {}
     for party in ("bank", "telco"):
         body = {"name": party, "kind": party, "signing_key": keys[party].public_hex, "sealing_key": "b" * 64,
                 "tls_fingerprint": "c" * 64, "node_url": f"https://{party}.local:8443"}
         (await c.post(f"{API}/parties", json=body, headers=tokens[f"{party}_admin"])).raise_for_status()
         key = "mobile" if party == "bank" else "msisdn"
-        ds = {"name": f"{party}_data", "row_count": 10**6, "fields": [field(key), field("f1", "feature", None)]}
+        fields = [field_spec(key), field_spec("f1", "feature", None)]
+        ds = {"name": f"{party}_data", "row_count": 10**6, "fields": fields}
         r = await c.post(f"{API}/datasets", json=ds, headers=tokens[f"{party}_admin"])
         datasets[party] = r.raise_for_status().json()["id"]
+    node_tokens = [await add_user(c, boot, f"node{i}", "operator", ("bank", "telco")[i % 2]) for i in range(nodes)]
     job_body = {"kind": "audience_overlap", "purpose": "marketing", "title": "bench",
                 "inputs": [{"dataset_id": datasets["bank"], "key_fields": ["mobile"]},
                            {"dataset_id": datasets["telco"], "key_fields": ["msisdn"]}],
                 "params": {"output_mode": "count"}}
-    return {"tokens": tokens, "keys": keys, "job_body": job_body}
+    world = World(tokens, node_tokens, job_body, [])
+    for _ in range(approved):
+        world.job_ids.append(await approved_job(c, world, keys))
+    r = await c.post("/login", data={"token": tokens["auditor"]["Authorization"][7:], "next": "/audit"},
+                     headers={"Origin": str(c.base_url)}, follow_redirects=False)
+    if r.status_code != 303 or "tandem_session" not in r.cookies:
+        raise RuntimeError(f"auditor sign-in failed: {r.status_code} {r.text[:200]}")
+    world.cookie = {"tandem_session": r.cookies["tandem_session"]}
+    return world
 
 
-async def approved_job(c: httpx.AsyncClient, env: dict) -> int:
-    t = env["tokens"]
-    job = (await c.post(f"{API}/jobs", json=env["job_body"], headers=t["bank_analyst"])).raise_for_status().json()
+async def approved_job(c: httpx.AsyncClient, world: World, keys: dict[str, SigningKey]) -> int:
+    t = world.tokens
+    job = (await c.post(f"{API}/jobs", json=world.job_body, headers=t["bank_analyst"])).raise_for_status().json()
     for party in ("bank", "telco"):
-        body = {"approver": f"party:{party}", "signature": env["keys"][party].sign_approval(job["digest"])}
-        r = await c.post(f"{API}/jobs/{job['id']}/approvals", json=body, headers=t[f"{party}_admin"])
-        r.raise_for_status()
+        body = {"approver": f"party:{party}", "signature": keys[party].sign_approval(job["digest"])}
+        (await c.post(f"{API}/jobs/{job['id']}/approvals", json=body, headers=t[f"{party}_admin"])).raise_for_status()
     return int(job["id"])
 
 
-async def drive(n: int, concurrency: int, call: Callable[[int], Awaitable[httpx.Response]]) -> dict:
-    latencies: list[float] = []
-    sem = asyncio.Semaphore(concurrency)
+# ---------------------------------------------------------------- open-loop load
 
-    async def one(i: int) -> None:
-        async with sem:
-            start = time.perf_counter()
-            r = await call(i)
-            latencies.append(time.perf_counter() - start)
+
+@dataclass
+class Stream:
+    """Requests sent at ``rate`` per second, request ``i`` at ``start + i / rate`` whatever came before."""
+
+    name: str
+    rate: float
+    call: Call
+    latencies: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    async def run(self, c: httpx.AsyncClient, start: float, duration: float) -> None:
+        loop = asyncio.get_running_loop()
+        tasks = []
+        for i in range(int(self.rate * duration)):
+            due = start + i / self.rate
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            tasks.append(asyncio.create_task(self._one(c, i, due)))
+        await asyncio.gather(*tasks)
+
+    async def _one(self, c: httpx.AsyncClient, i: int, due: float) -> None:
+        try:
+            r = await self.call(c, i)
             if r.status_code >= 400:
-                raise RuntimeError(f"request {i} failed: {r.status_code} {r.text[:200]}")
-
-    start = time.perf_counter()
-    await asyncio.gather(*(one(i) for i in range(n)))
-    wall = time.perf_counter() - start
-    q = statistics.quantiles(latencies, n=100, method="inclusive")
-    return {"p50_ms": q[49] * 1000, "p99_ms": q[98] * 1000, "per_s": n / wall}
+                self.errors.append(f"{r.status_code} {r.text[:200]}")
+        except httpx.HTTPError as exc:
+            self.errors.append(f"{type(exc).__name__}: {exc}")
+        self.latencies.append(asyncio.get_running_loop().time() - due)
 
 
-async def api_bench(base: str, token: str, n: int, concurrency: int) -> dict:
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+def percentile(values: list[float], q: float) -> float:
+    """The ``q``-th percentile (0-100) by the nearest-rank method; NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(round(q / 100 * len(ordered) + 0.5)) - 1))]
+
+
+def streams(world: World, view_rate: float, page_share: float, submit_rate: float) -> list[Stream]:
+    nodes, jobs = world.nodes, world.job_ids
+    statuses = ("approved", "running")
+
+    def poll(c: httpx.AsyncClient, i: int) -> Awaitable[httpx.Response]:
+        return c.get(f"{API}/nodes/jobs", params={"status": statuses[(i // len(nodes)) % 2]},
+                     headers=nodes[i % len(nodes)])
+
+    def page(c: httpx.AsyncClient, i: int) -> Awaitable[httpx.Response]:
+        kind = i % 3
+        if kind == 0:
+            return c.get("/audit", cookies=world.cookie)
+        if kind == 1:
+            return c.get(f"/audit/jobs/{jobs[i % len(jobs)]}", cookies=world.cookie)
+        return c.get(f"{API}/audit/events", params={"after_seq": -1, "limit": 100},
+                     headers=world.tokens["auditor"])
+
+    def submit(c: httpx.AsyncClient, i: int) -> Awaitable[httpx.Response]:
+        return c.post(f"{API}/jobs", json=world.job_body, headers=world.tokens["bank_analyst"])
+
+    return [Stream("poll", view_rate * (1 - page_share), poll), Stream("pages", view_rate * page_share, page),
+            Stream("submit", submit_rate, submit)]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def load(base: str, pid: int, token: str, args: argparse.Namespace) -> tuple[dict[str, Stream], float]:
+    limits = httpx.Limits(max_connections=args.connections, max_keepalive_connections=args.connections)
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as c:
-        env = await setup(c, token)
-        submit = await drive(n, concurrency, lambda i: c.post(f"{API}/jobs", json=env["job_body"],
-                                                              headers=env["tokens"]["bank_analyst"]))
-        job_id = await approved_job(c, env)
-        progress = await drive(n, concurrency, lambda i: c.post(
-            f"{API}/jobs/{job_id}/progress", json={"stage": "psi", "fraction": i / n},
-            headers=env["tokens"]["telco_op"]))
-    return {"submit": submit, "audit": progress}
+        world = await setup(c, token, args.nodes, args.approved_jobs)
+        runs = streams(world, args.view_rate, args.page_share, args.submit_rate)
+        # warm up each path once (imports, first queries) so the measured run starts steady
+        for s in runs:
+            await s.call(c, 0)
+        start = asyncio.get_running_loop().time() + 0.2
+        cpu = cpu_seconds(pid)
+        await asyncio.gather(*(s.run(c, start, args.duration) for s in runs))
+        cpu = cpu_seconds(pid) - cpu
+    return {s.name: s for s in runs}, cpu
+
+
+def summarise(runs: dict[str, Stream], duration: float) -> dict[str, dict[str, float]]:
+    views = runs["poll"].latencies + runs["pages"].latencies
+    rows = {"views": (views, runs["poll"].rate + runs["pages"].rate,
+                      len(runs["poll"].errors) + len(runs["pages"].errors))}
+    rows.update({name: (s.latencies, s.rate, len(s.errors)) for name, s in runs.items()})
+    return {name: {"rate": rate, "sent": len(lat), "errors": errors, "p50_ms": percentile(lat, 50) * 1000,
+                   "p99_ms": percentile(lat, 99) * 1000} for name, (lat, rate, errors) in rows.items()}
+
+
+def run_backend(backend: str, workdir: Path, args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    token = secrets.token_urlsafe(32)
+    state = workdir / backend
+    with contextmanager_for(backend, state, args) as url, coordinator(state, url, token) as (base, pid):
+        runs, cpu = asyncio.run(load(base, pid, token, args))
+    for s in runs.values():
+        if s.errors:
+            print(f"{backend} {s.name}: {len(s.errors)} errors, first: {s.errors[0]}", file=sys.stderr)
+    rows = summarise(runs, args.duration)
+    sent = sum(len(s.latencies) for s in runs.values())
+    rows["server"] = {"cpu_s": cpu, "cpu_ms_per_request": 1000 * cpu / max(sent, 1), "load_avg": os.getloadavg()[0]}
+    return rows
+
+
+@contextmanager
+def contextmanager_for(backend: str, state: Path, args: argparse.Namespace) -> Iterator[str]:
+    if backend == "postgres":
+        with pg_database(args.pg_url) as url:
+            yield url
+    else:
+        yield f"sqlite:///{state / 'coordinator.db'}"
+
+
+# ---------------------------------------------------------------- offline verification
 
 
 def write_chain(path: Path, events: int) -> tuple[str, float]:
@@ -151,7 +333,7 @@ def write_chain(path: Path, events: int) -> tuple[str, float]:
     return key.public_hex, time.perf_counter() - start
 
 
-def verify_bench(workdir: Path, events: int) -> dict:
+def verify_bench(workdir: Path, events: int) -> dict[str, float]:
     path = workdir / "chain.jsonl"
     public, gen_s = write_chain(path, events)
     start = time.perf_counter()
@@ -163,43 +345,93 @@ def verify_bench(workdir: Path, events: int) -> dict:
     return {"generate_s": gen_s, "verify_s": verify_s, "bytes": path.stat().st_size}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", type=Path, help="write results here")
-    parser.add_argument("--n", type=int, default=500, help="requests per phase")
-    parser.add_argument("--concurrency", type=int, default=16)
+# ---------------------------------------------------------------- report
+
+
+def table(results: dict[str, dict[str, dict[str, float]]], verify: dict[str, float], events: int) -> str:
+    goals = {"views": GOALS["views_p99_ms"], "submit": GOALS["submit_p99_ms"]}
+    lines = [f"{'scenario':<26}{'backend':<10}{'rate/s':>8}{'sent':>7}{'err':>5}{'p50 ms':>9}{'p99 ms':>9}"
+             f"{'goal p99':>10}  result"]
+    labels = {"views": "polls + pages (goal)", "poll": "  node polls", "pages": "  audit pages",
+              "submit": "job submission (goal)"}
+    for name, label in labels.items():
+        for backend, rows in results.items():
+            row = rows[name]
+            goal = goals.get(name)
+            verdict = "" if goal is None else ("PASS" if row["p99_ms"] <= goal and not row["errors"] else "FAIL")
+            lines.append(f"{label:<26}{backend:<10}{row['rate']:>8.0f}{row['sent']:>7.0f}{row['errors']:>5.0f}"
+                         f"{row['p50_ms']:>9.1f}{row['p99_ms']:>9.1f}{'' if goal is None else f'{goal:.0f}':>10}"
+                         f"  {verdict}")
+    for backend, rows in results.items():
+        server = rows["server"]
+        lines.append(f"server CPU {backend}: {server['cpu_ms_per_request']:.1f} ms per request "
+                     f"({server['cpu_s']:.1f} s), machine load average {server['load_avg']:.1f} "
+                     f"on {os.cpu_count()} cores")
+    scaled = verify["verify_s"] * 1e6 / events
+    lines.append(f"verify {events:,} events: {verify['verify_s']:.2f} s ({events / verify['verify_s']:,.0f} events/s, "
+                 f"{verify['bytes'] / 1e6:.0f} MB); scaled to 1e6: {scaled:.2f} s, goal {GOALS['verify_1e6_s']:.0f} s "
+                 f"{'PASS' if scaled <= GOALS['verify_1e6_s'] else 'FAIL'}; reference before this change: 28.8 s")
+    return "\n".join(lines)
+
+
+def flat(results: dict[str, dict[str, dict[str, float]]], verify: dict[str, float], args: argparse.Namespace
+         ) -> dict[str, Any]:
+    out: dict[str, Any] = {"duration_s": args.duration, "nodes": args.nodes, "view_rate": args.view_rate,
+                           "submit_rate": args.submit_rate, "goal_views_p99_ms": GOALS["views_p99_ms"],
+                           "goal_submit_p99_ms": GOALS["submit_p99_ms"], "goal_verify_1e6_s": GOALS["verify_1e6_s"],
+                           "reference_submit_p99_ms": 739.0, "reference_audited_write_p99_ms": 582.0,
+                           "reference_verify_1e6_s": 28.8}
+    for backend, rows in results.items():
+        prefix = BACKEND_PREFIX[backend]
+        out[f"{prefix}_server_cpu_ms_per_request"] = rows["server"]["cpu_ms_per_request"]
+        out[f"{prefix}_load_avg"] = rows["server"]["load_avg"]
+        for name, row in rows.items():
+            if name == "server":
+                continue
+            for key in ("rate", "sent", "errors", "p50_ms", "p99_ms"):
+                out[f"{prefix}_{name}_{key}"] = row[key]
+        out[f"{prefix}_views_pass"] = rows["views"]["p99_ms"] <= GOALS["views_p99_ms"] and not rows["views"]["errors"]
+        out[f"{prefix}_submit_pass"] = (rows["submit"]["p99_ms"] <= GOALS["submit_p99_ms"]
+                                        and not rows["submit"]["errors"])
+    out["verify_events"] = args.verify_events
+    out["verify_s"] = verify["verify_s"]
+    out["verify_1e6_s"] = verify["verify_s"] * 1e6 / args.verify_events
+    out["verify_pass"] = out["verify_1e6_s"] <= GOALS["verify_1e6_s"]
+    out["chain_bytes"] = verify["bytes"]
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--json", type=Path, help="write results here (plain names: pg_views_p99_ms, ...)")
+    parser.add_argument("--backends", default="postgres,sqlite", help="comma-separated: postgres, sqlite")
+    parser.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
+                        help="PostgreSQL server (a database there to connect to); a scratch database is made beside it")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds of load per backend")
+    parser.add_argument("--nodes", type=int, default=100, help="simulated nodes, each with its own token")
+    parser.add_argument("--view-rate", type=float, default=200.0, help="node polls + audit page views per second")
+    parser.add_argument("--page-share", type=float, default=0.15, help="share of --view-rate that is audit pages")
+    parser.add_argument("--submit-rate", type=float, default=50.0, help="job submissions per second")
+    parser.add_argument("--approved-jobs", type=int, default=4, help="approved jobs the nodes find when they poll")
+    parser.add_argument("--connections", type=int, default=256, help="client connection pool size")
     parser.add_argument("--verify-events", type=int, default=1_000_000)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
-    token = secrets.token_urlsafe(32)
-    with tempfile.TemporaryDirectory(prefix="tandem-bench-") as tmp:
-        workdir = Path(tmp)
-        proc, base = start_server(workdir, token)
-        try:
-            api = asyncio.run(api_bench(base, token, args.n, args.concurrency))
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
-        chain = verify_bench(workdir, args.verify_events)
-
-    result = {
-        "n": args.n, "concurrency": args.concurrency,
-        "submit_p50_ms": api["submit"]["p50_ms"], "submit_p99_ms": api["submit"]["p99_ms"],
-        "submit_per_s": api["submit"]["per_s"],
-        "audit_p50_ms": api["audit"]["p50_ms"], "audit_p99_ms": api["audit"]["p99_ms"],
-        "audit_per_s": api["audit"]["per_s"],
-        "verify_events": args.verify_events, "verify_1m_s": chain["verify_s"],
-        "verify_events_per_s": args.verify_events / chain["verify_s"], "chain_generate_s": chain["generate_s"],
-        "chain_bytes": chain["bytes"],
-    }
-    print(f"{'phase':<32}{'p50 ms':>10}{'p99 ms':>10}{'per s':>12}")
-    for label, key in (("POST /jobs (policy + 3 events)", "submit"), ("POST /progress (audited)", "audit")):
-        print(f"{label:<32}{api[key]['p50_ms']:>10.1f}{api[key]['p99_ms']:>10.1f}{api[key]['per_s']:>12.1f}")
-    print(f"verify {args.verify_events:,} events: {chain['verify_s']:.1f} s "
-          f"({result['verify_events_per_s']:,.0f} events/s, {chain['bytes'] / 1e6:.0f} MB; "
-          f"generated in {chain['generate_s']:.1f} s)")
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = set(backends) - set(BACKEND_PREFIX)
+    if unknown:
+        parser.error(f"--backends: unknown {sorted(unknown)}; use postgres and/or sqlite")
+    if args.nodes < 1 or args.view_rate <= 0 or args.submit_rate <= 0 or args.duration <= 0:
+        parser.error("--nodes, --view-rate, --submit-rate and --duration must be positive")
+    workdir = Path(tempfile.mkdtemp(prefix="tandem-bench-"))
+    try:
+        results = {b: run_backend(b, workdir, args) for b in backends}
+        verify = verify_bench(workdir, args.verify_events)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(table(results, verify, args.verify_events))
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        args.json.write_text(json.dumps(flat(results, verify, args), indent=2) + "\n")
 
 
 if __name__ == "__main__":

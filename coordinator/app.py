@@ -46,7 +46,8 @@ logger = logging.getLogger(__name__)
 
 def _open_store(settings: Settings, key: SigningKey) -> tuple[SqlStore, AuditHeads | None]:
     """The store of ``settings.database_url``, storing each new signed audit head in ``settings.heads_path``."""
-    heads = AuditHeads(settings.heads_path, key) if settings.heads_path else None
+    interval = settings.audit_head_interval_ms / 1000
+    heads = AuditHeads(settings.heads_path, key, interval=interval) if settings.heads_path else None
     return SqlStore.from_url(settings.database_url, on_audit_commit=heads.save if heads else None), heads
 
 
@@ -110,7 +111,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
 
     Args:
         settings: configuration; default ``get_settings()`` (the environment). When given, it is
-            also what the ``get_settings`` dependency returns inside this app.
+            also what the settings dependency (``deps.app_settings``) returns inside this app.
         store: use this store instead of opening ``settings.database_url`` (tests).
 
     The app does not close the store on shutdown (an ASGI lifespan may run more than once, and an
@@ -122,7 +123,6 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     app = FastAPI(title="Tandem coordinator", version="1",
                   generate_unique_id_function=_operation_id)
     app.state.context = ctx
-    app.dependency_overrides[get_settings] = lambda: settings
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(ClientRateLimit, burst=settings.auth_failure_burst,  # outermost: before the body is read
                        refill_seconds=settings.auth_failure_refill_seconds)

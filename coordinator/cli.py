@@ -67,7 +67,10 @@ report_app = typer.Typer(help="Compliance reports: write one (PDF or HTML) or ve
                          invoke_without_command=True)
 app.add_typer(user_app, name="user")
 app.add_typer(audit_app, name="audit")
+certs_app = typer.Typer(help="A private CA for evaluation: certificates for the coordinator's HTTPS and the SuperLink.",
+                        no_args_is_help=True)
 app.add_typer(report_app, name="report")
+app.add_typer(certs_app, name="certs")
 logger = logging.getLogger(__name__)
 _overrides: dict[str, Any] = {}
 
@@ -156,20 +159,42 @@ def serve(
     import uvicorn
 
     from coordinator.flower.launcher import TrainingLauncher, TrainingSettings
+    from coordinator.tls import check_training_files
 
     settings = _settings(serving=True)
+    tls = _tls_options(settings, host)  # before create_app: a refused start leaves no state behind
+    training = TrainingSettings()
+    if training.enabled:
+        check_training_files(training.tls_ca, training.tls_cert, training.tls_key)
     api = create_app(settings)
     typer.echo(_state_line(settings), err=True)
+    typer.echo(f"serving {'https' if tls else 'http'}://{host}:{port}" + (" (TLS 1.3)" if tls else ""), err=True)
     logging.getLogger("uvicorn.access").addFilter(QuietPolls())
-    training = TrainingSettings()
     launcher = TrainingLauncher(api.state.context, training) if training.enabled else None
     if launcher is not None:
         launcher.start()
     try:
-        uvicorn.run(api, host=host, port=port, log_config=None)
+        uvicorn.run(api, host=host, port=port, log_config=None, **tls)
     finally:
         if launcher is not None:
             launcher.stop()
+
+
+def _tls_options(settings: Settings, host: str) -> dict[str, Any]:
+    """The uvicorn TLS options for ``settings`` (TLS 1.3 minimum), after the start-up checks.
+
+    Raises:
+        ConfigError: plain HTTP off loopback without a declared proxy, or unusable certificate files.
+    """
+    from coordinator import tls
+
+    tls.check_exposure(host, tls=settings.tls_cert is not None, insecure_http=settings.insecure_http)
+    if settings.tls_cert is None or settings.tls_key is None:
+        return {}
+    cert, key = settings.tls_cert, settings.tls_key
+    tls.check_server_files(cert, key)
+    return {"ssl_certfile": str(cert), "ssl_keyfile": str(key),
+            "ssl_context_factory": lambda _config, _default: tls.server_context(cert, key)}
 
 
 @app.command("init-db")
@@ -351,6 +376,38 @@ def report_verify(
     for line in check.lines:
         typer.echo(line)
     raise typer.Exit(0 if check.ok else 1)
+
+
+@certs_app.command("init")
+def certs_init(directory: Annotated[Path, typer.Option("--dir", help="the CA directory (created, mode 0700)")]) -> None:
+    """Create a private CA (ca.crt, ca.key mode 0600) once; run again, it changes nothing and says so."""
+    from coordinator import certs
+
+    files = certs.init_ca(directory)
+    if not files.created:
+        typer.echo(f"CA already in {directory}; nothing changed ({files.cert})")
+        return
+    typer.echo(f"CA created: {files.cert} (give it to nodes as <PREFIX>COORDINATOR_CA and "
+               f"<PREFIX>TRAINING_SUPERLINK_CA) and {files.key} (mode 0600; keep it off the serving host)")
+
+
+@certs_app.command("issue")
+def certs_issue(
+    directory: Annotated[Path, typer.Option("--dir", help="the CA directory (certs init --dir)")],
+    name: Annotated[list[str], typer.Option("--name", help="DNS name or IP nodes dial; repeat for more")],
+    out: Annotated[Path, typer.Option("--out", help="path prefix: writes PREFIX.crt and PREFIX.key (0600)")],
+    days: Annotated[int, typer.Option(min=1, max=3650, help="validity in days (capped at the CA's)")] = 397,
+    force: Annotated[bool, typer.Option("--force", help="replace existing files (rotation)")] = False,
+) -> None:
+    """Issue a server certificate and key signed by the CA, for the coordinator's HTTPS or the SuperLink.
+
+    Coordinator: TANDEM_COORD_TLS_CERT=PREFIX.crt TANDEM_COORD_TLS_KEY=PREFIX.key. SuperLink:
+    TANDEM_COORD_TRAINING_TLS_CA=DIR/ca.crt, TANDEM_COORD_TRAINING_TLS_CERT=PREFIX.crt, _TLS_KEY=PREFIX.key.
+    """
+    from coordinator import certs
+
+    files = certs.issue(directory, name, out, days=days, force=force)
+    typer.echo(f"issued {files.cert} and {files.key} (mode 0600) for {', '.join(name)}, signed by {files.ca}")
 
 
 @app.command("public-key")

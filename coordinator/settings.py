@@ -51,6 +51,15 @@ class Settings(BaseSettings):
         auth_failure_refill_seconds: one more failure is allowed per this many seconds.
         auth_failed_window_seconds: at most one chained ``auth.failed`` event per client address, channel
             and reason in each window of this length; it counts the repeats of the window before.
+        audit_head_interval_ms: the audit chain's signed head (``audit_heads.json``) is written at most once per
+            this many milliseconds (group commit, ``coordinator.audit.heads``): after a crash it may lag the log
+            by this long, so a tail deleted within it goes unnoticed; a clean stop writes the newest head. 0
+            writes one per audited write (about 6 ms each, serialised).
+        tls_cert / tls_key: PEM certificate (with any intermediate chain) and key ``serve`` offers over HTTPS
+            (TLS 1.3 only); both or neither. Without them ``serve`` binds loopback only. Whoever reads the key
+            can impersonate the coordinator to every node that trusts its CA.
+        insecure_http: serve plain HTTP on a non-loopback interface: only behind a TLS-terminating reverse
+            proxy on the same host or network segment (tokens and cookies cross the hop to it in clear).
         dev: relaxes the secret checks; never set in production.
     """
 
@@ -66,6 +75,10 @@ class Settings(BaseSettings):
     auth_failure_burst: int = Field(default=100, ge=1, le=100_000)
     auth_failure_refill_seconds: float = Field(default=1.0, gt=0, le=86_400)
     auth_failed_window_seconds: float = Field(default=60.0, gt=0, le=86_400)
+    audit_head_interval_ms: int = Field(default=200, ge=0, le=60_000)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    insecure_http: bool = False
     dev: bool = False
 
     @model_validator(mode="before")
@@ -90,6 +103,15 @@ class Settings(BaseSettings):
                 f"{MIN_TOKEN_CHARS} characters (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'), "
                 "or set TANDEM_COORD_DEV=1 for local development"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Self:
+        """``tls_cert`` and ``tls_key`` come together."""
+        if (self.tls_cert is None) != (self.tls_key is None):
+            given, missing = ("TLS_CERT", "TLS_KEY") if self.tls_key is None else ("TLS_KEY", "TLS_CERT")
+            raise ValueError(f"TANDEM_COORD_{given} is set but TANDEM_COORD_{missing} is not; set both (the "
+                             "certificate and its key) or neither")
         return self
 
     @property

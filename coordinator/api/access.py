@@ -13,7 +13,7 @@ endpoints so nodes set up with an admin token go on working.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -25,7 +25,7 @@ from coordinator.audit.scope import EVERYONE, Scope
 from coordinator.errors import Forbidden
 from protocols.wire.control import Role
 
-__all__ = ["ACCESS", "PUBLIC", "ROLES", "audit_scope", "current_principal", "require", "required"]
+__all__ = ["ACCESS", "PUBLIC", "ROLES", "RoleCheck", "audit_scope", "current_principal", "require", "required"]
 
 ADMIN, ANALYST, OPERATOR, AUDITOR = "admin", "analyst", "operator", "auditor"
 ROLES = (BOOTSTRAP, ADMIN, ANALYST, OPERATOR, AUDITOR)
@@ -88,6 +88,9 @@ ACCESS: dict[str, tuple[str, ...]] = {
 }
 PUBLIC = frozenset({"healthz", "audit_public_key", "login_page", "login_submit", "logout_submit"})
 
+RoleCheck = Callable[[Principal], Awaitable[Principal]]
+"""A dependency admitting only some roles (``require``): async, as it only compares a role."""
+
 _bearer = HTTPBearer(auto_error=False, description="API token, or the bootstrap token (creates users only)")
 
 
@@ -106,7 +109,7 @@ def current_principal(
     return principal
 
 
-def require(*roles: str, via: Callable[..., Principal] = current_principal) -> Callable[[Principal], Principal]:
+def require(*roles: str, via: Callable[..., Principal] = current_principal) -> RoleCheck:
     """A dependency admitting only callers whose role (or ``bootstrap``) is in ``roles``.
 
     Args:
@@ -115,7 +118,8 @@ def require(*roles: str, via: Callable[..., Principal] = current_principal) -> C
     """
     allowed = frozenset(roles)
 
-    def dependency(principal: Principal = Depends(via)) -> Principal:  # noqa: B008 - ``via`` is a local
+    async def dependency(principal: Principal = Depends(via)) -> Principal:  # noqa: B008 - ``via`` is a local
+        # async: a role check needs no thread-pool hop (FastAPI runs sync dependencies in its thread pool)
         if principal.label not in allowed:
             raise Forbidden(f"role {principal.label!r} may not call this endpoint (allowed: {', '.join(roles)})")
         return principal
@@ -124,7 +128,7 @@ def require(*roles: str, via: Callable[..., Principal] = current_principal) -> C
     return dependency
 
 
-def required(route_name: str) -> Callable[[Principal], Principal]:
+def required(route_name: str) -> RoleCheck:
     """``require`` with the roles the access table gives ``route_name``."""
     return require(*ACCESS[route_name])
 

@@ -13,8 +13,10 @@ intact and the hash of the last (the verified head). A view hashes only the reco
 its SHA-256 work is the number of new events (``ChainStatus.hashed``), not the log's length, and every
 view checks that the verified head's hash is unchanged and that the new records chain onto it (which
 catches a rewrite that re-hashes the chain, and a truncated tail). The unfiltered view of an auditor
-reads nothing else but its page; a filtered or party-scoped view reads every record to find its
-matches and also checks their seq numbers and links (catching deleted and inserted rows). A record edited
+reads nothing else but its page; a filtered one asks the database for the records whose body holds the
+filter's text (``AuditStore.containing``) and keeps the exact matches, so a view's cost no longer grows
+with the log. A party-scoped view, and the first view after a restart, read every record to find the
+matches and also check every seq number and link (catching deleted and inserted rows). A record edited
 in the database after it was verified, its stored hash left as it was, shows up when the whole chain is
 re-hashed: on the first view after a restart and on request (``full=True``, the page's "re-hash every
 event" link). A verified chain's last record is signed now with the coordinator key,
@@ -28,6 +30,7 @@ node egress ledgers).
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -65,6 +68,22 @@ class EventFilter:
         return (action.startswith(self.action_prefix) and self.actor in actor
                 and (not self.object or obj == self.object)
                 and (self.job_id is None or obj == f"job:{self.job_id}"))
+
+    def fragments(self) -> list[str]:
+        """Text every matching record's canonical JSON body contains (for the store's ``containing``)."""
+        def text(value: str) -> str:
+            return json.dumps(value, ensure_ascii=False)  # as canonical JSON writes it, quotes included
+
+        found = []
+        if self.action_prefix:
+            found.append('"action":' + text(self.action_prefix)[:-1])
+        if self.actor:
+            found.append(text(self.actor)[1:-1])
+        if self.object:
+            found.append('"object":' + text(self.object))
+        if self.job_id is not None:
+            found.append('"object":' + text(f"job:{self.job_id}"))
+        return found
 
 
 class VerifiedChain:
@@ -248,8 +267,8 @@ def _remember(verified: VerifiedChain | None, checker: _Checker) -> None:
         verified.forget()
 
 
-def _unfiltered(ctx: Context, page: int, per_page: int, verified: VerifiedChain) -> AuditReview | None:
-    """The unfiltered view of a viewer who sees everything: reads the verified head, the records after it, the page.
+def _verified_now(ctx: Context, verified: VerifiedChain) -> _Checker | None:
+    """Extend the verified prefix to the stored head: check the verified head's record, hash the records after it.
 
     Returns None when there is no verified prefix yet or anything is amiss; the caller then walks the whole
     chain, which finds and names the fault.
@@ -266,15 +285,45 @@ def _unfiltered(ctx: Context, page: int, per_page: int, verified: VerifiedChain)
         checker.feed(head[0])
         for rec in _stored_records(ctx, checker, trusted - 1):
             checker.feed(rec)
-        shown = read_records(ctx, (page - 1) * per_page - 1, per_page) if checker.bad_seq is None else []
     except ValueError:
         return None
-    if checker.bad_seq is not None:
+    return checker if checker.bad_seq is None else None
+
+
+def _unfiltered(ctx: Context, page: int, per_page: int, verified: VerifiedChain) -> AuditReview | None:
+    """The unfiltered view of a viewer who sees everything: reads the verified head, the records after it, the page."""
+    checker = _verified_now(ctx, verified)
+    if checker is None:
+        return None
+    try:
+        shown = read_records(ctx, (page - 1) * per_page - 1, per_page)
+    except ValueError:
         return None
     status = checker.status(ctx)
     _remember(verified, checker)
     events = [event_public(r) for r in shown if r.seq < checker.count]
     return AuditReview(events, checker.count, page, per_page, status)
+
+
+def _searched(ctx: Context, flt: EventFilter, page: int, per_page: int, verified: VerifiedChain) -> AuditReview | None:
+    """A filtered view of a viewer who sees everything, without reading every record.
+
+    The chain is checked as ``_unfiltered`` does; the matches are found by the database
+    (``AuditStore.containing``) and then filtered exactly.
+    """
+    checker = _verified_now(ctx, verified)
+    if checker is None:
+        return None
+    try:
+        with ctx.store.read() as tx:
+            found = tx.audit.containing(flt.fragments(), checker.count - 1)
+    except ValueError:
+        return None
+    matches = [r for r in found if flt.matches(r)]
+    status = checker.status(ctx)
+    _remember(verified, checker)
+    shown = matches[(page - 1) * per_page: page * per_page]
+    return AuditReview([event_public(r) for r in shown], len(matches), page, per_page, status)
 
 
 def review(ctx: Context, flt: EventFilter, page: int = 1, per_page: int = 50, *, scope: Scope = EVERYONE,
@@ -291,8 +340,9 @@ def review(ctx: Context, flt: EventFilter, page: int = 1, per_page: int = 50, *,
             forgotten, if the chain is broken). None re-hashes everything and remembers nothing.
         full: re-hash every record even if ``verified`` knows a prefix.
     """
-    if verified is not None and not full and scope.everything and flt == EventFilter():
-        quick = _unfiltered(ctx, page, per_page, verified)
+    if verified is not None and not full and scope.everything:
+        quick = (_unfiltered(ctx, page, per_page, verified) if flt == EventFilter()
+                 else _searched(ctx, flt, page, per_page, verified))
         if quick is not None:
             return quick
     checker = _checker(verified, full)

@@ -12,6 +12,7 @@ re-exports, in one place.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -243,6 +244,13 @@ class AuditStore(Protocol):
 
     def events(self, after_seq: int = -1, limit: int = 100) -> list[ChainRecord]:
         """Up to ``limit`` records with ``seq > after_seq``, in order."""
+        ...
+
+    def containing(self, fragments: Sequence[str], through_seq: int) -> list[ChainRecord]:
+        """Records up to ``through_seq`` whose body, as canonical JSON text, contains every fragment, in order.
+
+        A coarse search the database does (``LIKE`` on the stored body): callers filter the result exactly.
+        """
         ...
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,6 +19,7 @@ from coordinator.policy import BUDGET_DIGITS
 from coordinator.store._interface import BudgetCharge, JobUpdate, TransactionStores, charged_total, token_expiry
 from protocols.crypto.hashchain import ChainRecord, next_record
 from protocols.wire import control as wire
+from protocols.wire.canonical import canonical_json
 
 __all__ = ["MemoryStore"]
 
@@ -229,6 +230,14 @@ class _Audit:
     def events(self, after_seq: int = -1, limit: int = 100) -> list[ChainRecord]:
         start = max(after_seq + 1, 0)
         return self._t.audit[start : start + max(limit, 0)]
+
+    def containing(self, fragments: Sequence[str], through_seq: int) -> list[ChainRecord]:
+        found = []
+        for rec in self._t.audit[: max(through_seq + 1, 0)]:
+            text = canonical_json(rec.body).decode("utf-8")
+            if all(f in text for f in fragments):
+                found.append(rec)
+        return found
 
 
 def _transaction(t: _Tables) -> TransactionStores:

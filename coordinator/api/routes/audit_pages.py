@@ -25,7 +25,7 @@ from fastapi.routing import APIRoute
 from coordinator import jobs
 from coordinator.accounts import Principal
 from coordinator.api import audit_html
-from coordinator.api.access import ACCESS, audit_scope, require
+from coordinator.api.access import ACCESS, RoleCheck, audit_scope, require
 from coordinator.api.deps import ContextDep, FailuresDep, SettingsDep, VerifiedDep, client_address
 from coordinator.api.web_sessions import (
     ABSOLUTE,
@@ -93,7 +93,7 @@ class HtmlErrorRoute(APIRoute):
 router = APIRouter(route_class=HtmlErrorRoute, include_in_schema=False, tags=["pages"])
 
 
-def page_gate(route_name: str) -> Callable[[Principal], Principal]:
+def page_gate(route_name: str) -> RoleCheck:
     """``require`` with the access table's roles for ``route_name``, authenticated by the browser session."""
     return require(*ACCESS[route_name], via=session_principal)
 
@@ -140,7 +140,7 @@ async def login_submit(request: Request, ctx: ContextDep, settings: SettingsDep,
         target = "/console/my-jobs"  # the audit log and the console are the compliance officer's
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(COOKIE, session_id, max_age=int(ABSOLUTE.total_seconds()), path="/", httponly=True,
-                        samesite="strict", secure=request.url.scheme == "https")
+                        samesite="strict", secure=request.url.scheme == "https" or settings.insecure_http)
     return response
 
 
