@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from bank_node.settings import BankSettings
 from node.cli import build_cli
+from node.jobs.marketing.app_promotion import BankAppPromotion
+from node.jobs.marketing.evaluation import BankCampaignEvaluation
+from node.jobs.marketing.retention import BankRetention
+from node.jobs.marketing.segments import BankSegmentSizes
 from node.jobs.psi import PsiReceiver
 from node.jobs.psi.cli import add_psi_commands
 from node.jobs.scoring.api import bank_scoring_service
@@ -20,5 +24,7 @@ from node.jobs.training import TrainingService
 __all__ = ["main"]
 
 _training = TrainingService()
-main = build_cli(BankSettings, "bank", families=[PsiReceiver(), BankBatchScoring(), BankSiteSelection(), _training],
+main = build_cli(BankSettings, "bank", families=[PsiReceiver(), BankBatchScoring(), BankSiteSelection(), _training,
+                                                 BankAppPromotion(), BankCampaignEvaluation(), BankRetention(),
+                                                 BankSegmentSizes()],
                  extensions=[add_psi_commands], services=[bank_scoring_service, _training.serve])

@@ -16,6 +16,7 @@ from coordinator.audit import log as audit_log
 from coordinator.context import Context
 from coordinator.disclosure import disclosed
 from coordinator.errors import BadRequest, BudgetExceeded, Conflict, Forbidden, NotFound, PolicyDenied
+from coordinator.job_references import check_references
 from coordinator.job_states import (
     FINAL,
     REPORTABLE,
@@ -137,6 +138,7 @@ def _decide(ctx: Context, tx: Transaction, actor: Principal,
     parties = sorted({d.party for d in datasets.values()})
     if actor.party not in parties:
         raise Forbidden(f"a job must use at least one dataset of your party {actor.party!r}", field="body.inputs")
+    check_references(tx.jobs.get_job, body, parties)  # a campaign evaluation's campaign, a campaign's evaluation
     kinds = {p.name: p.kind for p in tx.catalog.list_parties()}
     return body, datasets, parties, evaluate(body, datasets, kinds, ctx.policy, tx.budgets.spent())
 

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from demo import _synthetic_ids as ids
+from demo import _synthetic_marketing as mk
 
 AS_OF = np.datetime64("2025-06-30", "D")  # the date ages and tenures are measured at
 MIN_AGE, MAX_AGE = 18, 80
@@ -320,6 +321,9 @@ def build_chunk(state: State, m: int) -> dict[str, pa.Table]:
     b = _bank_features(s, p, m)
     t = _telco_features(s, p, m)
     lab = _labels(s, p, b, t, m)
+    lat = mk.latent_interests(s, p)
+    tm = mk.telco_marketing(s, p, t, lat)
+    bm = mk.bank_marketing(s, p, b, t, tm, lat)
     id_number = _id_numbers(state, p, t, m)
     current, old_number = _mobiles(s, idx, p["is_telco"], m)
 
@@ -364,6 +368,7 @@ def build_chunk(state: State, m: int) -> dict[str, pa.Table]:
         "contactable": _int(contactable[bank]),
         "consent_recovery": _int(consent[bank]),
         **{k: _int(v[bank]) for k, v in lab.items()},
+        **{k: _int(bm[k][bank]) for k in mk.BANK_COLUMNS},
     })
     lost = bank & ~contactable
     lost_tbl = _lost_contacts(
@@ -395,6 +400,7 @@ def build_chunk(state: State, m: int) -> dict[str, pa.Table]:
         "home_cell": ids.to_arrow(_cells(t["hx"][tel], t["hy"][tel])),
         "work_cell": ids.to_arrow(_cells(t["wx"][tel], t["wy"][tel])),
         "business_trips_90d": _int(t["business_trips_90d"][tel]),
+        **{k: pa.array(tm[k][tel]) if k in mk.INTEREST_TRAITS else _int(tm[k][tel]) for k in mk.TELCO_COLUMNS},
     })
     state.next_person += m
     state.n_customers += n_bank

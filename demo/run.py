@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from demo.marketing import run_marketing
 from demo.processes import ProcessGroup
 from demo.scenario import demo_jobs, denied_job, score_job, site_selection_job
 from demo.steps import (
@@ -88,6 +90,8 @@ def _run_jobs(fed: Federation, n: int) -> list[JobPublic]:
         done.append(_score_with(fed, ds, risk[0]))
         _score_in_real_time(fed, risk[0])
     done.append(_select_sites(fed, ds, n))
+    propensity = next((j for j in done if j.kind == "train_propensity" and j.status == JobStatus.SUCCEEDED), None)
+    done += run_marketing(fed, _say, propensity_job=propensity)  # issue 12: campaign, evaluation, retention
     return done
 
 
@@ -241,8 +245,8 @@ def _verify(fed: Federation) -> None:
         print(f"   {party} egress ledger: " + fed.node(party, "ledger", "verify").strip())
 
 
-def run(n: int, seed: int, state: Path, test_key_bits: int | None = None) -> int:
-    """Run the whole demo; returns a process exit code."""
+def run(n: int, seed: int, state: Path, test_key_bits: int | None = None, engine: str = "pool") -> int:
+    """Run the whole demo; returns a process exit code (``engine``: the telco node's per-record engine)."""
     from demo.synthetic import generate
 
     if state.exists():
@@ -262,6 +266,7 @@ def run(n: int, seed: int, state: Path, test_key_bits: int | None = None) -> int
         envs = {p: {**node_env(state, coord_url, p, tokens[f"{p}-admin"], [auditor_key.public_hex]),
                     **node_training[p]}
                 for p in ("bank", "telco")}
+        envs["telco"]["TANDEM_TELCO_ENGINE"] = engine  # serial | pool | spark (node setting ``engine``)
         fed = Federation(state, coord_url, tokens, auditor_key, envs, group)
         _say("4/8 Nodes: keys, certificates, party registration, datasets (schemas and coarse stats only)")
         register_demo_datasets(fed, state / "data")
@@ -285,9 +290,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--state", type=Path, default=Path(".tandem/demo"), help="where everything is written")
     p.add_argument("--test-key-bits", type=int, default=None,
                    help="TEST ONLY: Paillier keys of this many bits instead of 2048 (insecure, faster)")
+    p.add_argument("--engine", choices=["serial", "pool", "spark"], default="pool",
+                   help="where the telco node runs its per-record PSI work (spark: Spark local[2], needs Java)")
     args = p.parse_args(argv)
+    # SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C, so the process group is stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        return run(args.n, args.seed, args.state.resolve(), args.test_key_bits)
+        return run(args.n, args.seed, args.state.resolve(), args.test_key_bits, args.engine)
     except (RuntimeError, TimeoutError, httpx.HTTPError) as exc:
         print(f"\nDEMO FAILED: {exc}\n   logs: {args.state / 'logs'}", file=sys.stderr)
         return 1

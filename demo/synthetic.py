@@ -7,6 +7,9 @@
 - ``bank_lost_contacts``: the customers the bank can no longer reach, with partial, messy identifiers,
 - ``telco_subscribers``: the telco's subscribers with identifiers, usage and location features.
 
+``simulate_conversions`` (pure, seeded) gives the bank's app registrations after a campaign, with the
+true per-arm rates and uplift; ``write_conversions`` writes them as the bank's ``bank_conversions``.
+
 The same seed gives byte-identical CSV files whatever the chunk size; memory is bounded by the chunk.
 
 CLI::
@@ -27,9 +30,11 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from demo._synthetic_conversions import Conversions, simulate_conversions, write_conversions
 from demo._synthetic_model import MAX_PEOPLE, State, Streams, SynthConfig, build_chunk
 
-__all__ = ["DATASETS", "GeneratedPaths", "SynthConfig", "generate", "main"]
+__all__ = ["DATASETS", "Conversions", "GeneratedPaths", "SynthConfig", "generate", "main", "simulate_conversions",
+           "write_conversions"]
 
 DATASETS = ("bank_customers", "bank_lost_contacts", "telco_subscribers")
 MIN_PEOPLE = 1

@@ -9,6 +9,9 @@ Source URIs::
     sql+<SQLAlchemy URL>#table=<name>             a whole table (``schema.name`` allowed)
     sql+<SQLAlchemy URL>#query=<url-encoded SELECT>   any read-only query, used as a subquery
 
+    spark+parquet:///abs/path/subscribers         read by the node's Spark session (``node.spark``): a
+    spark+table://db.subscribers                  Parquet file or directory, or a catalog table
+
 Examples: ``sql+sqlite:////srv/bank.db#table=customers``,
 ``sql+postgresql+psycopg://postgres@127.0.0.1:5432/test#table=customers``,
 ``sql+postgresql+psycopg://u:p@db/x#query=SELECT%20id%2C%20age%20FROM%20c%20WHERE%20active``.
@@ -253,7 +256,11 @@ def open_source(uri: str) -> DataSource:
         return ParquetSource(_file_path(uri), uri=uri)
     if uri.startswith("sql+"):
         return _open_sql(uri)
+    if uri.startswith(("spark+parquet://", "spark+table://")):
+        from node.spark import open_spark_source  # the node's Spark session (engine = spark, node.spark)
+
+        return open_spark_source(uri)
     raise ConfigError(
-        f"unknown source {redact_uri(uri)!r}: use csv:///abs/path.csv, parquet:///abs/path.parquet "
-        "or sql+<sqlalchemy-url>#table=NAME"
+        f"unknown source {redact_uri(uri)!r}: use csv:///abs/path.csv, parquet:///abs/path.parquet, "
+        "sql+<sqlalchemy-url>#table=NAME, spark+parquet:///abs/path or spark+table://db.table"
     )

@@ -21,11 +21,12 @@ from typing import Annotated, ParamSpec, TypeAlias, TypeVar
 
 import httpx
 import typer
-from pydantic import SecretStr, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 from tqdm import tqdm
 
 from node.adapters import open_source, redact_uri
 from node.approval import recompute_digest, sign_approval
+from node.coordinator_client import CoordinatorClient
 from node.governance import describe, load_governance
 from node.governance_scaffold import scaffold_governance
 from node.job_cli import add_job_commands, describe_job
@@ -80,15 +81,20 @@ def settings_rows(settings_cls: type[NodeSettings]) -> list[tuple[str, str, str]
 def family_settings_rows(settings_cls: type[NodeSettings]) -> list[tuple[str, str, str]]:
     """The job families' own settings as (environment variable, default, meaning).
 
-    That is training's ``<prefix>TRAINING_*`` and scoring's ``TANDEM_SCORING_*`` limits.
+    That is training's ``<prefix>TRAINING_*``, scoring's ``TANDEM_SCORING_*`` limits and the outreach
+    channels' ``TANDEM_CHANNEL_*``.
     """
+    from node.channels import ENV_PREFIX as CHANNEL_PREFIX
+    from node.channels import ChannelSettings
     from node.jobs.scoring._limits import ENV_PREFIX as SCORING_PREFIX
     from node.jobs.scoring._limits import ScoringLimits
     from node.jobs.training.service import TrainingNodeSettings
 
     prefix = str(settings_cls.model_config.get("env_prefix", ""))
     rows = []
-    for env, model in ((f"{prefix}TRAINING_", TrainingNodeSettings), (SCORING_PREFIX, ScoringLimits)):
+    families: list[tuple[str, type[BaseModel]]] = [(f"{prefix}TRAINING_", TrainingNodeSettings),
+                                                   (SCORING_PREFIX, ScoringLimits), (CHANNEL_PREFIX, ChannelSettings)]
+    for env, model in families:
         for name, info in model.model_fields.items():
             default = info.get_default(call_default_factory=True)
             rows.append((env + name.upper(), "unset" if default is None else str(default), info.description or ""))
@@ -142,7 +148,16 @@ class _Commands:
         settings = self.settings_cls()  # type: ignore[call-arg]
         return NodeRuntime.open(settings, create_keys=create_keys, transport=self.transport)
 
+    def check_coordinator(self, settings: NodeSettings, own_fingerprint: str | None = None) -> None:
+        """The start-up checks of ``CoordinatorClient.preflight`` (nothing created or sent to the ledger)."""
+        prefix = str(self.settings_cls.model_config.get("env_prefix", ""))
+        with CoordinatorClient(settings.coordinator_url, settings.api_token, None, verify=settings.coordinator_verify(),
+                               transport=self.transport, settings_prefix=prefix) as probe:
+            probe.preflight(settings.party, max_clock_skew=settings.max_clock_skew,
+                            expected_key=settings.coordinator_key, own_fingerprint=own_fingerprint)
+
     def init(self) -> None:
+        self.check_coordinator(self.settings_cls())  # type: ignore[call-arg]  # before any key or file is created
         rt = self.runtime(create_keys=True)
         try:
             party = rt.coordinator.upsert_party(rt.party_create())
@@ -242,6 +257,11 @@ class _Commands:
 
     def serve(self) -> None:
         rt = self.runtime()
+        try:
+            self.check_coordinator(rt.settings, own_fingerprint=rt.keys.tls_fingerprint)
+        except BaseException:
+            rt.close()
+            raise
         server = rt.server()
         stop = threading.Event()
         runner = rt.runner(self.handlers)

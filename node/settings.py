@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, StringConstraints, model_validator
+from pydantic import Field, SecretStr, StringConstraints, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from protocols.wire.control import PartyKind
@@ -17,7 +17,7 @@ __all__ = ["DEFAULT_COORDINATOR_URL", "LOOPBACK_HOSTS", "NodeSettings", "PartyNa
 PartyName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_\-]{0,62}$")]
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
-_PLACEHOLDER_TOKENS = frozenset({"", "changeme", "change-me", "token", "secret"})
+_PLACEHOLDER_TOKENS = frozenset({"", "changeme", "change-me", "changethis", "token", "secret", "password"})
 DEFAULT_COORDINATOR_URL = "http://127.0.0.1:8600"
 """The coordinator's default address: ``tandem-coordinator serve`` listens on 127.0.0.1:8600."""
 
@@ -41,7 +41,8 @@ def check_coordinator_url(url: str) -> None:
     if parts.scheme not in ("http", "https"):
         raise ValueError(f"coordinator_url must be an http(s) URL, not {url!r}")
     if parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
-        raise ValueError("plain http to the coordinator is allowed on loopback only; use https://")
+        raise ValueError("plain http to the coordinator is allowed on loopback only; use https:// (and set "
+                         "COORDINATOR_CA to the coordinator's CA file)")
 
 
 class NodeSettings(BaseSettings):
@@ -65,6 +66,13 @@ class NodeSettings(BaseSettings):
     coordinator_ca: Path | None = Field(
         default=None, description="CA bundle to verify an https coordinator; None uses the system store"
     )
+    coordinator_key: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] | None = Field(
+        default=None, description=(
+            "the coordinator's audit public key (hex, from its operator out of band: tandem-coordinator public-key); "
+            "init and serve refuse a coordinator with another key. None skips the check"))
+    max_clock_skew: float = Field(default=300.0, gt=0.0, le=86_400.0, description=(
+        "largest difference in seconds between this machine's clock and the coordinator's (its HTTP Date header) "
+        "that init and serve accept"))
     poll_interval: float = Field(default=2.0, gt=0.0, le=3600.0,
                                  description="seconds between the job runner's polls of the coordinator")
     chunk_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024,
@@ -100,6 +108,31 @@ class NodeSettings(BaseSettings):
     egress_capture_dir: Path | None = Field(
         default=None, description="keep a copy of every payload this node sends here (review and tests); off by default"
     )
+    engine: Literal["serial", "pool", "spark"] = Field(default="pool", description=(
+        "where the per-record PSI work runs: serial (in the node process), pool (a process pool over this "
+        "machine's cores, for tables of 50,000 rows and more) or spark (Spark at spark_master); the bytes sent "
+        "are identical whichever engine ran"))
+    spark_master: str = Field(default="local[2]", description=(
+        "Spark master URL when engine is spark (local[N], yarn, spark://host:7077, k8s://...)"))
+    spark_conf: dict[str, str] = Field(default_factory=dict, description=(
+        "extra Spark properties (JSON object) over the node's offline, loopback defaults; on a shared cluster "
+        "set spark.authenticate, spark.network.crypto.enabled and spark.io.encryption.enabled (see node.spark)"))
+
+    @field_validator("coordinator_url")
+    @classmethod
+    def _safe_url(cls, url: str) -> str:
+        """http(s) only, and https off loopback (``check_coordinator_url``), with the setting named."""
+        check_coordinator_url(url)
+        return url
+
+    @field_validator("api_token")
+    @classmethod
+    def _real_token(cls, token: SecretStr) -> SecretStr:
+        """Refuse an empty or placeholder token (``changethis`` and the like) with the setting named."""
+        if token.get_secret_value().strip().lower() in _PLACEHOLDER_TOKENS:
+            raise ValueError("empty or a placeholder; set the token the coordinator issued "
+                             "(tandem-coordinator user create prints it)")
+        return token
 
     @model_validator(mode="after")
     def _fill_and_check(self) -> Self:
@@ -109,13 +142,10 @@ class NodeSettings(BaseSettings):
             self.node_url = f"https://localhost:{self.listen_port}"
         if not self.node_url.startswith("https://"):
             raise ValueError("node_url must start with https:// (the data plane is mutual TLS only)")
-        check_coordinator_url(self.coordinator_url)
         if self.max_pending_bytes < self.max_message_bytes:
             raise ValueError(f"max_pending_bytes ({self.max_pending_bytes}) must be at least max_message_bytes "
                              f"({self.max_message_bytes}), or a message of the largest size could never arrive; "
                              "raise max_pending_bytes or lower max_message_bytes")
-        if self.api_token.get_secret_value().strip().lower() in _PLACEHOLDER_TOKENS:
-            raise ValueError("api_token is empty or a placeholder; set the token the coordinator issued")
         key = self.scoring_api_key
         if key is not None and (len(key.get_secret_value()) < 16
                                 or key.get_secret_value().strip().lower() in _PLACEHOLDER_TOKENS):

@@ -46,6 +46,7 @@ __all__ = [
     "run_local",
     "run_multi_key_local",
     "save_table",
+    "table_header",
     "write_packed",
 ]
 
@@ -156,11 +157,16 @@ def blind_file(
     return NormalisedColumn(KeyType(key_type), [], [], invalid, total)
 
 
+def table_header(key_type: KeyType | str, key_id: str, record_size: int) -> bytes:
+    """The header line of a table file (:func:`save_table`); a writer that streams records writes it first."""
+    header = {"key_type": str(KeyType(key_type)), "key_id": key_id, "record_size": record_size}
+    return json.dumps(header).encode() + b"\n"
+
+
 def save_table(table: SenderTable, path: str | Path) -> None:
     """Write a labeled-PSI table: one JSON header line, then the packed records."""
-    header = {"key_type": str(table.key_type), "key_id": table.key_id, "record_size": table.record_size}
     with open(path, "wb") as handle:
-        handle.write(json.dumps(header).encode() + b"\n")
+        handle.write(table_header(table.key_type, table.key_id, table.record_size))
         handle.write(table.records)
 
 

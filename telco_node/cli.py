@@ -10,6 +10,10 @@ k-suppressed, ε-noised demand per H3 cell to the bank (``node.jobs.sites.job``)
 from __future__ import annotations
 
 from node.cli import build_cli
+from node.jobs.marketing.app_promotion import TelcoAppPromotion
+from node.jobs.marketing.evaluation import TelcoCampaignEvaluation
+from node.jobs.marketing.retention import TelcoRetention
+from node.jobs.marketing.segments import TelcoSegmentSizes
 from node.jobs.psi import PsiSender
 from node.jobs.psi.cli import add_psi_commands
 from node.jobs.scoring.api import telco_scoring_service
@@ -21,5 +25,9 @@ from telco_node.settings import TelcoSettings
 __all__ = ["main"]
 
 _training = TrainingService()
-main = build_cli(TelcoSettings, "telco", families=[PsiSender(), TelcoBatchScoring(), TelcoSiteSelection(), _training],
+_psi = PsiSender()  # one PSI sender registry per node: app_promotion's PSI shares it
+main = build_cli(TelcoSettings, "telco", families=[_psi, TelcoBatchScoring(), TelcoSiteSelection(), _training,
+                                                   TelcoAppPromotion(registry=_psi.registry),
+                                                   TelcoCampaignEvaluation(_psi), TelcoRetention(_psi),
+                                                   TelcoSegmentSizes(_psi)],
                  extensions=[add_psi_commands], services=[telco_scoring_service, _training.serve])

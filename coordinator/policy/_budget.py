@@ -33,11 +33,15 @@ BUDGET_DIGITS = 9
 def epsilon_charge(kind: JobKind, params: JobParams) -> float:
     """The ε a job spends from its pair's budget: ``params.epsilon`` of a noised count, else 0.
 
-    Noised counts: a count-mode audience_overlap with ``epsilon``, and every site_selection (per-cell counts).
+    Noised counts: a count-mode audience_overlap with ``epsilon``, every site_selection (per-cell counts), and
+    a campaign_evaluation with ``epsilon`` (arm sizes and conversions per arm), and a segment_sizes with
+    ``epsilon`` (sizes per segment and per segment x bank product).
     An exact count (no ``epsilon``; suppressed below k) spends nothing: the budget accounts for noised
     releases only, and k-suppression is the protection of exact counts.
     """
-    if kind == JobKind.SITE_SELECTION:
+    if kind in (JobKind.SITE_SELECTION, JobKind.CAMPAIGN_EVALUATION,  # per-cell / per-arm noised counts
+                JobKind.SEGMENT_SIZES,  # per-segment and per-segment x product noised counts
+                JobKind.APP_PROMOTION):  # audience sizes per segment, channel and arm; usage; deliveries
         return params.epsilon or 0.0
     if kind != JobKind.AUDIENCE_OVERLAP or (params.output_mode or "count") != "count" or params.epsilon is None:
         return 0.0

@@ -73,8 +73,8 @@ class EvalContext:
 
     @property
     def reveal(self) -> bool:
-        """Whether the job is a reveal-mode recovery."""
-        return self.job.kind == JobKind.RECOVERY and self.mode == "reveal"
+        """Whether the job is a reveal-mode recovery (or a win_back chaining one, under the same rules)."""
+        return self.job.kind in (JobKind.RECOVERY, JobKind.WIN_BACK) and self.mode == "reveal"
 
     def of_kind(self, kind: PartyKind) -> list[InputView]:
         """The catalogued inputs of parties of ``kind``."""

@@ -9,7 +9,7 @@ from protocols.wire.control import RuleOutcome
 
 __all__ = [
     "R01", "R02", "R03", "R04", "R05", "R06", "R07", "R08", "R09", "R10", "R11", "R12", "R13", "R14", "R15", "R16",
-    "outcome",
+    "R17", "outcome",
 ]
 
 R01, R02, R03, R04, R05 = (
@@ -18,6 +18,7 @@ R06, R07, R08, R09, R10 = (
     "R06-purpose-binding", "R07-key-fields", "R08-label-locality", "R09-output-desensitisation", "R10-auditor-level")
 R11, R12, R13, R14, R15 = ("R11-min-cell", "R12-output-mode", "R13-reveal-recovery", "R14-relay-template", "R15-filter")
 R16 = "R16-epsilon-budget"
+R17 = "R17-segments"
 
 
 def outcome(rule_id: str, allowed: bool, message: str, field: str | None = None, fix: str | None = None) -> RuleOutcome:

@@ -31,10 +31,13 @@ from coordinator.policy._outcome import (
     R14,
     R15,
     R16,
+    R17,
     outcome,
 )
+from coordinator.policy._segments import segments_valid
 from protocols.wire.control import Desensitisation, FieldCategory, FieldSpec, JobKind, PartyKind, Purpose, RuleOutcome
 from protocols.wire.filters import FILTER_HELP
+from protocols.wire.message_template import TemplateError, check_template
 
 __all__ = ["RULE_IDS", "RULES", "Rule", "high_level_fields"]
 
@@ -315,8 +318,14 @@ def reveal_recovery_conditions(ctx: EvalContext) -> list[RuleOutcome]:
 
 
 def relay_has_template(ctx: EvalContext) -> list[RuleOutcome]:
-    """R14: relay mode carries a message_template."""
-    if ctx.mode != "relay" or (ctx.job.params.message_template or "").strip():
+    """R14: relay mode carries a message_template; any template uses approved placeholders only."""
+    template = ctx.job.params.message_template or ""
+    try:
+        check_template(template)
+    except TemplateError as exc:
+        return [outcome(R14, False, str(exc), "params.message_template",
+                        "rewrite the template with approved placeholders only")]
+    if ctx.mode != "relay" or template.strip():
         return []
     return [outcome(R14, False, "relay mode needs params.message_template", "params.message_template",
                     "set the message the telco relays to matched subscribers")]
@@ -357,7 +366,7 @@ def _epsilon_mode_findings(ctx: EvalContext) -> list[RuleOutcome]:
         return [outcome(R16, False, "a site_selection job releases noised counts per cell and must name its epsilon",
                         "params.epsilon", f"set params.epsilon, e.g. {ctx.policy.epsilon_default:g} "
                         f"(at most {limit:g}; the smaller, the noisier)")]
-    if eps is None or ctx.job.kind not in (JobKind.AUDIENCE_OVERLAP, JobKind.SITE_SELECTION):
+    if eps is None or ctx.job.kind not in (JobKind.AUDIENCE_OVERLAP, JobKind.SITE_SELECTION, JobKind.SEGMENT_SIZES):
         return []
     if (ctx.mode or "count") != "count":
         return [outcome(R16, False, f"params.epsilon has no effect in output_mode '{ctx.mode}' "
@@ -411,6 +420,7 @@ RULES: Mapping[str, Rule] = MappingProxyType({
     R14: Rule(relay_has_template, "relay conditions hold (or not relay mode)"),
     R15: Rule(filters_use_approved_features, "filters parse and use approved feature fields"),
     R16: Rule(epsilon_within_budget, "no epsilon budget is spent (an exact count, or not a count)"),
+    R17: Rule(segments_valid, "no segment file, or its segments parse, are bound and read usable fields"),
 })
 """Every rule by id, in evaluation order (ids are stable: new rules are appended, never renumbered)."""
 

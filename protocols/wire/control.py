@@ -298,6 +298,34 @@ class JobParams(_Request):
     area: tuple[float, float, float, float] | None = Field(default=None, description=(
         "site_selection: the study area as (south, west, north, east) in degrees; the telco counts only "
         "home and work locations inside it"))
+    campaign_job_id: int | None = Field(default=None, ge=1, description=(
+        "campaign_evaluation: the succeeded app_promotion job of the same pair whose arms are evaluated"))
+    previous_evaluation_job_id: int | None = Field(default=None, ge=1, description=(
+        "app_promotion: a succeeded campaign_evaluation of the same pair this campaign adjusts to"))
+    # app_promotion (issue 12): the telco scores non-customers alone, screens, excludes bank customers by PSI
+    score_threshold: float | None = Field(default=None, ge=0.0, le=1.0, description=(
+        "app_promotion: least telco-alone propensity score of a candidate, 0 to 1"))
+    bank_app: FieldName | None = Field(default=None, description=(
+        "app_promotion: the bank's app as the telco's app usage names it (columns <app>_installed, <app>_days30)"))
+    peer_apps: list[FieldName] | None = Field(default=None, max_length=10, description=(
+        "app_promotion: peer apps whose usage (<app>_days30) the telco reports among the audience"))
+    competitor_apps: list[FieldName] | None = Field(default=None, max_length=10, description=(
+        "app_promotion: competitor apps whose usage (<app>_days30) the telco reports among the audience"))
+    segment_field: FieldName | None = Field(default=None, description=(
+        "app_promotion: the telco's segment column the audience sizes are broken down by"))
+    holdout_share: float | None = Field(default=None, ge=0.0, le=0.5, description=(
+        "app_promotion: share of the audience held out (not contacted) for evaluation, 0 to 0.5"))
+    arm_seed: int | None = Field(default=None, ge=0, le=2**62, description=(
+        "app_promotion: seed of the treatment/holdout draw (recorded with the arms at the telco)"))
+    channel: Literal["sms", "webhook", "outbox"] | None = Field(default=None, description=(
+        "app_promotion: the operator channel outreach goes through (relay mode)"))
+    # segment_sizes (issue 12): the segment file itself, bound into the signed terms (protocols.wire.segments)
+    segments: Annotated[str, StringConstraints(max_length=65_536)] | None = Field(default=None, description=(
+        "segment_sizes: the text of the versioned segment file (YAML, protocols.wire.segments)"))
+    segments_sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] | None = Field(
+        default=None, description="segment_sizes: SHA-256 (hex) of the segment file's text")
+    segments_version: Annotated[str, StringConstraints(max_length=64)] | None = Field(
+        default=None, description="segment_sizes: the segment file's version")
 
     @field_validator("area")
     @classmethod
@@ -309,7 +337,11 @@ class JobParams(_Request):
         return area
 
 
-_LATER_PARAMS = frozenset({"n_sites", "radius_km", "pool_resolution", "area"})
+_LATER_PARAMS = frozenset({"n_sites", "radius_km", "pool_resolution", "area", "campaign_job_id",
+                           "previous_evaluation_job_id",
+                           "score_threshold", "bank_app", "peer_apps", "competitor_apps", "segment_field",
+                           "holdout_share", "arm_seed", "channel",
+                           "segments", "segments_sha256", "segments_version"})
 """Params added after jobs were first signed: left out of the signed terms while unset, so jobs signed
 before they existed keep their digest (and their approvals)."""
 

@@ -152,7 +152,7 @@ def test_allowed_audience_overlap_lists_every_rule(policy: Policy) -> None:
     assert decision.allowed, [r.message for r in decision.rules if not r.allowed]
     assert decision.policy_version == "2026-12-05.2"
     assert [r.rule_id for r in decision.rules] == list(RULE_IDS)
-    assert [r.rule_id.split("-")[0] for r in decision.rules] == [f"R{i:02d}" for i in range(1, 17)]
+    assert [r.rule_id.split("-")[0] for r in decision.rules] == [f"R{i:02d}" for i in range(1, 18)]
     assert all(r.message.startswith(r.rule_id + ": ") for r in decision.rules)
     assert decision.required_approvals == ["party:bank-a", "party:telco-x"]
 
@@ -410,6 +410,16 @@ def test_r14_relay_needs_template(policy: Policy) -> None:
 
     assert [r.field for r in denials(run(without, policy), "R14")] == ["params.message_template"]
     assert run(with_template, policy).allowed
+
+
+def test_r14_template_uses_approved_placeholders_only(policy: Policy) -> None:
+    base = {"telco": {"output_fields": []}, "output_mode": "relay"}
+    approved = reveal_job(**base, message_template="{bank_name}: call 95588 {optout}")  # type: ignore[arg-type]
+    unapproved = reveal_job(**base, message_template="Dear {customer_name}, call us")  # type: ignore[arg-type]
+
+    assert run(approved, policy).allowed
+    [denial] = denials(run(unapproved, policy), "R14")
+    assert denial.field == "params.message_template" and "{customer_name}, which is not approved" in denial.message
 
 
 @pytest.mark.parametrize(("flt", "field", "needle"), [

@@ -15,6 +15,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from demo import _synthetic_ids as ids
+from demo import _synthetic_marketing as mk
 from demo.steps import GOVERNANCE
 from demo.synthetic import DATASETS, SynthConfig, generate, main
 from psi.identifiers import gb11643_check_digit, luhn_check_digit, normalise
@@ -132,13 +133,13 @@ def test_columns_exact(pop: dict[str, pd.DataFrame]):
     assert list(pop["bank_customers"].columns) == [
         "customer_id", "id_number", "mobile", "imei", "idfa", "mac", "age", "gender", "balance", "products_held",
         "monthly_txn_count", "monthly_txn_amount", "repay_overdue_12m", "credit_limit", "contactable",
-        "consent_recovery", *LABELS]
+        "consent_recovery", *LABELS, *mk.BANK_COLUMNS]
     assert list(pop["bank_lost_contacts"].columns) == [
         "customer_id", "id_number", "imei", "idfa", "mac", "consent_recovery"]
     assert list(pop["telco_subscribers"].columns) == [
         "msisdn", "id_number", "imei", "idfa", "mac", "age", "gender", "region_code", *TELCO_FEATURES[:4],
         *TELCO_FEATURES[4:8], "pay_pref", "shop_pref", "device_brand", "home_cell", "work_cell",
-        "business_trips_90d"]
+        "business_trips_90d", *mk.TELCO_COLUMNS]
 
 
 def test_overlap_proportions(pop: dict[str, pd.DataFrame], joined: pd.DataFrame):

@@ -7,8 +7,8 @@ by which a node sends (coordinator API, mutual-TLS data plane requests and repli
 Flower round replies) goes through the ledger. The test checks that
 
 * every job kind the demo runs succeeded: audience overlap (count and bank ids), recovery (reveal
-  and relay), train_risk, train_propensity, the batch score job, a real-time scoring call, and
-  site_selection;
+  and relay), train_risk, train_propensity, the batch score job, a real-time scoring call,
+  site_selection, and the marketing loop's campaign_evaluation, churn_warning and win_back;
 * the capture holds traffic of every one of those kinds and matches the ledger (same count, same
   SHA-256 per record), so nothing is captured that the ledger did not see or the other way round;
 * none of the captured bytes contains an identifier of either party in any normalised form, nor its
@@ -46,7 +46,8 @@ FEATURES = {"bank_customers.csv": ("balance", "monthly_txn_amount"),
             "telco_subscribers.csv": ("arpu", "data_usage_gb", "night_usage_ratio")}
 MIN_TEXT = 7  # shorter decimal strings can occur by chance in megabytes of ciphertext
 K_MIN_CELL = 50  # the policy's k_min_cell, and the demo site_selection job's min_cell
-JOB_KINDS = ("audience_overlap", "recovery", "train_risk", "train_propensity", "score", "site_selection")
+JOB_KINDS = ("audience_overlap", "recovery", "train_risk", "train_propensity", "score", "site_selection",
+             "campaign_evaluation", "churn_warning", "win_back")  # the marketing loop (demo.marketing)
 _NUMBER = re.compile(r"-?\d+(\.\d+)?")
 
 

@@ -53,6 +53,7 @@ from ._link import SessionLink, drive, session_channel
 from ._node import ONE_INPUT, k_of, link_to_peer, load_rows, progress_of
 from ._rows import PartyRows
 from ._sender import DEFAULT_PATIENCE, EvaluationMeter, Patience, SenderJob, SenderRegistry
+from .recovery import mapper_for
 from .results import MATCHED_IDS_FILE, write_rows
 
 __all__ = ["OverlapTerms", "bank_overlap", "overlap_terms", "run_overlap_receiver", "overlap_sender_job",
@@ -202,10 +203,11 @@ def telco_overlap(ctx: JobContext, registry: SenderRegistry, *,
     progress = progress_of(ctx, "audience_overlap")
     progress("reading subscribers, applying the filter", 0.0)
     terms, rows = _terms(ctx)
-    job, column = overlap_sender_job(rows, terms)
-    with registry.opened(job):
-        progress("serving the bank", 0.2)
-        summary = job.wait(patience, on_tick=_ticker(progress))
+    with mapper_for(rows, ctx.settings) as mapper:
+        job, column = overlap_sender_job(rows, terms, mapper=mapper)
+        with registry.opened(job):
+            progress("serving the bank", 0.2)
+            summary = job.wait(patience, on_tick=_ticker(progress))
     return sender_outputs(job, rows, column, terms, summary)
 
 

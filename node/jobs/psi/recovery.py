@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from node.runner import JobContext
+from node.settings import NodeSettings
 from protocols.wire.control import JobParams, KeyType
 from protocols.wire.errors import ConfigError
 from protocols.wire.psi import OutputTo, PsiJobSummary
@@ -73,8 +74,8 @@ from .outreach import OutreachChannel
 from .results import RECOVERED_FILE, write_rows
 from .tables import TableStore
 
-__all__ = ["RecoveryTerms", "bank_recovery", "recovery_sender_job", "recovery_terms", "run_recovery_receiver",
-           "telco_recovery"]
+__all__ = ["RecoveryTerms", "bank_recovery", "mapper_for", "normalise_labels", "pair_records", "recovery_sender_job",
+           "recovery_terms", "run_recovery_receiver", "telco_recovery"]
 
 Progress = Callable[[str, float], None]
 
@@ -227,10 +228,18 @@ class SenderReport:
 def _labels(rows: PartyRows, invalid: Counter[tuple[str, str]]) -> list[str | None]:
     """Each subscriber's normalised number; ``None`` if missing (not counted) or invalid (counted)."""
     assert rows.labels is not None
+    return normalise_labels(rows.labels, invalid)
+
+
+def normalise_labels(raw_labels: Sequence[str | None], invalid: Counter[tuple[str, str]]) -> list[str | None]:
+    """Each raw number normalised; ``None`` if missing (not counted) or invalid (counted in ``invalid``).
+
+    Pure; every engine (serial, pool, a Spark partition) labels subscribers with this function.
+    """
     mobile = normaliser(KeyType.MOBILE)
     out: list[str | None] = []
     append = out.append
-    for raw in rows.labels:
+    for raw in raw_labels:
         try:
             append(mobile(raw) if raw else None)
         except InvalidIdentifier as exc:
@@ -242,7 +251,16 @@ def _labels(rows: PartyRows, invalid: Counter[tuple[str, str]]) -> list[str | No
 def _records(rows: PartyRows, key_type: KeyType, labels: list[str | None],
              invalid: Counter[tuple[str, str]]) -> list[tuple[str, str]]:
     """``(canonical key, number)`` of every subscriber with a valid key of ``key_type`` and a valid number."""
-    column = normalise_column(key_type, rows.keys[key_type])
+    return pair_records(rows.keys[key_type], key_type, labels, invalid)
+
+
+def pair_records(raw_keys: Sequence[str | None], key_type: KeyType, labels: list[str | None],
+                 invalid: Counter[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``(canonical key, number)`` of every row whose raw key of ``key_type`` and number (``labels``) are valid.
+
+    Pure; refused keys are counted in ``invalid``. Every engine pairs records with this function.
+    """
+    column = normalise_column(key_type, raw_keys)
     invalid.update(column.invalid)
     if len(column.values) == column.total == len(labels) and None not in labels:  # all valid: pair at C speed
         return list(zip(column.values, labels, strict=True))  # type: ignore[arg-type]  # no None in labels
@@ -370,7 +388,7 @@ def telco_recovery(ctx: JobContext, registry: SenderRegistry, *, tables: TableSt
     label = inp.output_fields[0] if inp.output_fields else None
     rows = load_rows(ctx, inp, label_field=label, want_label=KeyType.MOBILE)
     terms = recovery_terms(str(ctx.job.id), _priority(rows), ctx.job.params)
-    with _pool_for(rows) as mapper:
+    with mapper_for(rows, ctx.settings) as mapper:
         job, report = recovery_sender_job(rows, terms, tables=tables, outreach=outreach, progress=progress,
                                           mapper=mapper)
         with registry.opened(job):
@@ -381,6 +399,22 @@ def telco_recovery(ctx: JobContext, registry: SenderRegistry, *, tables: TableSt
 
 POOL_MIN_ROWS = 50_000
 """From this many subscriber rows the telco prepares tables and evaluates queries on a process pool."""
+
+
+def mapper_for(rows: PartyRows, settings: NodeSettings) -> contextlib.AbstractContextManager[BatchMapper]:
+    """The mapper of the node's ``engine`` setting: in-process, a process pool, or the node's Spark session.
+
+    Raises:
+        ConfigError: ``engine`` is spark and PySpark or Java is missing.
+    """
+    if settings.engine == "serial":
+        return contextlib.nullcontext(serial_map)
+    if settings.engine == "spark":
+        from node.spark import SparkConfig, SparkMapper, configure_spark, spark_session
+
+        configure_spark(SparkConfig(settings.spark_master, settings.spark_conf))
+        return SparkMapper(spark_session())
+    return _pool_for(rows)
 
 
 def _pool_for(rows: PartyRows) -> contextlib.AbstractContextManager[BatchMapper]:
