@@ -6,7 +6,15 @@ never from the private modules.
 """
 
 from psi._batch import BatchMapper, serial_map
-from psi._errors import InvalidIdentifier, InvalidPoint, PsiCryptoError, PsiError, PsiLocalError, PsiRemoteError
+from psi._errors import (
+    InvalidIdentifier,
+    InvalidPoint,
+    PeerSetTooLarge,
+    PsiCryptoError,
+    PsiError,
+    PsiLocalError,
+    PsiRemoteError,
+)
 from psi._session import RandomSource, Session, event_of
 from psi.cardinality import CardinalityReceiver, CardinalityResult, CardinalitySender, two_sided_geometric
 from psi.ecdh import EcdhPsiReceiver, EcdhPsiSender, PsiResult
@@ -31,6 +39,7 @@ __all__ = [
     "MultiKeyMatcher",
     "MultiKeyResult",
     "NormalisedColumn",
+    "PeerSetTooLarge",
     "PsiCryptoError",
     "PsiError",
     "PsiLocalError",

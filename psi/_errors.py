@@ -85,6 +85,12 @@ class PsiRemoteError(PsiError, RemoteProtocolError):
         return (_remote_error, (self.detail, self.stage))
 
 
+class PeerSetTooLarge(PsiError):
+    """The peer's set is larger than this party agreed to match against (refused before any element is sent)."""
+
+    status_hint = 409
+
+
 class PsiCryptoError(PsiError, CryptoError):
     """A cryptographic check failed. Deliberately says nothing about which check."""
 

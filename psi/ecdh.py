@@ -29,6 +29,7 @@ from typing import Unpack
 
 from protocols.wire.psi import OutputTo, PsiChunk, PsiHello, PsiProtocol, PsiPull, PsiWelcome, Stream
 from psi._batch import map_evaluate
+from psi._errors import PeerSetTooLarge
 from psi._session import (
     ChunkReader,
     HelloTerms,
@@ -97,6 +98,9 @@ class EcdhPsiReceiver(ReceiverParty[PsiResult]):
             lets the peer link elements between jobs.** Inject only for known-answer tests.
         rng: Randomness for the shuffle (OS CSPRNG by default).
         mapper: Parallelises the group work (serial by default; see :mod:`psi.engine`).
+        max_sender_size: Refuse (``PeerSetTooLarge``) a sender whose set is larger, at its welcome, before
+            this party sends any element: bounds how many of the sender's elements output-to-sender PSI can
+            test against this party's set.
     """
 
     Stage = EcdhReceiverStage
@@ -110,10 +114,12 @@ class EcdhPsiReceiver(ReceiverParty[PsiResult]):
     }
 
     def __init__(
-        self, values: Iterable[str], *, output_to: OutputTo = OutputTo.RECEIVER, **options: Unpack[SetOptions]
+        self, values: Iterable[str], *, output_to: OutputTo = OutputTo.RECEIVER, max_sender_size: int | None = None,
+        **options: Unpack[SetOptions]
     ) -> None:
         super().__init__(values, **options)
         self.output_to = OutputTo(output_to)
+        self.max_sender_size = max_sender_size
         self._evaluated = bytearray()
         self._theirs = bytearray()
         self._sender_reader: ChunkReader | None = None
@@ -126,6 +132,9 @@ class EcdhPsiReceiver(ReceiverParty[PsiResult]):
 
     def _open_streams(self, welcome: PsiWelcome) -> None:
         """Expect the sender's set and, for output to us, our query evaluated."""
+        if self.max_sender_size is not None and welcome.set_size > self.max_sender_size:
+            raise PeerSetTooLarge(f"the sender's set has {welcome.set_size} elements, more than the "
+                                  f"{self.max_sender_size} this party agreed to match against")
         self._sender_size = welcome.set_size
         self._sender_reader = ChunkReader(Stream.SENDER_SET, welcome.set_size, welcome.chunk_size)
         self._query_reader = ChunkReader(Stream.EVALUATED, len(self._values), self.chunk_size)

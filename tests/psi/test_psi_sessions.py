@@ -24,6 +24,7 @@ from psi import (
     EcdhPsiSender,
     LabeledPsiReceiver,
     LabeledPsiSender,
+    PeerSetTooLarge,
     PsiCryptoError,
     PsiLocalError,
     PsiRemoteError,
@@ -315,3 +316,22 @@ def test_sender_table_is_deterministic_per_key_and_bound_to_it():
     assert first == again
     with pytest.raises(ValueError):
         LabeledPsiSender(first, key=Scalar.from_int(43), job_id=JOB)
+
+
+# ---------------------------------------------------------------- a bound on the peer's set (output to the sender)
+
+
+def test_a_receiver_refuses_a_sender_set_over_its_cap_before_sending_any_element():
+    """Output-to-sender PSI tests every sender element against the receiver's set: the receiver bounds it."""
+    common = {"key_type": KeyType.MOBILE, "job_id": JOB, "output_to": OutputTo.SENDER}
+    mine = [f"138{i:08d}" for i in range(5)]
+    theirs = [f"139{i:08d}" for i in range(11)]
+    receiver = EcdhPsiReceiver(mine, max_sender_size=10, **common)
+    welcome = EcdhPsiSender(theirs, **common).handle(receiver.start())
+
+    with pytest.raises(PeerSetTooLarge, match="11 elements, more than the 10"):
+        receiver.handle(welcome)
+    assert receiver.stage.name == "AWAIT_WELCOME"  # no query (no blinded element) was produced
+
+    at_cap = EcdhPsiReceiver(mine, max_sender_size=11, **common)
+    assert at_cap.handle(EcdhPsiSender(theirs, **common).handle(at_cap.start())) is not None

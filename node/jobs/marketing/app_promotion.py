@@ -40,6 +40,11 @@ What each party learns (semi-honest, DDH in ristretto255):
   (their blinded keys never match anything it can name), nor any bank feature or label of anyone. In
   count mode a protocol where only the bank learns a count would avoid even this; it is not built here
   (the arms must exist at the telco for the later evaluation, so the telco needs the audience anyway).
+  How many candidates it may test is bounded by the signed ``params.match_cap`` (default
+  ``DEFAULT_AUDIENCE_CAP``): the telco refuses to start the PSI above it, and the bank's own node refuses
+  a larger set at the PSI's first message, before it sends a single key — so a threshold of 0, which would
+  make every subscriber a candidate and the exclusion a full intersection, cannot reveal more than the
+  bank's data owner signed for.
 * bank: the number of the telco's candidates (the PSI set size), k-suppressed in its report, and the
   released sizes; never an identifier, score or feature value of a non-customer, and no list of people.
 * coordinator: the counts both report; the release's digest; never a person.
@@ -99,6 +104,8 @@ RELEASE_CHANNEL = "app_promotion.release"
 SCORE_BATCH_ROWS = 200_000
 _NOT_READY = frozenset({404, 409, 503})
 _PREFIX = "app_promotion"
+DEFAULT_AUDIENCE_CAP = 10_000
+"""Most candidates whose bank-customer status one job may test when ``params.match_cap`` is not set."""
 OTHER_SEGMENTS = "other (segments < k)"
 
 
@@ -132,6 +139,7 @@ class PromotionTerms:
     k: int
     epsilon: float | None
     template: str | None
+    cap: int = DEFAULT_AUDIENCE_CAP
 
 
 def promotion_terms(job: JobPublic) -> PromotionTerms:
@@ -160,7 +168,7 @@ def promotion_terms(job: JobPublic) -> PromotionTerms:
                           0.0 if p.holdout_share is None else p.holdout_share,
                           secrets.randbits(62) if p.arm_seed is None else p.arm_seed,
                           p.channel or ("outbox" if mode == "relay" else "none"), mode, k_of(p), p.epsilon,
-                          p.message_template)
+                          p.message_template, DEFAULT_AUDIENCE_CAP if p.match_cap is None else p.match_cap)
 
 
 def _model(ctx: JobContext, terms: PromotionTerms, role: str) -> tuple[ModelCard, dict[str, Any]]:
@@ -394,6 +402,11 @@ class TelcoAppPromotion:
             ctx.progress(f"{_PREFIX}: scoring subscribers at the telco", 0.2)
             with source:
                 candidates = screen(scorer, source.iter_batches(spec.columns, self.batch_rows), spec)
+            distinct = len(set(candidates.keys))
+            if distinct > terms.cap:
+                raise _error("params.match_cap", f"{distinct} subscribers pass the screening, more than the "
+                             f"{terms.cap} whose bank-customer status this job may test",
+                             "raise params.score_threshold, or have both data owners sign a larger match_cap")
             ctx.progress(f"{_PREFIX}: excluding bank customers by PSI", 0.5)
             customers, psi_stats = self._exclude(terms, key.key_type, candidates)
         audience = _audience(candidates, customers)
@@ -561,7 +574,8 @@ class BankAppPromotion:
         column = normalise_column(key.key_type, [None if pd.isna(v) else str(v) for v in frame[key.field]])
         values = list(dict.fromkeys(column.values))
         link = link_to_peer(ctx, ready_timeout=self.ready_timeout)
-        session = EcdhPsiReceiver(values, key_type=key.key_type, job_id=terms.job_id, output_to=OutputTo.SENDER)
+        session = EcdhPsiReceiver(values, key_type=key.key_type, job_id=terms.job_id, output_to=OutputTo.SENDER,
+                                  max_sender_size=terms.cap)  # the bank's own check of the signed cap
         try:
             drive(session, link, session_channel(key.key_type))
             link.close([key.key_type])
