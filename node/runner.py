@@ -23,7 +23,9 @@ back with ``attempt`` one higher and runs only once this node's party has signed
 training job then resumes from its checkpoints). A job this node noted succeeded never runs again; an
 attempt older than one the node has seen is ignored; a run the node started and never finished (it
 stopped mid-job) is reported failed instead of started again on the same signature. Every report names
-its attempt, so the coordinator refuses a late report of an attempt it has retried.
+its attempt, so the coordinator refuses a late report of an attempt it has retried. A final report the
+coordinator could not take (down, restarting, 5xx) is sent again on the next poll; a state disk that cannot
+be written fails the attempt before anything runs, and the runner keeps polling until it can.
 
 Before running, the node also checks the parties the signed terms name (its inbox then accepts frames
 for the job from the one counterparty only) and, where the terms or its own governance call for it, a
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -232,6 +235,7 @@ class JobRunner:
         self.inbox, self.peer_factory = inbox, peer_factory
         self._handlers: dict[JobKind, JobHandler] = dict(handlers or {})
         self._running: set[int] = set()  # jobs this process is running now
+        self._unsent: dict[int, JobResultReport] = {}  # final reports the coordinator did not take yet
 
     def register(self, kind: JobKind, handler: JobHandler) -> None:
         """Run ``handler`` for jobs of ``kind``."""
@@ -246,7 +250,9 @@ class JobRunner:
         return [jobs[k] for k in sorted(jobs)]
 
     def run_once(self) -> list[JobOutcome]:
-        """Process every pending job once; return what happened to each."""
+        """Send final reports the coordinator missed, then process every pending job once; return what happened."""
+        for job_id, report in list(self._unsent.items()):
+            self._report_result(job_id, report)
         outcomes = []
         for job in self.pending_jobs():
             outcome = self.process(job)
@@ -263,6 +269,8 @@ class JobRunner:
                 self.run_once()
             except CoordinatorError as exc:
                 logger.warning("coordinator unavailable: %s", exc)
+            except (OSError, sqlite3.Error) as exc:  # e.g. a full state disk: keep polling, serve once freed
+                logger.error("cannot write this node's state (%s): %s", type(exc).__name__, exc)
             stop.wait(self.settings.poll_interval)
 
     def _concerns_us(self, job: JobPublic) -> bool:
@@ -335,6 +343,7 @@ class JobRunner:
         detail = (f"interrupted: this node stopped while running attempt {job.attempt}; an approval authorises "
                   "one run, so retry the job (POST /jobs/{id}/retry) and approve the new attempt")
         logger.warning("job %s: attempt %d was interrupted by a node restart", job.id, job.attempt)
+        shutil.rmtree(self.settings.state_path / "jobs" / f"{job.id}.partial", ignore_errors=True)  # half-written
         self.journal.set(job.id, "failed", detail, attempt=job.attempt)
         self._report_result(job.id, JobResultReport(status="failed", detail=detail, attempt=job.attempt,
                                                     **ledger_receipts(self.ledger, job.id)))
@@ -357,11 +366,20 @@ class JobRunner:
     def _run(self, job: JobPublic, handler: JobHandler, peer: str | None) -> JobOutcome:
         jobs_dir = self.settings.state_path / "jobs"
         workdir, final_dir = jobs_dir / f"{job.id}.partial", jobs_dir / str(job.id)
-        shutil.rmtree(workdir, ignore_errors=True)
-        workdir.mkdir(parents=True, mode=0o700)
+        try:
+            shutil.rmtree(workdir, ignore_errors=True)
+            workdir.mkdir(parents=True, mode=0o700)
+            self.journal.set(job.id, "running", attempt=job.attempt)
+        except (OSError, sqlite3.Error) as exc:  # nothing ran: fail this attempt cleanly instead of retrying forever
+            shutil.rmtree(workdir, ignore_errors=True)
+            detail = (f"failed at stage 'start': this node cannot write its state directory ({type(exc).__name__}: "
+                      f"{getattr(exc, 'strerror', None) or exc}); free space there and retry the job")
+            logger.error("job %s: %s", job.id, detail)
+            self._report_result(job.id, JobResultReport(status="failed", detail=detail, attempt=job.attempt,
+                                                        **ledger_receipts(self.ledger, job.id)))
+            return JobOutcome(job.id, "failed", detail)
         ctx = JobContext(job, self.settings, self.keys, self.ledger, self.datasets, workdir, self.inbox,
                          self.coordinator, self.peer_factory)
-        self.journal.set(job.id, "running", attempt=job.attempt)
         if self.inbox is not None and peer is not None:  # a job with no counterparty receives no frames
             self.inbox.activate(job.id, peer=peer)
         logger.info("job %s (%s): running attempt %d", job.id, job.kind, job.attempt)
@@ -408,7 +426,13 @@ class JobRunner:
             logger.warning("job %s: cannot report progress: %s", job_id, exc)
 
     def _report_result(self, job_id: int, report: JobResultReport) -> None:
+        """Send a final report; one the coordinator could not take (down, 5xx) is sent again next poll."""
         try:
             self.coordinator.report_result(job_id, report)
         except CoordinatorError as exc:
-            logger.warning("job %s: cannot report result: %s", job_id, exc)
+            unavailable = exc.status_code >= 500
+            logger.warning("job %s: cannot report result%s: %s", job_id, " (will resend)" if unavailable else "", exc)
+            if unavailable:
+                self._unsent[job_id] = report
+                return
+        self._unsent.pop(job_id, None)

@@ -284,3 +284,70 @@ def test_a_run_interrupted_by_a_restart_is_failed_not_started_again(coordinator,
 
     assert [(o.job_id, o.state) for o in outcomes] == [(19, "failed")] and calls == []
     assert coordinator.results[-1][1].status == "failed" and "interrupted" in coordinator.results[-1][1].detail
+
+
+def test_an_interrupted_run_leaves_no_half_written_work_directory(coordinator, runtime):
+    _approved(coordinator, runtime, 23)
+    runtime.journal.set(23, "running", attempt=1)  # killed mid-run: its work directory is still there
+    partial = runtime.settings.state_path / "jobs" / "23.partial"
+    (partial / "psi").mkdir(parents=True)
+    (partial / "psi" / "encrypted.bin").write_bytes(b"half")
+
+    outcomes = runtime.runner({JobKind.AUDIENCE_OVERLAP: lambda ctx: {}}).run_once()
+
+    assert [(o.job_id, o.state) for o in outcomes] == [(23, "failed")]
+    assert not partial.exists() and not (runtime.settings.state_path / "jobs" / "23").exists()
+
+
+def test_a_full_state_disk_fails_the_attempt_cleanly_and_the_runner_keeps_polling(coordinator, runtime, monkeypatch):
+    import sqlite3
+    import threading
+
+    _approved(coordinator, runtime, 24)
+    real_set = runtime.journal.set
+
+    def full(job_id, state, detail="", *, attempt=1):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(runtime.journal, "set", full)
+    calls = []
+    runner = runtime.runner({JobKind.AUDIENCE_OVERLAP: lambda ctx: calls.append(1) or {}})
+
+    outcomes = runner.run_once()
+
+    assert [(o.job_id, o.state) for o in outcomes] == [(24, "failed")] and calls == []
+    report = coordinator.results[-1][1]
+    assert report.status == "failed" and "cannot write its state directory" in report.detail
+    assert "database or disk is full" in report.detail
+    assert not (runtime.settings.state_path / "jobs" / "24.partial").exists()
+
+    ticks = []  # a tick that cannot write the state does not end the runner's thread
+    stop = threading.Event()
+
+    def tick():
+        ticks.append(1)
+        if len(ticks) == 1:
+            raise OSError(28, "No space left on device")
+        monkeypatch.setattr(runtime.journal, "set", real_set)
+        stop.set()
+
+    runner.run_forever(stop, on_tick=tick)
+    assert len(ticks) == 2
+
+
+def test_a_final_report_the_coordinator_missed_is_sent_again_once_it_is_back(coordinator, runtime):
+    _approved(coordinator, runtime, 25)
+
+    def handler(ctx):
+        coordinator.down = True  # the coordinator restarts while the job runs: the result cannot be delivered
+        return {"overlap": 7}
+
+    runner = runtime.runner({JobKind.AUDIENCE_OVERLAP: handler})
+    assert [(o.job_id, o.state) for o in runner.run_once()] == [(25, "succeeded")]
+    assert coordinator.results == []
+
+    coordinator.down = False
+    runner.run_once()
+    runner.run_once()
+
+    assert [(j, r.status, r.outputs) for j, r in coordinator.results] == [(25, "succeeded", {"overlap": 7})]
