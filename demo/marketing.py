@@ -158,8 +158,51 @@ def win_back_job(ds: dict[str, int], *, top: int = 200, mode: str = "relay") -> 
             "params": params}
 
 
+SEGMENTS_FILE = Path(__file__).resolve().parent / "segments.yaml"
+DEMO_SEGMENTS = ("families_with_children", "fixed_term_wealth", "funds")
+"""The demo sizes three of the file's segments (each segment x product cell is one padded PSI run)."""
+DEMO_PRODUCTS = ["has_fixed_term", "has_fund"]
+ADOPTION_BANK_FEATURES = ["age", "balance", "products_held", "monthly_txn_count", "monthly_txn_amount", "credit_limit"]
+ADOPTION_TELCO_FEATURES = ["tenure_months", "arpu", "data_usage_gb", "app_competitor", "peer_app_days30",
+                           "competitor_app_days30", "business_trips_90d"]
+"""The app-adoption model's features: the bank's own, and the telco's usage of peer and competitor apps (the
+bank app's own install and usage are the screening criterion, not features)."""
+ADOPTION_THRESHOLD = 0.35
+"""Score at or above which a non-customer without the app is in the audience (about 40% of them here)."""
+AUDIENCE_CAP = 8000
+"""``match_cap``: the most candidates whose bank-customer status the campaign may test (both sides sign it)."""
+
+
+def segment_sizes_job(ds: dict[str, int], segments_text: str) -> dict[str, Any]:
+    """``segment_sizes``: per segment x bank product, how many segment members hold it (k-suppressed counts)."""
+    from protocols.wire.segments import segment_params  # noqa: PLC0415 - pure, only needed here
+
+    return {"kind": "segment_sizes", "purpose": "marketing", "title": "Segment sizes x wealth products",
+            "inputs": [{"dataset_id": ds["bank_customers"], "key_fields": ["id_number"],
+                        "feature_fields": DEMO_PRODUCTS},
+                       {"dataset_id": ds["telco_subscribers"], "key_fields": ["id_number"]}],
+            "params": {"output_mode": "count", "min_cell": 50, **segment_params(segments_text)}}
+
+
+def demo_segments_text() -> str:
+    """The segment file with only the demo's segments (same grammar and version)."""
+    body = yaml.safe_load(SEGMENTS_FILE.read_text(encoding="utf-8"))
+    body["segments"] = [seg for seg in body["segments"] if seg["name"] in DEMO_SEGMENTS]
+    return yaml.safe_dump(body, allow_unicode=True, sort_keys=False)
+
+
+def app_adoption_model_job(ds: dict[str, int]) -> dict[str, Any]:
+    """``train_propensity`` of "would adopt the bank's app" (label ``app_registered``), hetero LR."""
+    return {"kind": "train_propensity", "purpose": "propensity", "title": "App adoption, bank + telco features",
+            "inputs": [{"dataset_id": ds["bank_customers"], "key_fields": ["id_number"],
+                        "label_field": "app_registered", "feature_fields": ADOPTION_BANK_FEATURES},
+                       {"dataset_id": ds["telco_subscribers"], "key_fields": ["id_number"],
+                        "feature_fields": ADOPTION_TELCO_FEATURES}],
+            "params": {"output_mode": "model"}}
+
+
 def app_promotion_job(ds: dict[str, int], model_job_id: int, telco_features: list[str], *,
-                      holdout_share: float = 0.3, threshold: float = 0.0) -> dict[str, Any]:
+                      holdout_share: float = 0.3, threshold: float = ADOPTION_THRESHOLD) -> dict[str, Any]:
     """``app_promotion``: non-customers scored by the telco alone, the treatment arm messaged, the holdout kept.
 
     The telco scores with the model's ``telco_features`` and messages through its embedded outbox.
@@ -171,7 +214,8 @@ def app_promotion_job(ds: dict[str, int], model_job_id: int, telco_features: lis
                         "feature_fields": list(dict.fromkeys(fields))}],
             "params": {"output_mode": "relay", "min_cell": 50, "model_job_id": model_job_id,
                        "score_threshold": threshold, "bank_app": "bank_app", "holdout_share": holdout_share,
-                       "arm_seed": 7, "channel": "outbox", "message_template": CAMPAIGN_TEMPLATE}}
+                       "arm_seed": 7, "channel": "outbox", "message_template": CAMPAIGN_TEMPLATE,
+                       "match_cap": AUDIENCE_CAP}}
 
 
 # ---------------------------------------------------------------- the loop over a running federation
@@ -187,13 +231,12 @@ def _register(fed: Any, csv: Path, governance: Path) -> None:
     print("   " + out.strip().splitlines()[-1])
 
 
-def run_marketing(fed: Any, say: Callable[[str, str], None], *, propensity_job: Any | None) -> list[Any]:
+def run_marketing(fed: Any, say: Callable[[str, str], None]) -> list[Any]:
     """The loop's steps over the running federation ``fed`` (``demo.steps.Federation``); returns the jobs run.
 
     Args:
         fed: The federation.
         say: The demo's step printer.
-        propensity_job: The demo's succeeded train_propensity job (app_promotion scores with it), or None.
     """
     from demo.steps import approve, datasets, submit, wait_job  # noqa: PLC0415 - the federation's steps
 
@@ -214,14 +257,24 @@ def run_marketing(fed: Any, say: Callable[[str, str], None], *, propensity_job: 
 
     data = fed.state / "data"
     ds = datasets(fed)
+    say("7/8 Marketing loop: segment sizes (telco segments x bank products, PSI cardinality, k-suppressed)", "")
+    segments = run(segment_sizes_job(ds, demo_segments_text()))
+    if segments.status.value == "succeeded":
+        print(f"   bank (segment x product): {_short(segments.outputs.get('bank', {}), ('k', 'products', 'cells'))}")
+        print(f"   telco (segment sizes): {_short(segments.outputs.get('telco', {}), ('segments',))}")
+    say("7/8 Marketing loop: the app-adoption model (label app_registered; hetero LR through Flower)", "")
+    adoption = run(app_adoption_model_job(ds))
+    if adoption.status.value == "succeeded":
+        bank = adoption.outputs.get("bank", {})
+        if "auc_federated" in bank:
+            print(f"   lift: held-out AUC with telco features {bank['auc_federated']:.3f} "
+                  f"vs the bank's own features alone {bank['auc_bank_only']:.3f}")
     say("7/8 Marketing loop: app promotion to non-customers (telco-alone scores, PSI exclusion, arms, outreach)", "")
-    if propensity_job is None:
-        print("   skipped: no succeeded propensity model to score with; the campaign and its evaluation are left out")
+    if adoption.status.value != "succeeded":
+        print("   skipped: no app-adoption model to score with; the campaign and its evaluation are left out")
         campaign = None
     else:
-        telco_features = next(list(i.feature_fields) for i in propensity_job.inputs
-                              if i.dataset_id == ds["telco_subscribers"])
-        campaign = run(app_promotion_job(ds, propensity_job.id, telco_features))
+        campaign = run(app_promotion_job(ds, adoption.id, ADOPTION_TELCO_FEATURES))
         if campaign.status.value == "succeeded":
             print(f"   telco: {_short(campaign.outputs.get('telco', {}), ('audience', 'arms', 'delivery', 'k'))}")
     if campaign is not None and campaign.status.value == "succeeded":

@@ -90,8 +90,7 @@ def _run_jobs(fed: Federation, n: int) -> list[JobPublic]:
         done.append(_score_with(fed, ds, risk[0]))
         _score_in_real_time(fed, risk[0])
     done.append(_select_sites(fed, ds, n))
-    propensity = next((j for j in done if j.kind == "train_propensity" and j.status == JobStatus.SUCCEEDED), None)
-    done += run_marketing(fed, _say, propensity_job=propensity)  # issue 12: campaign, evaluation, retention
+    done += run_marketing(fed, _say)  # issue 12: campaign, evaluation, retention
     return done
 
 

@@ -47,7 +47,8 @@ FEATURES = {"bank_customers.csv": ("balance", "monthly_txn_amount"),
 MIN_TEXT = 7  # shorter decimal strings can occur by chance in megabytes of ciphertext
 K_MIN_CELL = 50  # the policy's k_min_cell, and the demo site_selection job's min_cell
 JOB_KINDS = ("audience_overlap", "recovery", "train_risk", "train_propensity", "score", "site_selection",
-             "campaign_evaluation", "churn_warning", "win_back")  # the marketing loop (demo.marketing)
+             # the marketing loop (demo.marketing):
+             "segment_sizes", "app_promotion", "campaign_evaluation", "churn_warning", "win_back")
 _NUMBER = re.compile(r"-?\d+(\.\d+)?")
 
 
