@@ -41,8 +41,8 @@ from node.jobs.psi._link import drive, session_channel
 from node.jobs.psi._node import ONE_INPUT, k_of, key_columns, link_to_peer, load_rows, progress_of
 from node.jobs.psi._rows import PartyRows
 from node.jobs.psi._sender import EvaluationMeter, SenderJob
-from node.jobs.psi.recovery import recovery_terms, run_recovery_receiver
-from node.jobs.psi.results import RECOVERED_FILE, write_rows
+from node.jobs.psi.recovery import receive_recovery, recovery_terms
+from node.jobs.psi.results import write_rows
 from node.runner import JobContext, JobHandler
 from protocols.marketing.bands import BANDS, SIGNALS, BandInputError, bands
 from protocols.wire.control import JobKind, JobPublic, KeyType
@@ -243,15 +243,7 @@ def bank_win_back(ctx: JobContext, *, ready_timeout: float = 600.0) -> dict[str,
     rows = load_rows(ctx, inp, label_field=inp.feature_fields[0])
     ranked = rank_by_propensity(rows, ctx.job.params.match_cap)
     terms = recovery_terms(str(ctx.job.id), tuple(rows.keys), ctx.job.params)
-    link = link_to_peer(ctx, ready_timeout=ready_timeout)
-    try:
-        outputs, recovered = run_recovery_receiver(link, ranked, terms, progress=progress)
-    except Exception as exc:
-        link.abort(f"receiver failed at {ctx.stage}: {type(exc).__name__}")
-        raise
-    if terms.mode == "reveal":
-        write_rows(ctx.workdir / RECOVERED_FILE, ["customer_id", "matched_by", "msisdn"], recovered)
-        outputs["recovered_at"] = f"bank node: jobs/{ctx.job.id}/{RECOVERED_FILE} (numbers masked in listings)"
+    outputs = receive_recovery(ctx, ranked, terms, progress, ready_timeout=ready_timeout)
     progress("done", 1.0)
     return {**outputs, "ranked_by": inp.feature_fields[0], "candidates": rows.size, "chosen": ranked.size}
 

@@ -74,8 +74,8 @@ from .outreach import OutreachChannel
 from .results import RECOVERED_FILE, write_rows
 from .tables import TableStore
 
-__all__ = ["RecoveryTerms", "bank_recovery", "mapper_for", "normalise_labels", "pair_records", "recovery_sender_job",
-           "recovery_terms", "run_recovery_receiver", "telco_recovery"]
+__all__ = ["RecoveryTerms", "bank_recovery", "mapper_for", "normalise_labels", "pair_records", "receive_recovery",
+           "recovery_sender_job", "recovery_terms", "run_recovery_receiver", "telco_recovery"]
 
 Progress = Callable[[str, float], None]
 
@@ -364,7 +364,15 @@ def bank_recovery(ctx: JobContext) -> dict[str, Any]:
     inp = ctx.own_input(refusal=ONE_INPUT)
     rows = load_rows(ctx, inp)
     terms = recovery_terms(str(ctx.job.id), _priority(rows), ctx.job.params)
-    link = link_to_peer(ctx)
+    outputs = receive_recovery(ctx, rows, terms, progress)
+    progress("done", 1.0)
+    return outputs
+
+
+def receive_recovery(ctx: JobContext, rows: PartyRows, terms: RecoveryTerms, progress: Progress, *,
+                     ready_timeout: float = 600.0) -> dict[str, Any]:
+    """The bank's side of one recovery run over ``rows`` (also win-back's): outputs, reveal-mode rows written."""
+    link = link_to_peer(ctx, ready_timeout=ready_timeout)
     try:
         outputs, recovered = run_recovery_receiver(link, rows, terms, progress=progress)
     except Exception as exc:
@@ -373,7 +381,6 @@ def bank_recovery(ctx: JobContext) -> dict[str, Any]:
     if terms.mode == "reveal":
         write_rows(ctx.workdir / RECOVERED_FILE, ["customer_id", "matched_by", "msisdn"], recovered)
         outputs["recovered_at"] = f"bank node: jobs/{ctx.job.id}/{RECOVERED_FILE} (numbers masked in listings)"
-    progress("done", 1.0)
     return outputs
 
 
