@@ -266,6 +266,8 @@ def run(n: int, seed: int, state: Path, test_key_bits: int | None = None, engine
                     **node_training[p]}
                 for p in ("bank", "telco")}
         envs["telco"]["TANDEM_TELCO_ENGINE"] = engine  # serial | pool | spark (node setting ``engine``)
+        # The campaign goes to the embedded outbox: no quiet hours (the demo runs at any hour), no SMSC pacing.
+        envs["telco"] |= {"TANDEM_CHANNEL_QUIET_HOURS": "", "TANDEM_CHANNEL_RATE_PER_S": "1000"}
         fed = Federation(state, coord_url, tokens, auditor_key, envs, group)
         _say("4/8 Nodes: keys, certificates, party registration, datasets (schemas and coarse stats only)")
         register_demo_datasets(fed, state / "data")
