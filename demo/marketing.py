@@ -276,7 +276,8 @@ def run_marketing(fed: Any, say: Callable[[str, str], None]) -> list[Any]:
     else:
         campaign = run(app_promotion_job(ds, adoption.id, ADOPTION_TELCO_FEATURES))
         if campaign.status.value == "succeeded":
-            print(f"   telco: {_short(campaign.outputs.get('telco', {}), ('audience', 'arms', 'delivery', 'k'))}")
+            shown = ("k", "score_threshold", "audience_sizes", "deliveries")
+            print(f"   telco (the bank reads these): {_short(campaign.outputs.get('telco', {}), shown)}")
     if campaign is not None and campaign.status.value == "succeeded":
         say("7/8 Marketing loop: the population responds (simulator), the bank registers its conversions", "")
         conversions, csv = simulate_campaign(data, fed.state / "telco", campaign.id)
