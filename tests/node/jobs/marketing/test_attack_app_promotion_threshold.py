@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+import tests.node.jobs.marketing.test_app_promotion_job as promo
+from node.jobs.marketing.app_promotion import BankAppPromotion
 from protocols.wire.control import JobInput, JobKind, JobParams, Purpose
 from tests.node.jobs.marketing.test_app_promotion_job import APP_COLUMNS, MODEL_JOB, K, _world
 from tests.support.scoring_models import TELCO_FEATURES
@@ -21,7 +23,9 @@ from tests.support.world import World
 
 
 @pytest.fixture
-def world(tmp_path: Path):
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # The telco refuses before the PSI, so the bank only waits for a peer that never opens: wait 10 s, not 60.
+    monkeypatch.setattr(promo, "BankAppPromotion", lambda ready_timeout: BankAppPromotion(ready_timeout=10.0))
     w = _world(tmp_path, "hetero_lr")
     yield w
     w.close()
