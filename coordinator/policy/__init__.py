@@ -21,6 +21,7 @@ Rules (ids are stable; add new ones at the end, never renumber)::
     R11-min-cell              params.min_cell, if given, is at least policy.k_min_cell
     R12-output-mode           params.output_mode is one the job kind allows
     R13-reveal-recovery       reveal mode: purpose recovery, bank consent field, match_cap within the cap
+                              (win_back: match_cap within the cap in relay mode too)
     R14-relay-template        relay mode carries a message_template; any template uses approved placeholders
     R15-filter                filters parse and use only feature fields approved for the purpose
     R16-epsilon-budget        a noised count's epsilon is within the per-job maximum and the remaining

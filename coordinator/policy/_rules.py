@@ -303,10 +303,22 @@ def _revealed_findings(ctx: EvalContext) -> list[RuleOutcome]:
                     "in output_fields")]
 
 
+def _win_back_cap(ctx: EvalContext) -> list[RuleOutcome]:
+    cap, limit = ctx.job.params.match_cap, ctx.policy.max_recovery_match_cap
+    if cap is None or cap > limit:
+        problem = "is missing" if cap is None else f"{cap} exceeds the policy cap {limit}"
+        return [outcome(R13, False, f"win_back: params.match_cap {problem} (the cap bounds whom the telco tests "
+                        "and messages, in relay mode too)", "params.match_cap", f"set match_cap to at most {limit}")]
+    return []
+
+
 def reveal_recovery_conditions(ctx: EvalContext) -> list[RuleOutcome]:
-    """R13: reveal mode needs purpose recovery, a bank consent field and a match_cap within the cap."""
+    """R13: reveal mode needs purpose recovery, a bank consent field and a match_cap within the cap.
+
+    A ``win_back`` job needs a match_cap within the cap in relay mode as well.
+    """
     if not ctx.reveal:
-        return []
+        return _win_back_cap(ctx) if ctx.job.kind == JobKind.WIN_BACK else []
     found = []
     if ctx.job.purpose != Purpose.RECOVERY:
         found.append(outcome(R13, False, "reveal-mode recovery needs purpose 'recovery', "
@@ -366,7 +378,8 @@ def _epsilon_mode_findings(ctx: EvalContext) -> list[RuleOutcome]:
         return [outcome(R16, False, "a site_selection job releases noised counts per cell and must name its epsilon",
                         "params.epsilon", f"set params.epsilon, e.g. {ctx.policy.epsilon_default:g} "
                         f"(at most {limit:g}; the smaller, the noisier)")]
-    if eps is None or ctx.job.kind not in (JobKind.AUDIENCE_OVERLAP, JobKind.SITE_SELECTION, JobKind.SEGMENT_SIZES):
+    if eps is None or ctx.job.kind not in (JobKind.AUDIENCE_OVERLAP, JobKind.SITE_SELECTION, JobKind.SEGMENT_SIZES,
+                                           JobKind.CAMPAIGN_EVALUATION, JobKind.APP_PROMOTION):
         return []
     if (ctx.mode or "count") != "count":
         return [outcome(R16, False, f"params.epsilon has no effect in output_mode '{ctx.mode}' "

@@ -414,7 +414,8 @@ class TelcoAppPromotion:
         arms = CampaignArms(int(terms.job_id), str(key.key_type), terms.arm_seed, terms.holdout_share, terms.channel,
                             tuple(ArmMember(candidates.keys[i], candidates.contacts[i], candidates.segments[i],
                                             "holdout" if h else "treatment") for i, h in zip(audience, held,
-                                                                                             strict=True)))
+                                                                                             strict=True)),
+                            peer=bank)
         save_arms(ctx.settings.state_path, arms)
         deliveries = self._deliver(ctx, terms, arms)
         ctx.progress(f"{_PREFIX}: done", 1.0)

@@ -5,12 +5,14 @@ The arms never leave the telco: a later ``campaign_evaluation`` job (E4) reads t
 
 File: ``<state>/marketing/<job_id>/arms.json`` (written once, atomically, mode 0600 in a 0700 directory)::
 
-    {"job_id": 12, "key_type": "mobile", "arm_seed": 7, "holdout_share": 0.2, "channel": "sms",
+    {"job_id": 12, "key_type": "mobile", "arm_seed": 7, "holdout_share": 0.2, "channel": "sms", "peer": "bank-a",
      "members": [{"key": "<canonical key>", "mobile": "<number or null>", "segment": "all",
                   "arm": "treatment" | "holdout"}, ...]}
 
 ``key`` is the canonical identifier the job excluded bank customers on (``key_type``); ``mobile`` the
-number outreach used (or would use), which is what the bank keys its conversions by.
+number outreach used (or would use), which is what the bank keys its conversions by. ``peer`` is the
+bank the campaign ran with: only that bank may evaluate it (:func:`check_evaluator`), and only once
+(:func:`claim_evaluation` writes ``<state>/marketing/<job_id>/evaluated_by.json`` before any arm is served).
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from typing import Literal
 
 from protocols.wire.errors import ConfigError
 
-__all__ = ["ARMS_FILE", "ArmMember", "CampaignArms", "arms_path", "load_arms", "save_arms"]
+__all__ = ["ARMS_FILE", "ArmMember", "CampaignArms", "arms_path", "check_evaluator", "claim_evaluation", "load_arms",
+           "save_arms"]
 
 ARMS_FILE = "arms.json"
+CLAIM_FILE = "evaluated_by.json"
 Arm = Literal["treatment", "holdout"]
 
 
@@ -50,6 +54,8 @@ class CampaignArms:
     holdout_share: float
     channel: str
     members: tuple[ArmMember, ...]
+    peer: str | None = None
+    """The bank party of the campaign (None only in files written without it, e.g. by hand in tests)."""
 
     def arm(self, name: Arm) -> list[ArmMember]:
         """The members of one arm, in audience order."""
@@ -70,7 +76,7 @@ def save_arms(state_dir: Path, arms: CampaignArms) -> Path:
     path = arms_path(state_dir, arms.job_id)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     body = {"job_id": arms.job_id, "key_type": arms.key_type, "arm_seed": arms.arm_seed,
-            "holdout_share": arms.holdout_share, "channel": arms.channel,
+            "holdout_share": arms.holdout_share, "channel": arms.channel, "peer": arms.peer,
             "members": [{"key": m.key, "mobile": m.mobile, "segment": m.segment, "arm": m.arm}
                         for m in arms.members]}
     tmp = path.with_suffix(".tmp")
@@ -99,4 +105,46 @@ def load_arms(state_dir: Path, job_id: int) -> CampaignArms:
     return CampaignArms(int(body["job_id"]), str(body["key_type"]), int(body["arm_seed"]),
                         float(body["holdout_share"]), str(body["channel"]),
                         tuple(ArmMember(str(m["key"]), m["mobile"], str(m["segment"]),
-                                        "holdout" if m["arm"] == "holdout" else "treatment") for m in members))
+                                        "holdout" if m["arm"] == "holdout" else "treatment") for m in members),
+                        None if body.get("peer") is None else str(body["peer"]))
+
+
+def check_evaluator(arms: CampaignArms, peer: str) -> None:
+    """Refuse an evaluation of ``arms`` by a bank other than the one the campaign ran with.
+
+    Raises:
+        ConfigError: ``peer`` is not the campaign's bank (names params.campaign_job_id).
+    """
+    if arms.peer is not None and arms.peer != peer:
+        raise ConfigError(f"params.campaign_job_id: job {arms.job_id} is another bank's campaign, not {peer}'s; "
+                          "evaluate a campaign this bank ran with this telco")
+
+
+def claim_evaluation(state_dir: Path, campaign_job_id: int, evaluation_job_id: int) -> None:
+    """Record that ``evaluation_job_id`` evaluates ``campaign_job_id``; refuse any other evaluation of it.
+
+    The claim is written (exclusively, before any arm is served) so two evaluations that differ in a few
+    converters cannot be differenced to tell which arm one person was in; a retry of the same evaluation
+    job passes.
+
+    Raises:
+        ConfigError: another job already evaluated (or began to evaluate) the campaign.
+    """
+    path = Path(state_dir) / "marketing" / str(int(campaign_job_id)) / CLAIM_FILE
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{CLAIM_FILE}.{int(evaluation_job_id)}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump({"evaluation_job_id": int(evaluation_job_id)}, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    try:
+        os.link(tmp, path)  # whole file or nothing, and only if no claim exists yet
+    except FileExistsError:
+        earlier = int(json.loads(path.read_text(encoding="utf-8"))["evaluation_job_id"])
+        if earlier != int(evaluation_job_id):
+            raise ConfigError(f"params.campaign_job_id: campaign {campaign_job_id} was already evaluated by job "
+                              f"{earlier}; a campaign is evaluated once (two evaluations could be differenced "
+                              "person by person): read that job's result, or measure a new campaign") from None
+    finally:
+        tmp.unlink(missing_ok=True)

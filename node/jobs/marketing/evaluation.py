@@ -9,7 +9,10 @@ the PSI **receiver**, the telco the **sender**, over the data plane (channels ``
 
 Steps::
 
-    telco  loads the campaign's arms (refused if the campaign left none on this node)
+    telco  loads the campaign's arms (refused if the campaign left none on this node, or ran with another
+           bank than this job's peer) and claims the campaign for this job in its node state (refused if
+           another job already evaluated it: two evaluations whose conversions differ by one person would
+           tell, by difference, which arm that person was in; node.jobs.marketing.arms.claim_evaluation)
     for each arm, treatment then holdout (one cardinality-PSI run per arm, psi.cardinality):
       bank   hello, query chunks a·H(x) of its converters' numbers
       telco  re-blinds and *shuffles* them, sends b·H(y) of the arm's numbers
@@ -27,11 +30,16 @@ What each party learns (semi-honest, DDH in ristretto255):
   its node; only the k-suppressed, possibly noised figures leave it) — never which converter was in
   which arm, nor any number of the arms.
 * telco: the number of converters the bank queried (the same for both arms); nothing about who converted.
+  It keeps which evaluation job claimed the campaign (a job id, no person).
 * coordinator: the released counts, rates, uplift and interval; from the telco, how many numbers the
   bank queried per arm and the bytes. Never a number.
 
-Caveats: the bank's node sees exact per-arm counts (inherent in cardinality PSI; noise protects the
-release, not the receiver's own computation); the bank also knows how many converters were in no arm.
+Caveats: the bank chooses its conversions input, so one run already tells its node, exactly, how many of
+any numbers it lists are in each arm (a list of one number and the bank's own customers, who are never in
+an arm, says whether that number was targeted): the once-per-campaign claim bounds this to one query set
+per campaign, it does not remove it. The bank's node sees exact per-arm counts (inherent in cardinality
+PSI; noise protects the release, not the receiver's own computation); the bank also knows how many
+converters were in no arm.
 """
 
 from __future__ import annotations
@@ -43,9 +51,10 @@ from typing import Any
 
 import numpy as np
 
-from node.jobs.marketing.arms import load_arms
+from node.jobs.marketing._bank_link import aborting, reopening_link
+from node.jobs.marketing.arms import check_evaluator, claim_evaluation, load_arms
 from node.jobs.psi import PsiSender
-from node.jobs.psi._link import PeerFrameTransport, SessionLink, drive, session_channel
+from node.jobs.psi._link import SessionLink, drive, session_channel
 from node.jobs.psi._node import k_of, load_rows, progress_of
 from node.jobs.psi._sender import DEFAULT_PATIENCE, EvaluationMeter, Patience, SenderJob, SenderRegistry
 from node.jobs.sites.demand import two_sided_geometric_noise
@@ -116,9 +125,11 @@ def stored_arms(ctx: JobContext, campaign_job_id: int) -> Mapping[str, Sequence[
     """The arms' mobile numbers an ``app_promotion`` job stored at this telco node (:mod:`.arms`).
 
     Raises:
-        ConfigError: The campaign left no arms on this node (the message names params.campaign_job_id).
+        ConfigError: The campaign left no arms on this node, or it ran with another bank than this job's
+            peer (the message names params.campaign_job_id).
     """
     arms = load_arms(ctx.settings.state_path, campaign_job_id)
+    check_evaluator(arms, ctx.peer_party())
     return {arm: arms.mobiles(arm) for arm in ("treatment", "holdout")}
 
 
@@ -180,21 +191,9 @@ class BankCampaignEvaluation:
                          "name exactly one key field of key type mobile (the number a conversion registered with)")
         column = normalise_column(KEY, rows.keys[KEY])
         converters = sorted(set(column.values))
-        client = ctx.peer(ctx.peer_party())
-
-        def transport() -> PeerFrameTransport:
-            return PeerFrameTransport(client, ctx.job.id, ready_timeout=self.ready_timeout)
-
-        link = SessionLink(transport(), terms.job_id)
-
-        def reopen() -> None:
-            link.transport = transport()
-
-        try:
+        link, reopen = reopening_link(ctx, ready_timeout=self.ready_timeout)
+        with aborting(link, ctx):
             counts = run_evaluation_receiver(link, converters, terms, reopen=reopen, progress=progress)
-        except Exception as exc:
-            link.abort(f"receiver failed at {ctx.stage}: {type(exc).__name__}")
-            raise
         progress("releasing the uplift", 0.9)
         noise = None
         if terms.epsilon is not None:
@@ -264,6 +263,7 @@ class TelcoCampaignEvaluation:
         terms = evaluation_terms(ctx.job)
         ctx.own_input(refusal=_ONE_INPUT)
         arms = self._arms(ctx, terms.campaign_job_id)
+        claim_evaluation(ctx.settings.state_path, terms.campaign_job_id, ctx.job.id)  # before any arm is served
         registry = self.psi.registry
         if ctx.inbox is not None:
             registry.attach(ctx.inbox)

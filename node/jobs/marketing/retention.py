@@ -22,8 +22,9 @@ holds (its input's one ``feature_fields`` entry, higher first) and runs recovery
 ``params.match_cap`` only — reveal (the bank learns their current numbers, under every recovery rule:
 purpose recovery, consent, cap, approvals; coordinator rule R13 applies to win_back as to recovery) or
 relay (the telco messages them through its outreach channel; the number never leaves the telco).
-The telco's side is the recovery sender unchanged. What each party learns: as in recovery, over the
-top-ranked customers only; the ranking itself never leaves the bank.
+The telco's side is the recovery sender, refused by the telco itself when the signed terms carry no
+``match_cap`` (in relay mode too; coordinator rule R13 bounds it by the policy's cap). What each party
+learns: as in recovery, over the top-ranked customers only; the ranking itself never leaves the bank.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from typing import Any
 
 import pandas as pd
 
+from node.jobs.marketing._bank_link import aborting
 from node.jobs.psi import PsiSender
 from node.jobs.psi._link import drive, session_channel
 from node.jobs.psi._node import ONE_INPUT, k_of, key_columns, link_to_peer, load_rows, progress_of
@@ -175,14 +177,11 @@ def bank_churn_warning(ctx: JobContext, *, ready_timeout: float = 600.0) -> dict
     key_type = next(iter(rows.keys))
     column = normalise_column(key_type, rows.keys[key_type])
     link = link_to_peer(ctx, ready_timeout=ready_timeout)
-    try:
+    with aborting(link, ctx):
         session = LabeledPsiReceiver(sorted(set(column.values)), key_type=key_type, job_id=terms.job_id)
         progress(f"{session_channel(key_type)} session", 0.2)
         drive(session, link, session_channel(key_type))
         link.close([key_type])
-    except Exception as exc:
-        link.abort(f"receiver failed at {ctx.stage}: {type(exc).__name__}")
-        raise
     labels = session.result().labels
     banded: list[tuple[str, str]] = []
     conflicts = 0
@@ -286,8 +285,20 @@ class TelcoRetention:
         """``churn_warning`` as the labeled-PSI sender of band records, for the signed peer only."""
         return telco_churn_warning(ctx, self.psi)
 
+    def win_back(self, ctx: JobContext) -> dict[str, Any]:
+        """``win_back`` as the recovery sender, refused without a signed ``match_cap`` in either mode.
+
+        The cap is what bounds a win-back: without it a bank node that skips its own ranking could have
+        the telco test, and in relay mode message, everyone on a list of its choosing. The telco meters
+        OPRF evaluations and relays to at most ``match_cap`` people (the recovery sender's meter).
+        """
+        if ctx.job.params.match_cap is None:
+            raise _error("params.match_cap", "is missing: a win-back without a cap could test and message any "
+                         "number of people", "sign a match_cap (how many top-ranked lost customers to win back)")
+        return self.psi.recovery(ctx)
+
     def handlers(self) -> dict[JobKind, JobHandler]:
         """The handler per job kind."""
         handlers: dict[JobKind, Callable[[JobContext], dict[str, Any]]] = {
-            JobKind.CHURN_WARNING: self.churn_warning, JobKind.WIN_BACK: self.psi.recovery}
+            JobKind.CHURN_WARNING: self.churn_warning, JobKind.WIN_BACK: self.win_back}
         return handlers

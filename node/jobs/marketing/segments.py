@@ -10,7 +10,9 @@ data plane (channels ``psi.<key_type>`` and ``psi.close``, routed by the telco's
 Steps::
 
     telco  checks the segments against its own governance, reads the key and the rule fields,
-           evaluates every rule (node.jobs.marketing._segment_rules), and releases each segment's size
+           evaluates every rule (node.jobs.marketing._segment_rules); in an exact job (no params.epsilon)
+           refuses segments whose sizes could be subtracted down to fewer than k people (a segment of
+           all but < k subscribers, two segments differing in < k: refuse_differencing); releases each segment's size
            (distinct valid keys) with two-sided geometric noise of ε/2 (L1 sensitivity = number of
            segments) when params.epsilon is set, "suppressed (< k)" below k = params.min_cell
     for each segment s, then each product p (one cardinality-PSI run per cell, psi.cardinality, with a
@@ -35,7 +37,12 @@ What each party learns (semi-honest, DDH in ristretto255):
 * coordinator: the released figures (per segment, per cell), the segment file's version and hash, k, ε
   and byte counts. Never an identifier, a list of people, or a feature value.
 
-Caveats: the bank's node sees exact cell counts (inherent in cardinality PSI; noise protects the
+Caveats: an exact job's refusal (refuse_differencing) tells the bank only that two of its segments, or
+one segment and everyone, differ in fewer than k subscribers; a series of exact jobs (shifted thresholds)
+is not checked across jobs: only ε-noised jobs bound what such a series tells. The bank chooses its
+product fields, so a "product" held by one customer makes its node's exact count of that cell say whether
+that customer is in the segment (inherent in cardinality PSI, as in audience_overlap count mode; the
+released figure is suppressed). The bank's node sees exact cell counts (inherent in cardinality PSI; noise protects the
 release, not the receiver's own computation), as in ``audience_overlap`` count mode. Padding makes
 every run cost a full pass over both parties' keyed populations: segments × products runs of
 (bank customers + telco subscribers) group operations each.
@@ -52,6 +59,7 @@ import numpy as np
 import pandas as pd
 
 from node.governance import Governance
+from node.jobs.marketing._bank_link import aborting, reopening_link
 from node.jobs.marketing._segment_rules import (
     SUPPRESSED,
     Release,
@@ -59,10 +67,11 @@ from node.jobs.marketing._segment_rules import (
     check_segments_here,
     members,
     pad,
+    refuse_differencing,
     release,
 )
 from node.jobs.psi import PsiSender
-from node.jobs.psi._link import PeerFrameTransport, SessionLink, drive, session_channel
+from node.jobs.psi._link import SessionLink, drive, session_channel
 from node.jobs.psi._node import k_of, key_columns, progress_of
 from node.jobs.psi._sender import EvaluationMeter, Patience, SenderJob, SenderRegistry
 from node.jobs.psi.results import write_rows
@@ -224,6 +233,8 @@ class TelcoSegmentSizes:
         inside = members(frame, terms.segments.segments)
         sets = [_subset(column, inside[:, s]) for s in range(inside.shape[1])]
         everyone = len(set(column.values))
+        if terms.epsilon is None:  # exact figures: no two of them may be subtracted down to fewer than k people
+            refuse_differencing(terms.segments.names, sets, everyone, terms.k)
         sizes = release([len(m) for m in sets], terms.k, terms.half_epsilon, len(sets), self._rng())
         registry = self.psi.registry
         if ctx.inbox is not None:
@@ -292,22 +303,10 @@ class BankSegmentSizes:
         frame, key_type, _ = _read(ctx, own, terms.products)
         column = _keys(frame, own.key_fields[0], key_type)
         holders = [_subset(column, _holders(frame, p)) for p in terms.products]
-        client = ctx.peer(ctx.peer_party())
-
-        def transport() -> PeerFrameTransport:
-            return PeerFrameTransport(client, ctx.job.id, ready_timeout=self.ready_timeout)
-
-        link = SessionLink(transport(), terms.job_id)
-
-        def reopen() -> None:
-            link.transport = transport()
-
-        try:
+        link, reopen = reopening_link(ctx, ready_timeout=self.ready_timeout)
+        with aborting(link, ctx):
             exact, telco_keys = run_cells(link, terms, key_type, holders, len(set(column.values)), reopen=reopen,
                                           progress=progress)
-        except Exception as exc:
-            link.abort(f"receiver failed at {ctx.stage}: {type(exc).__name__}")
-            raise
         cells = release(exact, terms.k, terms.half_epsilon, len(terms.cells), self._rng())
         table = self._table(terms, cells)
         write_rows(ctx.workdir / RESULT_FILE, ["segment", "product", "size"],

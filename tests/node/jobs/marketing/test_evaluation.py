@@ -115,7 +115,7 @@ def test_the_telco_reads_the_arms_app_promotion_stored(tmp_path: Path) -> None:
     members = (ArmMember("k1", "13800000001", "all", "treatment"), ArmMember("k2", None, "all", "treatment"),
                ArmMember("k3", "13800000003", "all", "holdout"))
     save_arms(tmp_path, CampaignArms(41, "id_number", 7, 0.2, "outbox", members))
-    ctx = SimpleNamespace(settings=SimpleNamespace(state_path=tmp_path))
+    ctx = SimpleNamespace(settings=SimpleNamespace(state_path=tmp_path), peer_party=lambda: "bank")
     assert stored_arms(ctx, 41) == {"treatment": ["13800000001"], "holdout": ["13800000003"]}  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="campaign_job_id"):
         stored_arms(ctx, 42)  # type: ignore[arg-type]
