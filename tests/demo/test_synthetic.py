@@ -19,8 +19,9 @@ from demo import _synthetic_marketing as mk
 from demo.steps import GOVERNANCE
 from demo.synthetic import DATASETS, SynthConfig, generate, main
 from psi.identifiers import gb11643_check_digit, luhn_check_digit, normalise
+from tests.demo.conftest import SYNTHETIC_N
 
-N = 20_000
+N = SYNTHETIC_N  # the shared population (tests/demo/conftest.py)
 AS_OF = date(2025, 6, 30)
 STR_COLS = {"customer_id", "id_number", "mobile", "msisdn", "imei", "idfa", "mac", "region_code", "home_cell",
             "work_cell"}
@@ -39,10 +40,9 @@ def read(path: Path) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def pop(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pd.DataFrame]:
-    out = generate(tmp_path_factory.mktemp("pop"), n=N, seed=7, progress=False)
-    assert sum(out.rows.values()) > 0
-    return {name: read(path) for name, path in out.as_dict().items()}
+def pop(synthetic_population: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """The ``N``-person population, seed 7 (generated once per session, shared with test_synthetic_marketing)."""
+    return synthetic_population
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from demo.synthetic import generate, simulate_conversions, write_conversions
-from tests.demo.test_synthetic import BANK_FEATURES, auc, read
+from demo.synthetic import simulate_conversions, write_conversions
+from tests.demo.conftest import SYNTHETIC_N
+from tests.demo.test_synthetic import BANK_FEATURES, auc
 
-N = 20_000
+N = SYNTHETIC_N  # the shared population (tests/demo/conftest.py)
 TELCO_NEW = ["bank_app_installed", "bank_app_days30", "peer_app_days30", "competitor_app_days30", "has_children",
              "business_traveller", "white_collar_high", "car_interest", "house_interest", "wealth_fixed_interest",
              "wealth_high_yield_interest", "fund_interest", "stock_interest", "number_changed_90d", "silent_days",
@@ -27,9 +28,9 @@ HOLDING_OF = {"has_fixed_term": "wealth_fixed_interest", "has_high_yield": "weal
 
 
 @pytest.fixture(scope="module")
-def pop(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pd.DataFrame]:
-    out = generate(tmp_path_factory.mktemp("mk"), n=N, seed=7, progress=False)
-    return {name: read(path) for name, path in out.as_dict().items()}
+def pop(synthetic_population: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """The ``N``-person population, seed 7 (generated once per session, shared with test_synthetic)."""
+    return synthetic_population
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,6 @@ from pathlib import Path
 
 import pytest
 
-from demo import run as demo
 from node.jobs.sites import assign_km_cells
 from protocols.wire.control import KeyType
 from psi import normalise
@@ -125,18 +124,7 @@ def _job_outcomes(state: Path) -> dict[str, list[str]]:
     return out
 
 
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    state = tmp_path_factory.mktemp("wire-all") / "state"
-    capture = state.parent / "capture"
-    mp = pytest.MonkeyPatch()
-    mp.setenv("TANDEM_BANK_EGRESS_CAPTURE_DIR", str(capture / "bank"))
-    mp.setenv("TANDEM_TELCO_EGRESS_CAPTURE_DIR", str(capture / "telco"))
-    try:
-        assert demo.run(n=1500, seed=5, state=state, test_key_bits=512) == 0
-    finally:
-        mp.undo()
-    return state
+# ``demo_run`` (tests/demo/conftest.py): one demo run per session, shared with test_demo_training.
 
 
 def test_every_job_kind_ran_and_succeeded(demo_run: Path) -> None:

@@ -145,9 +145,9 @@ def _capture(node: Node) -> None:
     ledger = node.runtime.ledger
     original = ledger.record
 
-    def record(*, peer, kind, payload, job_id=None, ref=""):  # noqa: ANN001, ANN202
+    def record(*, peer, kind, payload, job_id=None, ref="", **more):  # noqa: ANN001, ANN003, ANN202
         node.sent.append(bytes(payload))
-        return original(peer=peer, kind=kind, payload=payload, job_id=job_id, ref=ref)
+        return original(peer=peer, kind=kind, payload=payload, job_id=job_id, ref=ref, **more)
 
     ledger.record = record  # type: ignore[method-assign]
 

@@ -2,14 +2,15 @@
 
 Coordinator, bank node and telco node run as separate processes (as in the demo); the coordinator's
 launcher starts the SuperLink and one ServerApp run per job attempt; each node starts its own SuperNode.
-Small synthetic population and test-only 512-bit Paillier keys keep it short. The second test kills a
-node mid-training, retries the failed job through the API and checks that it resumed.
+Small synthetic population and test-only 512-bit Paillier keys keep it short. The test kills a node
+mid-training, retries the failed job through the API and checks that it resumed. (Both training jobs
+through Flower on an undisturbed federation, with their stored models, are checked on the session's one
+demo run: tests/demo/test_demo_training.py.)
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import os
 import signal
 import time
@@ -40,49 +41,6 @@ def _federation(state: Path, group: ProcessGroup, bank_env: dict[str, str] | Non
     steps.register_demo_datasets(fed, state / "data")
     steps.start_nodes(fed)
     return fed
-
-
-def _train(fed: steps.Federation, body: dict[str, object]) -> tuple[int, dict[str, dict[str, float]]]:
-    job = steps.submit(fed, body)
-    steps.approve(fed, job)
-    done = steps.wait_job(fed, job.id, timeout=300)
-    assert done.status == JobStatus.SUCCEEDED, done.status_detail
-    return job.id, done.outputs
-
-
-def test_both_training_jobs_through_flower(tmp_path: Path) -> None:
-    # Prepare
-    generate(tmp_path / "data", n=2000, seed=11)
-    group = ProcessGroup(tmp_path / "logs")
-    with group.running():
-        fed = _federation(tmp_path, group)
-        jobs = training_jobs(steps.datasets(fed))
-        risk, propensity = list(jobs.values())
-        risk["params"] = {"output_mode": "model"}  # the recommended LR settings: 6 full-batch Newton iterations
-        propensity["params"] = {"output_mode": "model", "trees": 2, "max_depth": 2}
-
-        # Execute
-        outcomes = [_train(fed, risk), _train(fed, propensity)]
-        trails = {job_id: steps.job_trail(fed, job_id) for job_id, _ in outcomes}
-
-    # Assert
-    for (job_id, outputs), algorithm in zip(outcomes, ("hetero_lr", "secureboost"), strict=True):
-        bank = outputs["bank"]
-        assert 0.5 < bank["auc_federated"] <= 1.0 and 0.0 <= bank["ks_federated"] <= 1.0
-        assert (tmp_path / "bank" / "jobs" / str(job_id) / "roc.png").stat().st_size > 0
-        for party in ("bank", "telco"):
-            card = json.loads((tmp_path / party / "models" / str(job_id) / "card.json").read_text())
-            assert card["algo"] == algorithm and card["job_id"] == job_id and card["policy_version"]
-            assert card["data"]["keys_sha256"] and (card["label"] is not None) == (party == "bank")
-            if party == "bank":  # both model kinds store a bank-only fallback for customers the telco lacks
-                fallback = card["fallback"]
-                assert fallback["algo"] == "hetero_lr" and fallback["features"] and 0.5 < fallback["auc"] <= 1.0
-                part = json.loads((tmp_path / party / "models" / str(job_id) / "part.json").read_text())
-                assert len(part["fallback"]["weights"]) == len(fallback["features"])
-        started = [e for e in trails[job_id] if e["action"] == "training.run_started"]
-        assert len(started) == 1
-    risk_bank = outcomes[0][1]["bank"]
-    assert risk_bank["iterations"] == 6 and risk_bank["resumed_from"] == 0 and risk_bank["flower_rounds_here"] == 8
 
 
 def _wait_for(path: Path, timeout: float) -> None:
