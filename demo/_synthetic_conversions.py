@@ -89,7 +89,7 @@ def baseline_logit(subscribers: pd.DataFrame, intercept: float = DEFAULT_INTERCE
 
 def _arm_mask(msisdn: np.ndarray, arm: Iterable[str], name: str) -> np.ndarray:
     wanted = {str(m) for m in arm}
-    mask = np.isin(msisdn, np.array(sorted(wanted), dtype=object))
+    mask = pd.Series(msisdn, dtype=object).isin(wanted).to_numpy(bool)  # hashed; np.isin on objects is O(n*m)
     unknown = len(wanted) - int(mask.sum())
     if unknown:
         raise ValueError(f"{name}: {unknown} mobile number(s) are not telco subscribers; pass numbers from "
