@@ -9,15 +9,22 @@ reference: ``psi.engine.ProcessPoolMapper``, 2 workers, records in the driver) a
 (``node.spark.build_table`` over the Parquet file, Spark ``--master``), each in a fresh process so
 that peak memory is that run's own. The two table files must be byte-identical (``identical``).
 ``--overlap SxR`` runs a cardinality PSI of S telco and R bank identifiers (half of R are telco
-subscribers) with each engine's mapper. A last run calibrates the scaling model (``docs/SCALING.md``):
-Spark's per-task overhead (many empty tasks) and the sealing throughput per core.
+subscribers): the telco's sender on each engine (Spark: its whole set blinded ahead in one Spark job
+and streamed out in the data-plane chunks, ``SparkMapper.blind_ahead``), the bank's receiver on a
+2-worker pool in both runs. A last run calibrates the scaling model (``docs/SCALING.md``): Spark's
+per-task overhead, its fixed cost per build, the pipeline's throughput per core in one partition and
+the driver's append rate; from them it prints the PROJECTION for 3.3 × 10⁸ subscribers on 16 × 4 and
+64 × 4 executors (also in the JSON under ``projection``).
 
 Reported per run: ``wall_s``; ``cpu_driver_s`` (this process) and ``cpu_children_s`` (pool workers,
 or the Spark JVM and its Python workers); ``peak_driver_rss_mb`` (this Python process: the driver);
 ``peak_jvm_rss_mb`` (Spark's JVM, where local-mode executors live) and ``peak_worker_rss_mb`` (the
 largest Python worker), sampled every 0.2 s; ``load_avg`` before and after (on 2 shared cores a
 loaded machine slows everything: compare engines at the same load). Spark's start-up is timed apart
-(``spark_start_s``), as a node starts its session once.
+(``spark_start_s``), as a node starts its session once, and so is a first build of 1,000 subscribers
+(``warmup_s``: the JVM's JIT and the Python workers warm up once per node process, not per job).
+Also: ``records_per_s`` (throughput), ``table_bytes`` / ``wire_bytes``, Spark's ``stage_s`` (group,
+seal_sort, append) and ``spark_jobs``.
 """
 
 from __future__ import annotations
@@ -79,12 +86,23 @@ def _subscribers(n: int, data: Path) -> Path:
 
 
 class _Sampler(threading.Thread):
-    """Peak RSS of the JVM and of the largest Python child, and CPU of every child seen (even after it exits)."""
+    """Peak RSS of the JVM and of the largest Python child, and CPU of every child seen (even after it exits).
+
+    CPU is counted from the sampler's creation: a child already running (Spark's JVM after its start
+    and warm-up) counts only what it uses during the measurement.
+    """
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
         self.jvm_mb = self.worker_mb = 0.0
         self._cpu: dict[int, float] = {}
+        self._base: dict[int, float] = {}  # CPU a child had already used when the measurement began
+        for child in psutil.Process().children(recursive=True):
+            try:
+                times = child.cpu_times()
+                self._base[child.pid] = times.user + times.system
+            except psutil.Error:
+                continue
         self._stop = threading.Event()
 
     def run(self) -> None:
@@ -108,7 +126,7 @@ class _Sampler(threading.Thread):
     def stop(self) -> float:
         self.sample()
         self._stop.set()
-        return sum(self._cpu.values())
+        return sum(cpu - self._base.get(pid, 0.0) for pid, cpu in self._cpu.items())
 
 
 def _sha256(path: Path) -> str:
@@ -135,6 +153,12 @@ def _recovery(engine: str, n: int, data: Path, master: str, out: Path) -> dict[s
         t = time.perf_counter()
         spark = _spark(master)
         extra["spark_start_s"] = round(time.perf_counter() - t, 1)
+        t = time.perf_counter()  # a node's session is long-lived: JIT and Python workers warm after its first job
+        from node.spark import build_table
+
+        build_table(spark.read.parquet(str(source)).limit(1000), key_type=KeyType.ID_NUMBER, key=key,
+                    path=out / "warmup.table", workdir=out, key_column="id_number", label_column="msisdn")
+        extra["warmup_s"] = round(time.perf_counter() - t, 1)
     sampler, load0 = _Sampler(), os.getloadavg()[0]
     sampler.start()
     t0, c0 = time.perf_counter(), time.process_time()
@@ -144,11 +168,13 @@ def _recovery(engine: str, n: int, data: Path, master: str, out: Path) -> dict[s
         built = build_table(spark.read.parquet(str(source)), key_type=KeyType.ID_NUMBER, key=key, path=table_path,
                             workdir=out, key_column="id_number", label_column="msisdn")
         count = built.count
+        extra["stage_s"] = {k: round(v, 2) for k, v in built.timings.items()}
     else:
         count = _pool_table(source, key, table_path)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     children = sampler.stop()
     return {"task": "recovery", "engine": engine, "n": n, "records": count, "wall_s": round(wall, 2),
+            "records_per_s": round(n / wall), "table_bytes": table_path.stat().st_size,
             "cpu_driver_s": round(cpu, 2), "cpu_children_s": round(children, 2),
             "peak_driver_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "peak_jvm_rss_mb": round(sampler.jvm_mb, 1), "peak_worker_rss_mb": round(sampler.worker_mb, 1),
@@ -174,42 +200,74 @@ def _pool_table(source: Path, key: Any, table_path: Path) -> int:
     return table.count
 
 
-def _overlap(engine: str, sizes: str, master: str) -> dict[str, Any]:
-    from psi import serial_map
-    from psi.engine import ProcessPoolMapper, run_local
+def _drive(receiver: Any, sender: Any) -> int:
+    """Run one session through the wire codec; the data-plane bytes exchanged."""
+    from protocols.wire.psi import decode_frame, encode_frame
+
+    sent, message = 0, receiver.start()
+    while message is not None:
+        frame = encode_frame(message)
+        reply = sender.handle(decode_frame(frame))
+        sent += len(frame)
+        if reply is None:
+            break
+        frame = encode_frame(reply)
+        sent += len(frame)
+        message = receiver.handle(decode_frame(frame))
+    return sent
+
+
+def _overlap(engine: str, sizes: str, master: str, out: Path) -> dict[str, Any]:
+    """Cardinality PSI: the telco's sender on ``engine``, the bank's receiver on a 2-worker pool in both runs."""
+    from psi.cardinality import CardinalityReceiver, CardinalitySender
+    from psi.engine import ProcessPoolMapper
 
     telco_n, bank_n = (int(float(x)) for x in sizes.split("x"))
     telco = _id_numbers(0, telco_n)
     bank = telco[: bank_n // 2] + _id_numbers(telco_n, telco_n + bank_n - bank_n // 2)
-    mapper: Any = serial_map
     extra: dict[str, Any] = {}
+    bank_pool = ProcessPoolMapper(2)
     if engine == "spark":
         from node.spark import SparkMapper
 
         t = time.perf_counter()
-        mapper = SparkMapper(_spark(master))
+        telco_mapper: Any = SparkMapper(_spark(master), workdir=out)
         extra["spark_start_s"] = round(time.perf_counter() - t, 1)
-    pool = ProcessPoolMapper(2) if engine == "pool" else None
+    else:
+        telco_mapper = bank_pool
+    common: dict[str, Any] = {"key_type": KeyType.ID_NUMBER, "job_id": "bench"}
     sampler, load0 = _Sampler(), os.getloadavg()[0]
     sampler.start()
     t0, c0 = time.perf_counter(), time.process_time()
-    run = run_local(bank, telco, "cardinality", key_type=KeyType.ID_NUMBER, mapper=pool or mapper)
+    receiver = CardinalityReceiver(bank, mapper=bank_pool, **common)
+    sender = CardinalitySender(telco, mapper=telco_mapper, **common)
+    if engine == "spark":
+        telco_mapper.blind_ahead(sender)  # the telco's whole set: one Spark job, streamed out in chunks
+    wire_bytes = _drive(receiver, sender)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    if pool is not None:
-        pool.close()
+    bank_pool.close()
     children = sampler.stop()
+    if engine == "spark":
+        extra["spark_jobs"] = telco_mapper.jobs
     return {"task": "overlap", "engine": engine, "n": f"{telco_n}x{bank_n}", "wall_s": round(wall, 2),
-            "intersection": run.receiver.intersection_size, "cpu_driver_s": round(cpu, 2),
-            "cpu_children_s": round(children, 2),
+            "intersection": receiver.result().intersection_size, "cpu_driver_s": round(cpu, 2),
+            "cpu_children_s": round(children, 2), "wire_bytes": wire_bytes,
+            "records_per_s": round((telco_n + bank_n) / wall),
             "peak_driver_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "peak_jvm_rss_mb": round(sampler.jvm_mb, 1), "peak_worker_rss_mb": round(sampler.worker_mb, 1),
             "load_avg": [round(load0, 2), round(os.getloadavg()[0], 2)], **extra}
 
 
 def _calibrate(master: str, data: Path, out: Path, n: int) -> dict[str, Any]:
-    """Spark's per-task overhead (empty tasks) and sealing throughput per core (one partition, one core)."""
-    import pandas as pd
+    """The scaling model's figures, measured on this machine (``docs/SCALING.md``).
 
+    ``task_overhead_ms``: wall per task of 400 empty ``mapInPandas`` tasks, times the cores;
+    ``fixed_s``: a whole ``build_table`` of 1,000 subscribers (all fixed cost: jobs, stages, files);
+    ``records_per_core_s``: ``n`` subscribers through the whole pipeline in one partition on one core
+    (normalise, shuffle, group, seal, sort, write), its fixed cost included (so the model, which adds
+    ``fixed_s`` again, is on the safe side); ``driver_append_mb_s``: the
+    driver's copy of the sorted Parquet output into the table file.
+    """
     from node.spark import build_table
     from psi.group import Scalar
 
@@ -224,14 +282,50 @@ def _calibrate(master: str, data: Path, out: Path, n: int) -> dict[str, Any]:
     t = time.perf_counter()
     spark.range(0, tasks, numPartitions=tasks).mapInPandas(passthrough, "id long").count()
     overhead_ms = (time.perf_counter() - t) * 1000 * cores / tasks
-    frame = spark.createDataFrame(pd.read_parquet(_subscribers(n, data))).coalesce(1)
+    source = spark.read.parquet(str(_subscribers(n, data)))
+    common: dict[str, Any] = {"key_type": KeyType.ID_NUMBER, "key": Scalar.from_int(7), "workdir": out,
+                              "key_column": "id_number", "label_column": "msisdn"}
+    build_table(source.limit(1000), path=out / "warm.table", partitions=cores, **common)
     t = time.perf_counter()
-    build_table(frame, key_type=KeyType.ID_NUMBER, key=Scalar.from_int(7), path=out / "cal.table", workdir=out,
-                key_column="id_number", label_column="msisdn")
+    build_table(source.limit(1000), path=out / "fixed.table", partitions=cores, **common)
+    fixed_s = time.perf_counter() - t
+    t = time.perf_counter()
+    built = build_table(source.coalesce(1), path=out / "cal.table", partitions=1, **common)
     one_core = time.perf_counter() - t
+    table_bytes = built.path.stat().st_size
     return {"task": "calibrate", "engine": "spark", "cores": cores, "task_overhead_ms": round(overhead_ms, 1),
-            "records_per_core_s": round(n / one_core), "calibration_records": n,
+            "fixed_s": round(fixed_s, 2), "records_per_core_s": round(n / one_core),
+            "one_core_wall_s": round(one_core, 2),
+            "one_core_stage_s": {k: round(v, 2) for k, v in built.timings.items()},
+            "record_size": built.record_size, "calibration_records": n,
+            "driver_append_mb_s": round(table_bytes / 2**20 / max(built.timings["append"], 1e-3), 1),
             "load_avg": [round(os.getloadavg()[0], 2)]}
+
+
+PROJECTED_N = 330_000_000
+PROJECTED_CLUSTERS = ((16, 4), (64, 4))
+TASKS_PER_CORE = 4
+
+
+def projection(cal: dict[str, Any], n: int = PROJECTED_N) -> list[dict[str, Any]]:
+    """``T = N/(E·C·r) + ⌈P/(E·C)⌉·o + S + N·record/w`` from the calibration, for 16×4 and 64×4 executors.
+
+    r, o, S and w are this machine's measured figures; P = 4·E·C partitions. Not included: reading
+    the source from the operator's storage, shuffle traffic crossing the network (on one machine it is
+    inside r), session start, other jobs on the cluster.
+    """
+    rows = []
+    for executors, cores in PROJECTED_CLUSTERS:
+        slots = executors * cores
+        compute = n / (slots * cal["records_per_core_s"])
+        overhead = -(-TASKS_PER_CORE * slots // slots) * cal["task_overhead_ms"] / 1000
+        append = n * cal["record_size"] / 2**20 / cal["driver_append_mb_s"]
+        total = compute + overhead + cal["fixed_s"] + append
+        rows.append({"executors": executors, "cores": cores, "n": n, "compute_s": round(compute, 1),
+                     "task_overhead_s": round(overhead, 2), "fixed_s": cal["fixed_s"],
+                     "driver_append_s": round(append, 1), "projected_wall_s": round(total, 1),
+                     "projected_wall_min": round(total / 60, 1)})
+    return rows
 
 
 def _child(args: argparse.Namespace) -> None:
@@ -239,7 +333,7 @@ def _child(args: argparse.Namespace) -> None:
     if args.one == "recovery":
         result = _recovery(args.engine, args.n, Path(args.data), args.master, out)
     elif args.one == "overlap":
-        result = _overlap(args.engine, args.pair, args.master)
+        result = _overlap(args.engine, args.pair, args.master, out)
     else:
         result = _calibrate(args.master, Path(args.data), out, args.n)
     (out / "result.json").write_text(json.dumps(result))
@@ -310,12 +404,25 @@ def main() -> None:
             print(f"{task:<9}{n!s:>18}{row['reference_wall_s']:>13}{row['ours_wall_s']:>14}{row['wall_ratio']:>7}"
                   f"{row['reference_peak_driver_rss_mb']:>13}{row['ours_peak_driver_rss_mb']:>14}"
                   f"{row['ours_peak_jvm_rss_mb']:>14}{row['identical']!s:>11}", flush=True)
+            for engine, run in runs.items():
+                detail = {k: run[k] for k in ("wall_s", "cpu_driver_s", "cpu_children_s", "peak_driver_rss_mb",
+                                              "peak_jvm_rss_mb", "peak_worker_rss_mb", "records_per_s",
+                                              "table_bytes", "wire_bytes", "spark_jobs", "spark_start_s", "warmup_s",
+                                              "stage_s", "load_avg") if k in run}
+                print(f"    {engine:<6}{detail}", flush=True)
         if not args.no_calibrate:
             report["calibration"] = _run_child(work, "--one", "calibrate", "--n", str(args.calibration_records),
                                                data=data, master=args.master)
             cal = report["calibration"]
-            print(f"spark per-task overhead {cal['task_overhead_ms']} ms; sealing {cal['records_per_core_s']} "
-                  f"records/s per core (load {cal['load_avg'][0]})")
+            print(f"calibration (load {cal['load_avg'][0]}): per-task overhead {cal['task_overhead_ms']} ms; "
+                  f"fixed cost {cal['fixed_s']} s; {cal['records_per_core_s']} records/s per core per partition; "
+                  f"driver append {cal['driver_append_mb_s']} MB/s")
+            report["projection"] = projection(cal)
+            print(f"PROJECTION (model from the figures above, not measured): {PROJECTED_N:.2e} subscribers")
+            for row in report["projection"]:
+                print(f"  PROJECTION {row['executors']}x{row['cores']} executors: compute {row['compute_s']} s + "
+                      f"tasks {row['task_overhead_s']} s + fixed {row['fixed_s']} s + driver append "
+                      f"{row['driver_append_s']} s = {row['projected_wall_s']} s ({row['projected_wall_min']} min)")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
 

@@ -182,6 +182,10 @@ class _Commands:
         governance = load_governance(governance_path)
         rt = self.runtime()
         try:
+            if source_uri.startswith("spark+"):  # Spark at the node's spark_master with its spark_conf
+                from node.spark import configure_from_settings
+
+                configure_from_settings(rt.settings)
             with open_source(source_uri) as source:
                 total = source.row_count()
                 with tqdm(total=total, unit="rows", desc="scanning", disable=None) as bar:

@@ -18,6 +18,8 @@ the wire are the same whichever engine ran (``tests/node/spark`` checks this byt
 * :func:`build_table`: a recovery table built from a DataFrame end to end on Spark, sorted by Spark
   and streamed into the table file in bounded driver memory.
 * :func:`score_partitions`: app-promotion scoring of every subscriber over partitions.
+* :func:`aggregate_demand_spark`: site-selection demand sums per partition, merged and noised in the
+  driver (the release byte for byte the in-process one).
 
 Keys and where they go. The OPRF key k of the epoch (recovery) and a session's ECDH scalar reach the
 executors only inside the task closures this node's driver serialises (Spark ships a task's pickled
@@ -36,9 +38,18 @@ peer still receives only what the pool engine sends: blinded points and sealed r
 
 from ._mapper import SparkMapper
 from ._scoring import score_partitions
-from ._session import DEFAULT_MASTER, SparkConfig, configure_spark, spark_available, spark_session, stop_spark
+from ._session import (
+    DEFAULT_MASTER,
+    SparkConfig,
+    configure_from_settings,
+    configure_spark,
+    spark_available,
+    spark_session,
+    stop_spark,
+)
+from ._sites import aggregate_demand_spark, frame_to_spark, partial_demand_spark
 from ._source import ColumnStats, SparkSource, open_spark_source
-from ._tables import SparkTable, build_table, iter_bucket_records
+from ._tables import SparkTable, build_table, iter_part_records, partitions_for
 
 __all__ = [
     "DEFAULT_MASTER",
@@ -47,10 +58,15 @@ __all__ = [
     "SparkMapper",
     "SparkSource",
     "SparkTable",
+    "aggregate_demand_spark",
     "build_table",
+    "configure_from_settings",
     "configure_spark",
-    "iter_bucket_records",
+    "frame_to_spark",
+    "iter_part_records",
     "open_spark_source",
+    "partial_demand_spark",
+    "partitions_for",
     "score_partitions",
     "spark_available",
     "spark_session",

@@ -13,14 +13,15 @@ import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from protocols.wire.errors import ConfigError
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-__all__ = ["DEFAULT_MASTER", "SparkConfig", "configure_spark", "spark_available", "spark_session", "stop_spark"]
+__all__ = ["DEFAULT_MASTER", "SparkConfig", "configure_from_settings", "configure_spark", "spark_available",
+           "spark_session", "stop_spark"]
 
 DEFAULT_MASTER = "local[2]"
 
@@ -31,7 +32,8 @@ _BASE_CONF: dict[str, str] = {
     "spark.driver.host": "127.0.0.1",
     "spark.sql.shuffle.partitions": "4",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
-    "spark.sql.execution.arrow.maxRecordsPerBatch": "8192",
+    "spark.sql.execution.arrow.maxRecordsPerBatch": "65536",
+    "spark.sql.adaptive.enabled": "true",
     "spark.python.worker.reuse": "true",
     "spark.sql.session.timeZone": "UTC",
 }
@@ -67,6 +69,16 @@ def configure_spark(config: SparkConfig) -> None:
     """The configuration :func:`spark_session` starts with when called without one (the node's settings)."""
     global _default
     _default = config
+
+
+def configure_from_settings(settings: Any) -> SparkConfig:
+    """Configure the node's session from its settings (``spark_master``, ``spark_conf``) and return that config.
+
+    Call before anything opens a Spark source or starts the session: registering a dataset, a job.
+    """
+    config = SparkConfig(settings.spark_master, dict(settings.spark_conf))
+    configure_spark(config)
+    return config
 
 
 def spark_available() -> str | None:

@@ -1,24 +1,27 @@
 """Labeled-PSI sender tables built on Spark from a DataFrame, streamed into the node's table file.
 
 Pipeline (every per-record step is a ``mapInPandas`` over partitions calling the same pure functions
-the serial and pool engines call)::
+the serial and pool engines call); two Spark jobs, one shuffle each::
 
-    raw (key, number) rows ─ normalise_labels + pair_records ─► (canonical key, number) + refusal counts
-      ─ groupBy(key): distinct numbers, rows ─► keys with > MAX_LABELS_PER_KEY numbers left out, counted
-      ─ one aggregate: the longest label encoding ─► the table's plaintext size
-      ─ psi.labeled.seal_batch ─► records (tag ‖ AES-GCM ‖ tag), bucketed by their first byte
-      ─ shuffle by bucket, sort within bucket, Parquet under the node's work directory
-    driver: reads bucket 0…255 in order, a row group at a time, and appends to the table file
+    job 1  raw (key, number) rows ─ normalise_labels + pair_records ─► (canonical key, number) rows
+           and per-batch refusal counts ─ shuffle by key ─ group: distinct numbers, rows (cached)
+           ─ one aggregation ─► refusal counts, keys left out as shared, the longest label encoding
+    job 2  cached groups ─ psi.labeled.seal_batch ─► records (tag ‖ AES-GCM ‖ tag), each tagged with
+           its part (the first two tag bytes cut into P ranges) ─ shuffle by part, sort within part
+           ─ P ordered Parquet files under the node's work directory
+    driver reads part 0…P-1 in order, a row group at a time, and appends to the table file
 
-Records sorted by bucket (first byte) then by bytes are sorted by bytes, so the file is byte for byte
-the table :func:`psi.labeled.prepare_sender_table` builds from the same records and key, and the driver
-never holds more than one row group. Only counts are collected to the driver.
+P is sized to the data (:func:`partitions_for`), not Spark's 200. Records sorted by part then by
+bytes are sorted by bytes, so the file is byte for byte the table
+:func:`psi.labeled.prepare_sender_table` builds from the same records and key, and the driver never
+holds more than one row group. Only counts are collected to the driver.
 """
 
 from __future__ import annotations
 
 import heapq
 import shutil
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -47,10 +50,11 @@ from psi.labeled import (
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
-__all__ = ["SparkTable", "build_table", "iter_bucket_records"]
+__all__ = ["SparkTable", "build_table", "iter_part_records", "partitions_for"]
 
 SEAL_BATCH = 8192
-_BUCKETS = 256
+_SEP = "\x00"
+"""Joins a key's sorted labels for the sealer (one Arrow string, not a list per row); never in a canonical number."""
 _NORMALISED = "key string, label string, kind string, reason string, n long"
 
 
@@ -66,6 +70,8 @@ class SparkTable:
         invalid_keys: Refused keys by ``(key type, reason)``.
         invalid_labels: Refused numbers by ``(mobile, reason)``.
         shared: Key values left out as shared by more than ``MAX_LABELS_PER_KEY`` numbers.
+        timings: Wall seconds of each step: ``group`` (job 1), ``seal_sort`` (job 2), ``append``
+            (the driver's copy into the table file).
     """
 
     path: Path
@@ -75,6 +81,7 @@ class SparkTable:
     invalid_keys: Counter[tuple[str, str]] = field(default_factory=Counter)
     invalid_labels: Counter[tuple[str, str]] = field(default_factory=Counter)
     shared: SharedKeys = SharedKeys()
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def _cells(series: pd.Series) -> list[str | None]:
@@ -107,19 +114,25 @@ def _normaliser(key_type: KeyType) -> PartitionFn:
     return normalise
 
 
-def _sealer(key_type: KeyType, key: Scalar, size: int) -> PartitionFn:
-    """The executor function: seal one partition's key groups; the OPRF key arrives in this closure."""
+def _sealer(key_type: KeyType, key: Scalar, size: int, parts: int) -> PartitionFn:
+    """The executor function: seal one partition's key groups; the OPRF key arrives in this closure.
+
+    Each record is tagged with its output part: the first two bytes of its (pseudo-random) tag cut
+    into ``parts`` equal ranges, so part ``p``'s records all sort before part ``p + 1``'s.
+    """
     record_size = TAG_BYTES + size + GCM_TAG_BYTES
 
     def seal(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for frame in batches:
             keys = frame["key"].tolist()
-            groups = [g[0] if len(g) == 1 else tuple(g) for g in frame["labels"].tolist()]
+            groups = [g if _SEP not in g else tuple(g.split(_SEP)) for g in frame["labels"].tolist()]
             for start in range(0, len(keys), SEAL_BATCH):
                 packed = seal_batch(str(key_type), keys[start:start + SEAL_BATCH], groups[start:start + SEAL_BATCH],
                                     key, size)
+                heads = np.frombuffer(packed, dtype=np.uint8).reshape(-1, record_size)[:, :2].astype(np.int64)
+                part = ((heads[:, 0] << 8 | heads[:, 1]) * parts) >> 16
                 records = [packed[i:i + record_size] for i in range(0, len(packed), record_size)]
-                yield pd.DataFrame({"bucket": [r[0] for r in records], "record": records})
+                yield pd.DataFrame({"part": part.astype(np.int32), "record": records})
 
     return seal
 
@@ -129,9 +142,23 @@ def _encoded_size_sql() -> str:
     return "aggregate(labels, 1, (acc, x) -> acc + 1 + octet_length(x))"
 
 
+def partitions_for(frame: DataFrame) -> int:
+    """Partitions for the group and sort stages: the input's, at least twice the cluster's cores.
+
+    Sized to the data through the input's own split (Spark cuts files into ~128 MB splits), never
+    Spark's default 200: each task costs a fixed few tens of ms and a Python worker round trip.
+    """
+    cores = frame.sparkSession.sparkContext.defaultParallelism
+    return max(2 * cores, frame.rdd.getNumPartitions())
+
+
 def build_table(frame: DataFrame, *, key_type: KeyType, key: Scalar, path: Path, workdir: Path,
-                key_column: str = "key", label_column: str = "label") -> SparkTable:
+                key_column: str = "key", label_column: str = "label", partitions: int | None = None) -> SparkTable:
     """Build the labeled table of ``frame``'s ``(key, number)`` rows on Spark and write it to ``path``.
+
+    Two Spark jobs: (1) normalise, group by key and gather the table's statistics and the refusal
+    counts in one aggregation over the cached groups; (2) seal, range-partition by tag, sort and
+    write ``partitions`` ordered Parquet files, which the driver appends to the table file in order.
 
     Args:
         frame: Raw rows (any source Spark reads); only the two named columns are used.
@@ -141,68 +168,75 @@ def build_table(frame: DataFrame, *, key_type: KeyType, key: Scalar, path: Path,
         workdir: Node storage for Spark's sorted output (removed afterwards).
         key_column: Column of raw keys.
         label_column: Column of raw numbers.
+        partitions: Partitions of the group and sort stages (default :func:`partitions_for`).
     """
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
     kind = KeyType(key_type)
+    parts = partitions or partitions_for(frame)
     raw = frame.select(F.col(key_column).cast("string").alias("key"), F.col(label_column).cast("string").alias("label"))
-    normalised = raw.mapInPandas(_normaliser(kind), _NORMALISED).persist(StorageLevel.MEMORY_AND_DISK)
+    grouped = (raw.mapInPandas(_normaliser(kind), _NORMALISED).repartition(parts, "key")
+               .groupBy("kind", "reason", "key")
+               .agg(F.array_sort(F.collect_set("label")).alias("labels"), F.sum("n").alias("rows"))
+               .persist(StorageLevel.MEMORY_AND_DISK))
     try:
-        invalid_keys, invalid_labels = _refusals(normalised, kind)
-        grouped = (normalised.where("kind IS NULL").groupBy("key")
-                   .agg(F.array_sort(F.collect_set("label")).alias("labels"), F.count("*").alias("rows"))
-                   .persist(StorageLevel.MEMORY_AND_DISK))
-        try:
-            return _seal_and_write(grouped, kind, key, path, workdir, invalid_keys, invalid_labels)
-        finally:
-            grouped.unpersist()
+        return _seal_and_write(grouped, kind, key, path, workdir, parts)
     finally:
-        normalised.unpersist()
-
-
-def _refusals(normalised: DataFrame, kind: KeyType) -> tuple[Counter[tuple[str, str]], Counter[tuple[str, str]]]:
-    rows = normalised.where("kind IS NOT NULL").groupBy("kind", "reason").sum("n").collect()
-    keys: Counter[tuple[str, str]] = Counter()
-    labels: Counter[tuple[str, str]] = Counter()
-    for row in rows:
-        target, name = (keys, str(kind)) if row[0] == "key" else (labels, str(KeyType.MOBILE))
-        target[(name, row[1])] += int(row[2])
-    return keys, labels
+        grouped.unpersist()
 
 
 def _seal_and_write(grouped: DataFrame, kind: KeyType, key: Scalar, path: Path, workdir: Path,
-                    invalid_keys: Counter[tuple[str, str]], invalid_labels: Counter[tuple[str, str]]) -> SparkTable:
+                    parts: int) -> SparkTable:
     from pyspark.sql import functions as F
 
+    started = time.perf_counter()
+    valid = F.col("kind").isNull()
     too_many = F.size("labels") > MAX_LABELS_PER_KEY
-    stats = grouped.agg(
-        F.max(F.when(~too_many, F.expr(_encoded_size_sql()))).alias("longest"),
-        F.sum(F.when(too_many, 1).otherwise(0)).alias("shared_values"),
-        F.sum(F.when(too_many, F.col("rows")).otherwise(0)).alias("shared_rows"),
-        F.sum(F.when(~too_many, 1).otherwise(0)).alias("kept"),
-    ).collect()[0]
-    size = _plaintext_size(int(stats["longest"] or 0))
+    rows = grouped.groupBy("kind", "reason").agg(
+        F.max(F.when(valid & ~too_many, F.expr(_encoded_size_sql()))).alias("longest"),
+        F.sum(F.when(valid & too_many, 1).otherwise(0)).alias("shared_values"),
+        F.sum(F.when(valid & too_many, F.col("rows")).otherwise(0)).alias("shared_rows"),
+        F.sum(F.when(valid & ~too_many, 1).otherwise(0)).alias("kept"),
+        F.sum("rows").alias("n"),
+    ).collect()
+    invalid_keys: Counter[tuple[str, str]] = Counter()
+    invalid_labels: Counter[tuple[str, str]] = Counter()
+    stats = {"longest": 0, "shared_values": 0, "shared_rows": 0, "kept": 0}
+    for row in rows:
+        if row["kind"] is None:
+            stats = {name: int(row[name] or 0) for name in stats}
+        else:
+            target, name = (invalid_keys, str(kind)) if row["kind"] == "key" else (invalid_labels, str(KeyType.MOBILE))
+            target[(name, row["reason"])] += int(row["n"])
+    timings = {"group": time.perf_counter() - started}
+    size = _plaintext_size(stats["longest"])
     record_size = TAG_BYTES + size + GCM_TAG_BYTES
     sorted_dir = workdir / f"{path.name}.spark"
     shutil.rmtree(sorted_dir, ignore_errors=True)
-    (grouped.where(~too_many).select("key", "labels")
-     .mapInPandas(_sealer(kind, key, size), "bucket int, record binary")
-     .repartition("bucket").sortWithinPartitions("bucket", "record")
-     .write.partitionBy("bucket").parquet(str(sorted_dir)))
+    (grouped.where(valid & ~too_many).select("key", F.concat_ws(_SEP, "labels").alias("labels"))
+     .mapInPandas(_sealer(kind, key, size, parts), "part int, record binary")
+     .repartition(parts, "part").sortWithinPartitions("part", "record")
+     .write.option("compression", "none").option("parquet.enable.dictionary", "false")
+     .partitionBy("part").parquet(str(sorted_dir)))
+    timings["seal_sort"] = time.perf_counter() - started - timings["group"]
     tmp = path.with_suffix(".partial")
     count = 0
-    with open(tmp, "wb") as handle:
-        handle.write(table_header(kind, key_id(key), record_size))
-        for block in iter_bucket_records(sorted_dir):
-            count += len(block) // record_size
-            handle.write(block)
-    tmp.replace(path)
-    shutil.rmtree(sorted_dir, ignore_errors=True)
-    if count != int(stats["kept"] or 0):
-        raise RuntimeError(f"Spark wrote {count} records for {stats['kept']} keys; the table was not kept")
-    shared = SharedKeys(int(stats["shared_values"] or 0), int(stats["shared_rows"] or 0))
-    return SparkTable(path, count, record_size, key_id(key), invalid_keys, invalid_labels, shared)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(table_header(kind, key_id(key), record_size))
+            for block in iter_part_records(sorted_dir, parts):
+                count += len(block) // record_size
+                handle.write(block)
+        if count != stats["kept"]:
+            raise RuntimeError(f"Spark wrote {count} records for {stats['kept']} keys; the table was not kept")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        shutil.rmtree(sorted_dir, ignore_errors=True)
+    timings["append"] = time.perf_counter() - started - timings["group"] - timings["seal_sort"]
+    shared = SharedKeys(stats["shared_values"], stats["shared_rows"])
+    return SparkTable(path, count, record_size, key_id(key), invalid_keys, invalid_labels, shared, timings)
 
 
 def _binary_block(column: pa.Array) -> bytes:
@@ -222,13 +256,13 @@ def _file_records(path: Path, batch_rows: int) -> Iterator[bytes]:
         handle.close()
 
 
-def iter_bucket_records(sorted_dir: Path, batch_rows: int = 65536) -> Iterator[bytes]:
-    """Blocks of packed records from a bucketed, sorted Spark output, in global byte order.
+def iter_part_records(sorted_dir: Path, parts: int, batch_rows: int = 65536) -> Iterator[bytes]:
+    """Blocks of packed records from a part-partitioned, sorted Spark output, in global byte order.
 
-    Buckets are read 0…255; a bucket written as several files (each sorted) is merged.
+    Parts are read 0…``parts - 1``; a part written as several files (each sorted) is merged.
     """
-    for bucket in range(_BUCKETS):
-        files = sorted((sorted_dir / f"bucket={bucket}").glob("*.parquet"))
+    for part in range(parts):
+        files = sorted((sorted_dir / f"part={part}").glob("*.parquet"))
         if len(files) == 1:
             yield from _file_records(files[0], batch_rows)
         elif files:

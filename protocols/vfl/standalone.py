@@ -374,18 +374,30 @@ _CHUNK_ROWS = 16_384
 """Rows scored at a time inside one call: the working set stays in cache."""
 
 
+def _dot_rows(x: FloatArray, w: FloatArray) -> FloatArray:
+    """``x · w`` per row, one column at a time: the same bits for a row whatever batch it is scored in.
+
+    A BLAS matrix-vector product may add in another order depending on the matrix's size and alignment,
+    which changes the last bit of some rows between batchings (pool, Spark partitions, one call).
+    """
+    out: FloatArray = np.zeros(x.shape[0], dtype=np.float64)
+    for j in range(x.shape[1]):
+        out += x[:, j] * w[j]
+    return out
+
+
 def _lr_margin(part: StandaloneLr, x: FloatArray) -> FloatArray:
     """``offset + ((x - mean) / scale) · w``, folded into one product; a missing cell contributes 0."""
     w, shift = part.weights, 0.0
     if part.scaling is not None:
         w = part.weights / np.asarray(part.scaling.scale)
         shift = float(np.asarray(part.scaling.mean) @ w)
-    margin: FloatArray = x @ w + (part.offset - shift)
+    margin: FloatArray = _dot_rows(x, w) + (part.offset - shift)
     bad = np.isnan(margin)
     if bad.any():
         rows = x[bad]
         mean = np.zeros(part.width) if part.scaling is None else np.asarray(part.scaling.mean)
-        margin[bad] = np.where(np.isnan(rows), 0.0, rows - mean) @ w + part.offset
+        margin[bad] = _dot_rows(np.where(np.isnan(rows), 0.0, rows - mean), w) + part.offset
     return margin
 
 

@@ -41,3 +41,6 @@ def test_spark_bench_smoke(tmp_path: Path) -> None:
     assert [r["intersection"] for r in report["runs"] if r["task"] == "overlap"] == [300, 300]
     assert report["calibration"]["task_overhead_ms"] > 0 and report["calibration"]["records_per_core_s"] > 0
     assert "pool wall s" in proc.stdout and "spark wall s" in proc.stdout
+    assert [(p["executors"], p["cores"]) for p in report["projection"]] == [(16, 4), (64, 4)]
+    assert all(p["projected_wall_s"] > p["compute_s"] > 0 for p in report["projection"])
+    assert "PROJECTION" in proc.stdout

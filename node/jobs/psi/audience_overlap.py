@@ -144,6 +144,9 @@ def overlap_sender_job(rows: PartyRows, terms: OverlapTerms, *, rng: RandomSourc
         session = CardinalitySender(column.values, **common)
     else:
         session = EcdhPsiSender(column.values, output_to=OutputTo.RECEIVER, **common)
+    blind_ahead = getattr(mapper, "blind_ahead", None)
+    if blind_ahead is not None:  # the spark engine: the whole set blinded in one Spark job, streamed out per chunk
+        blind_ahead(session)
 
     job = SenderJob(terms.job_id, {terms.key_type: session}, meter=EvaluationMeter(None), summarise=_summary)
     return job, column

@@ -417,10 +417,12 @@ def mapper_for(rows: PartyRows, settings: NodeSettings) -> contextlib.AbstractCo
     if settings.engine == "serial":
         return contextlib.nullcontext(serial_map)
     if settings.engine == "spark":
-        from node.spark import SparkConfig, SparkMapper, configure_spark, spark_session
+        from node.spark import SparkMapper, configure_from_settings, spark_session
 
-        configure_spark(SparkConfig(settings.spark_master, settings.spark_conf))
-        return SparkMapper(spark_session())
+        configure_from_settings(settings)
+        workdir = settings.state_path / "spark"
+        workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return SparkMapper(spark_session(), workdir=workdir)
     return _pool_for(rows)
 
 

@@ -110,7 +110,9 @@ class TableStore:
               mapper: BatchMapper = serial_map) -> PreparedTable:
         """The current epoch's table for these records, shared key values left out (counted in ``shared``).
 
-        Loaded if already built, else built and saved.
+        Loaded if already built, else built and saved: with a mapper that offers ``table_file``
+        (the spark engine's :class:`node.spark.SparkMapper`) the whole build runs as Spark jobs
+        (``node.spark.build_table``), else ``prepare_sender_table`` maps its batches over ``mapper``.
         """
         start = time.perf_counter()
         records, shared = refuse_shared_keys(records)
@@ -120,8 +122,13 @@ class TableStore:
         if path.exists():
             table = load_table(path)
             return PreparedTable(table, key, epoch, True, time.perf_counter() - start, shared)
-        table = prepare_sender_table(records, key_type=key_type, key=key, mapper=mapper)
-        tmp = path.with_suffix(".partial")
-        save_table(table, tmp)
-        tmp.replace(path)
+        table_file = getattr(mapper, "table_file", None)  # the spark engine: node.spark.build_table on the cluster
+        if table_file is not None:
+            table_file(records, key_type, key, path)  # writes path atomically
+            table = load_table(path)
+        else:
+            table = prepare_sender_table(records, key_type=key_type, key=key, mapper=mapper)
+            tmp = path.with_suffix(".partial")
+            save_table(table, tmp)
+            tmp.replace(path)
         return PreparedTable(table, key, epoch, False, time.perf_counter() - start, shared)

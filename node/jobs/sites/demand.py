@@ -7,7 +7,16 @@ count and day-time population *is* the workers count: each distinct source colum
 and charged to the budget **once**, and an alias is the same noised vector reported under a second name
 (post-processing, no extra ε). Optionally every count is weighted by a per-subscriber propensity score
 (clipped to [0, 1], so one person still adds at most 1); a weighted sum is floored before noising
-(``⌊a⌋ − ⌊b⌋ ≤ 1`` when ``a − b ≤ 1``, so the sensitivity stays 1).
+(``⌊a⌋ − ⌊b⌋ ≤ 1`` when ``a − b ≤ 1``, so the sensitivity stays 1). Weights are rounded to integer
+units of 2^-32 of a person (:data:`WEIGHT_SCALE`, still at most one person each) and summed as integers,
+so a sum is exact whatever the order of the rows.
+
+**Partitions.** The aggregation is split in two: :func:`partial_demand` turns any batch of rows into
+exact, additive sums (people and weight units per H3 cell, refusals per reason, rows), and
+:func:`demand_from_partials` applies the merge rule and the noise to their sum, taking cells in cell-id
+order. The in-process engine (:func:`aggregate_demand`) runs the first over the whole table; the Spark
+engine (``node.spark.aggregate_demand_spark``) runs it per partition and sums with a ``groupBy``; the
+release is the same, byte for byte, for the same noise source.
 
 **k-suppression (merge rule).** For each released vector separately, a resolution-8 cell with at least k
 people (people, not weight) is released as is. The people of every cell below k are pooled into their
@@ -45,7 +54,7 @@ than the budget allows, however the jobs overlap.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -57,8 +66,8 @@ import pandas as pd
 from node.jobs.sites.grid import (
     COARSE_RESOLUTION,
     FINE_RESOLUTION,
-    CellAssignment,
     KmGrid,
+    Refusal,
     SiteInputError,
     assign_km_cells,
     parent_cells,
@@ -66,6 +75,8 @@ from node.jobs.sites.grid import (
 from protocols.wire.sites import ReleasedCellWire, SiteDemandRelease
 
 __all__ = [
+    "PARTIAL_COLUMNS",
+    "WEIGHT_SCALE",
     "DemandDiagnostics",
     "DemandRelease",
     "DemandResult",
@@ -73,7 +84,11 @@ __all__ = [
     "Measure",
     "ReleasedCell",
     "aggregate_demand",
+    "check_demand_columns",
+    "demand_from_partials",
     "expand_demand",
+    "merge_partials",
+    "partial_demand",
     "release_from_wire",
     "release_to_wire",
     "two_sided_geometric_noise",
@@ -100,6 +115,16 @@ SOURCE: dict[Measure, str] = {
     Measure.DAY_POPULATION: WORK,
 }
 ALL_MEASURES: tuple[Measure, ...] = tuple(Measure)
+
+ROWS, CELL, REFUSED = "rows", "cell", "refused"
+"""Kinds of a partial's lines (:func:`partial_demand`)."""
+PARTIAL_COLUMNS = ("source", "kind", "key", "people", "weight")
+"""Columns of a partial: source vector, line kind, H3 cell or refusal reason, exact people, Σ weight units."""
+WEIGHT_SCALE = 1 << 32
+"""Weights are summed as integers in units of 2^-32 of a person, so sums are exact in any order."""
+_WEIGHT_SLACK = WEIGHT_SCALE >> 20
+"""A weighted value is ⌊(Σ units + 2^-20 person) / WEIGHT_SCALE⌋: the slack absorbs the rounding of weights like 1/3."""
+_CHUNK = 1 << 20
 
 
 def two_sided_geometric_noise(epsilon: float, size: int, rng: np.random.Generator,
@@ -283,14 +308,20 @@ def _weights(frame: pd.DataFrame, spec: DemandSpec) -> FloatArray | None:
     return clipped
 
 
-def _per_cell(assignment: CellAssignment, weights: FloatArray | None) -> tuple[IntArray, IntArray]:
-    """Exact people and (floored weighted) values per distinct cell."""
-    people = assignment.counts
-    if weights is None:
-        return people, people.copy()
-    ok = assignment.codes >= 0
-    summed = np.bincount(assignment.codes[ok], weights=weights[ok], minlength=len(assignment.cells))
-    return people, np.floor(summed + 1e-9).astype(np.int64)
+def _weight_units(frame: pd.DataFrame, spec: DemandSpec) -> IntArray | None:
+    """Clipped weights in integer units of ``1/WEIGHT_SCALE`` of a person (each at most one person)."""
+    weights = _weights(frame, spec)
+    return None if weights is None else np.rint(weights * WEIGHT_SCALE).astype(np.int64)
+
+
+def _exact_sums(codes: npt.NDArray[np.signedinteger], units: IntArray, n: int) -> IntArray:
+    """Σ units per code 0..n-1 (code -1 skipped), exactly: per 2^20-row chunk every float sum is an integer < 2^53."""
+    total = np.zeros(n, dtype=np.int64)
+    for start in range(0, codes.size, _CHUNK):
+        chunk, weight = codes[start:start + _CHUNK], units[start:start + _CHUNK]
+        ok = chunk >= 0
+        total += np.bincount(chunk[ok], weights=weight[ok], minlength=n).astype(np.int64)
+    return total
 
 
 def _merge(cells: tuple[str, ...], people: IntArray, values: IntArray, spec: DemandSpec) -> _Vector:
@@ -315,45 +346,101 @@ def _merge(cells: tuple[str, ...], people: IntArray, values: IntArray, spec: Dem
     )
 
 
-def _source_vector(column: pd.Series, spec: DemandSpec, weights: FloatArray | None,
-                   grid: KmGrid | None) -> tuple[_Vector, dict[str, int]]:
-    """One source column through the grid and the merge rule (the per-row codes die with this frame)."""
-    assignment = assign_km_cells(column, grid, spec.fine_resolution)
-    return _merge(assignment.cells, *_per_cell(assignment, weights), spec), assignment.refused
-
-
-def _check_columns(frame: pd.DataFrame, spec: DemandSpec) -> None:
+def check_demand_columns(columns: Sequence[str], spec: DemandSpec) -> None:
+    """Raise :class:`SiteInputError` naming the first column ``spec`` needs that ``columns`` lack."""
     needed = [spec.column_of(s) for s in spec.sources] + ([spec.weight_column] if spec.weight_column else [])
-    missing = [c for c in needed if c not in frame.columns]
+    missing = [c for c in needed if c not in columns]
     if missing:
-        raise SiteInputError(missing[0], f"column missing from the subscriber table (has {list(frame.columns)[:12]})",
+        raise SiteInputError(missing[0], f"column missing from the subscriber table (has {list(columns)[:12]})",
                              "name the right column in DemandSpec or add it to the table")
 
 
-def aggregate_demand(subscribers: pd.DataFrame, spec: DemandSpec, rng: np.random.Generator,
-                     grid: KmGrid | None = None) -> DemandResult:
-    """Aggregate subscribers' home/work cells per H3 cell, suppress below k, add calibrated noise.
+def _partial_frame(source: list[str], kind: list[str], key: list[str], people: Sequence[int] | IntArray,
+                   weight: Sequence[int] | IntArray) -> pd.DataFrame:
+    return pd.DataFrame({"source": pd.Series(source, dtype=object), "kind": pd.Series(kind, dtype=object),
+                         "key": pd.Series(key, dtype=object), "people": np.asarray(people, dtype=np.int64),
+                         "weight": np.asarray(weight, dtype=np.int64)})
+
+
+def partial_demand(subscribers: pd.DataFrame, spec: DemandSpec, grid: KmGrid | None = None) -> pd.DataFrame:
+    """Exact sums of one batch of subscribers: what a partition contributes, before any merge or noise.
+
+    Pure and additive: the partials of any split of the rows, summed per ``(source, kind, key)``
+    (:func:`merge_partials`, or a ``groupBy().sum()`` on Spark), equal the partial of the whole table,
+    so :func:`demand_from_partials` releases the same bytes whichever engine and partitioning ran.
 
     Args:
-        subscribers: One row per subscriber with the km-cell columns named in ``spec``.
-        spec: Measures, ε, k and resolutions.
-        rng: Source of the noise (seedable for tests).
+        subscribers: Rows with the columns ``spec`` names (any subset of the subscriber table).
+        spec: Which sources and weight column to read.
         grid: The km grid's projection and area (default :class:`KmGrid`).
 
     Returns:
-        The release for the bank and the exact diagnostics that stay with the telco.
+        Columns :data:`PARTIAL_COLUMNS`: one ``rows`` line (``people`` = input rows), per source one
+        ``cell`` line per fine H3 cell with people (``people``, and ``weight`` — Σ weight in units of
+        ``1/WEIGHT_SCALE``, 0 when unweighted) and one ``refused`` line per refusal reason that occurred.
+        Exact counts: they stay with the telco (the executors of its own cluster).
 
     Raises:
         SiteInputError: A named column is missing (bad rows are refused and counted, never raised).
     """
-    _check_columns(subscribers, spec)
-    weights = _weights(subscribers, spec)
+    check_demand_columns(list(subscribers.columns), spec)
+    units = _weight_units(subscribers, spec)
+    parts = [_partial_frame([""], [ROWS], [""], [len(subscribers)], [0])]
+    for source in spec.sources:
+        assignment = assign_km_cells(subscribers[spec.column_of(source)], grid, spec.fine_resolution)
+        n = len(assignment.cells)
+        weight = np.zeros(n, np.int64) if units is None else _exact_sums(assignment.codes, units, n)
+        has = np.flatnonzero(assignment.counts > 0)
+        parts.append(_partial_frame([source] * has.size, [CELL] * has.size,
+                                    [assignment.cells[i] for i in has.tolist()], assignment.counts[has], weight[has]))
+        reasons = list(assignment.refused.items())
+        parts.append(_partial_frame([source] * len(reasons), [REFUSED] * len(reasons), [r for r, _ in reasons],
+                                    [c for _, c in reasons], [0] * len(reasons)))
+    return pd.concat(parts, ignore_index=True)
+
+
+def merge_partials(partials: Iterable[pd.DataFrame]) -> pd.DataFrame:
+    """Sum partials per ``(source, kind, key)``, sorted by those keys: the canonical partial of their union."""
+    frames = [p for p in partials if not p.empty]
+    if not frames:
+        return _partial_frame([], [], [], [], [])
+    total = pd.concat(frames, ignore_index=True)[list(PARTIAL_COLUMNS)]
+    summed = total.groupby(["source", "kind", "key"], sort=True, as_index=False)[["people", "weight"]].sum()
+    return _partial_frame(summed["source"].astype(str).tolist(), summed["kind"].astype(str).tolist(),
+                          summed["key"].astype(str).tolist(), summed["people"], summed["weight"])
+
+
+def _source_vector(partial: pd.DataFrame, source: str, spec: DemandSpec) -> tuple[_Vector, dict[str, int]]:
+    """One source's cells (in cell-id order) through the merge rule, and its refusals by reason."""
+    mine = partial[partial["source"] == source]
+    cells = mine[mine["kind"] == CELL]
+    people = cells["people"].to_numpy(dtype=np.int64)
+    values = people.copy() if spec.weight_column is None else \
+        (cells["weight"].to_numpy(dtype=np.int64) + _WEIGHT_SLACK) // WEIGHT_SCALE
+    refusals = dict(zip(mine.loc[mine["kind"] == REFUSED, "key"], mine.loc[mine["kind"] == REFUSED, "people"],
+                        strict=True))
+    refused = {r.value: int(refusals[r.value]) for r in Refusal if refusals.get(r.value, 0)}
+    return _merge(tuple(cells["key"].astype(str)), people, values, spec), refused
+
+
+def demand_from_partials(partials: pd.DataFrame, spec: DemandSpec, rng: np.random.Generator) -> DemandResult:
+    """The release and diagnostics from (summed) partials: merge rule, then calibrated noise.
+
+    Cells are taken in cell-id order and noise is drawn in that order, so the release depends only on the
+    summed partials and ``rng``, never on how the rows were ordered or partitioned.
+
+    Args:
+        partials: Output of :func:`partial_demand` for the whole table, or partials of its parts (summed here).
+        spec: The same spec the partials were computed with.
+        rng: Source of the noise (seedable for tests).
+    """
+    partial = merge_partials([partials])
     eps_v = spec.epsilon_per_source
     released: list[ReleasedCell] = []
     refused: dict[str, dict[str, int]] = {}
     stats: dict[str, dict[str, int]] = {"fine": {}, "coarse": {}, "cells": {}, "people": {}}
     for source in spec.sources:
-        vector, refused[source] = _source_vector(subscribers[spec.column_of(source)], spec, weights, grid)
+        vector, refused[source] = _source_vector(partial, source, spec)
         noised = np.maximum(vector.values + two_sided_geometric_noise(eps_v, len(vector.cells), rng), 0)
         for measure in (m for m in spec.measures if SOURCE[m] == source):
             released += [ReleasedCell(measure, c, int(r), int(v))
@@ -369,10 +456,33 @@ def aggregate_demand(subscribers: pd.DataFrame, spec: DemandSpec, rng: np.random
         fine_resolution=spec.fine_resolution, coarse_resolution=spec.coarse_resolution,
         weighted=spec.weight_column is not None,
     )
-    diagnostics = DemandDiagnostics(rows=len(subscribers), refused=refused, fine_cells_released=stats["fine"],
+    rows = int(partial.loc[partial["kind"] == ROWS, "people"].sum())
+    diagnostics = DemandDiagnostics(rows=rows, refused=refused, fine_cells_released=stats["fine"],
                                     coarse_cells_released=stats["coarse"], cells_suppressed=stats["cells"],
                                     people_suppressed=stats["people"])
     return DemandResult(release, diagnostics)
+
+
+def aggregate_demand(subscribers: pd.DataFrame, spec: DemandSpec, rng: np.random.Generator,
+                     grid: KmGrid | None = None) -> DemandResult:
+    """Aggregate subscribers' home/work cells per H3 cell, suppress below k, add calibrated noise.
+
+    The in-process engine: :func:`partial_demand` over the whole table, then :func:`demand_from_partials`.
+    The Spark engine (``node.spark.aggregate_demand_spark``) runs the first per partition and gives the same bytes.
+
+    Args:
+        subscribers: One row per subscriber with the km-cell columns named in ``spec``.
+        spec: Measures, ε, k and resolutions.
+        rng: Source of the noise (seedable for tests).
+        grid: The km grid's projection and area (default :class:`KmGrid`).
+
+    Returns:
+        The release for the bank and the exact diagnostics that stay with the telco.
+
+    Raises:
+        SiteInputError: A named column is missing (bad rows are refused and counted, never raised).
+    """
+    return demand_from_partials(partial_demand(subscribers, spec, grid), spec, rng)
 
 
 def expand_demand(release: DemandRelease, weights: Mapping[Measure, float] | None = None,

@@ -15,7 +15,8 @@ Steps::
 
     telco  reads the named cell fields (and weight), aggregates per H3 cell, pools cells below k into
            their resolution-6 parent or suppresses them, adds two-sided geometric noise calibrated to ε
-           (node.jobs.sites.demand), and sends ONE message, SiteDemandRelease, on channel
+           (node.jobs.sites.demand; with the node's engine spark the per-row sums run per Spark partition,
+           node.spark.aggregate_demand_spark, same bytes), and sends ONE message, SiteDemandRelease, on channel
            ``sites.release``; the bank answers SiteReleaseAck (counts only). If the telco cannot
            release (a bad field or param) it sends SiteReleaseAbort on ``sites.abort`` instead.
     bank   reads its own branches (never sent anywhere), checks the release against the signed terms
@@ -55,6 +56,7 @@ import h3
 import numpy as np
 from pydantic import ValidationError
 
+from node.adapters import DataSource
 from node.coordinator_client import CoordinatorError
 from node.governance import Governance
 from node.jobs.psi._node import k_of
@@ -313,10 +315,12 @@ class TelcoSiteSelection:
         inp = ctx.own_input()
         source, governance = ctx.open_dataset(inp.dataset_id)
         fields = cell_fields(governance, inp.feature_fields)
-        with source:
-            frame = source.read(fields.columns)
         try:
-            return aggregate_demand(frame, fields.spec(terms), self._rng(), terms.grid)
+            spec = fields.spec(terms)
+            with source:
+                if ctx.settings.engine == "spark":
+                    return _aggregate_on_spark(ctx, source, fields.columns, spec, self._rng(), terms.grid)
+                return aggregate_demand(source.read(fields.columns), spec, self._rng(), terms.grid)
         except SiteInputError as exc:
             raise SiteJobError.of(exc) from None
 
@@ -328,6 +332,34 @@ class TelcoSiteSelection:
                   SitePatience(ready=min(self.patience.ready, 60.0)))
         except ProtocolError:
             return
+
+
+def _aggregate_on_spark(ctx: JobContext, source: DataSource, columns: list[str], spec: DemandSpec,
+                        rng: np.random.Generator, grid: KmGrid) -> DemandResult:
+    """The node's ``engine`` is spark: partial sums per Spark partition, merge and noise in the node (same bytes).
+
+    A Spark source (``spark+parquet``, ``spark+table``) stays in Spark; any other source is read by the node
+    and handed to its Spark session.
+
+    Raises:
+        ConfigError: PySpark or Java is missing.
+    """
+    from node.spark import (
+        SparkConfig,
+        SparkSource,
+        aggregate_demand_spark,
+        configure_spark,
+        frame_to_spark,
+        spark_session,
+    )
+
+    configure_spark(SparkConfig(ctx.settings.spark_master, ctx.settings.spark_conf))
+    spark = spark_session()
+    on_spark = isinstance(source, SparkSource)
+    frame = source.frame(columns) if on_spark else frame_to_spark(spark, source.read(columns))
+    logger.info("site_selection: partial sums on Spark %s (%s)", ctx.settings.spark_master,
+                "the source's own DataFrame" if on_spark else "rows read by the node, handed to Spark")
+    return aggregate_demand_spark(frame, spec, rng, grid)
 
 
 def _send(ctx: JobContext, party: str, channel: str, body: bytes, kind: str, patience: SitePatience) -> bytes:

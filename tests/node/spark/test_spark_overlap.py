@@ -85,3 +85,36 @@ def test_recovery_results_identical_on_every_engine(spark, pool):
     assert len(labels) > 50
     assert results["pool"].receiver.labels == labels and results["spark"].receiver.labels == labels
     assert results["spark"].receiver_report == results["serial"].receiver_report
+
+
+@pytest.mark.parametrize("mode", ["count", "bank_ids"])
+def test_sets_blinded_ahead_in_one_job_send_the_same_frames(spark, tmp_path, mode):
+    """Each party's set is blinded by one Spark job up front and streamed out chunk by chunk, same bytes."""
+    receiver, sender = _session_pair(mode, KeyType.MOBILE, serial_map)
+    reference = (_frames(receiver, sender), receiver.result(), sender.result())
+
+    mapper = SparkMapper(spark, workdir=tmp_path, ahead_min=1)
+    receiver, sender = _session_pair(mode, KeyType.MOBILE, mapper)
+    mapper.blind_ahead(receiver)
+    mapper.blind_ahead(sender)
+    assert mapper.jobs == 2 and len(list(tmp_path.iterdir())) == 2
+    jobs_before = mapper.jobs
+    assert (_frames(receiver, sender), receiver.result(), sender.result()) == reference
+    # 300 + 600 elements in 256-element chunks would be 2 + 3 blinding jobs; only the evaluations ran on Spark now
+    evaluations = mapper.jobs - jobs_before
+    assert evaluations <= 1 + 3
+    assert list(tmp_path.iterdir()) == []  # every blinded output was read to the end and removed
+
+
+def test_blind_ahead_refuses_a_session_that_asks_out_of_order(spark, tmp_path):
+    mapper = SparkMapper(spark, workdir=tmp_path, ahead_min=1)
+    receiver, sender = _session_pair("count", KeyType.MOBILE, mapper)
+    mapper.blind_ahead(sender)
+    values = sender._values
+    from psi._batch import blind_batch
+
+    # a call for a later slice first is not the plan's next call: computed by a normal job, plan untouched
+    assert mapper(blind_batch, [("mobile", values[256:260], B)]) == [blind_batch("mobile", values[256:260], B)]
+    assert mapper(blind_batch, [("mobile", values[:4], B)]) == [blind_batch("mobile", values[:4], B)]
+    mapper.close()
+    assert list(tmp_path.iterdir()) == []

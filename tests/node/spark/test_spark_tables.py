@@ -87,3 +87,20 @@ def test_the_engine_setting_picks_the_mapper(spark, tmp_path):
                                          key_type=KeyType.IMEI, key=KEY)
     with mapper_for(rows, NodeSettings(engine="serial", **common)) as mapper:
         assert mapper is serial_map
+
+
+def test_the_table_store_builds_the_epoch_table_with_spark_jobs(spark, tmp_path):
+    """With the spark engine a recovery's table is built by build_table (two Spark jobs), then reused."""
+    from node.jobs.psi.tables import TableStore
+
+    keys, numbers = subscribers(KeyType.IMEI, 300)
+    bad: Counter[tuple[str, str]] = Counter()
+    records = pair_records(keys, KeyType.IMEI, normalise_labels(numbers, bad), bad)
+    kept, shared = refuse_shared_keys(records)
+    mapper = SparkMapper(spark, workdir=tmp_path)
+    prepared = TableStore(tmp_path / "psi").table(KeyType.IMEI, records, mapper=mapper)
+    assert mapper.jobs == 2 and not prepared.reused and prepared.shared == shared and shared.values == 1
+    assert prepared.table == prepare_sender_table(kept, key_type=KeyType.IMEI, key=prepared.key)
+    again = TableStore(tmp_path / "psi").table(KeyType.IMEI, records, mapper=mapper)
+    assert again.reused and again.table == prepared.table and mapper.jobs == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["psi"]  # Spark's inputs and sorted output are removed
