@@ -14,6 +14,11 @@ client or server is counted) drives:
   session cookie, and ``GET /api/v1/audit/events``) -- ``poll`` and ``pages`` together at ``--view-rate``;
 - ``submit``: job submissions (``POST /api/v1/jobs``: policy, three audited writes) at ``--submit-rate``.
 
+Before the load, each endpoint is called ``--cpu-requests`` times one after another and the server
+process's CPU time (``/proc/<pid>/stat``) is divided by the count: CPU ms per request per endpoint
+(``healthz``, ``poll``, ``audit_page``, ``audit_job_page``, ``audit_events``, ``submit``), which does
+not depend on how loaded the machine is, printed beside the latencies.
+
 Then it writes a chain of ``--verify-events`` records with ``protocols.crypto.hashchain``, signs its head,
 and times ``coordinator.audit.chain.verify_export`` over the file (what ``audit verify`` runs).
 
@@ -267,19 +272,58 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def load(base: str, pid: int, token: str, args: argparse.Namespace) -> tuple[dict[str, Stream], float]:
+ENDPOINTS = ("healthz", "poll", "audit_page", "audit_job_page", "audit_events", "submit")
+
+
+def endpoint_calls(world: World) -> dict[str, Call]:
+    """One call per endpoint the CPU figures are measured on (request ``i`` of a serial run)."""
+    nodes, jobs, statuses = world.nodes, world.job_ids, ("approved", "running")
+    return {
+        "healthz": lambda c, i: c.get(f"{API}/healthz"),
+        "poll": lambda c, i: c.get(f"{API}/nodes/jobs", params={"status": statuses[(i // len(nodes)) % 2]},
+                                   headers=nodes[i % len(nodes)]),
+        "audit_page": lambda c, i: c.get("/audit", cookies=world.cookie),
+        "audit_job_page": lambda c, i: c.get(f"/audit/jobs/{jobs[i % len(jobs)]}", cookies=world.cookie),
+        "audit_events": lambda c, i: c.get(f"{API}/audit/events", params={"after_seq": -1, "limit": 100},
+                                           headers=world.tokens["auditor"]),
+        "submit": lambda c, i: c.post(f"{API}/jobs", json=world.job_body, headers=world.tokens["bank_analyst"]),
+    }
+
+
+async def cpu_per_endpoint(c: httpx.AsyncClient, pid: int, world: World, count: int) -> dict[str, float]:
+    """Server CPU ms per request of each endpoint: ``count`` calls one after another, CPU time / count.
+
+    Serial calls leave the server nothing else to do, so its CPU time is that endpoint's cost, whatever
+    else runs on the machine (a 10 ms clock tick: ``count`` of 200 resolves 0.05 ms).
+    """
+    out = {}
+    for name, call in endpoint_calls(world).items():
+        for i in range(3):  # warm: imports, first queries, caches
+            (await call(c, i)).raise_for_status()
+        cpu = cpu_seconds(pid)
+        for i in range(count):
+            (await call(c, i)).raise_for_status()
+        out[name] = 1000 * (cpu_seconds(pid) - cpu) / count
+    return out
+
+
+async def load(base: str, pid: int, token: str, args: argparse.Namespace
+               ) -> tuple[dict[str, Stream], float, dict[str, float]]:
     limits = httpx.Limits(max_connections=args.connections, max_keepalive_connections=args.connections)
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as c:
         world = await setup(c, token, args.nodes, args.approved_jobs)
+        per_endpoint = await cpu_per_endpoint(c, pid, world, args.cpu_requests)
         runs = streams(world, args.view_rate, args.page_share, args.submit_rate)
-        # warm up each path once (imports, first queries) so the measured run starts steady
+        # warm up each path once (imports, first queries), and each node once, so the run starts steady
         for s in runs:
             await s.call(c, 0)
+        for i in range(len(world.nodes)):
+            (await runs[0].call(c, i)).raise_for_status()
         start = asyncio.get_running_loop().time() + 0.2
         cpu = cpu_seconds(pid)
         await asyncio.gather(*(s.run(c, start, args.duration) for s in runs))
         cpu = cpu_seconds(pid) - cpu
-    return {s.name: s for s in runs}, cpu
+    return {s.name: s for s in runs}, cpu, per_endpoint
 
 
 def summarise(runs: dict[str, Stream], duration: float) -> dict[str, dict[str, float]]:
@@ -295,13 +339,20 @@ def run_backend(backend: str, workdir: Path, args: argparse.Namespace) -> dict[s
     token = secrets.token_urlsafe(32)
     state = workdir / backend
     with contextmanager_for(backend, state, args) as url, coordinator(state, url, token) as (base, pid):
-        runs, cpu = asyncio.run(load(base, pid, token, args))
+        runs, cpu, per_endpoint = asyncio.run(load(base, pid, token, args))
     for s in runs.values():
         if s.errors:
             print(f"{backend} {s.name}: {len(s.errors)} errors, first: {s.errors[0]}", file=sys.stderr)
     rows = summarise(runs, args.duration)
     sent = sum(len(s.latencies) for s in runs.values())
     rows["server"] = {"cpu_s": cpu, "cpu_ms_per_request": 1000 * cpu / max(sent, 1), "load_avg": os.getloadavg()[0]}
+    rows["cpu_ms"] = per_endpoint
+    pages = [per_endpoint[k] for k in ("audit_page", "audit_job_page", "audit_events")]
+    for name, cost in (("poll", per_endpoint["poll"]), ("pages", sum(pages) / len(pages)),
+                       ("submit", per_endpoint["submit"])):
+        rows[name]["cpu_ms"] = cost
+    share = args.page_share
+    rows["views"]["cpu_ms"] = (1 - share) * rows["poll"]["cpu_ms"] + share * rows["pages"]["cpu_ms"]
     return rows
 
 
@@ -351,7 +402,7 @@ def verify_bench(workdir: Path, events: int) -> dict[str, float]:
 def table(results: dict[str, dict[str, dict[str, float]]], verify: dict[str, float], events: int) -> str:
     goals = {"views": GOALS["views_p99_ms"], "submit": GOALS["submit_p99_ms"]}
     lines = [f"{'scenario':<26}{'backend':<10}{'rate/s':>8}{'sent':>7}{'err':>5}{'p50 ms':>9}{'p99 ms':>9}"
-             f"{'goal p99':>10}  result"]
+             f"{'goal p99':>10}{'cpu ms':>8}  result"]
     labels = {"views": "polls + pages (goal)", "poll": "  node polls", "pages": "  audit pages",
               "submit": "job submission (goal)"}
     for name, label in labels.items():
@@ -361,12 +412,14 @@ def table(results: dict[str, dict[str, dict[str, float]]], verify: dict[str, flo
             verdict = "" if goal is None else ("PASS" if row["p99_ms"] <= goal and not row["errors"] else "FAIL")
             lines.append(f"{label:<26}{backend:<10}{row['rate']:>8.0f}{row['sent']:>7.0f}{row['errors']:>5.0f}"
                          f"{row['p50_ms']:>9.1f}{row['p99_ms']:>9.1f}{'' if goal is None else f'{goal:.0f}':>10}"
-                         f"  {verdict}")
+                         f"{row['cpu_ms']:>8.2f}  {verdict}")
     for backend, rows in results.items():
         server = rows["server"]
-        lines.append(f"server CPU {backend}: {server['cpu_ms_per_request']:.1f} ms per request "
+        lines.append(f"server CPU {backend}: {server['cpu_ms_per_request']:.1f} ms per request under load "
                      f"({server['cpu_s']:.1f} s), machine load average {server['load_avg']:.1f} "
                      f"on {os.cpu_count()} cores")
+        lines.append(f"server CPU ms per request {backend} (serial calls): "
+                     + ", ".join(f"{k} {v:.2f}" for k, v in rows["cpu_ms"].items()))
     scaled = verify["verify_s"] * 1e6 / events
     lines.append(f"verify {events:,} events: {verify['verify_s']:.2f} s ({events / verify['verify_s']:,.0f} events/s, "
                  f"{verify['bytes'] / 1e6:.0f} MB); scaled to 1e6: {scaled:.2f} s, goal {GOALS['verify_1e6_s']:.0f} s "
@@ -385,10 +438,12 @@ def flat(results: dict[str, dict[str, dict[str, float]]], verify: dict[str, floa
         prefix = BACKEND_PREFIX[backend]
         out[f"{prefix}_server_cpu_ms_per_request"] = rows["server"]["cpu_ms_per_request"]
         out[f"{prefix}_load_avg"] = rows["server"]["load_avg"]
+        for name, cost in rows["cpu_ms"].items():
+            out[f"{prefix}_cpu_ms_{name}"] = cost
         for name, row in rows.items():
-            if name == "server":
+            if name in ("server", "cpu_ms"):
                 continue
-            for key in ("rate", "sent", "errors", "p50_ms", "p99_ms"):
+            for key in ("rate", "sent", "errors", "p50_ms", "p99_ms", "cpu_ms"):
                 out[f"{prefix}_{name}_{key}"] = row[key]
         out[f"{prefix}_views_pass"] = rows["views"]["p99_ms"] <= GOALS["views_p99_ms"] and not rows["views"]["errors"]
         out[f"{prefix}_submit_pass"] = (rows["submit"]["p99_ms"] <= GOALS["submit_p99_ms"]
@@ -415,12 +470,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--approved-jobs", type=int, default=4, help="approved jobs the nodes find when they poll")
     parser.add_argument("--connections", type=int, default=256, help="client connection pool size")
     parser.add_argument("--verify-events", type=int, default=1_000_000)
+    parser.add_argument("--cpu-requests", type=int, default=200,
+                        help="serial calls per endpoint for the CPU ms per request figures")
     args = parser.parse_args(argv)
 
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     unknown = set(backends) - set(BACKEND_PREFIX)
     if unknown:
         parser.error(f"--backends: unknown {sorted(unknown)}; use postgres and/or sqlite")
+    if args.cpu_requests < 1:
+        parser.error("--cpu-requests must be at least 1")
     if args.nodes < 1 or args.view_rate <= 0 or args.submit_rate <= 0 or args.duration <= 0:
         parser.error("--nodes, --view-rate, --submit-rate and --duration must be positive")
     workdir = Path(tempfile.mkdtemp(prefix="tandem-bench-"))

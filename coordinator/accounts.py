@@ -27,7 +27,7 @@ from coordinator.context import Context
 from coordinator.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from protocols.wire.control import Role, UserCreate, UserCreated, UserPublic
 
-__all__ = ["BOOTSTRAP", "EXPIRED", "Principal", "authenticate", "create_user", "hash_token",
+__all__ = ["BOOTSTRAP", "EXPIRED", "Principal", "authenticate", "create_user", "hash_token", "lookup_user",
            "new_token", "refuse", "revoke_user"]
 
 BOOTSTRAP = "bootstrap"
@@ -79,6 +79,22 @@ def refuse(ctx: Context, failures: audit_log.AuthFailureLog | None, client: str,
         failures.record(ctx, client, details)
 
 
+def lookup_user(ctx: Context, token_hash: str) -> UserPublic | None:
+    """The user whose token hashes to ``token_hash``: from ``ctx.principals`` if fresh, else the store.
+
+    An expired user is returned (the caller refuses it with the reason); only unexpired ones are cached.
+    """
+    user = ctx.principals.get(token_hash, ctx.clock())
+    if user is not None:
+        return user
+    generation = ctx.principals.generation()
+    with ctx.store.read() as tx:
+        user = tx.catalog.user_by_token_hash(token_hash)
+    if user is not None and (user.expires_at is None or user.expires_at > ctx.clock()):
+        ctx.principals.put(token_hash, user, generation)
+    return user
+
+
 def authenticate(ctx: Context, token: str | None, bootstrap_token: str | None, *, channel: str = "api",
                  client: str = "unknown", failures: audit_log.AuthFailureLog | None = None) -> Principal:
     """Resolve a bearer token to a principal.
@@ -99,8 +115,7 @@ def authenticate(ctx: Context, token: str | None, bootstrap_token: str | None, *
         raise Unauthorized("missing bearer token", fix="send 'Authorization: Bearer <API token>'")
     if bootstrap_token and hmac.compare_digest(token.encode(), bootstrap_token.encode()):
         return Principal(BOOTSTRAP, None)
-    with ctx.store.read() as tx:
-        user = tx.catalog.user_by_token_hash(hash_token(token))
+    user = lookup_user(ctx, hash_token(token))
     if user is None:
         refuse(ctx, failures, client, {"channel": channel, "reason": "unknown token"})
         raise Unauthorized("invalid API token", fix="use the token printed when your user was created")
@@ -189,4 +204,5 @@ def revoke_user(ctx: Context, actor: str | Principal, name: str) -> UserPublic:
         user = tx.catalog.expire_user(name, now)
         audit_log.record(ctx, tx, actor.actor if isinstance(actor, Principal) else actor, "user.revoked",
                          f"user:{user.name}", {"role": user.role.value, "party": user.party})
+    ctx.principals.invalidate()  # after the commit: the next request with this token reads the store
     return user

@@ -9,10 +9,12 @@ body-size limit and the error catalog. The app holds no other global state.
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 
+from coordinator.api.access import known_caller
 from coordinator.api.deps import ContextDep, install_state
 from coordinator.api.error_catalog import install_error_handlers
 from coordinator.api.middleware import BodySizeLimit, ClientRateLimit
@@ -125,7 +127,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     app.state.context = ctx
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(ClientRateLimit, burst=settings.auth_failure_burst,  # outermost: before the body is read
-                       refill_seconds=settings.auth_failure_refill_seconds)
+                       refill_seconds=settings.auth_failure_refill_seconds, trusted=partial(known_caller, app))
     install_state(app, settings)
     install_error_handlers(app)
     for router in routers():

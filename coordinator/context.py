@@ -6,7 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from coordinator.answer_cache import AnswerCache
 from coordinator.policy import Policy
+from coordinator.principal_cache import PrincipalCache
 from coordinator.store import Store
 from protocols.crypto.signing import SigningKey
 
@@ -27,9 +29,13 @@ class Context:
         policy: the loaded policy every job is evaluated against.
         audit_key: the coordinator's Ed25519 key; signs audit heads. Never leaves the process.
         clock: source of timestamps (inject a fixed one in tests).
+        principals: recently authenticated tokens (``coordinator.principal_cache``); revocation clears it.
+        answers: answers of hot read endpoints under the store's write versions (``coordinator.answer_cache``).
     """
 
     store: Store
     policy: Policy
     audit_key: SigningKey
     clock: Callable[[], datetime] = field(default=utc_now)
+    principals: PrincipalCache = field(default_factory=PrincipalCache, compare=False, repr=False)
+    answers: AnswerCache = field(default_factory=AnswerCache, compare=False, repr=False)

@@ -13,19 +13,25 @@ endpoints so nodes set up with an admin token go on working.
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import cookie_parser
+from starlette.types import Scope as Scope_
 
-from coordinator.accounts import BOOTSTRAP, Principal, authenticate
+from coordinator.accounts import BOOTSTRAP, Principal, authenticate, hash_token
 from coordinator.api.deps import ContextDep, FailuresDep, SettingsDep, client_address
+from coordinator.api.web_sessions import COOKIE, mark_authenticated
 from coordinator.audit.scope import EVERYONE, Scope
 from coordinator.errors import Forbidden
 from protocols.wire.control import Role
 
-__all__ = ["ACCESS", "PUBLIC", "ROLES", "RoleCheck", "audit_scope", "current_principal", "require", "required"]
+__all__ = ["ACCESS", "PUBLIC", "ROLES", "RoleCheck", "audit_scope", "current_principal", "known_caller", "require",
+           "required"]
 
 ADMIN, ANALYST, OPERATOR, AUDITOR = "admin", "analyst", "operator", "auditor"
 ROLES = (BOOTSTRAP, ADMIN, ANALYST, OPERATOR, AUDITOR)
@@ -94,19 +100,56 @@ RoleCheck = Callable[[Principal], Awaitable[Principal]]
 _bearer = HTTPBearer(auto_error=False, description="API token, or the bootstrap token (creates users only)")
 
 
-def current_principal(
+async def current_principal(
     request: Request,
     ctx: ContextDep,
     settings: SettingsDep,
     failures: FailuresDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """The authenticated caller (``Unauthorized`` if none; failures are audited through ``failures``)."""
-    bootstrap = settings.bootstrap_token.get_secret_value() if settings.bootstrap_token else None
-    principal = authenticate(ctx, credentials.credentials if credentials else None, bootstrap,
-                             client=client_address(request), failures=failures)
+    """The authenticated caller (``Unauthorized`` if none; failures are audited through ``failures``).
+
+    A token read from the store in the last seconds (``ctx.principals``) is answered here without a
+    thread-pool hop; anything else (bootstrap, unknown, expired) goes through ``accounts.authenticate``.
+    """
+    token = credentials.credentials if credentials else None
+    cached = ctx.principals.get(hash_token(token), ctx.clock()) if token else None
+    if cached is not None:
+        principal = Principal.of(cached)
+    else:
+        bootstrap = settings.bootstrap_token.get_secret_value() if settings.bootstrap_token else None
+        principal = await run_in_threadpool(authenticate, ctx, token, bootstrap, client=client_address(request),
+                                            failures=failures)
     request.state.principal = principal  # so a refused write is audited under its caller (error_catalog)
+    mark_authenticated(request)
     return principal
+
+
+def known_caller(app: Any, scope: Scope_) -> bool:
+    """Whether ``scope``'s request carries a credential this app authenticated in the last seconds.
+
+    For ``middleware.ClientRateLimit``: such a request needs no token of the failed-authentication
+    limit while it waits to be served (a 401 it still gets is charged). Known: the bootstrap token
+    (constant-time compare), an API token whose user ``ctx.principals`` holds, or a browser session
+    whose token it holds. Anything else is unknown and goes through the limit as before.
+    """
+    headers = dict(scope.get("headers") or ())
+    state = app.state
+    ctx = state.context
+    auth = headers.get(b"authorization", b"").decode("latin-1")
+    if auth[:7].lower() == "bearer ":
+        token = auth[7:].strip()
+        bootstrap = state.settings.bootstrap_token
+        if bootstrap is not None and hmac.compare_digest(token.encode(), bootstrap.get_secret_value().encode()):
+            return True
+        return bool(token) and ctx.principals.known(hash_token(token))
+    cookie = headers.get(b"cookie")
+    sessions = getattr(state, "web_sessions", None)
+    if cookie is None or sessions is None:
+        return False
+    session_id = cookie_parser(cookie.decode("latin-1")).get(COOKIE)
+    session = sessions.resolve(session_id, ctx.clock()) if session_id else None
+    return session is not None and ctx.principals.known(session.token_hash)
 
 
 def require(*roles: str, via: Callable[..., Principal] = current_principal) -> RoleCheck:

@@ -13,9 +13,11 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["BodySizeLimit", "ClientRateLimit"]
+__all__ = ["AUTHENTICATED_KEY", "BodySizeLimit", "ClientRateLimit"]
 
 MAX_TRACKED_CLIENTS = 50_000
+AUTHENTICATED_KEY = "tandem.authenticated"
+"""ASGI scope key: a callable the app calls once it has authenticated the caller (``ClientRateLimit``)."""
 
 
 async def _send_json(send: Send, status: int, detail: dict[str, str], headers: list[tuple[bytes, bytes]]) -> None:
@@ -36,8 +38,15 @@ class ClientRateLimit:
     """A token bucket per client address, spent by failed authentications (responses with status 401).
 
     Each address may fail ``burst`` times at once and once more every ``refill_seconds``. A request is
-    admitted only if its address's bucket holds a whole token; the token is taken while the request runs
-    and given back unless the answer is 401, so concurrent requests cannot overshoot the limit. An
+    admitted only if its address's bucket holds a whole token; the token is taken while the request is
+    not yet known to be authenticated and given back unless the answer is 401, so concurrent requests
+    cannot overshoot the limit. The token is given back as soon as the app has authenticated the caller
+    (the app calls ``scope[AUTHENTICATED_KEY]()``): otherwise many slow requests of valid callers behind
+    one address (a proxy, a busy load test) would hold the bucket empty and be refused with 429 for
+    failures nobody made. A 401 sent after that still spends a token. A request whose credential the
+    app already knows to be valid (``trusted(scope)``, e.g. ``access.known_caller``: a token it
+    authenticated in the last seconds) is admitted without a token even when the bucket is empty, so a
+    burst of many such requests arriving at once is served; a 401 it gets all the same is charged. An
     address with an empty bucket gets 429 with ``Retry-After`` for every request (it cannot be known
     whether its next token is valid without the database work this limit saves), until a token has
     refilled. Authenticated callers are not slowed: their token identifies them and can be revoked.
@@ -47,9 +56,10 @@ class ClientRateLimit:
     """
 
     def __init__(self, app: ASGIApp, burst: int, refill_seconds: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, trusted: Callable[[Scope], bool] | None = None) -> None:
         self.app = app
         self.burst, self.refill_seconds, self.clock = burst, refill_seconds, clock
+        self.trusted = trusted
         self._buckets: dict[str, _Bucket] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -58,10 +68,38 @@ class ClientRateLimit:
             await self.app(scope, receive, send)
             return
         client = scope["client"][0] if scope.get("client") else "unknown"
+        if self.trusted is not None and self.trusted(scope):
+            await self._trusted(client, scope, receive, send)
+            return
         bucket = self._take(client)
         if bucket is None:
             await self._refuse(send, client)
             return
+        refused = returned = False
+
+        def give_back() -> None:
+            nonlocal returned
+            if not returned:
+                returned = True
+                bucket.tokens = min(float(self.burst), bucket.tokens + 1)
+
+        async def watch(message: Message) -> None:
+            nonlocal refused
+            if message["type"] == "http.response.start" and message["status"] == 401:
+                refused = True
+            await send(message)
+
+        scope[AUTHENTICATED_KEY] = give_back
+        try:
+            await self.app(scope, receive, watch)
+        finally:
+            if not refused:
+                give_back()
+            elif returned:  # authenticated, then refused after all: the failure still counts
+                bucket.tokens -= 1
+
+    async def _trusted(self, client: str, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve a request with a known credential without a token; charge its bucket if it gets 401."""
         refused = False
 
         async def watch(message: Message) -> None:
@@ -73,8 +111,17 @@ class ClientRateLimit:
         try:
             await self.app(scope, receive, watch)
         finally:
-            if not refused:
-                bucket.tokens = min(float(self.burst), bucket.tokens + 1)
+            if refused:
+                self._charge(client)
+
+    def _charge(self, client: str) -> None:
+        now = self.clock()
+        bucket = self._buckets.get(client)
+        if bucket is None:
+            self._forget_full(now)
+            bucket = self._buckets[client] = _Bucket(float(self.burst), now)
+        bucket.tokens = min(float(self.burst), bucket.tokens + (now - bucket.at) / self.refill_seconds) - 1
+        bucket.at = now
 
     def _take(self, client: str) -> _Bucket | None:
         now = self.clock()

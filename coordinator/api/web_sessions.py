@@ -26,9 +26,11 @@ from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import Cookie, Request
+from starlette.concurrency import run_in_threadpool
 
-from coordinator.accounts import EXPIRED, Principal, authenticate, hash_token, refuse
+from coordinator.accounts import EXPIRED, Principal, authenticate, hash_token, lookup_user, refuse
 from coordinator.api.deps import ContextDep
+from coordinator.api.middleware import AUTHENTICATED_KEY
 from coordinator.audit import log as audit_log
 from coordinator.audit.log import AuthFailureLog
 from coordinator.context import Context
@@ -103,10 +105,13 @@ def get_sessions(request: Request) -> WebSessions:
     return sessions
 
 
-def session_principal(
+async def session_principal(
     request: Request, ctx: ContextDep, tandem_session: Annotated[str | None, Cookie()] = None
 ) -> Principal:
-    """The user of the browser session, re-read from the store on every request.
+    """The user of the browser session, re-read on every request.
+
+    Through ``accounts.lookup_user``: a token read from the store in the last seconds is not read again;
+    a revocation through this coordinator clears that.
 
     Raises:
         Unauthorized: no cookie, an unknown or stale session, or a token that has expired or vanished.
@@ -115,12 +120,21 @@ def session_principal(
     session = get_sessions(request).resolve(tandem_session, now) if tandem_session else None
     if session is None:
         raise Unauthorized(SIGN_IN)
-    with ctx.store.read() as tx:
-        user = tx.catalog.user_by_token_hash(session.token_hash)
+    user = ctx.principals.get(session.token_hash, now)  # async: a cached user needs no thread-pool hop
+    if user is None:
+        user = await run_in_threadpool(lookup_user, ctx, session.token_hash)
     if user is None or (user.expires_at is not None and user.expires_at <= now):
         get_sessions(request).close(tandem_session or "")
         raise Unauthorized(EXPIRED if user else SIGN_IN)
+    mark_authenticated(request)
     return Principal.of(user)
+
+
+def mark_authenticated(request: Request) -> None:
+    """Tell the failed-authentication limit (``middleware.ClientRateLimit``) this request authenticated."""
+    done = request.scope.get(AUTHENTICATED_KEY)
+    if done is not None:
+        done()
 
 
 @dataclass(frozen=True)

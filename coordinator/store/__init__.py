@@ -12,9 +12,10 @@ from coordinator.store._interface import (
     Transaction,
 )
 from coordinator.store._memory import MemoryStore
-from coordinator.store._sql import SqlStore, init_schema, make_engine
+from coordinator.store._sql import CATALOG, SqlStore, init_schema, make_engine
 
 __all__ = [
+    "CATALOG",
     "MAX_DB_INT",
     "AuditStore",
     "BudgetCharge",

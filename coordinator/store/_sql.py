@@ -24,7 +24,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext, suppress
 from datetime import datetime
 from pathlib import Path
@@ -69,6 +69,9 @@ PG_POOL_SIZE, PG_POOL_OVERFLOW = 20, 20
 """PostgreSQL connections kept open, and opened beyond them under bursts: enough for every thread of the
 server's pool (anyio's default of 40) to hold one, so a request never waits for a connection (SQLAlchemy's
 default of 5 + 10 made a third of them wait under 100 polling nodes)."""
+_TOUCHED = "tandem_touched"
+CATALOG = "catalog"
+"""``SqlStore.versions`` key of parties and datasets; each job status is a key of its own (its value)."""
 AUDIT_LOCK_KEY = 0x7A4D_0A0D  # arbitrary constant naming "the audit chain" among advisory locks
 BUDGET_LOCK_KEY = 0x7A4D_0B0D  # ... and "the epsilon ledger"
 
@@ -213,6 +216,7 @@ class _Catalog:
         row.sqlmodel_update(values)
         self._s.add(row)
         self._s.flush()
+        _touch(self._s, CATALOG)
         return _party_public(row), created
 
     def get_party(self, name: str) -> wire.PartyPublic:
@@ -270,6 +274,7 @@ class _Catalog:
         row.sqlmodel_update({**dataset.model_dump(mode="json"), "schema_digest": schema_digest, "updated_at": now})
         self._s.add(row)
         self._s.flush()
+        _touch(self._s, CATALOG)
         return _dataset_public(row), created
 
     def get_dataset(self, dataset_id: int) -> wire.DatasetPublic:
@@ -301,12 +306,19 @@ class _Jobs:
         assert row.id is not None
         self._s.add_all(JobPartyRow(job_id=row.id, party=p) for p in sorted(set(parties)))
         self._s.flush()
+        _touch(self._s, row.status)
         return _job_public(row, [])
 
     def _row(self, job_id: int) -> JobRow:
         row = self._s.get(JobRow, job_id) if _valid_id(job_id) else None
         if row is None:
             raise NotFound(f"job {job_id} does not exist")
+        return row
+
+    def _changing(self, job_id: int) -> JobRow:
+        """The row of a job about to change (its approvals or results): its status's listings change."""
+        row = self._row(job_id)
+        _touch(self._s, row.status)
         return row
 
     def _approvals(self, job_ids: list[int]) -> dict[int, list[ApprovalRow]]:
@@ -318,7 +330,9 @@ class _Jobs:
 
     def update_job(self, job_id: int, update: JobUpdate, now: datetime) -> wire.JobPublic:
         row = self._row(job_id)
+        before = row.status
         row.sqlmodel_update({**update.changes(), "updated_at": now})
+        _touch(self._s, before, row.status)
         self._s.add(row)
         self._s.flush()
         return self.get_job(job_id)
@@ -343,7 +357,7 @@ class _Jobs:
         return [_job_public(r, approvals[r.id]) for r in rows if r.id is not None]
 
     def add_approval(self, job_id: int, approval: wire.ApprovalPublic) -> None:
-        self._row(job_id)
+        self._changing(job_id)
         query = select(ApprovalRow.id).where(ApprovalRow.job_id == job_id, ApprovalRow.approver == approval.approver)
         if self._s.exec(query).first() is not None:
             raise Conflict(f"job {job_id} is already approved by {approval.approver}", field="body.approver")
@@ -351,7 +365,7 @@ class _Jobs:
         self._s.flush()
 
     def record_result(self, job_id: int, party: str, report: wire.JobResultReport, now: datetime) -> None:
-        self._row(job_id)
+        self._changing(job_id)
         query = select(JobResultRow.id).where(JobResultRow.job_id == job_id, JobResultRow.party == party)
         if self._s.exec(query).first() is not None:
             raise Conflict(f"party {party!r} already reported a result for job {job_id}")
@@ -363,12 +377,12 @@ class _Jobs:
         return {r.party: wire.JobResultReport.model_validate(r.report) for r in self._s.exec(query)}
 
     def clear_results(self, job_id: int) -> None:
-        self._row(job_id)
+        self._changing(job_id)
         self._s.execute(delete(JobResultRow).where(col(JobResultRow.job_id) == job_id))
         self._s.flush()
 
     def clear_approvals(self, job_id: int) -> None:
-        self._row(job_id)
+        self._changing(job_id)
         self._s.execute(delete(ApprovalRow).where(col(ApprovalRow.job_id) == job_id))
         self._s.flush()
 
@@ -434,9 +448,12 @@ class _Audit:
         """The last record this transaction appended."""
 
     def append(self, body: dict[str, Any], ts: str) -> ChainRecord:
-        if self._s.get_bind().dialect.name == "postgresql":
-            self._s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_LOCK_KEY})
-        record = next_record(self.head(), ts, json.loads(canonical_json(body)))
+        head = self.appended  # after a first append this transaction holds the chain's lock: it is the head
+        if head is None:
+            if self._s.get_bind().dialect.name == "postgresql":
+                self._s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_LOCK_KEY})
+            head = self.head()
+        record = next_record(head, ts, json.loads(canonical_json(body)))
         self._s.add(AuditEventRow(seq=record.seq, ts=record.ts, body=canonical_json(record.body).decode(),
                                   prev_hash=record.prev_hash, hash=record.hash))
         self._s.flush()
@@ -457,6 +474,11 @@ class _Audit:
         for fragment in fragments:
             query = query.where(col(AuditEventRow.body).contains(fragment, autoescape=True))
         return [_record(r) for r in self._s.exec(query.order_by(col(AuditEventRow.seq)))]
+
+
+def _touch(session: Session, *keys: str) -> None:
+    """Note what this transaction changed (``SqlStore.versions`` counts it once the transaction commits)."""
+    session.info.setdefault(_TOUCHED, set()).update(str(getattr(k, "value", k)) for k in keys)
 
 
 def _transaction(session: Session, audit: _Audit | None = None) -> TransactionStores:
@@ -482,6 +504,8 @@ class SqlStore:
         self._reader = engine.execution_options(tandem_read=True)
         self._lock = threading.Lock() if engine.dialect.name == "sqlite" else None
         self._on_audit_commit = on_audit_commit
+        self._versions: dict[str, int] = {}
+        self._versions_lock = threading.Lock()
 
     @classmethod
     def from_url(cls, url: str, *, on_audit_commit: AuditCommitHook | None = None) -> SqlStore:
@@ -497,8 +521,23 @@ class SqlStore:
             audit = _Audit(session)
             with session.begin():
                 yield _transaction(session, audit)
+            self._count(session.info.get(_TOUCHED, ()))  # committed: readers of these versions re-read
         if audit.appended is not None and self._on_audit_commit is not None:  # committed; outside the writer lock
             self._tell_head(audit.appended)
+
+    def _count(self, touched: Iterable[str]) -> None:
+        with self._versions_lock:
+            for key in touched:
+                self._versions[key] = self._versions.get(key, 0) + 1
+
+    def versions(self, *keys: str) -> tuple[int, ...]:
+        """How many committed writes of this process changed each of ``keys`` (a job status, or ``CATALOG``).
+
+        Read a version before reading the data it covers: an answer cached under that version is then
+        never newer-keyed than its data (a write commits, then counts). Writes by other processes on the
+        same database are not counted; a cache keyed on versions also needs a time limit for those.
+        """
+        return tuple(self._versions.get(k, 0) for k in keys)
 
     def _tell_head(self, head: ChainRecord) -> None:
         assert self._on_audit_commit is not None

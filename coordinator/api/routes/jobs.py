@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, status
+from fastapi import APIRouter, Depends, Path, Query, Response, status
+from starlette.concurrency import run_in_threadpool
 
 from coordinator import jobs
 from coordinator.accounts import Principal
@@ -89,13 +90,19 @@ def retry_job(
     return jobs.retry(ctx, actor, job_id, body or wire.JobRetry())
 
 
-@router.get("/nodes/jobs", tags=["nodes"])
-def node_jobs(
+@router.get("/nodes/jobs", tags=["nodes"], response_model=list[wire.JobPublic])
+async def node_jobs(
     ctx: ContextDep, actor: Annotated[Principal, Depends(required("node_jobs"))],
     job_status: Annotated[wire.JobStatus, Query(alias="status")] = wire.JobStatus.APPROVED,
-) -> list[wire.JobPublic]:
-    """Jobs involving the caller's party in the given status (default ``approved``)."""
-    return jobs.node_jobs(ctx, actor, job_status)
+) -> Response:
+    """Jobs involving the caller's party in the given status (default ``approved``).
+
+    Answered from ``ctx.answers`` (no thread-pool hop) until a write changes jobs in that status.
+    """
+    body = jobs.cached_node_jobs(ctx, actor, job_status)
+    if body is None:
+        body = await run_in_threadpool(jobs.node_jobs_json, ctx, actor, job_status)
+    return Response(body, media_type="application/json")
 
 
 @router.post("/jobs/{job_id}/progress", tags=["nodes"])

@@ -1,0 +1,87 @@
+"""A short-lived cache of API token hash -> user, so a node's poll does not re-read the users table.
+
+Each request with a bearer token (or a browser session) needs its user; reading it through the ORM
+cost about a third of a node poll's CPU. The cache keeps, per SHA-256 token hash, the user as last
+read from the store, for at most ``ttl`` seconds. It is correct under revocation:
+
+- ``revoke_user`` (API or CLI within this process) calls ``invalidate`` after its transaction has
+  committed, so the very next request with the revoked token re-reads the store and is refused.
+- A lookup that read the store while a revocation was running cannot put the pre-revocation user back:
+  ``put`` is given the generation ``generation()`` returned before the read and is ignored if any
+  ``invalidate`` happened since.
+- Expiry is checked on every hit against the caller's clock, so a token never outlives ``expires_at``.
+- A revocation made by another process on the same database (``tandem-coordinator revoke-user`` against
+  a running server) takes effect here within ``ttl`` seconds (default 2 s).
+
+Only hashes of valid tokens are kept (unknown and expired tokens are never cached: each such attempt
+reaches the store and the failed-authentication limit). What the cache holds is what the users table
+holds; nothing derived from a token other than its hash is stored. Bounded to ``max_entries`` users.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from protocols.wire.control import UserPublic
+
+__all__ = ["DEFAULT_TTL_SECONDS", "PrincipalCache"]
+
+DEFAULT_TTL_SECONDS = 2.0
+MAX_ENTRIES = 10_000
+
+
+@dataclass(frozen=True)
+class _Entry:
+    user: UserPublic
+    until: float
+
+
+class PrincipalCache:
+    """Token hash -> ``UserPublic`` for at most ``ttl`` seconds (monotonic ``clock``), thread-safe."""
+
+    def __init__(self, ttl: float = DEFAULT_TTL_SECONDS, max_entries: int = MAX_ENTRIES,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl, self.max_entries, self.clock = ttl, max_entries, clock
+        self._entries: dict[str, _Entry] = {}
+        self._generation = 0
+        self._lock = threading.Lock()
+
+    def generation(self) -> int:
+        """Pass to ``put`` after reading the store: a revocation in between makes that ``put`` a no-op."""
+        return self._generation
+
+    def get(self, token_hash: str, now: datetime) -> UserPublic | None:
+        """The cached user of ``token_hash`` if fresh and not expired at ``now``; else None (read the store)."""
+        entry = self._entries.get(token_hash)
+        if entry is None:
+            return None
+        if entry.until <= self.clock() or (entry.user.expires_at is not None and entry.user.expires_at <= now):
+            with self._lock:
+                if self._entries.get(token_hash) is entry:
+                    del self._entries[token_hash]
+            return None
+        return entry.user
+
+    def put(self, token_hash: str, user: UserPublic, generation: int) -> None:
+        """Remember ``user`` for ``token_hash`` unless an ``invalidate`` happened after ``generation``."""
+        with self._lock:
+            if generation != self._generation:
+                return
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()
+            self._entries[token_hash] = _Entry(user, self.clock() + self.ttl)
+
+    def known(self, token_hash: str) -> bool:
+        """Whether ``token_hash`` belongs to a user read from the store less than ``ttl`` seconds ago."""
+        entry = self._entries.get(token_hash)
+        return entry is not None and entry.until > self.clock()
+
+    def invalidate(self) -> None:
+        """Forget every entry (a token was revoked); lookups in flight will not re-add theirs."""
+        with self._lock:
+            self._generation += 1
+            self._entries.clear()
