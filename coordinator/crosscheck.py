@@ -19,9 +19,14 @@ What is checked, for each ledger of party P (each failure is one ``Finding``):
 - ``head_missing``: each head P reported is in its ledger (a ledger cut short or rewritten loses it);
 - ``totals_mismatch``: the messages and bytes P reported for a job equal its ledger's records for the job
   up to the head it reported;
+- ``unknown_attempt``: a message naming the attempt of its job it was sent for (body ``attempt``) names
+  one the audit log knows (1 at ``job.submitted``, each ``job.retried`` one more);
 - ``unreported``: P reported a result for every job it sent data-plane messages for (messages after its
   last report of a job are counted in the summary, not flagged: a node still serves its peer's last
-  requests after it reported);
+  requests after it reported). Reports of every attempt count, including a failure report the
+  coordinator refused because the attempt had already failed or been retried (``job.result`` with
+  ``accepted: false``): a killed or stale attempt's messages are matched to that attempt's report, and
+  the summary lists the messages of attempts that did not succeed;
 - ``peer_unaware``: when the peer's ledger is given too, the peer reported the job or sent something for it.
 
 Errors::
@@ -90,6 +95,8 @@ class LedgerSummary:
     head: str | None
     chain_ok: bool
     after_report: tuple[int, ...] = ()
+    failed_attempts: tuple[tuple[int, int, int], ...] = ()
+    """``(job, attempt, data-plane messages)`` for each attempt of a job that failed (retried, or the job failed)."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,7 @@ class _Report:
     head: str | None
     messages: int
     bytes: int
+    attempt: int | None = None
 
 
 @dataclass
@@ -109,6 +117,10 @@ class AuditFacts:
     signature_checked: bool
     jobs: dict[int, tuple[str, ...]] = field(default_factory=dict)
     reports: dict[tuple[int, str], list[_Report]] = field(default_factory=dict)
+    attempts: dict[int, int] = field(default_factory=dict)
+    """Job -> its latest attempt (1 when submitted, one more per ``job.retried``)."""
+    failed: dict[int, set[int]] = field(default_factory=dict)
+    """Job -> the attempts that failed (moved to ``failed``, or retried)."""
 
     def head_owners(self) -> dict[str, str]:
         """Reported ledger head -> the party that reported it."""
@@ -136,7 +148,7 @@ class CrossCheck:
         return {"ok": self.ok, "audit_events": self.audit_events, "audit_head": self.audit_head,
                 "signature_checked": self.signature_checked, "truncated": self.truncated,
                 "ledgers": [vars(s) | {"jobs": list(s.jobs), "after_report": list(s.after_report)}
-                            for s in self.ledgers],
+                            | {"failed_attempts": [list(a) for a in s.failed_attempts]} for s in self.ledgers],
                 "findings": [vars(f) for f in self.findings]}
 
 
@@ -217,13 +229,22 @@ def _note_event(facts: AuditFacts, rec: ChainRecord) -> None:
     details = body.get("details") or {}
     if job_id is None or not isinstance(details, dict):
         return
-    if body.get("action") == "job.submitted":
+    action = body.get("action")
+    if action == "job.submitted":
         facts.jobs[job_id] = tuple(str(p) for p in details.get("parties", []))
-    elif body.get("action") == "job.result" and isinstance(details.get("party"), str):
-        head = details.get("ledger_head")
+        facts.attempts[job_id] = 1
+    elif action == "job.retried":
+        failed = facts.attempts.get(job_id, 1)
+        facts.failed.setdefault(job_id, set()).add(failed)
+        facts.attempts[job_id] = max(_int(details.get("attempt")), failed + 1)
+    elif action == "job.status" and details.get("to") == "failed":
+        facts.failed.setdefault(job_id, set()).add(facts.attempts.get(job_id, 1))
+    elif action == "job.result" and isinstance(details.get("party"), str):
+        head, attempt = details.get("ledger_head"), details.get("attempt")
         facts.reports.setdefault((job_id, details["party"]), []).append(
             _Report(rec.seq, head if isinstance(head, str) else None,
-                    _int(details.get("messages_sent")), _int(details.get("bytes_sent"))))
+                    _int(details.get("messages_sent")), _int(details.get("bytes_sent")),
+                    attempt if isinstance(attempt, int) and not isinstance(attempt, bool) else None))
 
 
 # ---------------------------------------------------------------- ledgers
@@ -283,7 +304,11 @@ def _message_findings(party: str, records: list[ChainRecord], facts: AuditFacts)
             out.append(Finding("unknown_job", party, f"{what} is for job {job_id}, which the coordinator "
                                "never heard of", job_id if isinstance(job_id, int) else None, rec.seq))
             continue
-        parties = facts.jobs[job_id]
+        parties, attempt = facts.jobs[job_id], b.get("attempt")
+        if attempt is not None and not (isinstance(attempt, int) and 1 <= attempt <= facts.attempts.get(job_id, 1)):
+            out.append(Finding("unknown_attempt", party, f"{what} is for attempt {attempt!s} of job {job_id}, which "
+                               f"the coordinator never ran (it knows attempts 1..{facts.attempts.get(job_id, 1)})",
+                               job_id, rec.seq))
         if party not in parties:
             out.append(Finding("not_a_party", party, f"{what}: {party} is not a party of job {job_id} "
                                f"({', '.join(parties)})", job_id, rec.seq))
@@ -340,6 +365,17 @@ def _unreported(party: str, records: list[ChainRecord], facts: AuditFacts) -> tu
     return out, late
 
 
+def _failed_attempts(records: list[ChainRecord], facts: AuditFacts) -> tuple[tuple[int, int, int], ...]:
+    """Data-plane messages of attempts the audit log shows failed, per (job, attempt)."""
+    counts: dict[tuple[int, int], int] = defaultdict(int)
+    for rec in records:
+        job_id, attempt = rec.body.get("job_id"), rec.body.get("attempt")
+        if _data_plane(rec) and isinstance(job_id, int) and isinstance(attempt, int) \
+                and attempt in facts.failed.get(job_id, ()):
+            counts[(job_id, attempt)] += 1
+    return tuple((j, a, n) for (j, a), n in sorted(counts.items()))
+
+
 def _peer_findings(ledgers: Mapping[str, list[ChainRecord]], facts: AuditFacts) -> list[Finding]:
     out: list[Finding] = []
     jobs_of = {p: {r.body.get("job_id") for r in recs} for p, recs in ledgers.items()}
@@ -387,7 +423,7 @@ def cross_check(ledgers: Sequence[LedgerInput], audit_lines: Sequence[str | byte
         summaries.append(LedgerSummary(
             led.source, party, len(records), len(data), sum(_int(r.body.get("bytes")) for r in data),
             tuple(sorted({j for r in records if isinstance(j := r.body.get("job_id"), int)})),
-            records[-1].hash if records else None, verdict.ok, tuple(late)))
+            records[-1].hash if records else None, verdict.ok, tuple(late), _failed_attempts(records, facts)))
         findings += _message_findings(party, records, facts)
         findings += _report_findings(party, records, facts)
         findings += unreported
@@ -403,9 +439,11 @@ def format_text(result: CrossCheck) -> str:
     for s in result.ledgers:
         late = (f"; {len(s.after_report)} sent after the node's last report of their job (seq "
                 f"{', '.join(map(str, s.after_report[:20]))}: outside the reported totals)") if s.after_report else ""
+        failed = ("; of attempts that failed: " + ", ".join(f"job {j} attempt {a}: {n}" for j, a, n in
+                                                             s.failed_attempts[:20])) if s.failed_attempts else ""
         out.append(f"ledger {s.source}: {s.party}, {s.records} records, chain {'ok' if s.chain_ok else 'BROKEN'}, "
                    f"{s.data_messages} data-plane messages ({s.data_bytes} bytes) for jobs "
-                   f"{', '.join(map(str, s.jobs)) or '-'}{late}")
+                   f"{', '.join(map(str, s.jobs)) or '-'}{late}{failed}")
     out += [f"FLAGGED {f.code} [{f.party}]: {f.message}" for f in result.findings]
     if result.truncated:
         out.append(f"(only the first {MAX_FINDINGS} findings are listed)")

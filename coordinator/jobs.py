@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from coordinator import budgets
 from coordinator.accounts import Principal
 from coordinator.audit import log as audit_log
@@ -28,7 +30,7 @@ from coordinator.job_states import (
     status_after_retry,
 )
 from coordinator.policy import evaluate
-from coordinator.store import JobUpdate, Transaction
+from coordinator.store import CATALOG, JobUpdate, Transaction
 from protocols.crypto.signing import job_digest, verify_approval
 from protocols.wire.canonical import canonical_json, sha256_hex
 from protocols.wire.control import (
@@ -394,6 +396,38 @@ def node_jobs(ctx: Context, actor: Principal, status: JobStatus) -> list[JobPubl
         return [disclosed(ctx, tx, actor, job) for job in tx.jobs.list_jobs(party=actor.party, status=status)]
 
 
+_JOB_LIST = TypeAdapter(list[JobPublic])
+
+
+def _poll_key(actor: Principal, status: JobStatus) -> tuple[str, str | None, str, str]:
+    # what node_jobs' answer depends on: the party's jobs, and the role (auditors see all outputs; clearance)
+    return ("node_jobs", actor.party, actor.label, status.value)
+
+
+def cached_node_jobs(ctx: Context, actor: Principal, status: JobStatus) -> bytes | None:
+    """``node_jobs_json``'s answer if still current, else None (then call ``node_jobs_json``).
+
+    Current: no write of jobs in ``status`` or of the catalog committed since it was read, and it is
+    under a second old (writes by other processes are not counted). No I/O: the API answers a hit
+    without a thread-pool hop.
+    """
+    versions = getattr(ctx.store, "versions", None)
+    if versions is None:
+        return None
+    return ctx.answers.get(_poll_key(actor, status), versions(status.value, CATALOG))
+
+
+def node_jobs_json(ctx: Context, actor: Principal, status: JobStatus) -> bytes:
+    """``node_jobs`` as the JSON the API sends, kept in ``ctx.answers`` under the versions read before it."""
+    versions = getattr(ctx.store, "versions", None)
+    if versions is None:
+        return _JOB_LIST.dump_json(node_jobs(ctx, actor, status), by_alias=True)
+    version = versions(status.value, CATALOG)  # before the read: a write committing meanwhile bumps it after
+    body = _JOB_LIST.dump_json(node_jobs(ctx, actor, status), by_alias=True)
+    ctx.answers.put(_poll_key(actor, status), version, body)
+    return body
+
+
 # ---------------------------------------------------------------- node reports
 
 
@@ -446,23 +480,36 @@ def report_result(ctx: Context, actor: Principal, job_id: int, body: JobResultRe
     """Record the caller's party's final report; finish the job when the reports decide it.
 
     The job fails as soon as one party reports failure and succeeds once every involved party has
-    reported success. Only the aggregates the node chose to report are stored. A failed job's ε charge
-    is refunded only if no party reported success (a successful report may carry the released count).
+    reported success. A failure report the job's state refuses (``Conflict``: another party failed the
+    attempt first, or it was retried) is still audited as ``job.result`` with ``accepted: false``, so
+    every attempt's ledger receipts are on record for the cross-check. Only the aggregates the node chose
+    to report are stored. A failed job's ε charge is refunded only if no party reported success (a
+    successful report may carry the released count).
     """
     outputs_digest = _check_outputs(body.outputs)
-    with ctx.store.write() as tx:
-        job = _reportable(tx, actor, job_id, "a result", body.attempt)
-        assert actor.party is not None
-        tx.jobs.record_result(job_id, actor.party, body, ctx.clock())
-        audit_log.record(ctx, tx, actor.actor, "job.result", f"job:{job_id}",
-                         {"party": actor.party, "status": body.status, "outputs_digest": outputs_digest,
-                          "output_keys": sorted(body.outputs)[:50], "ledger_head": body.ledger_head,
-                          "messages_sent": body.messages_sent, "bytes_sent": body.bytes_sent})
-        outputs = {**job.outputs, actor.party: body.outputs}
-        final, detail = outcome_of_results(tx.jobs.job_parties(job_id), tx.jobs.results(job_id))
-        if final is None:
-            moved = tx.jobs.update_job(job_id, JobUpdate(outputs=outputs, status_detail=detail), ctx.clock())
-        else:
-            progress = 1.0 if final == JobStatus.SUCCEEDED else job.progress
-            moved = _move(ctx, tx, actor.actor, job, final, detail, outputs=outputs, progress=progress)
-        return disclosed(ctx, tx, actor, moved)  # the answer to a node shows its own party's outputs only
+    details = {"party": actor.party, "status": body.status, "outputs_digest": outputs_digest,
+               "output_keys": sorted(body.outputs)[:50], "ledger_head": body.ledger_head,
+               "messages_sent": body.messages_sent, "bytes_sent": body.bytes_sent, "attempt": body.attempt}
+    try:
+        with ctx.store.write() as tx:
+            job = _reportable(tx, actor, job_id, "a result", body.attempt)
+            assert actor.party is not None
+            tx.jobs.record_result(job_id, actor.party, body, ctx.clock())
+            audit_log.record(ctx, tx, actor.actor, "job.result", f"job:{job_id}", details)
+            outputs = {**job.outputs, actor.party: body.outputs}
+            final, detail = outcome_of_results(tx.jobs.job_parties(job_id), tx.jobs.results(job_id))
+            if final is None:
+                moved = tx.jobs.update_job(job_id, JobUpdate(outputs=outputs, status_detail=detail), ctx.clock())
+            else:
+                progress = 1.0 if final == JobStatus.SUCCEEDED else job.progress
+                moved = _move(ctx, tx, actor.actor, job, final, detail, outputs=outputs, progress=progress)
+            return disclosed(ctx, tx, actor, moved)  # the answer to a node shows its own party's outputs only
+    except Conflict as exc:
+        if body.status == "failed" and actor.party is not None:
+            # a party's failure of an attempt the job has moved past (another party failed it first, or it
+            # was retried): it changes nothing, but the audit log keeps it with the party's ledger receipts,
+            # so the ledger cross-check accounts for what that attempt sent
+            audit_log.record_alone(ctx, actor.actor, "job.result", f"job:{job_id}",
+                                   details | {"accepted": False, "refused": exc.message[:300],
+                                              "detail": body.detail[:500]})
+        raise

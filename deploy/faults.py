@@ -221,18 +221,23 @@ def _sockets(directory: str, names: list[str]) -> set[str]:
 
 
 def fill(directory: Path) -> Path:
-    """Write a file into ``directory`` until its file system has no byte left; return the file."""
+    """Write a file into ``directory`` until its file system has no byte left; return the file.
+
+    Unbuffered writes, so nothing is left in a buffer that a close would try (and fail) to write.
+    """
     filler = directory / "filler.bin"
     chunk = b"\0" * (1 << 20)
-    with filler.open("wb") as f:
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
         for size in (1 << 20, 1 << 12, 1):
             try:
-                while True:
-                    f.write(chunk[:size])
-                    f.flush()
+                while os.write(fd, chunk[:size]) > 0:
+                    pass
             except OSError as exc:
                 if exc.errno != errno.ENOSPC:
                     raise
+    finally:
+        os.close(fd)
     return filler
 
 

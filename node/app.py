@@ -39,6 +39,7 @@ from node.keys import NodeKeys, tls_fingerprint
 from node.ledger import EgressLedger
 from node.peer import (
     CHANNEL_PATTERN,
+    H_ATTEMPT,
     H_CHUNK,
     H_CHUNKS,
     H_DIGEST,
@@ -91,12 +92,13 @@ class _App:
     def reply(
         self, peer: str, body: bytes, *, status: int = 200, job_id: int | None = None, kind: str = "",
         ref: str = "", media_type: str = "application/json", headers: dict[str, str] | None = None,
+        attempt: int | None = None,
     ) -> Response:
-        self.ledger.record(peer=peer, kind=kind, payload=body, job_id=job_id, ref=ref)
+        self.ledger.record(peer=peer, kind=kind, payload=body, job_id=job_id, ref=ref, attempt=attempt)
         return Response(content=body, status_code=status, media_type=media_type, headers=headers)
 
-    def response_chunk(self, key: tuple[str, int, str, int], index: int) -> Response:
-        kind, data = self.inbox.response(key)
+    def response_chunk(self, key: tuple[str, int, str, int], index: int, attempt: int | None) -> Response:
+        kind, data = self.inbox.response(key, attempt)
         size = self.inbox.max_chunk_bytes
         count = max(1, -(-len(data) // size))
         if not 0 <= index < count:
@@ -105,7 +107,7 @@ class _App:
         sender, job_id, channel, seq = key
         return self.reply(sender, data[index * size : (index + 1) * size], job_id=job_id, kind=f"{kind}.response",
                           ref=f"{channel}/{seq}/r{index + 1}of{count}", media_type="application/octet-stream",
-                          headers=headers)
+                          headers=headers, attempt=attempt)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -132,11 +134,21 @@ def _chunk_headers(request: Request) -> tuple[str, int, int, str]:
     return kind, index, count, digest
 
 
+def _attempt(request: Request) -> int | None:
+    """The job attempt the frame names (``X-Tandem-Attempt``), or None."""
+    raw = request.headers.get(H_ATTEMPT)
+    if raw is None:
+        return None
+    if not raw.isdigit() or len(raw) > 9 or int(raw) < 1:
+        raise ProtocolError(f"bad {H_ATTEMPT} header: a positive attempt number is expected")
+    return int(raw)
+
+
 def _receive(inbox: PeerInbox, key: tuple[str, int, str, int], kind: str, index: int, count: int, digest: str,
-             data: bytes) -> ChunkOutcome:
+             data: bytes, attempt: int | None) -> ChunkOutcome:
     """Run ``inbox.receive``; a crashing channel handler becomes an opaque 500 (details stay in our log)."""
     try:
-        return inbox.receive(key, kind, index, count, digest, data)
+        return inbox.receive(key, kind, index, count, digest, data, attempt)
     except ProtocolError:
         raise
     except Exception as exc:
@@ -176,25 +188,28 @@ def _add_routes(app: FastAPI, core: _App) -> None:
     @app.get(PEER_PREFIX + "/jobs/{job_id}/{channel}/{seq}")
     async def status(request: Request, job_id: int, channel: str, seq: int) -> Response:
         sender = core.sender(request)
-        body = json.dumps(core.inbox.status((sender, job_id, channel, seq))).encode()
-        return core.reply(sender, body, job_id=job_id, kind="status", ref=f"{channel}/{seq}")
+        attempt = _attempt(request)
+        body = json.dumps(core.inbox.status((sender, job_id, channel, seq), attempt)).encode()
+        return core.reply(sender, body, job_id=job_id, kind="status", ref=f"{channel}/{seq}", attempt=attempt)
 
     @app.post(PEER_PREFIX + "/jobs/{job_id}/{channel}/{seq}")
     async def chunk(request: Request, job_id: int, channel: str, seq: int) -> Response:
         sender = core.sender(request)
-        core.inbox.admit(sender, job_id, channel)  # a stranger to the job is refused before its body is read
+        attempt = _attempt(request)
+        core.inbox.admit(sender, job_id, channel, attempt)  # a stranger or stale attempt: refused before the body
         kind, index, count, digest = _chunk_headers(request)
         data = await _read_body(request, core.inbox.max_chunk_bytes)
         key = (sender, job_id, channel, seq)
-        outcome = await run_in_threadpool(_receive, core.inbox, key, kind, index, count, digest, data)
+        outcome = await run_in_threadpool(_receive, core.inbox, key, kind, index, count, digest, data, attempt)
         if not outcome.complete:
             body = json.dumps({"received": outcome.received}).encode()
-            return core.reply(sender, body, status=202, job_id=job_id, kind=f"{kind}.ack", ref=f"{channel}/{seq}")
-        return core.response_chunk(key, 0)
+            return core.reply(sender, body, status=202, job_id=job_id, kind=f"{kind}.ack", ref=f"{channel}/{seq}",
+                              attempt=attempt)
+        return core.response_chunk(key, 0, attempt)
 
     @app.get(PEER_PREFIX + "/jobs/{job_id}/{channel}/{seq}/response/{index}")
     async def response(request: Request, job_id: int, channel: str, seq: int, index: int) -> Response:
-        return core.response_chunk((core.sender(request), job_id, channel, seq), index)
+        return core.response_chunk((core.sender(request), job_id, channel, seq), index, _attempt(request))
 
 
 def build_node_app(party: str, inbox: PeerInbox, pins: PinnedPeers, ledger: EgressLedger, *,

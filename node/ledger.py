@@ -2,7 +2,9 @@
 
 Each record's body is ``{"peer", "job_id", "kind", "bytes", "digest", "ref"}``: who received it
 (``"coordinator"`` or a party name), the job it belongs to (``None`` for catalog work), what it was,
-its size and the SHA-256 of the exact bytes sent, and an optional reference (e.g. channel/seq/chunk).
+its size and the SHA-256 of the exact bytes sent, and an optional reference (e.g. channel/seq/chunk);
+plus ``"attempt"`` for a message of a known attempt of its job (a retried job runs as attempts 1, 2, ...),
+so the coordinator's cross-check matches it to that attempt.
 Never the content. Records use ``protocols.crypto.hashchain``, the same format as the coordinator's audit
 log, so compliance verifies both with one tool and can cross-check sizes and digests.
 
@@ -75,7 +77,8 @@ class EgressLedger:
         with self._lock:
             self._conn.close()
 
-    def record(self, *, peer: str, kind: str, payload: bytes, job_id: int | None = None, ref: str = "") -> ChainRecord:
+    def record(self, *, peer: str, kind: str, payload: bytes, job_id: int | None = None, ref: str = "",
+               attempt: int | None = None) -> ChainRecord:
         """Append a record for ``payload``, about to leave (or having left) for ``peer``.
 
         Record *before* sending when possible: a ledger that over-counts a failed send is honest, one
@@ -89,6 +92,8 @@ class EgressLedger:
             "digest": hashlib.sha256(payload).hexdigest(),
             "ref": ref,
         }
+        if attempt is not None and job_id is not None:
+            body["attempt"] = attempt
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
@@ -135,6 +140,24 @@ class EgressLedger:
         with self._lock:
             rows = self._conn.execute("SELECT body FROM egress_ledger WHERE job_id = ?", (job_id,)).fetchall()
         return LedgerTotals(messages=len(rows), bytes=sum(int(json.loads(r[0])["bytes"]) for r in rows))
+
+    def receipts(self, job_id: int, *, limit: int = -1) -> tuple[str | None, LedgerTotals, list[ChainRecord]]:
+        """The head, and ``job_id``'s totals and first ``limit`` records up to that head, read at one instant.
+
+        One read under the lock, bounded by the head's seq: a record the node's server appends for the
+        job meanwhile (an answer to the peer) is neither in the totals nor under the head, so the two agree.
+        """
+        with self._lock:
+            last = self._last()
+            if last is None:
+                return None, LedgerTotals(0, 0), []
+            rows = self._conn.execute(
+                "SELECT seq, ts, body, prev_hash, hash FROM egress_ledger WHERE job_id = ? AND seq <= ? ORDER BY seq",
+                (job_id, last.seq),
+            ).fetchall()
+        records = [_to_record(r) for r in rows]
+        totals = LedgerTotals(messages=len(records), bytes=sum(int(r.body["bytes"]) for r in records))
+        return last.hash, totals, records if limit < 0 else records[:limit]
 
     def job_records(self, job_id: int, *, limit: int = -1) -> list[ChainRecord]:
         """Records of ``job_id`` in sequence order, at most ``limit`` of them (all when negative)."""

@@ -150,7 +150,9 @@ class JobContext:
         if self.peer_factory is None:
             raise ProtocolError("this runner has no data plane configured", status_hint=500)
         if party not in self._peers:
-            self._peers[party] = self.peer_factory(party)
+            client = self.peer_factory(party)
+            client.bind_attempt(self.job.attempt)  # the peer refuses this attempt's frames once it is retried
+            self._peers[party] = client
         return self._peers[party]
 
     def close(self) -> None:
@@ -202,14 +204,13 @@ class JobOutcome:
 def ledger_receipts(ledger: EgressLedger, job_id: int) -> dict[str, Any]:
     """The ledger fields of a result report: head, totals and the first ``MAX_LEDGER_ENTRIES`` records of the job.
 
-    The totals are taken before the head, as always: a finished job's handler sends nothing more, so both
-    cover every record of the job so far (the coordinator's cross-check relies on it).
+    Head, totals and records are read at one instant (``EgressLedger.receipts``): the node's server may
+    still answer the peer for the job meanwhile, and the coordinator's cross-check needs the totals to
+    cover exactly the job's records up to the head.
     """
-    totals = ledger.totals(job_id)
-    head = ledger.head()
+    head, totals, records = ledger.receipts(job_id, limit=MAX_LEDGER_ENTRIES)
     entries = [LedgerEntry(seq=r.seq, kind=str(r.body["kind"])[:100], peer=str(r.body["peer"]),
-                           bytes=int(r.body["bytes"]), digest=str(r.body["digest"]))
-               for r in ledger.job_records(job_id, limit=MAX_LEDGER_ENTRIES)]
+                           bytes=int(r.body["bytes"]), digest=str(r.body["digest"])) for r in records]
     return {"ledger_head": head, "messages_sent": totals.messages, "bytes_sent": totals.bytes,
             "ledger_entries": entries}
 
@@ -284,6 +285,8 @@ class JobRunner:
         if note is not None and note.state == "succeeded":
             return None  # a job that succeeded here never runs again, whatever attempt is shown
         if note is not None and note.attempt < job.attempt:
+            if note.state == "running" and job.id not in self._running:
+                self._interrupted(job, note.attempt)  # that attempt's failure is reported (and audited) first
             note = None  # the coordinator retried the job: a new attempt, nothing done for it here yet
         if note is not None and note.attempt > job.attempt:
             return None  # an attempt older than one this node has seen: a replay
@@ -334,18 +337,21 @@ class JobRunner:
         """The inputs of ``job`` whose datasets are registered on this node."""
         return [i for i in job.inputs if self.datasets.has(i.dataset_id)]
 
-    def _interrupted(self, job: JobPublic) -> JobOutcome:
-        """Fail a run this node started and never finished (it stopped mid-job).
+    def _interrupted(self, job: JobPublic, attempt: int | None = None) -> JobOutcome:
+        """Fail a run this node started and never finished (it stopped mid-job): ``attempt`` (the job's by default).
 
         It is not started again on the same signature, which authorised one run; a retry (with fresh
-        approvals) resumes it, from checkpoints where the job kind keeps them.
+        approvals) resumes it, from checkpoints where the job kind keeps them. An attempt the coordinator
+        has already retried is still reported: the coordinator refuses it but audits it with the ledger
+        receipts, so the cross-check accounts for what that attempt sent.
         """
-        detail = (f"interrupted: this node stopped while running attempt {job.attempt}; an approval authorises "
+        attempt = job.attempt if attempt is None else attempt
+        detail = (f"interrupted: this node stopped while running attempt {attempt}; an approval authorises "
                   "one run, so retry the job (POST /jobs/{id}/retry) and approve the new attempt")
-        logger.warning("job %s: attempt %d was interrupted by a node restart", job.id, job.attempt)
+        logger.warning("job %s: attempt %d was interrupted by a node restart", job.id, attempt)
         shutil.rmtree(self.settings.state_path / "jobs" / f"{job.id}.partial", ignore_errors=True)  # half-written
-        self.journal.set(job.id, "failed", detail, attempt=job.attempt)
-        self._report_result(job.id, JobResultReport(status="failed", detail=detail, attempt=job.attempt,
+        self.journal.set(job.id, "failed", detail, attempt=attempt)
+        self._report_result(job.id, JobResultReport(status="failed", detail=detail, attempt=attempt,
                                                     **ledger_receipts(self.ledger, job.id)))
         return JobOutcome(job.id, "failed", detail)
 
@@ -381,7 +387,7 @@ class JobRunner:
         ctx = JobContext(job, self.settings, self.keys, self.ledger, self.datasets, workdir, self.inbox,
                          self.coordinator, self.peer_factory)
         if self.inbox is not None and peer is not None:  # a job with no counterparty receives no frames
-            self.inbox.activate(job.id, peer=peer)
+            self.inbox.activate(job.id, peer=peer, attempt=job.attempt)
         logger.info("job %s (%s): running attempt %d", job.id, job.kind, job.attempt)
         self._running.add(job.id)
         try:

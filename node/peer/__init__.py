@@ -23,7 +23,9 @@ idempotent: re-sending one with the same bytes is a no-op, so a sender resumes a
 asking ``GET .../{seq}`` which chunks arrived and sending the rest. When the last chunk arrives the
 receiver checks the digest, runs the handler registered for the channel exactly once, and answers
 with the first chunk of the response (``X-Tandem-Response-Chunks``, ``X-Tandem-Response-Digest``);
-further response chunks are ``GET .../{seq}/response/{index}``. Every body either side sends —
+further response chunks are ``GET .../{seq}/response/{index}``. Every request of a job's attempt names
+it (``X-Tandem-Attempt``): the receiver refuses a retried job's stale attempt (410, see ``PeerInbox``).
+Every body either side sends —
 request chunks, responses, status and errors — is written to the sender's egress ledger first.
 
 Binding. A job accepts frames only from its signed counterparty (``PeerInbox.activate(job_id,
@@ -45,6 +47,7 @@ from ._inbox import (
 from ._pins import PinnedPeers, check_presented, client_ssl_context, fetch_certificate, pinned_http, server_ssl_context
 from ._wire import (
     CHANNEL_PATTERN,
+    H_ATTEMPT,
     H_CHUNK,
     H_CHUNKS,
     H_DIGEST,
@@ -60,6 +63,7 @@ __all__ = [
     "CHANNEL_PATTERN",
     "DEFAULT_MAX_PENDING_BYTES",
     "DEFAULT_MAX_PENDING_MESSAGES",
+    "H_ATTEMPT",
     "ChunkOutcome",
     "H_CHUNK",
     "H_CHUNKS",

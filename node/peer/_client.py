@@ -14,7 +14,17 @@ from node.ledger import EgressLedger
 from protocols.wire.control import PartyPublic
 
 from ._pins import PinnedPeers, check_presented, pinned_http
-from ._wire import CHANNEL_PATTERN, H_CHUNK, H_CHUNKS, H_DIGEST, H_KIND, H_RESP_CHUNKS, H_RESP_DIGEST, PeerError
+from ._wire import (
+    CHANNEL_PATTERN,
+    H_ATTEMPT,
+    H_CHUNK,
+    H_CHUNKS,
+    H_DIGEST,
+    H_KIND,
+    H_RESP_CHUNKS,
+    H_RESP_DIGEST,
+    PeerError,
+)
 
 
 def _split(data: bytes, size: int) -> list[bytes]:
@@ -35,16 +45,25 @@ class PeerClient:
             channel is not open on the peer yet).
         backoff: first wait between attempts, in seconds (doubles each time).
         timeout: per-request timeout, in seconds.
+        attempt: the job attempt this client sends for (``X-Tandem-Attempt`` on every request, and in
+            every ledger record); the runner binds it (:meth:`bind_attempt`). A receiver running a later
+            attempt refuses the frames (410) and :meth:`exchange` raises ``PeerError``: stop the attempt.
     """
 
     def __init__(
         self, own_party: str, peer: PartyPublic, keys: NodeKeys, pins: PinnedPeers, ledger: EgressLedger, *,
         chunk_bytes: int = 4 * 1024 * 1024, retries: int = 5, backoff: float = 0.5, timeout: float = 120.0,
+        attempt: int | None = None,
     ) -> None:
         self.own_party, self.peer = own_party, peer
+        self.attempt = attempt
         self._ledger, self._chunk_bytes = ledger, chunk_bytes
         self._retries, self._backoff = max(1, retries), backoff
         self._http = pinned_http(peer, keys, pins, timeout=timeout)
+
+    def bind_attempt(self, attempt: int) -> None:
+        """Send every further frame as part of job attempt ``attempt``."""
+        self.attempt = attempt
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -59,6 +78,8 @@ class PeerClient:
     def _send(self, method: str, path: str, *, content: bytes = b"", headers: dict[str, str] | None = None,
               record: Callable[[], None] | None = None) -> httpx.Response:
         wait = self._backoff
+        if self.attempt is not None:
+            headers = {**(headers or {}), H_ATTEMPT: str(self.attempt)}
         for attempt in range(1, self._retries + 1):
             if record is not None:
                 record()
@@ -134,7 +155,7 @@ class PeerClient:
 
         def record() -> None:
             self._ledger.record(peer=self.peer.name, kind=kind, payload=chunk, job_id=job_id,
-                                ref=f"{channel}/{seq}/{index + 1}of{count}")
+                                ref=f"{channel}/{seq}/{index + 1}of{count}", attempt=self.attempt)
 
         response = self._send("POST", f"/jobs/{job_id}/{channel}/{seq}", content=chunk, headers=headers,
                               record=record)

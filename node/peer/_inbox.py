@@ -13,6 +13,18 @@ incomplete messages are held and ``max_pending_bytes`` how many bytes they hold 
 a bound is refused (413 for one message too large, 429 for too much in flight) and nothing of it is
 kept. Responses are kept until the job is deactivated, so a retried final chunk gets the same answer
 without running the handler twice.
+
+Which attempt. A job retried by the coordinator runs again as a new attempt; the runner activates the
+job with its attempt, and every frame names the attempt that sent it (``X-Tandem-Attempt``). A frame
+of an older attempt than the one open here (a peer still finishing an attempt that failed and was
+retried) is refused with 410 before a byte of it is buffered, counted and kept in :meth:`refusals`
+like a stranger's frame, so a stale attempt can never feed the new attempt's sessions; the stale
+sender gets a clear error and gives up. A frame of a newer attempt than the one open here gets 409
+"(yet)" and is sent again, and a frame naming no attempt for a job opened with one is refused (400);
+such a frame also shows that the attempt open here is stale (the coordinator retried the job), so the
+inbox tells its :meth:`on_superseded` listeners once, and a driver waiting for that attempt's peer stops
+it instead of holding the new attempt up. Activating a job with another attempt drops whatever the
+previous attempt left buffered.
 """
 
 from __future__ import annotations
@@ -71,6 +83,8 @@ class Refusal:
     sender: str
     peer: str
     channel: str
+    reason: str = "stranger"
+    """``stranger`` (not the job's signed peer) or ``stale attempt N (open: M)``."""
 
 
 @dataclass
@@ -115,6 +129,9 @@ class PeerInbox:
         self.max_pending_messages, self.max_pending_bytes = max_pending_messages, max_pending_bytes
         self._handlers: dict[str, PeerHandler] = {}
         self._active: dict[int, str | None] = {}
+        self._attempts: dict[int, int] = {}
+        self._superseded: set[tuple[int, int]] = set()
+        self._listeners: list[Callable[[int, int], None]] = []
         self._pending: dict[_Key, _Pending] = {}
         self._load: dict[tuple[str, int], _Load] = {}
         self._done: dict[_Key, tuple[str, bytes]] = {}
@@ -130,7 +147,7 @@ class PeerInbox:
         with self._lock:
             self._handlers[channel] = handler
 
-    def activate(self, job_id: int, peer: str | None = None) -> None:
+    def activate(self, job_id: int, peer: str | None = None, attempt: int | None = None) -> None:
         """Accept messages for ``job_id`` from ``peer`` only (the runner calls this after verifying approvals).
 
         Args:
@@ -138,19 +155,41 @@ class PeerInbox:
             peer: The party name of the job's signed counterparty. ``None`` accepts every pinned party:
                 only for callers that have no counterparty to name (a job without one should not be
                 activated at all).
+            attempt: The job's attempt running here: frames must name it (see the module docstring).
+                ``None`` accepts frames of any attempt (callers outside the runner).
         """
         with self._lock:
+            if attempt != self._attempts.get(job_id):  # a new attempt: nothing of the old one carries over
+                self._drop_job(job_id)
             self._active[job_id] = peer
+            if attempt is None:
+                self._attempts.pop(job_id, None)
+            else:
+                self._attempts[job_id] = attempt
+
+    def on_superseded(self, listener: Callable[[int, int], None]) -> None:
+        """Call ``listener(job_id, newer_attempt)`` once when the peer sends a frame of a newer attempt of a job."""
+        with self._lock:
+            self._listeners.append(listener)
+
+    def attempt(self, job_id: int) -> int | None:
+        """The attempt of ``job_id`` open here, if it was activated with one."""
+        with self._lock:
+            return self._attempts.get(job_id) if job_id in self._active else None
 
     def deactivate(self, job_id: int) -> None:
         """Refuse further messages for ``job_id`` and drop everything buffered for it."""
         with self._lock:
             self._active.pop(job_id, None)
-            for store in (self._pending, self._done):
-                for key in [k for k in store if k[1] == job_id]:
-                    del store[key]
-            for load in [k for k in self._load if k[1] == job_id]:
-                del self._load[load]
+            self._drop_job(job_id)
+
+    def _drop_job(self, job_id: int) -> None:
+        """Forget every buffered message and response of ``job_id`` (caller holds the lock)."""
+        for store in (self._pending, self._done):
+            for key in [k for k in store if k[1] == job_id]:
+                del store[key]
+        for load in [k for k in self._load if k[1] == job_id]:
+            del self._load[load]
 
     def refusals(self) -> list[Refusal]:
         """The latest refused frames (at most 1000), oldest first."""
@@ -168,17 +207,58 @@ class PeerInbox:
             return sum(v.messages for k, v in self._load.items()
                        if sender in (None, k[0]) and job_id in (None, k[1]))
 
-    def admit(self, sender: str, job_id: int, channel: str) -> None:
-        """Check that ``job_id`` is open here and ``sender`` is its peer, before anything is read or kept.
+    def admit(self, sender: str, job_id: int, channel: str, attempt: int | None = None) -> None:
+        """Check that ``job_id`` is open here, ``sender`` is its peer and ``attempt`` the one open here.
+
+        Before anything of the frame is read or kept.
 
         Raises:
             ProtocolError: 409 if the job is not open here (yet); 403 if ``sender`` is not the job's
-                peer (the refusal is counted, logged and kept in :meth:`refusals`).
+                peer; 410 if ``attempt`` is older than the job's attempt open here (both refusals are
+                counted, logged and kept in :meth:`refusals`); 409 if it is newer (yet); 400 if it is
+                missing for a job opened with an attempt.
         """
         with self._lock:
             if job_id not in self._active:
                 raise ProtocolError(f"job {job_id} is not running on this node (yet)", status_hint=409)
         self._refuse_stranger(sender, job_id, channel)
+        self.check_attempt(sender, job_id, channel, attempt)
+
+    def check_attempt(self, sender: str, job_id: int, channel: str, attempt: int | None) -> None:
+        """Refuse a frame of another attempt of ``job_id`` than the one open here (see :meth:`admit`)."""
+        with self._lock:
+            current = self._attempts.get(job_id) if job_id in self._active else None
+            if current is None or attempt == current:
+                return
+            if attempt is None:
+                raise ProtocolError(f"job {job_id} runs attempt {current} on this node and the frame names no "
+                                    "attempt; send the X-Tandem-Attempt header", status_hint=400)
+            if attempt > current:
+                first = (job_id, current) not in self._superseded
+                self._superseded.add((job_id, current))
+                listeners = list(self._listeners) if first else []
+            else:
+                listeners = None
+        if listeners is not None:
+            if listeners:
+                logger.warning("job %s: the peer runs attempt %d; attempt %d here is stale", job_id, attempt, current)
+            for listener in listeners:
+                try:
+                    listener(job_id, attempt)
+                except Exception:  # noqa: BLE001 - a listener's failure must not break the data plane
+                    logger.exception("job %s: a superseded-attempt listener failed", job_id)
+            raise ProtocolError(f"job {job_id} runs attempt {current} on this node, not attempt {attempt} (yet)",
+                                status_hint=409)
+        with self._lock:
+            self.refused += 1
+            channel = channel if CHANNEL_PATTERN.match(channel) else "(invalid channel name)"
+            self._refusals.append(Refusal(dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), job_id, sender,
+                                          str(self._active.get(job_id)), channel,
+                                          f"stale attempt {attempt} (open: {current})"))
+        logger.warning("job %s: refused a frame on %s from party %s of stale attempt %d (attempt %d runs here)",
+                       job_id, channel, sender, attempt, current)
+        raise ProtocolError(f"job {job_id} was retried: this node runs attempt {current}, the frame is of attempt "
+                            f"{attempt}; a stale attempt's frame is refused, stop that attempt", status_hint=410)
 
     def _refuse_stranger(self, sender: str, job_id: int, channel: str) -> None:
         channel = channel if CHANNEL_PATTERN.match(channel) else "(invalid channel name)"  # it came from a URL
@@ -194,33 +274,36 @@ class PeerInbox:
         raise ProtocolError(f"party {sender} is not the counterparty of job {job_id} on this node; frame refused",
                             status_hint=403)
 
-    def _check_open(self, key: _Key) -> PeerHandler:
+    def _check_open(self, key: _Key, attempt: int | None) -> PeerHandler:
         sender, job_id, channel, _ = key
-        self.admit(sender, job_id, channel)
+        self.admit(sender, job_id, channel, attempt)
         with self._lock:
             handler = self._handlers.get(channel)
         if handler is None:  # the job is open but its driver has not registered this channel: not ready yet
             raise ProtocolError(f"no handler for channel {channel!r} on this node (yet)", status_hint=409)
         return handler
 
-    def status(self, key: _Key) -> dict[str, Any]:
-        """Which chunks of a message arrived, and whether it is complete (403 for a stranger to the job)."""
+    def status(self, key: _Key, attempt: int | None = None) -> dict[str, Any]:
+        """Which chunks of a message arrived, and whether it is complete (403/410/409/400 as :meth:`admit`)."""
         self._refuse_stranger(key[0], key[1], key[2])
+        self.check_attempt(key[0], key[1], key[2], attempt)
         with self._lock:
             if key in self._done:
                 return {"complete": True, "received": []}
             pending = self._pending.get(key)
             return {"complete": False, "received": sorted(pending.chunks) if pending else []}
 
-    def response(self, key: _Key) -> tuple[str, bytes]:
-        """The message kind and the handler's response, for a complete message."""
+    def response(self, key: _Key, attempt: int | None = None) -> tuple[str, bytes]:
+        """The message kind and the handler's response, for a complete message (refusals as :meth:`admit`)."""
         self._refuse_stranger(key[0], key[1], key[2])
+        self.check_attempt(key[0], key[1], key[2], attempt)
         with self._lock:
             if key not in self._done:
                 raise ProtocolError("no response for this message", status_hint=404)
             return self._done[key]
 
-    def receive(self, key: _Key, kind: str, index: int, count: int, digest: str, chunk: bytes) -> ChunkOutcome:
+    def receive(self, key: _Key, kind: str, index: int, count: int, digest: str, chunk: bytes,
+                attempt: int | None = None) -> ChunkOutcome:
         """Store one chunk; on the last one, check the digest and run the channel handler once.
 
         Raises:
@@ -228,7 +311,7 @@ class PeerInbox:
                 the sender already holds ``max_pending_messages`` incomplete messages or
                 ``max_pending_bytes`` bytes for the job; 400/409 for a chunk that does not fit its message.
         """
-        handler = self._check_open(key)
+        handler = self._check_open(key, attempt)
         self._validate(index, count, digest, chunk)
         with self._lock:
             if key in self._done:

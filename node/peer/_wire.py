@@ -10,6 +10,8 @@ PEER_PREFIX = "/peer/v1"
 CHANNEL_PATTERN = re.compile(r"^[a-z][a-z0-9_.\-]{0,62}$")
 H_KIND, H_CHUNK, H_CHUNKS, H_DIGEST = "X-Tandem-Kind", "X-Tandem-Chunk", "X-Tandem-Chunks", "X-Tandem-Digest"
 H_RESP_CHUNKS, H_RESP_DIGEST = "X-Tandem-Response-Chunks", "X-Tandem-Response-Digest"
+H_ATTEMPT = "X-Tandem-Attempt"
+"""The job attempt a frame belongs to (``PeerInbox.check_attempt`` refuses a stale attempt's frames)."""
 
 
 class PeerError(ProtocolError):

@@ -5,10 +5,11 @@ one after another on it, each on its own job (deploy/faults.py):
 
 1. ``kill -9`` of the telco's node service mid-PSI (a reveal-mode recovery), mid-training (after the
    Flower run started) and mid-scoring (a batch score job with the model trained under fault 1b);
-2. the telco's link cut for 30 s mid-job (a recovery), then restored;
-3. the coordinator restarted mid-job (a recovery);
-4. the coordinator's PostgreSQL "restarted" mid-job: every backend of the run's database terminated
-   (``pg_terminate_backend``) and its service restarted. The machine's cluster is shared with other
+2. the telco's link cut for 30 s mid-job (a training job after its Flower run started), then restored;
+3. the coordinator restarted mid-job (a training job, as 2: a PSI job over the small population can finish
+   before a restart takes effect);
+4. the coordinator's PostgreSQL "restarted" mid-job (a training job, as 2): every backend of the run's
+   database terminated (``pg_terminate_backend``) and its service restarted. The machine's cluster is shared with other
    tests, so ``pg_ctlcluster 15 main restart`` is not used; the coordinator sees the same thing;
 5. the telco's state volume on a 64 MiB tmpfs, filled to the last byte, then a job.
 
@@ -20,7 +21,8 @@ a follow-up job, succeeding shows the node serving again without manual repair. 
 each fault's end state in one line (also printed together at the end of the module).
 
 Needs root, ``ip`` and ``mount`` (skipped otherwise, FAILS when ``CI`` is set) and the PostgreSQL at
-127.0.0.1:5432.
+127.0.0.1:5432. CI runs 1 (mid-PSI) and 5; the training-based faults are opt-in (``TANDEM_FAULT_TESTS=1``)
+until a retried training job is bound to its own Flower run (see ``_STALE_FLOWER_RUN``).
 """
 
 from __future__ import annotations
@@ -37,14 +39,20 @@ from deploy.faults import EndState
 from deploy.netns_harness import Topology, preflight
 from protocols.wire.control import JobPublic, JobStatus
 
-pytestmark = [
-    pytest.mark.postgres,
-    # Work in progress (issue 10, item 4): the first runs found that a signed retry races the peer's stale
-    # attempt and that the cross-check counts a killed attempt's ledger records as unreported. Until those
-    # are fixed these tests fail, so they run only when asked for: TANDEM_FAULT_TESTS=1.
-    pytest.mark.skipif(os.environ.get("TANDEM_FAULT_TESTS") != "1",
-                       reason="fault tests are opt-in until the retry/stale-attempt fixes land: TANDEM_FAULT_TESTS=1"),
-]
+pytestmark = pytest.mark.postgres
+
+_OPT_IN = os.environ.get("TANDEM_FAULT_TESTS") != "1"
+_STALE_FLOWER_RUN = (
+    "opt-in (TANDEM_FAULT_TESTS=1) until a retried training job is bound to its own Flower run: the node's round "
+    "endpoint binds a training attempt to the run of the first Setup round it receives, and the Flower "
+    "instruction does not carry the attempt, so a Setup of the killed attempt's run still queued at the bank's "
+    "SuperNode binds attempt 2 and attempt 2's own rounds are refused (seen: job 2 attempt 2 stuck running, the "
+    "bank's SuperNode holding a round of attempt 1's run). Needs the attempt in the instruction/headers "
+    "(coordinator/flower, protocols/wire/flower_round.py, node/flower/client_app.py, node/jobs/training)")
+_AFTER_TRAINING = (
+    "opt-in (TANDEM_FAULT_TESTS=1): lands mid-job only on a training job (a PSI job over the small population "
+    "ends before a restart or link cut takes effect), and training retries wait on the stale-Flower-run fix; "
+    "never run alone on a training job yet")
 
 TIMEOUT = 480.0  # seconds per attempt: a hung job fails the test instead of the whole run
 N = 4000  # people: a recovery over four identifiers runs for several seconds across the namespaces
@@ -77,11 +85,37 @@ def _body(dep: three_orgs.Deployment, kind: str) -> dict[str, Any]:
 
 
 def _running(dep: three_orgs.Deployment, kind: str, mid: str = "") -> JobPublic:
-    """Submit and approve a ``kind`` job; return it once the coordinator shows it running (and ``mid``)."""
+    """Submit and approve a ``kind`` job; return it once the coordinator shows it running (and ``mid``).
+
+    Polled on one connection every 50 ms: a PSI job over the small population runs for a few seconds.
+    """
     job = faults.submit(dep, _body(dep, kind))
-    job = faults.wait_for(dep, job.id, lambda j: j.status in three_orgs.FINAL or (
-        j.status == JobStatus.RUNNING and mid in j.status_detail + j.stage), timeout=600)
+    deadline = time.monotonic() + 600
+    with dep.api("compliance") as c:
+        while time.monotonic() < deadline:
+            job = JobPublic.model_validate(c.get(f"/jobs/{job.id}").raise_for_status().json())
+            if job.status in three_orgs.FINAL or (job.status == JobStatus.RUNNING and mid in job.status_detail
+                                                   + job.stage):
+                break
+            time.sleep(0.05)
     assert job.status == JobStatus.RUNNING, f"the job ended before the fault: {job.status} {job.status_detail}"
+    return job
+
+
+def _training(dep: three_orgs.Deployment) -> JobPublic:
+    """A training job, returned once its Flower run has started (it then runs for many seconds, across rounds).
+
+    The faults that must land mid-job whatever the job's speed use it: a PSI job over the small
+    population may finish before a coordinator or database restart takes effect.
+    """
+    job = _running(dep, "train_risk")
+    actions: list[str] = []
+    for _ in range(1200):
+        actions = [e["action"] for e in faults.job_events(dep, job.id)]
+        if "training.run_started" in actions or faults.status(dep, job.id).status in three_orgs.FINAL:
+            break
+        time.sleep(0.5)
+    assert "training.run_started" in actions, f"job {job.id} ended before its Flower run started"
     return job
 
 
@@ -111,15 +145,9 @@ def test_kill_telco_mid_psi(dep: three_orgs.Deployment) -> None:
         _follow_up(dep)
 
 
+@pytest.mark.skipif(_OPT_IN, reason=_STALE_FLOWER_RUN)
 def test_kill_telco_mid_training(dep: three_orgs.Deployment) -> None:
-    job = _running(dep, "train_risk")
-    actions: list[str] = []
-    for _ in range(600):  # the Flower run has started: the kill lands mid-round, not before training
-        actions = [e["action"] for e in faults.job_events(dep, job.id)]
-        if "training.run_started" in actions or faults.status(dep, job.id).status in three_orgs.FINAL:
-            break
-        time.sleep(0.5)
-    assert "training.run_started" in actions
+    job = _training(dep)  # the Flower run has started: the kill lands mid-round, not before training
     faults.kill_node(dep.topo, "telco")
     state = faults.settle(dep, timeout=TIMEOUT, fault="kill -9 telco node mid-training", job=job)
     _check(state)
@@ -128,6 +156,8 @@ def test_kill_telco_mid_training(dep: three_orgs.Deployment) -> None:
         _follow_up(dep)
 
 
+@pytest.mark.skipif(_OPT_IN, reason="opt-in (TANDEM_FAULT_TESTS=1): scores with the model of "
+                    "test_kill_telco_mid_training, which waits on the stale-Flower-run fix")
 def test_kill_telco_mid_scoring(dep: three_orgs.Deployment) -> None:
     if "train_risk" not in MODEL:
         pytest.fail("the scoring fault needs the model trained in test_kill_telco_mid_training")
@@ -139,31 +169,34 @@ def test_kill_telco_mid_scoring(dep: three_orgs.Deployment) -> None:
         _follow_up(dep)
 
 
+@pytest.mark.skipif(_OPT_IN, reason=_AFTER_TRAINING)
 def test_cut_bank_telco_link_30s(dep: three_orgs.Deployment) -> None:
-    job = _running(dep, "recovery")
+    job = _training(dep)
     with faults.cut_link(dep.topo, "telco"):
         time.sleep(30)
-    state = faults.settle(dep, timeout=TIMEOUT, fault="bank<->telco link down 30 s mid-PSI", job=job)
+    state = faults.settle(dep, timeout=TIMEOUT, fault="telco's link down 30 s mid-training", job=job)
     _check(state)
     if not state.retried:
         _follow_up(dep)
 
 
+@pytest.mark.skipif(_OPT_IN, reason=_AFTER_TRAINING)
 def test_restart_coordinator_mid_job(dep: three_orgs.Deployment) -> None:
-    job = _running(dep, "recovery")
+    job = _training(dep)
     faults.restart_coordinator(dep.topo)
-    state = faults.settle(dep, timeout=TIMEOUT, fault="coordinator restarted mid-PSI", job=job)
+    state = faults.settle(dep, timeout=TIMEOUT, fault="coordinator restarted mid-training", job=job)
     _check(state)
     if not state.retried:
         _follow_up(dep)
 
 
+@pytest.mark.skipif(_OPT_IN, reason=_AFTER_TRAINING)
 def test_restart_postgres_mid_job(dep: three_orgs.Deployment) -> None:
-    job = _running(dep, "recovery")
+    job = _training(dep)
     terminated = faults.restart_postgres(dep.topo)
     assert terminated >= 1, "the coordinator held no connection to terminate"
     state = faults.settle(dep, timeout=TIMEOUT, job=job,
-                           fault=f"PostgreSQL backends terminated ({terminated}) + service restarted mid-PSI")
+                           fault=f"PostgreSQL backends terminated ({terminated}) + service restarted mid-training")
     _check(state)
     if not state.retried:
         _follow_up(dep)

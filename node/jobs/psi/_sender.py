@@ -187,6 +187,12 @@ class SenderJob:
         self._finished.set()
         return self._summary.model_dump_json().encode()
 
+    def supersede(self, attempt: int) -> None:
+        """Fail this job: the peer started ``attempt`` of it (a retry), so this attempt can never finish."""
+        with self._lock:
+            self._fail(PsiJobError(f"[{self.stage()}] the peer started attempt {attempt} of this job (it was "
+                                   "retried): this attempt stops"))
+
     def _fail(self, error: ProtocolError) -> None:
         if self._error is None:
             self._error = error
@@ -246,6 +252,18 @@ class SenderRegistry:
             self._inboxes.add(id(inbox))
         for channel in [CLOSE_CHANNEL, *(session_channel(k) for k in KeyType)]:
             inbox.register_handler(channel, self.inbox_handler)
+        inbox.on_superseded(self.superseded)
+
+    def superseded(self, job_id: int, attempt: int) -> None:
+        """The peer runs ``attempt`` of ``job_id`` (the job was retried): fail the stale attempt open here, if any.
+
+        Its wait ends at once with that reason, instead of holding this node's runner (and the new attempt)
+        until the receiver's patience runs out.
+        """
+        with self._lock:
+            job = self._jobs.get(str(job_id))
+        if job is not None:
+            job.supersede(attempt)
 
     @contextmanager
     def bound(self, job_id: str, peer: str) -> Iterator[None]:
