@@ -31,7 +31,7 @@ from coordinator.api.routes import (
 )
 from coordinator.api.schemas import Health
 from coordinator.audit import log as audit_log
-from coordinator.audit.heads import AuditHeads
+from coordinator.audit.heads import AuditHeads, flush_pending_heads
 from coordinator.context import Context
 from coordinator.keys import load_or_create_signing_key
 from coordinator.policy import load_policy
@@ -133,6 +133,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     for router in routers():
         app.include_router(router, prefix=API_PREFIX)
     audit_pages.install(app)
+    app.router.add_event_handler("shutdown", flush_pending_heads)  # before uvicorn re-raises SIGTERM
     report_pages.install(app)
     console_pages.install(app)
     app.include_router(lineage_pages.router)

@@ -37,7 +37,6 @@ import logging
 import os
 import threading
 import time
-import weakref
 from collections.abc import Iterator
 from itertools import chain
 from pathlib import Path
@@ -49,7 +48,7 @@ from protocols.crypto.signing import SigningKey
 from protocols.wire.canonical import canonical_json
 from protocols.wire.errors import ConfigError, CryptoError
 
-__all__ = ["AuditHeads"]
+__all__ = ["AuditHeads", "flush_pending_heads"]
 
 PAGE = 2000
 logger = logging.getLogger(__name__)
@@ -94,7 +93,7 @@ class AuditHeads:
         self._last_write = float("-inf")
         self._checked = False
         if interval > 0:
-            _at_exit.add(self)
+            _at_exit.append(self)
 
     def save(self, record: ChainRecord) -> None:
         """Sign ``record`` (a committed chain head) and store it, now or within ``interval``.
@@ -203,12 +202,20 @@ class AuditHeads:
         return head is not None
 
 
-_at_exit: weakref.WeakSet[AuditHeads] = weakref.WeakSet()
-"""Heads files with a write interval: their newest head is written when the process exits normally."""
+_at_exit: list[AuditHeads] = []
+"""Heads files with a write interval: their newest head is written when the process exits normally.
+
+Strong references: a serving coordinator's app (and with it its heads) is already garbage when the
+interpreter runs its exit handlers, and a weak set then forgot the head queued in the last interval."""
 
 
 @atexit.register
-def _flush_at_exit() -> None:
+def flush_pending_heads() -> None:
+    """Write every queued head now: at the app's shutdown and at a normal interpreter exit.
+
+    The app's shutdown is the one that counts for ``serve``: uvicorn re-raises the SIGTERM it caught
+    once it has shut down, and a process killed by that signal runs no exit handlers.
+    """
     for heads in list(_at_exit):
         heads._flush_logged()
 
