@@ -67,6 +67,7 @@ class Rogue:
                                   job_id=str(JOB))
         abort = PsiJobClose(job_id=str(JOB), stage="ABORT", status="abort", reason="bank2 says stop")
         with self.rt.peer("telco") as client:
+            client.bind_attempt(1)  # a stranger that knows the job's attempt: only the party check can stop it
             try:
                 drive(session, SessionLink(PeerFrameTransport(client, JOB, ready_timeout=60), str(JOB)), CHANNEL)
                 self.learned = session.result().intersection
@@ -150,7 +151,7 @@ def test_the_psi_sender_refuses_a_stranger_even_when_the_inbox_lets_it_through(
     w, rogue, candidates = world
     inbox = w.runtimes["telco"].inbox
     unbound = inbox.activate
-    inbox.activate = lambda job_id, peer=None: unbound(job_id)  # type: ignore[method-assign]
+    inbox.activate = lambda job_id, peer=None, attempt=None: unbound(job_id, attempt=attempt)  # type: ignore[method-assign]
     caplog.set_level(logging.WARNING, logger="node.jobs.psi._sender")
 
     reports = _run_attacked_job(w, rogue, candidates)
