@@ -139,7 +139,7 @@ def _attempt(request: Request) -> int | None:
     raw = request.headers.get(H_ATTEMPT)
     if raw is None:
         return None
-    if not raw.isdigit() or len(raw) > 9 or int(raw) < 1:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9 or int(raw) < 1:  # '²'.isdigit() is True
         raise ProtocolError(f"bad {H_ATTEMPT} header: a positive attempt number is expected")
     return int(raw)
 

@@ -133,10 +133,14 @@ def known_caller(app: Any, scope: Scope_) -> bool:
     (constant-time compare), an API token whose user ``ctx.principals`` holds, or a browser session
     whose token it holds. Anything else is unknown and goes through the limit as before.
     """
-    headers = dict(scope.get("headers") or ())
+    raw = scope.get("headers") or ()
+    auths = [value for name, value in raw if name == b"authorization"]
+    if len(auths) > 1 or scope.get("path", "").endswith("/login"):
+        return False  # the app authenticates the first header (and a login its form): only one credential counts
+    headers = dict(raw)
     state = app.state
     ctx = state.context
-    auth = headers.get(b"authorization", b"").decode("latin-1")
+    auth = auths[0].decode("latin-1") if auths else ""
     if auth[:7].lower() == "bearer ":
         token = auth[7:].strip()
         bootstrap = state.settings.bootstrap_token

@@ -120,7 +120,8 @@ class ClientRateLimit:
         if bucket is None:
             self._forget_full(now)
             bucket = self._buckets[client] = _Bucket(float(self.burst), now)
-        bucket.tokens = min(float(self.burst), bucket.tokens + (now - bucket.at) / self.refill_seconds) - 1
+        refilled = min(float(self.burst), bucket.tokens + (now - bucket.at) / self.refill_seconds)
+        bucket.tokens = max(0.0, refilled - 1)  # charges past empty would lock the address out for hours
         bucket.at = now
 
     def _take(self, client: str) -> _Bucket | None:

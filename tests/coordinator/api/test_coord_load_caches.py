@@ -204,3 +204,52 @@ def test_a_concurrent_brute_force_still_gets_only_the_burst(strict: LiveCoordina
     statuses = Counter(r.status_code for r in asyncio.run(_concurrently(strict.url, bad)))
 
     assert statuses == Counter({401: BURST, 429: CONCURRENT - BURST}), statuses
+
+
+def _exhaust(strict: LiveCoordinator) -> None:
+    with httpx.Client(base_url=strict.url, timeout=60.0) as c:
+        for _ in range(BURST):
+            guess = {"Authorization": f"Bearer {secrets.token_urlsafe(32)}"}
+            assert c.get(f"{API}/jobs", headers=guess).status_code == 401
+
+
+def test_a_known_token_beside_a_guess_does_not_pass_an_empty_bucket(strict: LiveCoordinator) -> None:
+    """The app authenticates the first Authorization header and a login its form: a cached valid token sent
+    as a second header, or beside a login form, must not carry a guess past the limit (or charge it)."""
+    with httpx.Client(base_url=strict.url, timeout=60.0) as c:
+        assert c.get(f"{API}/jobs", headers={"Authorization": f"Bearer {BOOT}"}).status_code not in (401, 429)
+    _exhaust(strict)
+    with httpx.Client(base_url=strict.url, timeout=60.0) as c:
+        doubled = [c.get(f"{API}/jobs", headers=[("Authorization", f"Bearer guess{i}"),
+                                                 ("Authorization", f"Bearer {BOOT}")]).status_code for i in range(20)]
+        login = [c.post("/login", data={"token": f"guess{i}"},
+                        headers={"Authorization": f"Bearer {BOOT}"}).status_code for i in range(20)]
+        valid = c.get(f"{API}/jobs", headers={"Authorization": f"Bearer {BOOT}"})
+
+    assert set(doubled) == {429} and set(login) == {429}, (Counter(doubled), Counter(login))
+    assert valid.status_code not in (401, 429)  # the real caller is still served, and was not locked out
+
+
+def test_charged_failures_never_push_an_address_below_empty() -> None:
+    """401s of trusted-looking requests are charged, but an empty bucket stays empty: a shared address is
+    refused for one refill interval at most, not for hours (before: Retry-After grew by 60 s per failure)."""
+    from coordinator.api.middleware import ClientRateLimit
+
+    async def always_401(scope: dict, receive: object, send: object) -> None:
+        await send({"type": "http.response.start", "status": 401, "headers": []})  # type: ignore[operator]
+        await send({"type": "http.response.body", "body": b""})  # type: ignore[operator]
+
+    trusted = [True]
+    limit = ClientRateLimit(always_401, burst=2, refill_seconds=60.0, clock=lambda: 0.0,  # type: ignore[arg-type]
+                            trusted=lambda scope: trusted[0])
+
+    async def run() -> httpx.Response:
+        transport = httpx.ASGITransport(app=limit, client=("10.0.0.9", 1234))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            for _ in range(50):
+                assert (await c.get("/x")).status_code == 401
+            trusted[0] = False
+            return await c.get("/x")
+
+    refused = asyncio.run(run())
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) <= 60, refused.headers

@@ -81,11 +81,13 @@ def test_a_newer_attempt_is_not_yet_and_a_frame_without_attempt_is_refused(make_
         with pytest.raises(PeerError) as missing:
             client.exchange(JOB, "echo", 1, b"no attempt")
         bad = client._http.request("GET", f"/jobs/{JOB}/echo/1", headers={H_ATTEMPT: "x"})
+        superscript = client._http.request("GET", f"/jobs/{JOB}/echo/1", headers={H_ATTEMPT: b"\xb2"})  # "²".isdigit()
 
     assert newer.value.http_status == 409 and "not attempt 2 (yet)" in str(newer.value)
     assert stale == [(JOB, 2)]  # told once: attempt 1 here is stale, its driver stops it
     assert missing.value.http_status == 400 and H_ATTEMPT in str(missing.value)
     assert bad.status_code == 400 and "bad X-Tandem-Attempt" in bad.text
+    assert superscript.status_code == 400 and "bad X-Tandem-Attempt" in superscript.text  # not a 500
     assert telco.inbox.refused == 0
 
 
