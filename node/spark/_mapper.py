@@ -31,6 +31,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from node.adapters import open_parquet
 from psi import serial_map
 from psi._batch import blind_batch
 from psi.group import POINT_BYTES, Scalar
@@ -101,14 +102,14 @@ class _Blinded:
                 files.append((int(starts[0].as_py()), path))
         expected = 0
         for _, path in sorted(files):
-            handle = pq.ParquetFile(path)
-            for group in range(handle.num_row_groups):
-                table = handle.read_row_group(group, columns=["start", "n", "blob"])
-                for start, n, blob in zip(*(table.column(c).to_pylist() for c in ("start", "n", "blob")), strict=True):
-                    if start != expected:
-                        raise RuntimeError(f"Spark's blinded output skips from element {expected} to {start}")
-                    expected += n
-                    yield blob
+            with open_parquet(path) as handle:
+                for table in handle.iter_batches(batch_size=16, columns=["start", "n", "blob"]):
+                    for start, n, blob in zip(*(table.column(c).to_pylist() for c in ("start", "n", "blob")),
+                                              strict=True):
+                        if start != expected:
+                            raise RuntimeError(f"Spark's blinded output skips from element {expected} to {start}")
+                        expected += n
+                        yield blob
         if expected != len(self.values):
             raise RuntimeError(f"Spark blinded {expected} of {len(self.values)} elements")
 

@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from node.adapters import open_parquet
 from node.jobs.psi.recovery import normalise_labels, pair_records
 from protocols.wire.control import KeyType
 from psi.engine import table_header
@@ -248,7 +248,7 @@ def _binary_block(column: pa.Array) -> bytes:
 
 
 def _file_records(path: Path, batch_rows: int) -> Iterator[bytes]:
-    handle = pq.ParquetFile(path)
+    handle = open_parquet(path)
     try:
         for batch in handle.iter_batches(batch_size=batch_rows, columns=["record"]):
             yield _binary_block(batch.column(0))
@@ -271,7 +271,7 @@ def iter_part_records(sorted_dir: Path, parts: int, batch_rows: int = 65536) -> 
 
 def _merged(files: list[Path], batch_rows: int) -> Iterator[bytes]:
     def records(path: Path) -> Iterator[bytes]:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=["record"]):
+        for batch in open_parquet(path).iter_batches(batch_size=batch_rows, columns=["record"]):
             yield from (bytes(v) for v in batch.column(0).to_pylist())
 
     block: list[bytes] = []
