@@ -323,6 +323,15 @@ class SetParty(Party[R]):
         self._rng = rng or default_rng()
         self._values = shuffle(list(dict.fromkeys(values)), self._rng)
 
+    def blinding_plan(self) -> tuple[Sequence[str], Scalar]:
+        """What this party will blind, in chunk order, and its scalar: for a mapper that blinds ahead.
+
+        A mapper of the same node may blind the whole set in one go and answer the chunks' calls from
+        its output (``node.spark.SparkMapper.blind_ahead``). **The scalar is secret**: it may reach
+        only the node's own workers, never the peer; reading it does not change the session.
+        """
+        return self._values, self._scalar
+
     def _blind_chunk(self, index: int) -> bytes:
         """``scalar · H(v)`` for the values of chunk ``index`` of our set, packed."""
         start, stop = chunk_bounds(index, len(self._values), self.chunk_size)

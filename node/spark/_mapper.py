@@ -39,6 +39,8 @@ from psi.group import POINT_BYTES, Scalar
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
+    from psi._session import SetParty
+
 __all__ = ["SparkMapper"]
 
 _SCHEMA = "i long, out binary, err binary"
@@ -157,14 +159,13 @@ class SparkMapper:
         self.jobs = 0
         """Spark jobs run so far (tests check that the work really went through Spark)."""
 
-    def blind_ahead(self, session: Any) -> None:
+    def blind_ahead(self, session: SetParty[Any]) -> None:
         """Blind ``session``'s whole set in one Spark job; its later ``blind_batch`` calls are read from the output.
 
         ``session`` is a ``psi`` set party (:class:`psi.cardinality.CardinalitySender`, an ECDH
         sender or receiver) not yet started. Small sets are left to call-by-call mapping.
         """
-        values: Sequence[str] = session._values  # noqa: SLF001 - the set party's shuffled values, in chunk order
-        scalar: Scalar = session._scalar  # noqa: SLF001 - stays in this node: driver and its own executors
+        values, scalar = session.blinding_plan()  # the scalar stays in this node: driver and its own executors
         if len(values) < self._ahead_min:
             return
         base = Path(tempfile.mkdtemp(prefix="spark-blind-", dir=self._workdir))
