@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from node.adapters import open_parquet
+from protocols.wire.control import KeyType
 from psi import serial_map
 from psi._batch import blind_batch
 from psi.group import POINT_BYTES, Scalar
@@ -208,7 +209,7 @@ class SparkMapper:
                     chunk = records[start:start + _SLICE]
                     writer.write_table(pa.table({"key": [k for k, _ in chunk], "label": [v for _, v in chunk]},
                                                 schema=schema), row_group_size=_ROW_GROUP)
-            build_table(self._spark.read.parquet(str(source)), key_type=key_type, key=key, path=path, workdir=base)
+            build_table(self._spark.read.parquet(str(source)), key_type=KeyType(key_type), key=key, path=path, workdir=base)
             self.jobs += 2
         finally:
             shutil.rmtree(base, ignore_errors=True)
