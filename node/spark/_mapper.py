@@ -209,7 +209,8 @@ class SparkMapper:
                     chunk = records[start:start + _SLICE]
                     writer.write_table(pa.table({"key": [k for k, _ in chunk], "label": [v for _, v in chunk]},
                                                 schema=schema), row_group_size=_ROW_GROUP)
-            build_table(self._spark.read.parquet(str(source)), key_type=KeyType(key_type), key=key, path=path, workdir=base)
+            build_table(self._spark.read.parquet(str(source)), key_type=KeyType(key_type), key=key, path=path,
+                        workdir=base)
             self.jobs += 2
         finally:
             shutil.rmtree(base, ignore_errors=True)
