@@ -162,14 +162,14 @@ def submit(ctx: Context, actor: Principal, body: JobCreate) -> JobPublic:
         job = tx.jobs.create_job(body, created_by=actor.name, parties=parties, decision=decision, now=now)
         digest = job_digest(job_terms(job.id, body.kind, body.purpose, body.title, body.inputs, body.params,
                                       decision.policy_version, attempt=job.attempt))
-        job = tx.jobs.update_job(job.id, JobUpdate(digest=digest, required_approvals=decision.required_approvals),
-                                 now)
         audit_log.record(ctx, tx, actor.actor, "job.submitted", f"job:{job.id}",
                          {"kind": body.kind.value, "purpose": body.purpose.value, "parties": parties,
                           "datasets": sorted(datasets), "digest": digest})
         audit_log.record(ctx, tx, "coordinator", "policy.decided", f"job:{job.id}", _decision_details(decision))
         status, detail = status_after_decision(decision)
-        return _move(ctx, tx, "coordinator", job, status, detail)
+        # the digest is stored with the first move (one UPDATE): nobody sees the draft in between
+        return _move(ctx, tx, "coordinator", job, status, detail, digest=digest,
+                     required_approvals=decision.required_approvals)
 
 
 def dry_run(ctx: Context, actor: Principal, body: JobCreate) -> Decision:

@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 
 from coordinator.audit.chain import SignedHead, sign_head
 from coordinator.audit.log import EXPORT_PAGE, event_public
@@ -223,11 +224,15 @@ class _Window:
         self.matched += 1
 
 
-def _readable_prefix(ctx: Context, after: int) -> Iterator[ChainRecord]:
+Reader = Callable[[int, int], list[ChainRecord]]
+"""Up to ``limit`` stored records after seq ``after``: ``read(after, limit)`` (``AuditStore.events``)."""
+
+
+def _readable_prefix(read: Reader, after: int) -> Iterator[ChainRecord]:
     """Records after ``after`` one at a time, up to the first that cannot be read."""
     while True:
         try:
-            page = read_records(ctx, after, 1)
+            page = read(after, 1)
         except ValueError:
             return
         if not page:
@@ -236,18 +241,18 @@ def _readable_prefix(ctx: Context, after: int) -> Iterator[ChainRecord]:
         after = page[0].seq
 
 
-def _stored_records(ctx: Context, checker: _Checker, after: int = -1) -> Iterator[ChainRecord]:
+def _stored_records(read: Reader, checker: _Checker, after: int = -1) -> Iterator[ChainRecord]:
     """Every stored record after seq ``after`` in seq order, a page at a time; an unreadable record ends the walk."""
     while True:
         try:
-            page = read_records(ctx, after, EXPORT_PAGE)
+            page = read(after, EXPORT_PAGE)
         except ValueError:  # json.JSONDecodeError from an edited body: find it, then stop
-            yield from _readable_prefix(ctx, after)
+            yield from _readable_prefix(read, after)
             checker.unreadable()
             return
-        if not page:
-            return
         yield from page
+        if len(page) < EXPORT_PAGE:  # a short page is the last
+            return
         after = page[-1].seq
 
 
@@ -267,7 +272,7 @@ def _remember(verified: VerifiedChain | None, checker: _Checker) -> None:
         verified.forget()
 
 
-def _verified_now(ctx: Context, verified: VerifiedChain) -> _Checker | None:
+def _verified_now(read: Reader, verified: VerifiedChain) -> _Checker | None:
     """Extend the verified prefix to the stored head: check the verified head's record, hash the records after it.
 
     Returns None when there is no verified prefix yet or anything is amiss; the caller then walks the whole
@@ -277,28 +282,34 @@ def _verified_now(ctx: Context, verified: VerifiedChain) -> _Checker | None:
     if trusted == 0:
         return None
     try:
-        head = read_records(ctx, trusted - 2, 1)
-        if not head or head[0].seq != trusted - 1:
+        first = read(trusted - 2, EXPORT_PAGE)  # the verified head's record and the records after it
+        if not first or first[0].seq != trusted - 1:
             return None
         checker = _Checker(trusted=trusted, trusted_hash=trusted_hash, count=trusted - 1,
-                           prev_hash=head[0].prev_hash)
-        checker.feed(head[0])
-        for rec in _stored_records(ctx, checker, trusted - 1):
+                           prev_hash=first[0].prev_hash)
+        for rec in first:
             checker.feed(rec)
+        if len(first) == EXPORT_PAGE:
+            for rec in _stored_records(read, checker, first[-1].seq):
+                checker.feed(rec)
     except ValueError:
         return None
     return checker if checker.bad_seq is None else None
 
 
 def _unfiltered(ctx: Context, page: int, per_page: int, verified: VerifiedChain) -> AuditReview | None:
-    """The unfiltered view of a viewer who sees everything: reads the verified head, the records after it, the page."""
-    checker = _verified_now(ctx, verified)
-    if checker is None:
-        return None
-    try:
-        shown = read_records(ctx, (page - 1) * per_page - 1, per_page)
-    except ValueError:
-        return None
+    """The unfiltered view of a viewer who sees everything: reads the verified head, the records after it, the page.
+
+    All in one read transaction.
+    """
+    with ctx.store.read() as tx:
+        checker = _verified_now(tx.audit.events, verified)
+        if checker is None:
+            return None
+        try:
+            shown = tx.audit.events((page - 1) * per_page - 1, per_page)
+        except ValueError:
+            return None
     status = checker.status(ctx)
     _remember(verified, checker)
     events = [event_public(r) for r in shown if r.seq < checker.count]
@@ -309,16 +320,16 @@ def _searched(ctx: Context, flt: EventFilter, page: int, per_page: int, verified
     """A filtered view of a viewer who sees everything, without reading every record.
 
     The chain is checked as ``_unfiltered`` does; the matches are found by the database
-    (``AuditStore.containing``) and then filtered exactly.
+    (``AuditStore.containing``) and then filtered exactly. All in one read transaction.
     """
-    checker = _verified_now(ctx, verified)
-    if checker is None:
-        return None
-    try:
-        with ctx.store.read() as tx:
+    with ctx.store.read() as tx:
+        checker = _verified_now(tx.audit.events, verified)
+        if checker is None:
+            return None
+        try:
             found = tx.audit.containing(flt.fragments(), checker.count - 1)
-    except ValueError:
-        return None
+        except ValueError:
+            return None
     matches = [r for r in found if flt.matches(r)]
     status = checker.status(ctx)
     _remember(verified, checker)
@@ -348,7 +359,7 @@ def review(ctx: Context, flt: EventFilter, page: int = 1, per_page: int = 50, *,
     checker = _checker(verified, full)
     window = _Window((page - 1) * per_page, page * per_page)
     visibility = Visibility(ctx, scope)
-    for rec in _stored_records(ctx, checker):
+    for rec in _stored_records(partial(read_records, ctx), checker):
         checker.feed(rec)
         if flt.matches(rec) and visibility.shows(rec):
             window.offer(rec)

@@ -4,8 +4,9 @@ Serialising audit appends, so the chain never forks or skips a number:
 
 - SQLite: write transactions take a process lock and start with ``BEGIN IMMEDIATE`` (the database
   write lock), so another process (the CLI) cannot interleave either.
-- PostgreSQL: every append first takes ``pg_advisory_xact_lock``, held until the transaction ends;
-  ``seq`` is the primary key as a second line of defence.
+- PostgreSQL: a transaction's first append takes ``pg_advisory_xact_lock`` and reads the head in the
+  same round trip (``tandem_audit_locked_head``), and holds the lock until the transaction ends; its
+  records are inserted in one statement at its end. ``seq`` is the primary key as a second line of defence.
 
 ε budget charges are serialised the same way (the SQLite writer lock; on PostgreSQL an advisory lock
 of their own, taken before the pair's total is read), so concurrent approvals cannot overspend.
@@ -30,7 +31,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, delete, event, inspect, text
+from sqlalchemy import Engine, create_engine, delete, event, insert, inspect, text
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, SQLModel, col, func, select
 
@@ -85,6 +86,15 @@ _PG_IMMUTABLE_AUDIT = (
     """CREATE TRIGGER audit_event_no_truncate BEFORE TRUNCATE ON audit_event
     FOR EACH STATEMENT EXECUTE FUNCTION tandem_audit_append_only()""",
 )
+_PG_LOCKED_HEAD = f"""CREATE OR REPLACE FUNCTION tandem_audit_locked_head()
+    RETURNS TABLE (seq BIGINT, ts VARCHAR, body TEXT, prev_hash VARCHAR, hash VARCHAR) LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_advisory_xact_lock({AUDIT_LOCK_KEY});
+        RETURN QUERY SELECT e.seq, e.ts, e.body, e.prev_hash, e.hash FROM audit_event e ORDER BY e.seq DESC LIMIT 1;
+    END $$"""
+"""Take the audit chain's lock, then read the head, in one round trip. The function is VOLATILE (the
+default), so its query takes a fresh snapshot after the lock is granted: it sees the head that the
+previous holder committed."""
 _SQLITE_IMMUTABLE_AUDIT = tuple(
     f"""CREATE TRIGGER IF NOT EXISTS audit_event_no_{op.lower()} BEFORE {op} ON audit_event
     BEGIN SELECT RAISE(ABORT, 'audit_event is append-only: {op} refused'); END"""
@@ -166,7 +176,8 @@ def init_schema(engine: Engine) -> None:
     """Create missing tables and columns, and the triggers that make ``audit_event`` append-only."""
     SQLModel.metadata.create_all(engine, tables=[t.__table__ for t in TABLES])  # type: ignore[union-attr]
     _add_missing_columns(engine)
-    triggers = {"postgresql": _PG_IMMUTABLE_AUDIT, "sqlite": _SQLITE_IMMUTABLE_AUDIT}.get(engine.dialect.name, ())
+    triggers = {"postgresql": (*_PG_IMMUTABLE_AUDIT, _PG_LOCKED_HEAD),
+                "sqlite": _SQLITE_IMMUTABLE_AUDIT}.get(engine.dialect.name, ())
     with engine.begin() as conn:
         for statement in triggers:
             conn.execute(text(statement))
@@ -293,6 +304,11 @@ class _Catalog:
 class _Jobs:
     def __init__(self, session: Session) -> None:
         self._s = session
+        self._created: dict[int, JobRow] = {}
+        """Rows of the jobs this transaction created, which no other transaction sees before it commits: held
+        so that reading one again costs no SELECT (the session maps rows only weakly)."""
+        self._unapproved: set[int] = set()
+        """Jobs this transaction created and has not approved: they have no approvals to read."""
 
     def create_job(
         self, job: wire.JobCreate, *, created_by: str, parties: list[str], decision: wire.Decision, now: datetime
@@ -304,6 +320,8 @@ class _Jobs:
         self._s.add(row)
         self._s.flush()
         assert row.id is not None
+        self._created[row.id] = row
+        self._unapproved.add(row.id)
         self._s.add_all(JobPartyRow(job_id=row.id, party=p) for p in sorted(set(parties)))
         self._s.flush()
         _touch(self._s, row.status)
@@ -322,8 +340,11 @@ class _Jobs:
         return row
 
     def _approvals(self, job_ids: list[int]) -> dict[int, list[ApprovalRow]]:
-        query = select(ApprovalRow).where(col(ApprovalRow.job_id).in_(job_ids)).order_by(col(ApprovalRow.id))
         grouped: dict[int, list[ApprovalRow]] = {jid: [] for jid in job_ids}
+        stored = [jid for jid in job_ids if jid not in self._unapproved]
+        if not stored:
+            return grouped
+        query = select(ApprovalRow).where(col(ApprovalRow.job_id).in_(stored)).order_by(col(ApprovalRow.id))
         for a in self._s.exec(query):
             grouped[a.job_id].append(a)
         return grouped
@@ -358,6 +379,7 @@ class _Jobs:
 
     def add_approval(self, job_id: int, approval: wire.ApprovalPublic) -> None:
         self._changing(job_id)
+        self._unapproved.discard(job_id)
         query = select(ApprovalRow.id).where(ApprovalRow.job_id == job_id, ApprovalRow.approver == approval.approver)
         if self._s.exec(query).first() is not None:
             raise Conflict(f"job {job_id} is already approved by {approval.approver}", field="body.approver")
@@ -437,40 +459,74 @@ class _Budgets:
         return [_charge_public(r) for r in rows]
 
 
-def _record(row: AuditEventRow) -> ChainRecord:
-    return ChainRecord(seq=row.seq, ts=row.ts, body=json.loads(row.body), prev_hash=row.prev_hash, hash=row.hash)
+_RECORD_COLUMNS = (col(AuditEventRow.seq), col(AuditEventRow.ts), col(AuditEventRow.body),
+                   col(AuditEventRow.prev_hash), col(AuditEventRow.hash))
+"""Audit records are read as plain column tuples: no ORM objects for rows that are never changed."""
+
+
+def _record(row: Any) -> ChainRecord:
+    seq, ts, body, prev_hash, hash_ = row
+    return ChainRecord(seq=seq, ts=ts, body=json.loads(body), prev_hash=prev_hash, hash=hash_)
 
 
 class _Audit:
+    """The chain inside one transaction.
+
+    The first append takes the chain's lock and reads the head (on PostgreSQL in one round trip,
+    ``tandem_audit_locked_head``; on SQLite the transaction already holds the writer lock); the lock is
+    held until the transaction ends, so what the transaction reads after its first append is what no
+    other audited write can change before it commits. The records are chained at once, but inserted
+    together in one statement when the transaction ends (``insert_queued``), or before the transaction
+    reads the log, so the lock is held for few round trips.
+    """
+
     def __init__(self, session: Session) -> None:
         self._s = session
+        self._queued: list[ChainRecord] = []
         self.appended: ChainRecord | None = None
         """The last record this transaction appended."""
 
     def append(self, body: dict[str, Any], ts: str) -> ChainRecord:
         head = self.appended  # after a first append this transaction holds the chain's lock: it is the head
         if head is None:
-            if self._s.get_bind().dialect.name == "postgresql":
-                self._s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_LOCK_KEY})
-            head = self.head()
+            head = self._locked_head()
         record = next_record(head, ts, json.loads(canonical_json(body)))
-        self._s.add(AuditEventRow(seq=record.seq, ts=record.ts, body=canonical_json(record.body).decode(),
-                                  prev_hash=record.prev_hash, hash=record.hash))
-        self._s.flush()
+        self._queued.append(record)
         self.appended = record
         return record
 
+    def insert_queued(self) -> None:
+        """Insert the records appended since the last call, in one statement."""
+        if self._queued:
+            rows = [{"seq": r.seq, "ts": r.ts, "body": canonical_json(r.body).decode(), "prev_hash": r.prev_hash,
+                     "hash": r.hash} for r in self._queued]
+            self._s.execute(insert(AuditEventRow), rows)
+            self._queued.clear()
+
     def head(self) -> ChainRecord | None:
-        row = self._s.exec(select(AuditEventRow).order_by(col(AuditEventRow.seq).desc()).limit(1)).first()
+        self.insert_queued()
+        return self._stored_head()
+
+    def _locked_head(self) -> ChainRecord | None:
+        """Take the chain's lock (PostgreSQL: held until the transaction ends), then read the head."""
+        if self._s.get_bind().dialect.name != "postgresql":
+            return self._stored_head()  # SQLite: this transaction already holds the writer lock
+        row = self._s.execute(text("SELECT * FROM tandem_audit_locked_head()")).first()
+        return _record(row) if row else None
+
+    def _stored_head(self) -> ChainRecord | None:
+        row = self._s.exec(select(*_RECORD_COLUMNS).order_by(col(AuditEventRow.seq).desc()).limit(1)).first()
         return _record(row) if row else None
 
     def events(self, after_seq: int = -1, limit: int = 100) -> list[ChainRecord]:
-        query = (select(AuditEventRow).where(AuditEventRow.seq > max(after_seq, -1))
+        self.insert_queued()
+        query = (select(*_RECORD_COLUMNS).where(AuditEventRow.seq > max(after_seq, -1))
                  .order_by(col(AuditEventRow.seq)).limit(max(limit, 0)))
         return [_record(r) for r in self._s.exec(query)]
 
     def containing(self, fragments: Sequence[str], through_seq: int) -> list[ChainRecord]:
-        query = select(AuditEventRow).where(AuditEventRow.seq <= through_seq)
+        self.insert_queued()
+        query = select(*_RECORD_COLUMNS).where(AuditEventRow.seq <= through_seq)
         for fragment in fragments:
             query = query.where(col(AuditEventRow.body).contains(fragment, autoescape=True))
         return [_record(r) for r in self._s.exec(query.order_by(col(AuditEventRow.seq)))]
@@ -521,6 +577,7 @@ class SqlStore:
             audit = _Audit(session)
             with session.begin():
                 yield _transaction(session, audit)
+                audit.insert_queued()
             self._count(session.info.get(_TOUCHED, ()))  # committed: readers of these versions re-read
         if audit.appended is not None and self._on_audit_commit is not None:  # committed; outside the writer lock
             self._tell_head(audit.appended)

@@ -5,6 +5,10 @@ A party's data owner approves a job by signing its canonical digest with the par
 touches data, so a coordinator cannot run a job a party never approved.
 
 What a signature reveals: nothing beyond the job digest it covers, which is public to the federation.
+
+Keys are pycryptodome's (generation, seed import and export); signing runs through OpenSSL (the
+``cryptography`` package), which makes the same RFC 8032 signature (Ed25519 is deterministic) about
+twenty times faster: the coordinator signs its audit head on every audit page view.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Any
 
 from Crypto.PublicKey import ECC
 from Crypto.Signature import eddsa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from protocols.wire.canonical import canonical_json, sha256_hex
 from protocols.wire.errors import CryptoError, RemoteProtocolError
@@ -36,6 +41,7 @@ class SigningKey:
         if not key.has_private() or key.curve != "Ed25519":
             raise ValueError("SigningKey needs a private Ed25519 key")
         self._key = key
+        self._signer = Ed25519PrivateKey.from_private_bytes(bytes(key.seed))
 
     @classmethod
     def generate(cls) -> SigningKey:
@@ -58,7 +64,7 @@ class SigningKey:
 
     def sign(self, message: bytes) -> str:
         """Sign ``message`` and return the 64-byte signature as hex."""
-        return bytes(eddsa.new(self._key, "rfc8032").sign(message)).hex()
+        return self._signer.sign(message).hex()
 
     def sign_approval(self, digest: str) -> str:
         """Sign the approval message for job digest ``digest``."""

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import StreamingResponse
+from pydantic import TypeAdapter
 
 from coordinator.accounts import Principal
 from coordinator.api.access import audit_scope, required
@@ -26,15 +27,22 @@ from protocols.wire.control import AuditEventPublic
 router = APIRouter(prefix="/audit", tags=["audit"])
 
 
-@router.get("/events")
+_EVENT_LIST = TypeAdapter(list[AuditEventPublic])
+
+
+@router.get("/events", response_model=list[AuditEventPublic])
 def audit_events(
     ctx: ContextDep, failures: FailuresDep, reader: Annotated[Principal, Depends(required("audit_events"))],
     after_seq: Annotated[int, Query(ge=-1, le=MAX_DB_INT)] = -1,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> list[AuditEventPublic]:
-    """Events with ``seq > after_seq`` that the caller may see (a party admin: its own party's), oldest first."""
+) -> Response:
+    """Events with ``seq > after_seq`` that the caller may see (a party admin: its own party's), oldest first.
+
+    Serialised here once (the events are already models; FastAPI would validate them again first).
+    """
     failures.flush(ctx)
-    return scoped_events(ctx, audit_scope(reader), after_seq, limit)
+    return Response(_EVENT_LIST.dump_json(scoped_events(ctx, audit_scope(reader), after_seq, limit)),
+                    media_type="application/json")
 
 
 @router.get("/export", response_class=StreamingResponse,
