@@ -4,7 +4,7 @@ For each backend the bench starts the real ``tandem-coordinator serve`` (uvicorn
 settings) in a subprocess on loopback: SQLite in a scratch state directory, PostgreSQL in a scratch
 database ``tandem_bench_<pid>`` created on ``--pg-url`` and dropped afterwards. It registers two parties,
 their datasets, ``--nodes`` node operators, an auditor signed in through the web login, and a few approved
-jobs. Then, all at once for ``--duration`` seconds, an open-loop load generator (httpx async clients,
+jobs. Then, all at once for ``--duration`` seconds, an open-loop load generator (an aiohttp client,
 requests sent at fixed arrival times, latency measured from the *scheduled* send time, so queueing in the
 client or server is counted) drives:
 
@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,9 +61,6 @@ from protocols.wire.canonical import canonical_json  # noqa: E402
 API = "/api/v1"
 GOALS = {"views_p99_ms": 50.0, "submit_p99_ms": 100.0, "verify_1e6_s": 10.0}
 BACKEND_PREFIX = {"postgres": "pg", "sqlite": "sqlite"}
-
-Call = Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]]
-
 
 # ---------------------------------------------------------------- servers
 
@@ -205,33 +203,53 @@ async def approved_job(c: httpx.AsyncClient, world: World, keys: dict[str, Signi
 # ---------------------------------------------------------------- open-loop load
 
 
+@dataclass(frozen=True)
+class Request:
+    """One HTTP request, sent the same way by the serial CPU probe (httpx) and by the load (aiohttp)."""
+
+    method: str
+    path: str
+    params: dict[str, str] | None = None
+    headers: dict[str, str] | None = None
+    json: dict[str, Any] | None = None
+
+
+Spec = Callable[[int], Request]  # request ``i`` of a stream or a serial run
+
+
 @dataclass
 class Stream:
     """Requests sent at ``rate`` per second, request ``i`` at ``start + i / rate`` whatever came before."""
 
     name: str
     rate: float
-    call: Call
+    spec: Spec
     latencies: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
-    async def run(self, c: httpx.AsyncClient, start: float, duration: float) -> None:
+    async def run(self, s: aiohttp.ClientSession, base: str, start: float, duration: float) -> None:
         loop = asyncio.get_running_loop()
         tasks = []
         for i in range(int(self.rate * duration)):
             due = start + i / self.rate
             await asyncio.sleep(max(0.0, due - loop.time()))
-            tasks.append(asyncio.create_task(self._one(c, i, due)))
+            tasks.append(asyncio.create_task(self._one(s, base, i, due)))
         await asyncio.gather(*tasks)
 
-    async def _one(self, c: httpx.AsyncClient, i: int, due: float) -> None:
+    async def _one(self, s: aiohttp.ClientSession, base: str, i: int, due: float) -> None:
         try:
-            r = await self.call(c, i)
-            if r.status_code >= 400:
-                self.errors.append(f"{r.status_code} {r.text[:200]}")
-        except httpx.HTTPError as exc:
+            status, body = await send(s, base, self.spec(i))
+            if status >= 400:
+                self.errors.append(f"{status} {body[:200]!r}")
+        except (TimeoutError, aiohttp.ClientError) as exc:
             self.errors.append(f"{type(exc).__name__}: {exc}")
         self.latencies.append(asyncio.get_running_loop().time() - due)
+
+
+async def send(s: aiohttp.ClientSession, base: str, req: Request) -> tuple[int, bytes]:
+    """Send ``req`` on the load client; the status and the whole body (read, as a browser or node would)."""
+    async with s.request(req.method, base + req.path, params=req.params, headers=req.headers, json=req.json) as r:
+        return r.status, await r.read()
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -242,52 +260,37 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, int(round(q / 100 * len(ordered) + 0.5)) - 1))]
 
 
+ENDPOINTS = ("healthz", "poll", "audit_page", "audit_job_page", "audit_events", "submit")
+
+
+def endpoint_specs(world: World) -> dict[str, Spec]:
+    """Request ``i`` of each endpoint: what the CPU probe calls one after another and the load streams send."""
+    nodes, jobs, statuses = world.nodes, world.job_ids, ("approved", "running")
+    session = {"Cookie": "; ".join(f"{k}={v}" for k, v in world.cookie.items())}
+    return {
+        "healthz": lambda i: Request("GET", f"{API}/healthz"),
+        "poll": lambda i: Request("GET", f"{API}/nodes/jobs", {"status": statuses[(i // len(nodes)) % 2]},
+                                  nodes[i % len(nodes)]),
+        "audit_page": lambda i: Request("GET", "/audit", headers=session),
+        "audit_job_page": lambda i: Request("GET", f"/audit/jobs/{jobs[i % len(jobs)]}", headers=session),
+        "audit_events": lambda i: Request("GET", f"{API}/audit/events", {"after_seq": "-1", "limit": "100"},
+                                          world.tokens["auditor"]),
+        "submit": lambda i: Request("POST", f"{API}/jobs", headers=world.tokens["bank_analyst"], json=world.job_body),
+    }
+
+
 def streams(world: World, view_rate: float, page_share: float, submit_rate: float) -> list[Stream]:
-    nodes, jobs = world.nodes, world.job_ids
-    statuses = ("approved", "running")
-
-    def poll(c: httpx.AsyncClient, i: int) -> Awaitable[httpx.Response]:
-        return c.get(f"{API}/nodes/jobs", params={"status": statuses[(i // len(nodes)) % 2]},
-                     headers=nodes[i % len(nodes)])
-
-    def page(c: httpx.AsyncClient, i: int) -> Awaitable[httpx.Response]:
-        kind = i % 3
-        if kind == 0:
-            return c.get("/audit", cookies=world.cookie)
-        if kind == 1:
-            return c.get(f"/audit/jobs/{jobs[i % len(jobs)]}", cookies=world.cookie)
-        return c.get(f"{API}/audit/events", params={"after_seq": -1, "limit": 100},
-                     headers=world.tokens["auditor"])
-
-    def submit(c: httpx.AsyncClient, i: int) -> Awaitable[httpx.Response]:
-        return c.post(f"{API}/jobs", json=world.job_body, headers=world.tokens["bank_analyst"])
-
-    return [Stream("poll", view_rate * (1 - page_share), poll), Stream("pages", view_rate * page_share, page),
-            Stream("submit", submit_rate, submit)]
+    specs = endpoint_specs(world)
+    pages = (specs["audit_page"], specs["audit_job_page"], specs["audit_events"])
+    return [Stream("poll", view_rate * (1 - page_share), specs["poll"]),
+            Stream("pages", view_rate * page_share, lambda i: pages[i % 3](i)),
+            Stream("submit", submit_rate, specs["submit"])]
 
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of process ``pid`` so far (Linux ``/proc``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-ENDPOINTS = ("healthz", "poll", "audit_page", "audit_job_page", "audit_events", "submit")
-
-
-def endpoint_calls(world: World) -> dict[str, Call]:
-    """One call per endpoint the CPU figures are measured on (request ``i`` of a serial run)."""
-    nodes, jobs, statuses = world.nodes, world.job_ids, ("approved", "running")
-    return {
-        "healthz": lambda c, i: c.get(f"{API}/healthz"),
-        "poll": lambda c, i: c.get(f"{API}/nodes/jobs", params={"status": statuses[(i // len(nodes)) % 2]},
-                                   headers=nodes[i % len(nodes)]),
-        "audit_page": lambda c, i: c.get("/audit", cookies=world.cookie),
-        "audit_job_page": lambda c, i: c.get(f"/audit/jobs/{jobs[i % len(jobs)]}", cookies=world.cookie),
-        "audit_events": lambda c, i: c.get(f"{API}/audit/events", params={"after_seq": -1, "limit": 100},
-                                           headers=world.tokens["auditor"]),
-        "submit": lambda c, i: c.post(f"{API}/jobs", json=world.job_body, headers=world.tokens["bank_analyst"]),
-    }
 
 
 async def cpu_per_endpoint(c: httpx.AsyncClient, pid: int, world: World, count: int) -> dict[str, float]:
@@ -297,33 +300,47 @@ async def cpu_per_endpoint(c: httpx.AsyncClient, pid: int, world: World, count: 
     else runs on the machine (a 10 ms clock tick: ``count`` of 200 resolves 0.05 ms).
     """
     out = {}
-    for name, call in endpoint_calls(world).items():
+    for name, spec in endpoint_specs(world).items():
+        def call(i: int, spec: Spec = spec) -> Awaitable[httpx.Response]:
+            req = spec(i)
+            return c.request(req.method, req.path, params=req.params, headers=req.headers, json=req.json)
+
         for i in range(3):  # warm: imports, first queries, caches
-            (await call(c, i)).raise_for_status()
+            (await call(i)).raise_for_status()
         cpu = cpu_seconds(pid)
         for i in range(count):
-            (await call(c, i)).raise_for_status()
+            (await call(i)).raise_for_status()
         out[name] = 1000 * (cpu_seconds(pid) - cpu) / count
     return out
 
 
 async def load(base: str, pid: int, token: str, args: argparse.Namespace
-               ) -> tuple[dict[str, Stream], float, dict[str, float]]:
-    limits = httpx.Limits(max_connections=args.connections, max_keepalive_connections=args.connections)
+               ) -> tuple[dict[str, Stream], float, float, dict[str, float]]:
+    """Set up (httpx), probe CPU per endpoint, then the open-loop load on aiohttp.
+
+    The load client is aiohttp, not httpx: on 2 shared cores the generator's own CPU competes with the
+    server's, and httpx spent about 3.6 ms of CPU per request here (0.9 core at 250 requests/s), so the
+    latencies measured the client. Its CPU is reported beside the server's (``client_cpu_ms_per_request``).
+    """
+    limits = httpx.Limits(max_connections=8, max_keepalive_connections=8)
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as c:
         world = await setup(c, token, args.nodes, args.approved_jobs)
         per_endpoint = await cpu_per_endpoint(c, pid, world, args.cpu_requests)
-        runs = streams(world, args.view_rate, args.page_share, args.submit_rate)
+    runs = streams(world, args.view_rate, args.page_share, args.submit_rate)
+    connector = aiohttp.TCPConnector(limit=args.connections)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as s:
         # warm up each path once (imports, first queries), and each node once, so the run starts steady
-        for s in runs:
-            await s.call(c, 0)
+        for run in runs:
+            await send(s, base, run.spec(0))
         for i in range(len(world.nodes)):
-            (await runs[0].call(c, i)).raise_for_status()
+            status, body = await send(s, base, runs[0].spec(i))
+            if status != 200:
+                raise RuntimeError(f"warm-up poll {i}: {status} {body[:200]!r}")
         start = asyncio.get_running_loop().time() + 0.2
-        cpu = cpu_seconds(pid)
-        await asyncio.gather(*(s.run(c, start, args.duration) for s in runs))
-        cpu = cpu_seconds(pid) - cpu
-    return {s.name: s for s in runs}, cpu, per_endpoint
+        cpu, client = cpu_seconds(pid), time.process_time()
+        await asyncio.gather(*(run.run(s, base, start, args.duration) for run in runs))
+        cpu, client = cpu_seconds(pid) - cpu, time.process_time() - client
+    return {run.name: run for run in runs}, cpu, client, per_endpoint
 
 
 def summarise(runs: dict[str, Stream], duration: float) -> dict[str, dict[str, float]]:
@@ -339,13 +356,14 @@ def run_backend(backend: str, workdir: Path, args: argparse.Namespace) -> dict[s
     token = secrets.token_urlsafe(32)
     state = workdir / backend
     with contextmanager_for(backend, state, args) as url, coordinator(state, url, token) as (base, pid):
-        runs, cpu, per_endpoint = asyncio.run(load(base, pid, token, args))
+        runs, cpu, client, per_endpoint = asyncio.run(load(base, pid, token, args))
     for s in runs.values():
         if s.errors:
             print(f"{backend} {s.name}: {len(s.errors)} errors, first: {s.errors[0]}", file=sys.stderr)
     rows = summarise(runs, args.duration)
     sent = sum(len(s.latencies) for s in runs.values())
-    rows["server"] = {"cpu_s": cpu, "cpu_ms_per_request": 1000 * cpu / max(sent, 1), "load_avg": os.getloadavg()[0]}
+    rows["server"] = {"cpu_s": cpu, "cpu_ms_per_request": 1000 * cpu / max(sent, 1), "load_avg": os.getloadavg()[0],
+                      "client_cpu_s": client, "client_cpu_ms_per_request": 1000 * client / max(sent, 1)}
     rows["cpu_ms"] = per_endpoint
     pages = [per_endpoint[k] for k in ("audit_page", "audit_job_page", "audit_events")]
     for name, cost in (("poll", per_endpoint["poll"]), ("pages", sum(pages) / len(pages)),
@@ -416,7 +434,8 @@ def table(results: dict[str, dict[str, dict[str, float]]], verify: dict[str, flo
     for backend, rows in results.items():
         server = rows["server"]
         lines.append(f"server CPU {backend}: {server['cpu_ms_per_request']:.1f} ms per request under load "
-                     f"({server['cpu_s']:.1f} s), machine load average {server['load_avg']:.1f} "
+                     f"({server['cpu_s']:.1f} s); load client {server['client_cpu_ms_per_request']:.1f} ms per request "
+                     f"({server['client_cpu_s']:.1f} s); machine load average {server['load_avg']:.1f} "
                      f"on {os.cpu_count()} cores")
         lines.append(f"server CPU ms per request {backend} (serial calls): "
                      + ", ".join(f"{k} {v:.2f}" for k, v in rows["cpu_ms"].items()))
@@ -438,6 +457,7 @@ def flat(results: dict[str, dict[str, dict[str, float]]], verify: dict[str, floa
         prefix = BACKEND_PREFIX[backend]
         out[f"{prefix}_server_cpu_ms_per_request"] = rows["server"]["cpu_ms_per_request"]
         out[f"{prefix}_load_avg"] = rows["server"]["load_avg"]
+        out[f"{prefix}_client_cpu_ms_per_request"] = rows["server"]["client_cpu_ms_per_request"]
         for name, cost in rows["cpu_ms"].items():
             out[f"{prefix}_cpu_ms_{name}"] = cost
         for name, row in rows.items():
