@@ -9,6 +9,7 @@ Logging is configured here, once; tokens are printed to stdout for the operator 
 
 from __future__ import annotations
 
+import gc
 import inspect
 import json
 import logging
@@ -176,6 +177,12 @@ def serve(
     launcher = TrainingLauncher(api.state.context, training) if training.enabled else None
     if launcher is not None:
         launcher.start()
+    # what was built so far (imports, the app, its routes and models) lives as long as the process: out
+    # of the collector's sight, a full collection walks only what requests made: about 71 ms per full
+    # collection before, about 5 ms after (bench/api_bench.py on SQLite, 15 s; those pauses were the
+    # p99 of job submission: 111.6 -> 50.4 ms)
+    gc.collect()
+    gc.freeze()
     try:
         # keep-alive longer than clients' (httpx: 5 s): with equal timeouts the server closes an idle
         # connection just as a client reuses it, and that request fails with a read error
