@@ -50,6 +50,7 @@ from node.peer import (
     ChunkOutcome,
     PeerInbox,
     PinnedPeers,
+    parse_attempt,
     server_ssl_context,
 )
 from protocols.wire.errors import ProtocolError
@@ -136,12 +137,7 @@ def _chunk_headers(request: Request) -> tuple[str, int, int, str]:
 
 def _attempt(request: Request) -> int | None:
     """The job attempt the frame names (``X-Tandem-Attempt``), or None."""
-    raw = request.headers.get(H_ATTEMPT)
-    if raw is None:
-        return None
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9 or int(raw) < 1:  # '²'.isdigit() is True
-        raise ProtocolError(f"bad {H_ATTEMPT} header: a positive attempt number is expected")
-    return int(raw)
+    return parse_attempt(request.headers.get(H_ATTEMPT))
 
 
 def _receive(inbox: PeerInbox, key: tuple[str, int, str, int], kind: str, index: int, count: int, digest: str,

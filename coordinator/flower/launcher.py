@@ -8,8 +8,11 @@ Enabled by ``TANDEM_COORD_TRAINING_ENABLED=1``; ``tandem-coordinator serve`` the
    registers each party's SuperNode public key under the party's name;
 2. every ``check_interval`` seconds, starts a run of the Tandem Flower app for each approved or
    running ``train_risk`` / ``train_propensity`` job that has none for its current ``attempt`` yet,
-   with the arbiter ``coordinator.flower.arbiters:lr_arbiter`` or ``:sb_arbiter`` and the job's
-   parameters; a retried job (a new attempt) gets a new run, and the previous one is stopped;
+   with the arbiter ``coordinator.flower.arbiters:lr_arbiter`` or ``:sb_arbiter``, the job's
+   parameters and its ``attempt``; a retried job (a new attempt) gets a new run, and the previous one is
+   stopped. Every round instruction carries the run's attempt, and a node refuses (410) a round of an
+   attempt older than the one it runs, so a message of the previous run still queued at a SuperNode
+   fails that run instead of binding the new attempt;
 3. receives the ServerApp's end-of-run report on a loopback-only endpoint and audits it
    (``training.run_started`` / ``training.run_finished`` / ``training.run_failed``, with the round
    count, never a payload); a failed run fails the job with the ServerApp's reason (e.g. the round
@@ -114,7 +117,8 @@ def arbiter_config(job: JobPublic, settings: TrainingSettings) -> dict[str, Any]
 def run_config(job: JobPublic, parties: list[str], settings: TrainingSettings, report_url: str) -> dict[str, Any]:
     """The Flower run config of ``job``'s ServerApp run."""
     return {
-        "arbiter": _ARBITERS[job.kind], "job-id": str(job.id), "parties": ",".join(sorted(parties)),
+        "arbiter": _ARBITERS[job.kind], "job-id": str(job.id), "attempt": job.attempt,
+        "parties": ",".join(sorted(parties)),
         "arbiter-config": json.dumps(arbiter_config(job, settings)), "report-url": report_url,
         "nodes-timeout": 120.0, "service-timeout": 1800.0, "round-timeout": 3600.0,
     }

@@ -17,7 +17,9 @@ environment (:data:`~protocols.wire.flower_round.REPORT_TOKEN_ENV`, set on the S
 launcher), never from the run config, which the SuperLink hands to every SuperNode.
 
 Polling: Flower's ``Grid.send_and_receive`` sleeps 3 s between pulls; this loop pulls every
-``grid-poll-interval`` seconds instead (0.1 s by default).
+``grid-poll-interval`` seconds instead (0.1 s by default). A SuperNode that restarts (its node was killed,
+its link cut) is reported unavailable by the SuperLink meanwhile; the round waits for it up to
+``nodes-timeout`` seconds (its message stays queued), then fails naming the party.
 
 What each party learns: only its own payloads. The coordinator (this process) learns every reply.
 """
@@ -34,6 +36,7 @@ from typing import Any
 
 import httpx
 from flwr.app import Context, Message
+from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 from flwr.serverapp import Grid, ServerApp
 
 from coordinator.flower.arbiter import ArbiterContext, Payloads, build_arbiter, run_rounds
@@ -69,6 +72,10 @@ class RunSettings:
     nodes_timeout: float
     grid_poll_interval: float
     max_rounds: int
+    attempt: int | None = None
+    """The coordinator job's attempt (run config ``attempt``; 0 or absent: a run outside a coordinator job).
+
+    Every instruction carries it, so a party's node refuses this run's rounds once the job was retried."""
 
     @classmethod
     def from_run_config(cls, config: Mapping[str, Any]) -> RunSettings:
@@ -98,19 +105,43 @@ class RunSettings:
             nodes_timeout=float(config.get("nodes-timeout", 60.0)),
             grid_poll_interval=float(config.get("grid-poll-interval", 0.1)),
             max_rounds=int(config.get("max-rounds", 100_000)),
+            attempt=int(config.get("attempt", 0)) or None,
         )
+        if settings.attempt is not None and settings.attempt < 0:
+            raise ValueError(f"run config 'attempt' must be a job attempt (>= 1) or 0, got {settings.attempt}")
         if min(settings.round_timeout, settings.nodes_timeout, settings.grid_poll_interval) <= 0:
             raise ValueError("timeouts and grid-poll-interval must be positive")
         return settings
 
 
-def _await_replies(grid: Grid, message_ids: list[str], timeout: float, poll: float, what: str) -> list[Message]:
-    """Pull replies to ``message_ids`` until all arrived; raise RoundFailedError after ``timeout``."""
+def _node_unavailable(reply: Message) -> bool:
+    """The SuperLink's stand-in reply for a message whose SuperNode missed its heartbeats (not the node's answer)."""
+    return (reply.metadata.src_node_id == SUPERLINK_NODE_ID and reply.has_error()
+            and reply.error.code == ErrorCode.NODE_UNAVAILABLE)
+
+
+def _await_replies(grid: Grid, message_ids: list[str], timeout: float, poll: float, what: str,
+                   patience: float = 60.0, addressed: Mapping[str, str] | None = None) -> list[Message]:
+    """Pull replies to ``message_ids`` until all arrived; raise RoundFailedError after ``timeout``.
+
+    A SuperNode that restarts (its node was killed, its link was down) is reported unavailable by the
+    SuperLink until it is back; the message stays queued for it, so that stand-in reply is not the
+    party's answer: the round waits for the node for up to ``patience`` seconds, then fails naming the
+    party (``addressed``: message id -> party).
+    """
     pending = set(message_ids)
     replies: list[Message] = []
     deadline = time.monotonic() + timeout
+    unavailable_since: float | None = None
     while pending:
         for reply in grid.pull_messages(list(pending)):
+            if _node_unavailable(reply):
+                unavailable_since = unavailable_since if unavailable_since is not None else time.monotonic()
+                if time.monotonic() - unavailable_since > patience:
+                    party = (addressed or {}).get(reply.metadata.reply_to_message_id, "a party")
+                    raise RoundFailedError(f"{what}: {party}'s SuperNode has been unavailable for more than "
+                                           f"{patience:.0f} s ({reply.error.reason})")
+                continue
             pending.discard(reply.metadata.reply_to_message_id)
             replies.append(reply)
         if not pending:
@@ -148,7 +179,8 @@ class GridExchange:
         what = f"job {self._settings.job_id} round {round_}"
         messages = [
             Message(
-                content=instruction_content(Instruction(self._settings.job_id, party, round_, payload)),
+                content=instruction_content(Instruction(self._settings.job_id, party, round_, payload,
+                                                         attempt=self._settings.attempt)),
                 dst_node_id=self._nodes[party],
                 message_type=ROUND_MESSAGE_TYPE,
                 group_id=str(round_),
@@ -160,9 +192,15 @@ class GridExchange:
         for addressed, payload in payloads.items():
             self.bytes_to[addressed] += len(payload)
         replies: Payloads = {}
+        addressed = dict(zip(ids, payloads, strict=True))
         for reply in _await_replies(
-            self._grid, ids, self._settings.round_timeout, self._settings.grid_poll_interval, what
+            self._grid, ids, self._settings.round_timeout, self._settings.grid_poll_interval, what,
+            patience=self._settings.nodes_timeout, addressed=addressed,
         ):
+            if reply.metadata.src_node_id == SUPERLINK_NODE_ID and reply.has_error():  # a stand-in, not an answer
+                party = addressed.get(reply.metadata.reply_to_message_id, "a party")
+                raise RoundFailedError(f"{what}: the SuperLink answered for {party}'s SuperNode with error "
+                                       f"{reply.error.code}: {reply.error.reason}")
             party = self._party_of.get(reply.metadata.src_node_id)
             if party is None:
                 raise RoundFailedError(f"{what}: reply from unknown node {reply.metadata.src_node_id}")

@@ -71,12 +71,16 @@ class SuperLinkService:
     def start(self) -> None:
         """Start the SuperLink behind its Control gate and wait until it answers ``/health``."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        url = f"https://{self.address}/health"
+        # a restarted coordinator: its previous SuperLink may still be shutting down on this port; a new one
+        # started meanwhile would share the port with it, and runs started then would die with the old one
+        self.group.wait_until(lambda: not _http_ok(url, str(self.tls_files.ca_cert)),
+                              f"the previous SuperLink on {self.address} to stop", self.connect_timeout)
         token = secrets.token_urlsafe(32)
         token_file = _write_private(self.state_dir / "control.token", token.encode())
         env = flower_env(self.state_dir / "flwr-superlink", self.poll_interval,
                          {**self.env, TOKEN_FILE_ENV: str(token_file)})
         self.group.spawn("superlink", self._command(), env)
-        url = f"https://{self.address}/health"
         self.group.wait_until(lambda: _http_ok(url, str(self.tls_files.ca_cert)), "the SuperLink to answer /health",
                               self.connect_timeout)
         self._control = ControlClient(self.address, self.tls_files.ca_cert, token)

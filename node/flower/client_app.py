@@ -4,7 +4,10 @@ Flower starts a fresh process per message, so nothing here holds keys or state. 
 ``query.tandem_round`` message the shim POSTs the payload bytes to
 ``{service-url}/flower/v1/{run_id}/{round}`` (``service-url`` comes from the SuperNode's node
 config) and replies with the exact bytes the service answered. The job id and party travel as
-headers; the service must check them against the job it approved before touching data. The node's
+headers; the service must check them against the job it approved before touching data. The job
+attempt the run belongs to (the instruction's ``attempt``) travels in the data plane's
+``X-Tandem-Attempt`` header (:data:`node.peer.H_ATTEMPT`): the service refuses (410) a round of an
+attempt older than the one it runs, so a stale run of a retried job fails instead of feeding it. The node's
 round token (environment :data:`~protocols.wire.flower_round.ROUND_TOKEN_ENV`, handed to the runner by
 the node) travels in :data:`~protocols.wire.flower_round.HEADER_ROUND_TOKEN`: without it the service
 refuses the POST, so no other local process can feed rounds to a job. A non-2xx answer makes the
@@ -23,6 +26,7 @@ import httpx
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
+from node.peer import H_ATTEMPT
 from protocols.wire.flower_round import (
     HEADER_JOB_ID,
     HEADER_PARTY,
@@ -71,6 +75,8 @@ def forward_round(message: Message, context: Context) -> bytes:
         HEADER_ROUND_TOKEN: os.environ.get(ROUND_TOKEN_ENV, ""),
         "Content-Type": "application/octet-stream",
     }
+    if instruction.attempt is not None:
+        headers[H_ATTEMPT] = str(instruction.attempt)
     timeout = float(context.run_config.get("service-timeout", DEFAULT_SERVICE_TIMEOUT))
     response = httpx.post(url, content=instruction.payload, headers=headers, timeout=timeout)
     if response.status_code // 100 != 2:

@@ -57,6 +57,7 @@ from ._wire import (
     PEER_PREFIX,
     PeerError,
     PeerRefused,
+    parse_attempt,
 )
 
 __all__ = [
@@ -83,6 +84,7 @@ __all__ = [
     "check_presented",
     "client_ssl_context",
     "fetch_certificate",
+    "parse_attempt",
     "pinned_http",
     "server_ssl_context",
 ]

@@ -6,6 +6,11 @@ with one ``ConfigRecord`` under :data:`RECORD_KEY`:
 - ``payload`` (bytes): opaque round payload, produced by the arbiter (instruction) or by the
   party's node service (reply). Flower never interprets it.
 - ``job_id`` (str), ``party`` (str), ``round`` (int): routing facts, instruction only.
+- ``attempt`` (int, optional): the coordinator job's attempt the run belongs to (run config ``attempt``;
+  the launcher starts one run per attempt). The shim sends it to the node service in the data plane's
+  ``X-Tandem-Attempt`` header, and the node refuses a round of a stale attempt (410), so a message of a
+  retried job's earlier run can never bind or feed the job's current attempt. Absent for runs outside
+  a coordinator job (demos, benchmarks).
 
 The node service is reached at ``{service-url}/flower/v1/{run_id}/{round}`` (see
 :func:`service_round_url`) with the node's round token in :data:`HEADER_ROUND_TOKEN`.
@@ -20,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flwr.app import ConfigRecord, RecordDict
+from flwr.app.typing import ConfigRecordValues
 
 RECORD_KEY = "tandem"
 ROUND_ACTION = "tandem_round"
@@ -50,19 +56,21 @@ class Instruction:
     party: str
     round: int
     payload: bytes
+    attempt: int | None = None
+    """The coordinator job's attempt this run belongs to; None for a run outside a coordinator job."""
 
 
 def instruction_content(instruction: Instruction) -> RecordDict:
     """Pack an instruction into message content."""
-    record = ConfigRecord(
-        {
-            "job_id": instruction.job_id,
-            "party": instruction.party,
-            "round": instruction.round,
-            "payload": instruction.payload,
-        }
-    )
-    return RecordDict({RECORD_KEY: record})
+    fields: dict[str, ConfigRecordValues] = {
+        "job_id": instruction.job_id,
+        "party": instruction.party,
+        "round": instruction.round,
+        "payload": instruction.payload,
+    }
+    if instruction.attempt is not None:
+        fields["attempt"] = instruction.attempt
+    return RecordDict({RECORD_KEY: ConfigRecord(fields)})
 
 
 def read_instruction(content: RecordDict) -> Instruction:
@@ -82,7 +90,10 @@ def read_instruction(content: RecordDict) -> Instruction:
         raise ValueError("malformed Tandem instruction")
     if not isinstance(round_, int) or isinstance(round_, bool):
         raise ValueError("malformed Tandem instruction round")
-    return Instruction(job_id=job_id, party=party, round=round_, payload=payload)
+    attempt = record.get("attempt")
+    if attempt is not None and (not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1):
+        raise ValueError("malformed Tandem instruction attempt: a positive integer is expected")
+    return Instruction(job_id=job_id, party=party, round=round_, payload=payload, attempt=attempt)
 
 
 def reply_content(payload: bytes) -> RecordDict:

@@ -86,8 +86,12 @@ class _Slots:
             self._cond.notify_all()
 
 
-def exchange(client: PeerClient, job_id: int, channel: str, seq: int, body: bytes, timeout: float) -> bytes:
-    """One data-plane request/response; waits while the peer has not registered the job yet."""
+def exchange(client: PeerClient, job_id: int, channel: str, seq: int, body: bytes, timeout: float,
+             stop: threading.Event | None = None) -> bytes:
+    """One data-plane request/response; waits while the peer has not registered the job yet.
+
+    ``stop`` (the job's ``finished``) ends the wait early: a job that failed meanwhile stops retrying.
+    """
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -95,7 +99,10 @@ def exchange(client: PeerClient, job_id: int, channel: str, seq: int, body: byte
         except PeerError as exc:
             if exc.http_status not in _NOT_READY or time.monotonic() > deadline:
                 raise TrainingError(f"data-plane exchange {channel}/{seq} failed: {exc}") from exc
-            time.sleep(0.5)
+            if stop is None:
+                time.sleep(0.5)
+            elif stop.wait(0.5):
+                raise TrainingError(f"data-plane exchange {channel}/{seq} stopped: the job ended") from exc
 
 
 class PartyJob:
@@ -129,9 +136,17 @@ class PartyJob:
 
     @property
     def aligned(self) -> Aligned:
-        """The aligned rows (after alignment)."""
-        if not self._aligned_event.wait(self.spec.wait_timeout) or self._aligned is None:
+        """The aligned rows (after alignment); a job that fails meanwhile stops the wait.
+
+        Raises:
+            TrainingError: the rows were not aligned in time, or the job failed first (e.g. the attempt was
+                retried while its Setup round waited here: the round must end, not hold the SuperNode's
+                ClientApp runner, and so the next attempt's rounds, for ``wait_timeout``).
+        """
+        if not self._aligned_event.wait(self.spec.wait_timeout):
             raise TrainingError("rows were not aligned in time")
+        if self._aligned is None:
+            raise TrainingError(f"training stopped before the rows were aligned: {self.error}")
         return self._aligned
 
     def features(self, rows: npt.NDArray[np.int64]) -> FloatArray:
@@ -197,6 +212,7 @@ class PartyJob:
             self.error = error
             logger.warning("job %s: training failed: %s", self.spec.job_id, type(error).__name__)
         self.slots.fail(error)
+        self._aligned_event.set()  # a round waiting for the alignment ends with the job
         self.finished.set()
 
     def _setup_reply(self, setup: Setup) -> SetupReply:

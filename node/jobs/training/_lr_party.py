@@ -217,7 +217,7 @@ class TelcoLrJob(_LrJob):
             return self._finish()
         forward = outs[0]
         raw = exchange(self.spec.peer(), self.spec.job_id, "train.lr", instruction.iteration + 1,
-                       forward.model_dump_json().encode(), self.spec.wait_timeout)
+                       forward.model_dump_json().encode(), self.spec.wait_timeout, self.finished)
         residual = ONE_MESSAGE.validate_json(raw)
         if not isinstance(residual, LrResidual):
             raise TrainingError("the bank answered something other than LrResidual")
@@ -231,7 +231,7 @@ class TelcoLrJob(_LrJob):
         model = self._party.result()
         share = lr_passive_partial_scores(model, self._x_test)
         raw = exchange(self.spec.peer(), self.spec.job_id, "train.eval", 1, share.model_dump_json().encode(),
-                       self.spec.wait_timeout)
+                       self.spec.wait_timeout, self.finished)
         metrics_ = {k: float(v) for k, v in json.loads(raw).items()}
         return self._complete(metrics_, LrPart.from_passive(model, self._scaling), {})
 

@@ -46,7 +46,7 @@ class BankSbJob(PartyJob):
     def _send(self, msg: Any) -> list[Any]:
         self._seq += 1
         raw = exchange(self.spec.peer(), self.spec.job_id, "train.sb", self._seq, msg.model_dump_json().encode(),
-                       self.spec.wait_timeout)
+                       self.spec.wait_timeout, self.finished)
         return list(MESSAGES.validate_json(raw))
 
     def _trees(self, payload: SbRound) -> SbRoundReply:
@@ -86,7 +86,7 @@ class BankSbJob(PartyJob):
         result = metrics(y_test, federated, bank_only)
         save_figures(self.spec.figures_dir, y_test, federated, bank_only, "SecureBoost")
         exchange(self.spec.peer(), self.spec.job_id, "train.eval", 1, json.dumps(result).encode(),
-                 self.spec.wait_timeout)
+                 self.spec.wait_timeout, self.finished)
         from protocols.vfl.model_parts import SbActivePart
 
         # The stored fallback for customers the telco does not know: a bank-only LR on the bank's features.

@@ -21,8 +21,17 @@ The round endpoint listens on 127.0.0.1 only: the ClientApp shim runs on this ho
 SuperNode. It refuses (401, before reading anything else) a POST without this ``serve``'s random round
 token, which only the node's own SuperNode keeper and ClientApp runner receive (in their environment),
 so another local process cannot feed a job rounds or fail it. It accepts rounds only for jobs this node
-is running (approved, own approval verified by the runner) and for its own party name. What each party
-learns is stated in :mod:`node.jobs.training`.
+is running (approved, own approval verified by the runner) and for its own party name.
+
+Which attempt. A retried job runs again as a new attempt, with a new Flower run (the coordinator's
+launcher starts one per attempt and every instruction names it; the shim sends it in ``X-Tandem-Attempt``,
+the data plane's header, parsed by :func:`node.peer.parse_attempt`). A round of an older attempt than
+the one running here (a message of the previous run still queued at the SuperNode) is refused with 410
+before the job sees it, so it can neither bind the current attempt to its run nor feed or fail it; the
+stale run's ServerApp gets the error and ends. A round of a newer attempt waits (up to two minutes) for
+the runner to start that attempt here, and stops the stale attempt still registered meanwhile; a round
+naming no attempt for a job that runs one is refused (400). What each party learns is stated in
+:mod:`node.jobs.training`.
 """
 
 from __future__ import annotations
@@ -52,7 +61,7 @@ from node.jobs.training.alignment import PSI_CHANNELS, Aligned, AlignmentSender,
 from node.jobs.training.checkpoints import checkpoint_dir
 from node.ledger import COORDINATOR_PEER, EgressLedger
 from node.model_store import ModelStore
-from node.peer import PeerMessage
+from node.peer import H_ATTEMPT, PeerMessage, parse_attempt
 from node.runner import JobContext, JobHandler
 from node.runtime import NodeRuntime
 from protocols.vfl.model_parts import DataDigests, FallbackModel, FeatureColumn, ModelCard, ModelMetrics
@@ -112,6 +121,8 @@ class _Running:
     sender: AlignmentSender | None
     peer: str | None = None
     """The job's signed counterparty: the only party whose data-plane frames reach the job."""
+    attempt: int | None = None
+    """The job's attempt running here: rounds must name it (None: any, for callers outside the runner)."""
 
 
 class TrainingService:
@@ -131,9 +142,11 @@ class TrainingService:
             self._jobs[job_id] = running
             self._cond.notify_all()
 
-    def _unregister(self, job_id: int) -> None:
+    def _unregister(self, job_id: int, running: _Running | None = None) -> None:
+        """Drop ``job_id`` (only if ``running`` is still the one registered, when given)."""
         with self._cond:
-            self._jobs.pop(job_id, None)
+            if running is None or self._jobs.get(job_id) is running:
+                self._jobs.pop(job_id, None)
 
     def running(self, job_id: int, timeout: float = 0.0) -> _Running:
         """The running job ``job_id``, waiting up to ``timeout`` seconds for its handler to register it.
@@ -147,6 +160,47 @@ class TrainingService:
         if running is None:
             raise ProtocolError(f"training job {job_id} is not running on this node (yet)", status_hint=409)
         return running
+
+    def running_attempt(self, job_id: int, attempt: int | None, timeout: float = 0.0) -> _Running:
+        """The running job ``job_id`` if ``attempt`` is the attempt running here (see the module docstring).
+
+        Waits up to ``timeout`` seconds for the job, or for a newer ``attempt`` than the registered one, to
+        be registered; a registered older attempt is stopped (the coordinator retried the job) as soon as a
+        round of a newer one arrives.
+
+        Raises:
+            ProtocolError: 410 if ``attempt`` is older than the attempt running here (a stale run's
+                round); 409 if the job, or that attempt of it, is not running here (yet); 400 if
+                ``attempt`` is None for a job running with an attempt.
+        """
+        def ready() -> bool:
+            registered = self._jobs.get(job_id)
+            if registered is None:
+                return False
+            if attempt is not None and registered.attempt is not None and registered.attempt < attempt:
+                registered.job.fail(TrainingError(f"the job was retried (a round of attempt {attempt} arrived); "
+                                                  f"attempt {registered.attempt} stops here"))
+                return False
+            return True
+
+        with self._cond:
+            self._cond.wait_for(ready, timeout)
+            running = self._jobs.get(job_id)
+        if running is None:
+            raise ProtocolError(f"training job {job_id} is not running on this node (yet)", status_hint=409)
+        current = running.attempt
+        if current is None or attempt == current:
+            return running
+        if attempt is None:
+            raise ProtocolError(f"training job {job_id} runs attempt {current} on this node and the round names no "
+                                f"attempt; send the {H_ATTEMPT} header", status_hint=400)
+        if attempt > current:
+            raise ProtocolError(f"training job {job_id} runs attempt {current} on this node, not attempt {attempt} "
+                                "(yet)", status_hint=409)
+        logger.warning("job %s: refused a Flower round of stale attempt %d (attempt %d runs here)",
+                       job_id, attempt, current)
+        raise ProtocolError(f"training job {job_id} was retried: this node runs attempt {current}, the round is of "
+                            f"attempt {attempt}; a stale attempt's round is refused, stop that run", status_hint=410)
 
     # ------------------------------------------------------------------ data plane
 
@@ -180,7 +234,8 @@ class TrainingService:
         active = inp.label_field is not None
         job = make_party_job(self._spec(ctx, inp, data, peer_party, settings), active=active)
         sender = None if active else AlignmentSender(ctx.job.id, data.key_type, data.keys)
-        self._register(ctx.job.id, _Running(job, sender, peer_party))
+        registered = _Running(job, sender, peer_party, ctx.job.attempt)
+        self._register(ctx.job.id, registered)
         try:
             ctx.progress("train.align", 0.05)
             if sender is None:
@@ -193,7 +248,7 @@ class TrainingService:
             job.fail(exc)
             raise
         finally:
-            self._unregister(ctx.job.id)
+            self._unregister(ctx.job.id, registered)
         return {**job.outputs, "figures": [f"jobs/{ctx.job.id}/{n}" for n in ("roc.png", "ks.png")] if active else []}
 
     def _spec(self, ctx: JobContext, inp: JobInput, data: PartyData, peer_party: str,
@@ -340,10 +395,12 @@ def _answer_round(service: TrainingService, party: str, path: str, headers: dict
         return 403, f"this node serves party {party}".encode()
     try:
         job_id = int(headers.get(HEADER_JOB_ID, ""))
-        running = service.running(job_id, timeout=120.0)
-        return 200, running.job.on_round(body, headers.get(HEADER_RUN_ID))
     except ValueError:
-        return 400, b"bad job id"
+        return 400, f"bad {HEADER_JOB_ID} header: a job id is expected".encode()
+    try:
+        attempt = parse_attempt(_header(headers, H_ATTEMPT))
+        running = service.running_attempt(job_id, attempt, timeout=120.0)
+        return 200, running.job.on_round(body, headers.get(HEADER_RUN_ID))
     except ProtocolError as exc:
         return exc.status_hint if exc.status_hint >= 400 else 500, str(exc).encode()[:2000]
     except Exception as exc:  # noqa: BLE001 - the shim turns any failure into a failed round
@@ -352,6 +409,12 @@ def _answer_round(service: TrainingService, party: str, path: str, headers: dict
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _header(headers: dict[str, str], name: str) -> str | None:
+    """A header of ``dict(http.server headers)`` by name, whatever its case on the wire."""
+    wanted = name.lower()
+    return next((value for key, value in headers.items() if key.lower() == wanted), None)
 
 
 def _check_still_running(ctx: JobContext) -> None:

@@ -79,6 +79,7 @@ def test_a_retried_job_gets_a_new_run_and_the_old_one_is_stopped_and_ignored() -
 
     # Assert
     assert [c["job-id"] for c in superlink.started] == [str(job_id), str(job_id)]
+    assert [c["attempt"] for c in superlink.started] == [1, 2]  # every instruction of a run names its attempt
     assert superlink.stopped == [101]
     assert _job(launcher, job_id).status == JobStatus.APPROVED  # the stale report decided nothing
     actions = _actions(launcher)

@@ -6,6 +6,7 @@ import json
 
 import pytest
 from flwr.app import Context, Error, Message, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 from flwr.proto.node_pb2 import NodeInfo
 from flwr.supercore.task_identity import TaskIdentity
 
@@ -94,6 +95,13 @@ def test_arbiter_factory_loading() -> None:
 def test_wire_round_trip() -> None:
     instruction = Instruction(job_id="j", party="bank", round=7, payload=b"\x00\xffpayload")
     assert read_instruction(instruction_content(instruction)) == instruction
+    of_attempt = Instruction(job_id="j", party="bank", round=7, payload=b"p", attempt=2)
+    assert read_instruction(instruction_content(of_attempt)) == of_attempt
+    for bad in (0, -1, True, "2"):
+        content = instruction_content(instruction)
+        content.config_records["tandem"]["attempt"] = bad
+        with pytest.raises(ValueError, match="attempt"):
+            read_instruction(content)
     assert read_reply(reply_content(b"\x01answer")) == b"\x01answer"
     with pytest.raises(ValueError):
         read_instruction(RecordDict())
@@ -105,11 +113,14 @@ def test_run_settings_parse_and_refuse() -> None:
         {"arbiter": "m:f", "parties": "bank, telco", "arbiter-config": '{"a": 1}', "round-timeout": 5}
     )
     assert settings.parties == PARTIES and settings.arbiter_config == {"a": 1} and settings.round_timeout == 5.0
-    bad_configs = (
+    assert settings.attempt is None  # a run outside a coordinator job
+    assert RunSettings.from_run_config({"arbiter": "m:f", "attempt": 3}).attempt == 3
+    bad_configs: tuple[dict[str, object], ...] = (
         {},
         {"arbiter": "m:f", "parties": "bank,bank"},
         {"arbiter": "m:f", "parties": " , "},
         {"arbiter": "m:f", "arbiter-config": "[1]"},
+        {"arbiter": "m:f", "attempt": -1},
     )
     for bad in bad_configs:
         with pytest.raises(ValueError):
@@ -149,6 +160,7 @@ def test_shim_forwards_bytes_and_returns_the_answer_verbatim() -> None:
     (call,) = service.calls
     assert call.path == "/flower/v1/42/3" and call.body == b'{"round": 3}'
     assert call.headers["X-Tandem-Job-Id"] == "job-9" and call.headers["X-Tandem-Party"] == "bank"
+    assert "X-Tandem-Attempt" not in call.headers  # a run outside a coordinator job names no attempt
 
 
 def test_shim_refuses_misrouted_instruction_and_service_errors() -> None:
@@ -207,6 +219,19 @@ def test_grid_exchange_maps_parties_and_payloads() -> None:
     assert (exchange.bytes_to, exchange.bytes_from) == ({"bank": 6, "telco": 2}, {"bank": 14, "telco": 7})
 
 
+def test_every_instruction_of_a_run_names_the_jobs_attempt() -> None:
+    seen: list[int | None] = []
+
+    def answer(party: str, msg: Message) -> Message:
+        seen.append(read_instruction(msg.content).attempt)
+        return Message(reply_content(b"ok"), reply_to=msg)
+
+    grid = _FakeGrid({11: "bank", 22: "telco"}, answer)
+    GridExchange(grid, {"bank": 11, "telco": 22}, _settings(attempt=2))(1, {"bank": b"x", "telco": b"y"})  # type: ignore[arg-type]
+    GridExchange(grid, {"bank": 11}, _settings())(1, {"bank": b"x"})  # type: ignore[arg-type]
+    assert seen == [2, 2, None]
+
+
 def test_report_adds_relayed_bytes_to_a_json_result_only() -> None:
     to, from_ = {"bank": 6, "telco": 2}, {"bank": 14, "telco": 7}
     summary = json.loads(with_relayed_bytes(b'{"rounds": 2}', to, from_))
@@ -224,6 +249,48 @@ def test_grid_exchange_surfaces_party_errors() -> None:
     grid = _FakeGrid({11: "bank", 22: "telco"}, answer)
     with pytest.raises(RoundFailedError, match="telco failed: service said no"):
         GridExchange(grid, {"bank": 11, "telco": 22}, _settings())(3, {"bank": b"", "telco": b""})  # type: ignore[arg-type]
+
+
+class _RestartingGrid(_FakeGrid):
+    """The telco's SuperNode is down for ``down`` pulls: the SuperLink stands in with NODE_UNAVAILABLE replies."""
+
+    def __init__(self, names: dict[int, str], answer: object, down: int) -> None:
+        super().__init__(names, answer)
+        self.down = down
+        self.stand_in = ErrorCode.NODE_UNAVAILABLE
+
+    def pull_messages(self, ids: list[str]) -> list[Message]:
+        if self.down <= 0:
+            return super().pull_messages(ids)
+        self.down -= 1
+        replies = []
+        for message_id in ids:
+            msg = self.pending[message_id]
+            if self.names[msg.metadata.dst_node_id] != "telco":
+                replies += super().pull_messages([message_id])
+                continue
+            stand_in = Message(Error(code=self.stand_in, reason="Error: Node Unavailable"), reply_to=msg)
+            stand_in.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+            replies.append(stand_in)
+        return replies
+
+
+def test_a_restarting_supernode_is_waited_for_not_taken_for_its_answer() -> None:
+    def answer(party: str, msg: Message) -> Message:
+        return Message(reply_content(party.encode()), reply_to=msg)
+
+    nodes = {"bank": 11, "telco": 22}
+    back = _RestartingGrid({11: "bank", 22: "telco"}, answer, down=3)
+    replies = GridExchange(back, nodes, _settings(**{"grid-poll-interval": 0.01}))(1, {"bank": b"", "telco": b""})  # type: ignore[arg-type]
+    assert replies == {"bank": b"bank", "telco": b"telco"}
+    lost = _RestartingGrid({11: "bank", 22: "telco"}, answer, down=1)
+    lost.stand_in = ErrorCode.MESSAGE_UNAVAILABLE  # any other stand-in fails the round, naming the party and error
+    with pytest.raises(RoundFailedError, match="for telco's SuperNode with error 3: Error: Node Unavailable"):
+        GridExchange(lost, nodes, _settings())(1, {"bank": b"", "telco": b""})  # type: ignore[arg-type]
+    gone = _RestartingGrid({11: "bank", 22: "telco"}, answer, down=10**6)
+    with pytest.raises(RoundFailedError, match="telco's SuperNode has been unavailable"):
+        GridExchange(gone, nodes, _settings(**{"grid-poll-interval": 0.01, "nodes-timeout": 0.05}))(  # type: ignore[arg-type]
+            1, {"bank": b"", "telco": b""})
 
 
 def test_missing_party_times_out_clearly() -> None:
