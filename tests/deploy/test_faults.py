@@ -21,8 +21,10 @@ a follow-up job, succeeding shows the node serving again without manual repair. 
 each fault's end state in one line (also printed together at the end of the module).
 
 Needs root, ``ip`` and ``mount`` (skipped otherwise, FAILS when ``CI`` is set) and the PostgreSQL at
-127.0.0.1:5432. CI runs 1 (mid-PSI) and 5; the training-based faults are opt-in (``TANDEM_FAULT_TESTS=1``)
-until a retried training job is bound to its own Flower run (see ``_STALE_FLOWER_RUN``).
+127.0.0.1:5432. CI runs every fault. A retried training job is bound to its own Flower run: every round
+instruction names the job's attempt and a node refuses a round of a stale attempt (410), so a message of
+the killed attempt's run still queued at a SuperNode cannot bind or hold up the retry
+(tests/node/flower/test_attack_stale_round.py).
 """
 
 from __future__ import annotations
@@ -36,23 +38,10 @@ import pytest
 
 from deploy import faults, three_orgs
 from deploy.faults import EndState
-from deploy.netns_harness import Topology, preflight
+from deploy.netns_harness import HarnessError, Topology, preflight
 from protocols.wire.control import JobPublic, JobStatus
 
 pytestmark = pytest.mark.postgres
-
-_OPT_IN = os.environ.get("TANDEM_FAULT_TESTS") != "1"
-_STALE_FLOWER_RUN = (
-    "opt-in (TANDEM_FAULT_TESTS=1) until a retried training job is bound to its own Flower run: the node's round "
-    "endpoint binds a training attempt to the run of the first Setup round it receives, and the Flower "
-    "instruction does not carry the attempt, so a Setup of the killed attempt's run still queued at the bank's "
-    "SuperNode binds attempt 2 and attempt 2's own rounds are refused (seen: job 2 attempt 2 stuck running, the "
-    "bank's SuperNode holding a round of attempt 1's run). Needs the attempt in the instruction/headers "
-    "(coordinator/flower, protocols/wire/flower_round.py, node/flower/client_app.py, node/jobs/training)")
-_AFTER_TRAINING = (
-    "opt-in (TANDEM_FAULT_TESTS=1): lands mid-job only on a training job (a PSI job over the small population "
-    "ends before a restart or link cut takes effect), and training retries wait on the stale-Flower-run fix; "
-    "never run alone on a training job yet")
 
 TIMEOUT = 480.0  # seconds per attempt: a hung job fails the test instead of the whole run
 N = 4000  # people: a recovery over four identifiers runs for several seconds across the namespaces
@@ -145,7 +134,6 @@ def test_kill_telco_mid_psi(dep: three_orgs.Deployment) -> None:
         _follow_up(dep)
 
 
-@pytest.mark.skipif(_OPT_IN, reason=_STALE_FLOWER_RUN)
 def test_kill_telco_mid_training(dep: three_orgs.Deployment) -> None:
     job = _training(dep)  # the Flower run has started: the kill lands mid-round, not before training
     faults.kill_node(dep.topo, "telco")
@@ -156,8 +144,6 @@ def test_kill_telco_mid_training(dep: three_orgs.Deployment) -> None:
         _follow_up(dep)
 
 
-@pytest.mark.skipif(_OPT_IN, reason="opt-in (TANDEM_FAULT_TESTS=1): scores with the model of "
-                    "test_kill_telco_mid_training, which waits on the stale-Flower-run fix")
 def test_kill_telco_mid_scoring(dep: three_orgs.Deployment) -> None:
     if "train_risk" not in MODEL:
         pytest.fail("the scoring fault needs the model trained in test_kill_telco_mid_training")
@@ -169,7 +155,6 @@ def test_kill_telco_mid_scoring(dep: three_orgs.Deployment) -> None:
         _follow_up(dep)
 
 
-@pytest.mark.skipif(_OPT_IN, reason=_AFTER_TRAINING)
 def test_cut_bank_telco_link_30s(dep: three_orgs.Deployment) -> None:
     job = _training(dep)
     with faults.cut_link(dep.topo, "telco"):
@@ -180,7 +165,6 @@ def test_cut_bank_telco_link_30s(dep: three_orgs.Deployment) -> None:
         _follow_up(dep)
 
 
-@pytest.mark.skipif(_OPT_IN, reason=_AFTER_TRAINING)
 def test_restart_coordinator_mid_job(dep: three_orgs.Deployment) -> None:
     job = _training(dep)
     faults.restart_coordinator(dep.topo)
@@ -190,7 +174,6 @@ def test_restart_coordinator_mid_job(dep: three_orgs.Deployment) -> None:
         _follow_up(dep)
 
 
-@pytest.mark.skipif(_OPT_IN, reason=_AFTER_TRAINING)
 def test_restart_postgres_mid_job(dep: three_orgs.Deployment) -> None:
     job = _training(dep)
     terminated = faults.restart_postgres(dep.topo)
@@ -208,8 +191,10 @@ def test_full_state_disk(dep: three_orgs.Deployment) -> None:
         faults.approve(dep, job, skip=("party:bank",))  # the telco approves while it still has room
         filler = faults.fill(vol)
         faults.approve(dep, job, only=("party:bank",))  # the last approval: the job is the telco's to run now
-        time.sleep(20)  # several polls of the telco's runner on the full disk
-        during = faults.status(dep, job.id)
+        try:  # several polls of the telco's runner on the full disk: it fails the attempt cleanly (or keeps trying)
+            during = faults.wait_for(dep, job.id, lambda j: j.status in three_orgs.FINAL, timeout=20)
+        except HarnessError:
+            during = faults.status(dep, job.id)
         assert during.status != JobStatus.SUCCEEDED
         assert faults.half_written(dep.topo) == []
         filler.unlink()  # the operator frees space; nothing else is repaired, the node is not restarted
