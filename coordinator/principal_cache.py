@@ -13,6 +13,15 @@ read from the store, for at most ``ttl`` seconds. It is correct under revocation
 - A revocation made by another process on the same database (``tandem-coordinator revoke-user`` against
   a running server) takes effect here within ``ttl`` seconds (default 2 s).
 
+Separately, for the failed-authentication limit only (``access.known_caller``), it remembers for
+``known_for`` seconds (default 300) which token hashes authenticated: a caller seen recently is
+served without taking a token of its address's bucket while it waits. That memory never authorises
+anything (every request still authenticates through ``get`` or the store, and a 401 is charged), it
+forgets a user at their expiry, and ``invalidate`` clears it. With only the 2 s entries, every node
+behind one address became unknown at once each 2 s, and a slow moment of the database left enough
+such requests in flight to empty the bucket: 745 spurious 429s in 20 s of bench/api_bench.py on
+PostgreSQL.
+
 Only hashes of valid tokens are kept (unknown and expired tokens are never cached: each such attempt
 reaches the store and the failed-authentication limit). What the cache holds is what the users table
 holds; nothing derived from a token other than its hash is stored. Bounded to ``max_entries`` users.
@@ -31,6 +40,7 @@ from protocols.wire.control import UserPublic
 __all__ = ["DEFAULT_TTL_SECONDS", "PrincipalCache"]
 
 DEFAULT_TTL_SECONDS = 2.0
+DEFAULT_KNOWN_SECONDS = 300.0
 MAX_ENTRIES = 10_000
 
 
@@ -44,9 +54,10 @@ class PrincipalCache:
     """Token hash -> ``UserPublic`` for at most ``ttl`` seconds (monotonic ``clock``), thread-safe."""
 
     def __init__(self, ttl: float = DEFAULT_TTL_SECONDS, max_entries: int = MAX_ENTRIES,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.ttl, self.max_entries, self.clock = ttl, max_entries, clock
+                 clock: Callable[[], float] = time.monotonic, known_for: float = DEFAULT_KNOWN_SECONDS) -> None:
+        self.ttl, self.max_entries, self.clock, self.known_for = ttl, max_entries, clock, known_for
         self._entries: dict[str, _Entry] = {}
+        self._seen: dict[str, _Entry] = {}  # hash -> (user, seen until): for ``known`` only
         self._generation = 0
         self._lock = threading.Lock()
 
@@ -73,15 +84,24 @@ class PrincipalCache:
                 return
             if len(self._entries) >= self.max_entries:
                 self._entries.clear()
-            self._entries[token_hash] = _Entry(user, self.clock() + self.ttl)
+            if len(self._seen) >= self.max_entries:
+                self._seen.clear()
+            now = self.clock()
+            self._entries[token_hash] = _Entry(user, now + self.ttl)
+            self._seen[token_hash] = _Entry(user, now + self.known_for)
 
-    def known(self, token_hash: str) -> bool:
-        """Whether ``token_hash`` belongs to a user read from the store less than ``ttl`` seconds ago."""
-        entry = self._entries.get(token_hash)
-        return entry is not None and entry.until > self.clock()
+    def known(self, token_hash: str, now: datetime) -> bool:
+        """Whether ``token_hash`` authenticated less than ``known_for`` seconds ago and is not expired at ``now``.
+
+        For the failed-authentication limit only: it authorises nothing.
+        """
+        entry = self._seen.get(token_hash)
+        return (entry is not None and entry.until > self.clock()
+                and (entry.user.expires_at is None or entry.user.expires_at > now))
 
     def invalidate(self) -> None:
         """Forget every entry (a token was revoked); lookups in flight will not re-add theirs."""
         with self._lock:
             self._generation += 1
             self._entries.clear()
+            self._seen.clear()

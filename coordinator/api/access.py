@@ -130,8 +130,9 @@ def known_caller(app: Any, scope: Scope_) -> bool:
 
     For ``middleware.ClientRateLimit``: such a request needs no token of the failed-authentication
     limit while it waits to be served (a 401 it still gets is charged). Known: the bootstrap token
-    (constant-time compare), an API token whose user ``ctx.principals`` holds, or a browser session
-    whose token it holds. Anything else is unknown and goes through the limit as before.
+    (constant-time compare), an API token whose user authenticated in the last minutes
+    (``ctx.principals.known``), or a browser session whose token did. Anything else is unknown and
+    goes through the limit as before.
     """
     raw = scope.get("headers") or ()
     auths = [value for name, value in raw if name == b"authorization"]
@@ -146,14 +147,14 @@ def known_caller(app: Any, scope: Scope_) -> bool:
         bootstrap = state.settings.bootstrap_token
         if bootstrap is not None and hmac.compare_digest(token.encode(), bootstrap.get_secret_value().encode()):
             return True
-        return bool(token) and ctx.principals.known(hash_token(token))
+        return bool(token) and ctx.principals.known(hash_token(token), ctx.clock())
     cookie = headers.get(b"cookie")
     sessions = getattr(state, "web_sessions", None)
     if cookie is None or sessions is None:
         return False
     session_id = cookie_parser(cookie.decode("latin-1")).get(COOKIE)
     session = sessions.resolve(session_id, ctx.clock()) if session_id else None
-    return session is not None and ctx.principals.known(session.token_hash)
+    return session is not None and ctx.principals.known(session.token_hash, ctx.clock())
 
 
 def require(*roles: str, via: Callable[..., Principal] = current_principal) -> RoleCheck:

@@ -116,14 +116,26 @@ def test_a_lookup_that_raced_a_revocation_cannot_cache_the_old_user() -> None:
 
 def test_a_cached_user_never_outlives_its_expiry_or_the_ttl() -> None:
     clock = [100.0]
-    cache, now = PrincipalCache(ttl=2.0, clock=lambda: clock[0]), datetime.now(UTC)
+    cache, now = PrincipalCache(ttl=2.0, clock=lambda: clock[0], known_for=300.0), datetime.now(UTC)
     cache.put("h", _user(now + timedelta(seconds=10)), cache.generation())
-    assert cache.get("h", now) is not None and cache.known("h")
+    assert cache.get("h", now) is not None and cache.known("h", now)
     assert cache.get("h", now + timedelta(seconds=10)) is None  # expired: gone, the store decides again
+    assert not cache.known("h", now + timedelta(seconds=10))  # nor known to the limiter
 
     cache.put("h", _user(None), cache.generation())
     clock[0] += 2.0
-    assert cache.get("h", now) is None and not cache.known("h")
+    assert cache.get("h", now) is None  # the ttl: the store decides again ...
+    assert cache.known("h", now)  # ... while the limiter still knows the caller
+    clock[0] += 298.0
+    assert not cache.known("h", now)
+
+
+def test_a_revocation_makes_every_caller_unknown_to_the_limiter() -> None:
+    cache, now = PrincipalCache(), datetime.now(UTC)
+    cache.put("h", _user(None), cache.generation())
+    assert cache.known("h", now)
+    cache.invalidate()
+    assert not cache.known("h", now) and cache.get("h", now) is None
 
 
 def test_an_answer_is_dropped_by_a_newer_version_or_its_age() -> None:
