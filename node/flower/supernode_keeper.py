@@ -108,10 +108,11 @@ def watch_parent(parent: int, stop: threading.Event, interval: float = 1.0,
     while not stop.wait(interval):
         if os.getppid() != parent:
             logger.warning("the node process %d is gone; stopping the SuperNode", parent)
+            if exit_after is not None:  # armed first: ``stop.set`` itself may block behind a stuck main thread
+                timer = threading.Timer(grace, exit_after)
+                timer.daemon = True
+                timer.start()
             stop.set()
-            if exit_after is not None:
-                time.sleep(grace)
-                exit_after()
             return
 
 
@@ -144,7 +145,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
-        stop.set()
+        # not ``stop.set()`` here: a handler runs on the main thread between bytecodes, possibly inside
+        # ``stop.set``/``stop.wait`` holding the event's lock, and would wait on itself for ever (seen: an
+        # orphaned supervisor deadlocked in Event.set after SIGTERM arrived twice while it stopped its node)
+        threading.Thread(target=stop.set, name="stop-on-signal", daemon=True).start()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)

@@ -171,6 +171,8 @@ def run_task(endpoint: RuntimeEndpoint, token: str, app: ClientApp, pin: PinnedA
 
 
 def _watch_parent(parent_pid: int, stop: threading.Event) -> None:
+    """Set ``stop`` once ``parent_pid`` (the SuperNode) is gone."""
+
     def watch() -> None:
         while not stop.wait(0.5):
             try:
@@ -178,7 +180,22 @@ def _watch_parent(parent_pid: int, stop: threading.Event) -> None:
             except ProcessLookupError:
                 stop.set()
 
-    threading.Thread(target=watch, daemon=True).start()
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _exit_after_stop(stop: threading.Event, grace: float = 10.0) -> None:
+    """End the process ``grace`` seconds after ``stop`` is set (SIGTERM, or the SuperNode gone), whatever runs.
+
+    For a task still running then: Flower's runtime client retries a push to a dead SuperNode without
+    end (seen: runners of killed SuperNodes left retrying for hours after SIGTERM).
+    """
+
+    def wait_then_exit() -> None:
+        stop.wait()
+        time.sleep(grace)
+        os._exit(0)
+
+    threading.Thread(target=wait_then_exit, name="exit-after-stop", daemon=True).start()
 
 
 def serve(endpoint: RuntimeEndpoint, pin: PinnedApp, poll: float, stop: threading.Event) -> None:
@@ -224,6 +241,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, on_signal)
     if args.parent_pid is not None:
         _watch_parent(args.parent_pid, stop)
+    _exit_after_stop(stop)
     secret = args.superexec_auth_secret_file.read_bytes() if args.superexec_auth_secret_file else None
     endpoint = RuntimeEndpoint(args.runtime_api_address, args.insecure, args.root_certificates, secret)
     LOG.info("serving %s from %s", args.app, endpoint.address)

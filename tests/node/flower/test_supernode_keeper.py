@@ -109,4 +109,55 @@ def test_an_orphaned_supervisor_whose_main_thread_is_stuck_still_ends() -> None:
                                kwargs={"exit_after": ended.set, "grace": 0.05})
     watcher.start()
     watcher.join(timeout=5)
-    assert ended.is_set()
+    assert ended.wait(5)  # after the grace period, on a timer of its own
+
+
+class _StuckEvent(threading.Event):
+    """An event whose ``set`` never returns: its lock held by a main thread that is stuck."""
+
+    def set(self) -> None:
+        threading.Event().wait()
+
+
+def test_an_orphaned_supervisor_ends_even_when_stopping_blocks() -> None:
+    import os
+
+    from node.flower.supernode_keeper import watch_parent
+
+    ended = threading.Event()
+    watcher = threading.Thread(target=watch_parent, args=(os.getppid() + 999_999, _StuckEvent(), 0.01),
+                               kwargs={"exit_after": ended.set, "grace": 0.05}, daemon=True)
+    watcher.start()
+    assert ended.wait(5), "exit_after never ran: the orphan would live on"
+
+
+def test_a_clientapp_runner_whose_supernode_died_ends_even_mid_task(monkeypatch) -> None:
+    """The warm ClientApp runner stops when its SuperNode is gone, and exits after a grace period even if a task
+    is still stuck retrying a push to the dead SuperNode (Flower's client retries without end)."""
+    import subprocess
+    import sys
+
+    from node.flower import warm_clientapp
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid that no longer exists: the SuperNode died
+    exited = threading.Event()
+    monkeypatch.setattr(warm_clientapp.os, "_exit", lambda code: exited.set())
+    stop = threading.Event()
+    warm_clientapp._watch_parent(gone.pid, stop)
+    warm_clientapp._exit_after_stop(stop, grace=0.05)
+
+    assert stop.wait(5), "the runner was not told to stop"
+    assert exited.wait(5), "the runner would live on, stuck in its task"
+
+
+def test_a_clientapp_runner_stopped_by_a_signal_mid_task_still_exits(monkeypatch) -> None:
+    from node.flower import warm_clientapp
+
+    exited = threading.Event()
+    monkeypatch.setattr(warm_clientapp.os, "_exit", lambda code: exited.set())
+    stop = threading.Event()
+    warm_clientapp._exit_after_stop(stop, grace=0.05)
+    assert not exited.wait(0.2)  # running: nothing ends it
+    stop.set()  # SIGTERM's handler; the main thread stays stuck in its task
+    assert exited.wait(5)
