@@ -126,35 +126,44 @@ async def current_principal(
 
 
 def known_caller(app: Any, scope: Scope_) -> bool:
-    """Whether ``scope``'s request carries a credential this app authenticated in the last seconds.
+    """Whether every credential ``scope``'s request carries is one this app authenticated in the last minutes.
 
     For ``middleware.ClientRateLimit``: such a request needs no token of the failed-authentication
     limit while it waits to be served (a 401 it still gets is charged). Known: the bootstrap token
     (constant-time compare), an API token whose user authenticated in the last minutes
-    (``ctx.principals.known``), or a browser session whose token did. Anything else is unknown and
-    goes through the limit as before.
+    (``ctx.principals.known``), or a browser session whose token did. A request with one known
+    credential beside an unknown one (a known token beside a guessed session cookie: the pages
+    authenticate the cookie) is unknown, as is a second ``Authorization`` or ``Cookie`` header, a
+    login, and anything else: those go through the limit as before.
     """
     raw = scope.get("headers") or ()
     auths = [value for name, value in raw if name == b"authorization"]
-    if len(auths) > 1 or scope.get("path", "").endswith("/login"):
-        return False  # the app authenticates the first header (and a login its form): only one credential counts
-    headers = dict(raw)
-    state = app.state
-    ctx = state.context
-    auth = auths[0].decode("latin-1") if auths else ""
-    if auth[:7].lower() == "bearer ":
-        token = auth[7:].strip()
-        bootstrap = state.settings.bootstrap_token
-        if bootstrap is not None and hmac.compare_digest(token.encode(), bootstrap.get_secret_value().encode()):
-            return True
-        return bool(token) and ctx.principals.known(hash_token(token), ctx.clock())
-    cookie = headers.get(b"cookie")
-    sessions = getattr(state, "web_sessions", None)
-    if cookie is None or sessions is None:
+    cookies = [value for name, value in raw if name == b"cookie"]
+    if len(auths) > 1 or len(cookies) > 1 or scope.get("path", "").endswith("/login"):
+        return False  # the app authenticates one header (and a login its form): only one credential counts
+    ctx = app.state.context
+    session_id = cookie_parser(cookies[0].decode("latin-1")).get(COOKIE) if cookies else None
+    if not auths and session_id is None:
         return False
-    session_id = cookie_parser(cookie.decode("latin-1")).get(COOKIE)
-    session = sessions.resolve(session_id, ctx.clock()) if session_id else None
+    if auths and not _known_bearer(app, auths[0].decode("latin-1")):
+        return False
+    if session_id is None:
+        return True
+    sessions = getattr(app.state, "web_sessions", None)
+    session = sessions.resolve(session_id, ctx.clock()) if sessions is not None else None
     return session is not None and ctx.principals.known(session.token_hash, ctx.clock())
+
+
+def _known_bearer(app: Any, auth: str) -> bool:
+    """Whether an ``Authorization`` value is a bearer token this app knows (see :func:`known_caller`)."""
+    if auth[:7].lower() != "bearer ":
+        return False
+    token = auth[7:].strip()
+    bootstrap = app.state.settings.bootstrap_token
+    if bootstrap is not None and hmac.compare_digest(token.encode(), bootstrap.get_secret_value().encode()):
+        return True
+    ctx = app.state.context
+    return bool(token) and ctx.principals.known(hash_token(token), ctx.clock())
 
 
 def require(*roles: str, via: Callable[..., Principal] = current_principal) -> RoleCheck:

@@ -242,6 +242,28 @@ def test_a_known_token_beside_a_guess_does_not_pass_an_empty_bucket(strict: Live
     assert valid.status_code not in (401, 429)  # the real caller is still served, and was not locked out
 
 
+def test_a_known_token_beside_a_guessed_session_cookie_does_not_pass_an_empty_bucket(strict: LiveCoordinator) -> None:
+    """The pages authenticate the session cookie, not the bearer token: a known token sent beside a guessed
+    cookie (or a second Cookie header, or a non-bearer Authorization beside a cookie) must not carry the
+    guess past the limit (found by attack: 200 cookie guesses from an empty bucket, all served as 401)."""
+    with httpx.Client(base_url=strict.url, timeout=60.0) as c:
+        created = c.post(f"{API}/users", json={"name": "aud", "role": "auditor", "signing_key": "a" * 64},
+                         headers={"Authorization": f"Bearer {BOOT}"})
+        assert created.status_code == 201, created.text
+        token = created.json()["token"]
+        assert c.get(f"{API}/users/me", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    _exhaust(strict)
+    with httpx.Client(base_url=strict.url, timeout=60.0) as c:
+        beside = [c.get("/audit", headers={"Authorization": f"Bearer {token}",
+                                           "Cookie": f"tandem_session=guess{i}"}).status_code for i in range(20)]
+        basic = [c.get("/audit", headers={"Authorization": "Basic Zm9vOmJhcg==",
+                                          "Cookie": f"tandem_session=guess{i}"}).status_code for i in range(5)]
+        valid = c.get(f"{API}/users/me", headers={"Authorization": f"Bearer {token}"})
+
+    assert set(beside) == {429} and set(basic) == {429}, (Counter(beside), Counter(basic))
+    assert valid.status_code == 200  # the known caller alone is still served
+
+
 def test_charged_failures_never_push_an_address_below_empty() -> None:
     """401s of trusted-looking requests are charged, but an empty bucket stays empty: a shared address is
     refused for one refill interval at most, not for hours (before: Retry-After grew by 60 s per failure)."""
