@@ -376,11 +376,10 @@ def _round_server(service: TrainingService, party: str, port: int, ledger: Egres
 
 
 def _record_reply(ledger: EgressLedger, headers: dict[str, str], status: int, body: bytes) -> None:
-    from protocols.wire.flower_round import HEADER_JOB_ID, HEADER_ROUND, HEADER_RUN_ID
+    from protocols.wire.flower_round import HEADER_ROUND, HEADER_RUN_ID
 
-    job = headers.get(HEADER_JOB_ID, "")
     ledger.record(peer=COORDINATOR_PEER, kind="flower.round_reply" if status == 200 else "flower.round_error",
-                  payload=body, job_id=int(job) if job.isdigit() else None,
+                  payload=body, job_id=_job_id(headers),
                   ref=f"flower/run/{headers.get(HEADER_RUN_ID, '?')}/round/{headers.get(HEADER_ROUND, '?')}")
 
 
@@ -393,10 +392,9 @@ def _answer_round(service: TrainingService, party: str, path: str, headers: dict
         return 404, b"not found"
     if headers.get(HEADER_PARTY) != party:
         return 403, f"this node serves party {party}".encode()
-    try:
-        job_id = int(headers.get(HEADER_JOB_ID, ""))
-    except ValueError:
-        return 400, f"bad {HEADER_JOB_ID} header: a job id is expected".encode()
+    job_id = _job_id(headers)
+    if job_id is None:
+        return 400, f"bad {HEADER_JOB_ID} header: a job id (ASCII digits) is expected".encode()
     try:
         attempt = parse_attempt(_header(headers, H_ATTEMPT))
         running = service.running_attempt(job_id, attempt, timeout=120.0)
@@ -409,6 +407,14 @@ def _answer_round(service: TrainingService, party: str, path: str, headers: dict
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _job_id(headers: dict[str, str]) -> int | None:
+    """The round's job id: ASCII digits only, at most 12 (``'²'``, ``' 7 '``, ``'0_7'`` and 5,000 digits are not)."""
+    from protocols.wire.flower_round import HEADER_JOB_ID
+
+    raw = headers.get(HEADER_JOB_ID, "")
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 12 else None
 
 
 def _header(headers: dict[str, str], name: str) -> str | None:

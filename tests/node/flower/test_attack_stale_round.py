@@ -162,3 +162,19 @@ def test_a_stale_setup_waiting_for_alignment_ends_when_its_attempt_stops(
             stale.result(timeout=120)
         assert b"n_train" in current.result(timeout=120)
     assert attempt2.run_id == str(CURRENT_RUN) and attempt2.error is None
+
+
+@pytest.mark.parametrize("job_id", ["²", "٧", "1" * 5000, "+7", "0_7", "7 8", ""])
+def test_a_malformed_job_id_gets_a_400_and_an_error_record(
+    node: tuple[TrainingService, str, EgressLedger], job_id: str,
+) -> None:
+    """Found by attack: ``'²'`` (``isdigit`` but not ``int``) and 5,000 digits crashed the handler after its
+    400 (no HTTP answer, nothing in the ledger); ``'+7'`` and ``'0_7'`` were taken as job 7."""
+    _, url, ledger = node
+    raw = {HEADER_PARTY: "bank", HEADER_RUN_ID: str(CURRENT_RUN), HEADER_ROUND_TOKEN: TOKEN}
+    headers = [(k.encode(), v.encode()) for k, v in raw.items()] + [(HEADER_JOB_ID.encode(), job_id.encode("latin-1",
+                                                                                                          "replace"))]
+    answer = httpx.post(f"{url}/flower/v1/{CURRENT_RUN}/1", content=b"x", timeout=30, headers=headers)
+
+    assert answer.status_code == 400 and HEADER_JOB_ID in answer.text
+    assert [(r.body["kind"], r.body["job_id"]) for r in ledger.records()] == [("flower.round_error", None)]
