@@ -166,14 +166,17 @@ class ProcessTreeMeter:
         except psutil.Error:
             return None
         seen = self._seen.get(key)
-        if seen is None:
-            try:
-                cmdline = " ".join(proc.cmdline())
-            except psutil.Error:
-                cmdline = ""
+        try:
+            cmdline = " ".join(proc.cmdline())
+        except psutil.Error:
+            cmdline = seen.cmdline if seen is not None else ""
+        # new, or it has exec'd since: a process sampled between fork and exec shows its parent's command
+        # line (seen under load: the telco's node counted as the bench's own "python"), so classify it again
+        if seen is None or cmdline != seen.cmdline:
             parent = next((s for (pid, _), s in self._seen.items() if pid == ppid), None)
             kind, party = _kind_and_party(cmdline, parent)
-            seen = self._seen[key] = _Seen(party, kind, cmdline, ppid)
+            first_ppid = seen.first_ppid if seen is not None else ppid
+            seen = self._seen[key] = _Seen(party, kind, cmdline, first_ppid)
         seen.peak_rss_kb = max(seen.peak_rss_kb, _peak_rss_kb(proc.pid))
         if ppid == self._me.pid and seen.first_ppid != ppid:
             self._reap_orphan(proc)
