@@ -21,7 +21,11 @@ Enabled by ``TANDEM_COORD_TRAINING_ENABLED=1``; ``tandem-coordinator serve`` the
    (403) a report without the launcher's random report token, which only the SuperLink's environment
    (and so its ServerApp processes) holds, never a run config, so no other local process can fail a job;
 4. stops a run whose job failed or was cancelled meanwhile (e.g. a node reported the failure while
-   the ServerApp still waited for a round), audited as ``training.run_stopped``.
+   the ServerApp still waited for a round), audited as ``training.run_stopped``;
+5. fails an attempt whose run an earlier coordinator process started (audited ``training.run_started``
+   for that attempt, but not by this launcher): the run's ServerApp ended with that process's SuperLink,
+   and a second run of the same attempt would send a Setup round to nodes that are rounds further on.
+   Audited ``training.run_lost``; the nodes see the job failed and stop, and a retry starts a new attempt.
 
 What the coordinator learns: what the arbiters learn (:mod:`coordinator.flower.arbiters`) — counts,
 masked values, the held-out metrics — and the run's round count and outcome.
@@ -203,7 +207,11 @@ class TrainingLauncher:
     def tick(self) -> None:
         """Launch runs for new training jobs and attempts, apply the reports that arrived, stop orphaned runs."""
         for job, parties in self._new_jobs():
-            self._launch(job, parties)
+            lost = self._lost_run(job) if job.id not in self._runs else None
+            if lost is None:
+                self._launch(job, parties)
+            else:
+                self._fail_lost(job, lost)
         with self._lock:
             reports, self._reports = self._reports, []
         for report in reports:
@@ -219,6 +227,38 @@ class TrainingLauncher:
                     if job.kind in _ARBITERS and (run is None or run.attempt < job.attempt):
                         found.append((job, tx.jobs.job_parties(job.id)))
         return found
+
+    def _lost_run(self, job: JobPublic) -> int | None:
+        """The run an earlier coordinator process started for ``job``'s current attempt, if any.
+
+        Its ServerApp died with that process's SuperLink, and the rounds the nodes had answered with it.
+        """
+        with self.ctx.store.read() as tx:
+            head = tx.audit.head()
+            if head is None:
+                return None
+            found = tx.audit.containing(['"action":"training.run_started"', f'"object":"job:{job.id}"'], head.seq)
+        runs = [r.body["details"].get("run_id") for r in found
+                if r.body["action"] == "training.run_started" and r.body["object"] == f"job:{job.id}"
+                and r.body["details"].get("attempt") == job.attempt]
+        return runs[-1] if runs else None
+
+    def _fail_lost(self, job: JobPublic, run_id: int) -> None:
+        """Fail the attempt whose run was lost in a coordinator restart (the nodes then stop it; a retry runs anew)."""
+        self._runs[job.id] = _Run(job.attempt, run_id, ended=True)
+        detail = (f"the coordinator restarted during Flower run {run_id} of attempt {job.attempt}; the run and its "
+                  "rounds ended with it. Retry the job: a new attempt starts a new run (train_risk resumes from "
+                  "its checkpoints)")
+        with self.ctx.store.write() as tx:
+            current = tx.jobs.get_job(job.id)
+            audit_log.record(self.ctx, tx, ACTOR, "training.run_lost", f"job:{job.id}",
+                             {"run_id": run_id, "attempt": job.attempt})
+            if current.attempt == job.attempt and current.status not in FINAL \
+                    and can_move(current.status, JobStatus.FAILED):
+                tx.jobs.update_job(job.id, JobUpdate(status=JobStatus.FAILED, status_detail=detail), self.ctx.clock())
+                audit_log.record(self.ctx, tx, ACTOR, "job.status", f"job:{job.id}",
+                                 {"from": current.status.value, "to": "failed", "detail": detail})
+        logger.warning("job %s: %s", job.id, detail)
 
     def _launch(self, job: JobPublic, parties: list[str]) -> None:
         from coordinator.flower.superlink import APP_DIR

@@ -110,3 +110,30 @@ def test_a_retry_while_the_old_run_is_still_live_stops_it_first() -> None:
 
     assert superlink.stopped == [101] and len(superlink.started) == 2
     assert _actions(launcher)[1][1]["why"] == "attempt 2 replaces it"
+
+
+def test_a_run_lost_in_a_coordinator_restart_fails_its_attempt_and_a_retry_runs_anew() -> None:
+    # Prepare: attempt 1's run started under the first coordinator process, which then died with its SuperLink
+    first, _, job_id = _launcher()
+    first.tick()
+    _set(first, job_id, status=JobStatus.RUNNING)
+    restarted = TrainingLauncher(first.ctx, TrainingSettings())
+    superlink = FakeSuperLink()
+    restarted._superlink = superlink
+    restarted._server = SimpleNamespace(server_address=("127.0.0.1", 9))  # type: ignore[assignment]
+
+    # Execute: the restarted process scans
+    restarted.tick()
+    restarted.tick()
+
+    # Assert: no second run of attempt 1 (its nodes are rounds further on); the attempt failed, named why
+    assert superlink.started == []
+    job = _job(restarted, job_id)
+    assert job.status == JobStatus.FAILED
+    assert "coordinator restarted during Flower run 101 of attempt 1" in job.status_detail
+    assert [a for a, _ in _actions(restarted)] == ["training.run_started", "training.run_lost"]
+
+    # A retry (attempt 2) gets a run of its own
+    _set(restarted, job_id, status=JobStatus.APPROVED, attempt=2)
+    restarted.tick()
+    assert [c["attempt"] for c in superlink.started] == [2]
