@@ -65,12 +65,21 @@ from protocols.wire.control import (
 from protocols.wire.errors import ConfigError, ProtocolError
 from protocols.wire.filters import FilterSyntaxError, parse_filter
 
-__all__ = ["FINAL_STATES", "JobContext", "JobFamily", "JobHandler", "JobOutcome", "JobRunner", "family_handlers",
-           "ledger_receipts"]
+__all__ = ["FINAL_STATES", "JobContext", "JobEndedElsewhere", "JobFamily", "JobHandler", "JobOutcome", "JobRunner",
+           "family_handlers", "ledger_receipts"]
 
 logger = logging.getLogger(__name__)
 
 FINAL_STATES = frozenset({"succeeded", "failed", "refused"})
+
+_ENDED_ELSEWHERE = frozenset({JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.REJECTED})
+
+
+class JobEndedElsewhere(ProtocolError):
+    """The coordinator ended the job (a party failed it, someone cancelled it) or retried it: this attempt is over."""
+
+    status_hint = 409
+
 
 _ONE_INPUT = "job {job} has {count} inputs on this node; a job takes exactly one"
 """``JobContext.own_input``'s default message (formatted with ``job`` and ``count``)."""
@@ -144,6 +153,24 @@ class JobContext:
             raise error(f"job {self.job.id} must have exactly one input of the peer party")
         assert others[0].party is not None
         return others[0].party
+
+    def check_current(self) -> None:
+        """Ask the coordinator whether this attempt of the job still runs; raise if it is over.
+
+        A long wait on the peer calls this every few seconds, so a job that the peer failed (bad parameters,
+        a refused field), that someone cancelled or that was retried ends here too, not after a timeout.
+
+        Raises:
+            JobEndedElsewhere: the job is failed, cancelled or rejected at the coordinator, or runs a
+                newer attempt.
+            CoordinatorError: the coordinator could not answer (the caller decides whether to wait on).
+        """
+        remote = self.coordinator.job(self.job.id)
+        if remote.status in _ENDED_ELSEWHERE:
+            raise JobEndedElsewhere(f"the job was {remote.status} elsewhere: {remote.status_detail[:300]}")
+        if remote.attempt != self.job.attempt:
+            raise JobEndedElsewhere(f"the job was retried meanwhile (attempt {remote.attempt}); "
+                                    f"attempt {self.job.attempt} stops here")
 
     def peer(self, party: str) -> PeerClient:
         """A pinned mutual-TLS client to ``party`` (created once per job)."""

@@ -186,6 +186,12 @@ class FakeCoordinator:
 
     def _post_result(self, party: str, job_id: int, report: JobResultReport) -> httpx.Response:
         self._record_result(party, job_id, report)
+        job = self.jobs.get(job_id)
+        if report.status == "failed" and job is not None and job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+            # as the real coordinator does: one party's failure fails the job, so the other party's wait
+            # on it (JobContext.check_current) ends
+            self.jobs[job_id] = job.model_copy(update={"status": JobStatus.FAILED,
+                                                       "status_detail": f"{party}: {report.detail or 'failed'}"})
         return self._ok({"ok": True})
 
     def _record_result(self, party: str, job_id: int, report: JobResultReport) -> None:

@@ -24,12 +24,13 @@ def reopening_link(ctx: JobContext, *, ready_timeout: float) -> tuple[SessionLin
 
     Args:
         ctx: The job's context (its signed peer party, job id).
-        ready_timeout: How long each transport waits for the telco to open its side, seconds.
+        ready_timeout: How long each transport waits for the telco to open its side, seconds; it stops
+            waiting earlier once the coordinator shows the job ended (:meth:`JobContext.check_current`).
     """
     client = ctx.peer(ctx.peer_party())
 
     def transport() -> PeerFrameTransport:
-        return PeerFrameTransport(client, ctx.job.id, ready_timeout=ready_timeout)
+        return PeerFrameTransport(client, ctx.job.id, ready_timeout=ready_timeout, still_running=ctx.check_current)
 
     link = SessionLink(transport(), str(ctx.job.id))
 

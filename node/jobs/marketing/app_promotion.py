@@ -63,7 +63,6 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -77,11 +76,11 @@ from node.channels import ChannelOutreach, load_channel_settings
 from node.governance import Governance
 from node.jobs.marketing._screening import Candidates, ScreenSpec, released_sizes, screen, split_arms
 from node.jobs.marketing.arms import ArmMember, CampaignArms, save_arms
-from node.jobs.psi._link import drive, session_channel
+from node.jobs.psi._link import PeerFrameTransport, drive, session_channel
 from node.jobs.psi._node import k_of, key_columns, link_to_peer
 from node.jobs.psi._sender import DEFAULT_PATIENCE, EvaluationMeter, Patience, SenderJob, SenderRegistry
 from node.model_store import ModelStore
-from node.peer import PeerError, PeerInbox, PeerMessage
+from node.peer import PeerInbox, PeerMessage
 from node.runner import JobContext, JobHandler
 from protocols.crypto.signing import verify_signature
 from protocols.vfl.model_parts import ModelCard
@@ -102,7 +101,6 @@ __all__ = ["RELEASE_CHANNEL", "AppPromotionError", "AudienceOutreach", "BankAppP
 
 RELEASE_CHANNEL = "app_promotion.release"
 SCORE_BATCH_ROWS = 200_000
-_NOT_READY = frozenset({404, 409, 503})
 _PREFIX = "app_promotion"
 DEFAULT_AUDIENCE_CAP = 10_000
 """Most candidates whose bank-customer status one job may test when ``params.match_cap`` is not set."""
@@ -592,13 +590,8 @@ class BankAppPromotion:
                 **link.stats.as_dict()}
 
     def _send(self, ctx: JobContext, telco: str, body: bytes) -> bytes:
-        """Send the release, waiting while the telco has not opened the job yet."""
-        client = ctx.peer(telco)
-        deadline = time.monotonic() + self.ready_timeout
-        while True:
-            try:
-                return client.exchange(ctx.job.id, RELEASE_CHANNEL, 1, body, kind="app_promotion.release")
-            except PeerError as exc:
-                if exc.http_status not in _NOT_READY or time.monotonic() >= deadline:
-                    raise
-            time.sleep(0.5)
+        """Send the release, waiting while the telco has not opened the job yet (or until the job ended)."""
+        transport = PeerFrameTransport(ctx.peer(telco), ctx.job.id, ready_timeout=self.ready_timeout,
+                                       resume_attempts=0, still_running=ctx.check_current,
+                                       kind="app_promotion.release")
+        return transport.exchange(RELEASE_CHANNEL, 1, body)

@@ -13,12 +13,14 @@ messages 1, 2, 3…; re-sending a number returns the cached reply without re-run
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from node.coordinator_client import CoordinatorUnavailable
 from node.peer import PeerClient, PeerError
 from protocols.wire.control import KeyType
 from protocols.wire.errors import ProtocolError
@@ -70,24 +72,42 @@ class PeerFrameTransport:
             may still be loading data or preparing tables).
         resume_attempts: Extra attempts after a transport failure; the same ``seq`` is re-sent, which
             the sender answers from its cache if it already handled it.
+        still_running: Called every ``check_interval`` seconds of that wait (the job context's
+            ``check_current``): it raises when the coordinator has ended or retried the job, e.g. because
+            the sender refused it, so the wait ends then and not at ``ready_timeout``. A coordinator that
+            cannot be reached meanwhile does not end the wait.
+        kind: The ledger kind of the frames.
         sleep: Injected for tests.
     """
 
     def __init__(self, client: PeerClient, job_id: int, *, ready_timeout: float = 600.0, resume_attempts: int = 3,
+                 still_running: Callable[[], None] | None = None, check_interval: float = 3.0, kind: str = "psi",
                  sleep: Callable[[float], None] = time.sleep) -> None:
-        self.client, self.job_id = client, job_id
+        self.client, self.job_id, self.kind = client, job_id, kind
         self.ready_timeout, self.resume_attempts, self._sleep = ready_timeout, resume_attempts, sleep
+        self.still_running, self.check_interval = still_running, check_interval
         self._opened = False
 
     def exchange(self, channel: str, seq: int, frame: bytes) -> bytes:
-        """Send one frame; wait while the sender is not ready (first message only); resume after drops."""
+        """Send one frame; wait while the sender is not ready (first message only); resume after drops.
+
+        Raises:
+            PeerError: the sender refused the frame, was not ready within ``ready_timeout``, or could not
+                be reached after ``resume_attempts``.
+            ProtocolError: what ``still_running`` raises once the job is over at the coordinator.
+        """
         deadline = time.monotonic() + self.ready_timeout
+        checked = time.monotonic()
         resumes = 0
         while True:
             try:
-                reply = self.client.exchange(self.job_id, channel, seq, frame, kind="psi")
+                reply = self.client.exchange(self.job_id, channel, seq, frame, kind=self.kind)
             except PeerError as exc:
                 if exc.http_status in _NOT_READY and not self._opened and time.monotonic() < deadline:
+                    if self.still_running is not None and time.monotonic() - checked >= self.check_interval:
+                        checked = time.monotonic()
+                        with contextlib.suppress(CoordinatorUnavailable):
+                            self.still_running()
                     self._sleep(1.0)
                     continue
                 if exc.http_status is None and resumes < self.resume_attempts:

@@ -36,9 +36,14 @@ def k_of(params: JobParams) -> int:
 
 
 def link_to_peer(ctx: JobContext, *, ready_timeout: float = 600.0) -> SessionLink:
-    """A session link to the peer's node over the mutual-TLS data plane."""
+    """A session link to the peer's node over the mutual-TLS data plane.
+
+    While it waits for the peer to open its side, it asks the coordinator every few seconds whether the
+    job is still on (:meth:`JobContext.check_current`): a peer that refused the job ends the wait.
+    """
     client = ctx.peer(ctx.peer_party())
-    return SessionLink(PeerFrameTransport(client, ctx.job.id, ready_timeout=ready_timeout), str(ctx.job.id))
+    transport = PeerFrameTransport(client, ctx.job.id, ready_timeout=ready_timeout, still_running=ctx.check_current)
+    return SessionLink(transport, str(ctx.job.id))
 
 
 def key_columns(governance: Governance, fields: list[str]) -> list[KeyColumn]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,8 +73,11 @@ def aligned_from(job_id: int, canonical: dict[str, int], shared: frozenset[str],
 
 
 def align_as_receiver(client: PeerClient, job_id: int, key_type: KeyType, keys: list[str | None], *,
-                      ready_timeout: float = 600.0) -> Aligned:
+                      ready_timeout: float = 600.0, still_running: Callable[[], None] | None = None) -> Aligned:
     """Bank side: run both sessions against the telco; return the bank's aligned rows.
+
+    ``still_running`` (the job context's ``check_current``) ends the wait for the telco early once the
+    coordinator shows the job ended.
 
     Raises:
         TrainingError: the exchange failed or the peer's answers were invalid.
@@ -83,7 +87,7 @@ def align_as_receiver(client: PeerClient, job_id: int, key_type: KeyType, keys: 
     peer_size = 0
     for output in (OutputTo.RECEIVER, OutputTo.SENDER):
         session = EcdhPsiReceiver(list(canonical), key_type=key_type, job_id=str(job_id), output_to=output)
-        transport = PeerFrameTransport(client, job_id, ready_timeout=ready_timeout)
+        transport = PeerFrameTransport(client, job_id, ready_timeout=ready_timeout, still_running=still_running)
         message: Any = session.start()
         seq = 0
         try:

@@ -66,7 +66,7 @@ from node.runner import JobContext, JobHandler
 from node.runtime import NodeRuntime
 from protocols.vfl.model_parts import DataDigests, FallbackModel, FeatureColumn, ModelCard, ModelMetrics
 from protocols.vfl.rounds import DEFAULT_LR_ITERATIONS, TrainingError
-from protocols.wire.control import JobInput, JobKind, JobStatus
+from protocols.wire.control import JobInput, JobKind
 from protocols.wire.errors import ProtocolError
 
 __all__ = ["TrainingNodeSettings", "TrainingService"]
@@ -75,7 +75,6 @@ logger = logging.getLogger(__name__)
 
 CHANNELS = (*PSI_CHANNELS.values(), "train.lr", "train.sb", "train.eval")
 _ALGORITHM = {JobKind.TRAIN_RISK: "lr", JobKind.TRAIN_PROPENSITY: "secureboost"}
-_ENDED = {JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.REJECTED}
 _ONE_INPUT = "job {job} has {count} inputs on this node; training takes exactly one"
 
 
@@ -240,7 +239,8 @@ class TrainingService:
             ctx.progress("train.align", 0.05)
             if sender is None:
                 job.set_aligned(align_as_receiver(ctx.peer(peer_party), ctx.job.id, data.key_type, data.keys,
-                                                  ready_timeout=settings.wait_timeout))
+                                                  ready_timeout=settings.wait_timeout,
+                                                  still_running=ctx.check_current))
             else:
                 job.set_aligned(_wait_aligned(ctx, sender, settings.wait_timeout))
             self._await(ctx, job, settings)
@@ -273,7 +273,7 @@ class TrainingService:
                 ctx.progress(f"train.round.{job.rounds}", min(0.95, 0.1 + 0.85 * job.rounds / expected))
             if time.monotonic() - last_check > 2.0:
                 last_check = time.monotonic()
-                _check_still_running(ctx)
+                ctx.check_current()
             if time.monotonic() - job.last_activity > settings.idle_timeout:
                 raise TrainingError(f"no training round or peer message for {settings.idle_timeout:.0f} s")
         if job.error is not None:
@@ -423,16 +423,6 @@ def _header(headers: dict[str, str], name: str) -> str | None:
     return next((value for key, value in headers.items() if key.lower() == wanted), None)
 
 
-def _check_still_running(ctx: JobContext) -> None:
-    """Raise when the coordinator ended the job or retried it (this attempt is over)."""
-    remote = ctx.coordinator.job(ctx.job.id)
-    if remote.status in _ENDED:
-        raise TrainingError(f"the job was {remote.status} elsewhere: {remote.status_detail[:300]}")
-    if remote.attempt != ctx.job.attempt:
-        raise TrainingError(f"the job was retried meanwhile (attempt {remote.attempt}); "
-                            f"attempt {ctx.job.attempt} stops here")
-
-
 def _wait_aligned(ctx: JobContext, sender: AlignmentSender, timeout: float) -> Aligned:
     """The telco's wait for the bank's alignment, giving up early when the job ended at the coordinator."""
     deadline = time.monotonic() + timeout
@@ -442,7 +432,7 @@ def _wait_aligned(ctx: JobContext, sender: AlignmentSender, timeout: float) -> A
         except TrainingError:
             if time.monotonic() >= deadline:
                 raise TrainingError(f"row alignment did not complete within {timeout:.0f} s") from None
-            _check_still_running(ctx)
+            ctx.check_current()
 
 
 def _read(ctx: JobContext, inp: JobInput) -> PartyData:

@@ -15,6 +15,7 @@ import pytest
 
 from coordinator.flower.arbiters import LrJobArbiter
 from node.jobs.training import TrainingNodeSettings, TrainingService
+from node.runner import JobContext, JobEndedElsewhere
 from protocols.crypto.paillier import Encryptor
 from protocols.crypto.paillier.codec import encode_vector
 from protocols.vfl.rounds import Finish, LrRound, LrRoundReply, SetupReply, TrainingError, decode_payload
@@ -28,8 +29,10 @@ def _context(status: JobStatus = JobStatus.RUNNING, detail: str = "") -> Any:
     """The parts of a JobContext that ``TrainingService._await`` uses."""
     remote = SimpleNamespace(status=status, status_detail=detail, attempt=1)
     job = SimpleNamespace(id=JOB_ID, kind=JobKind.TRAIN_RISK, params=SimpleNamespace(iterations=3), attempt=1)
-    return SimpleNamespace(job=job, progress=lambda stage, fraction: None,
-                           coordinator=SimpleNamespace(job=lambda job_id: remote))
+    ctx = SimpleNamespace(job=job, progress=lambda stage, fraction: None,
+                          coordinator=SimpleNamespace(job=lambda job_id: remote))
+    ctx.check_current = lambda: JobContext.check_current(ctx)
+    return ctx
 
 
 def _await(job: Any, ctx: Any) -> None:
@@ -64,7 +67,7 @@ def test_telco_vanishing_mid_training_fails_the_bank_job_when_the_coordinator_do
     ctx = _context(JobStatus.FAILED, "telco: node lost (no reply from its SuperNode)")
 
     # Execute: the bank node's wait sees the job failed at the coordinator; its handler fails the job
-    with pytest.raises(TrainingError) as raised:
+    with pytest.raises(JobEndedElsewhere) as raised:
         _await(fed.jobs["bank"], ctx)
     fed.jobs["bank"].fail(raised.value)
 
@@ -183,5 +186,5 @@ def test_a_party_job_stops_when_the_coordinator_retried_the_job_meanwhile(tmp_pa
     ctx.coordinator = SimpleNamespace(job=lambda job_id: SimpleNamespace(status=JobStatus.APPROVED, attempt=2,
                                                                          status_detail=""))
 
-    with pytest.raises(TrainingError, match="retried meanwhile"):
+    with pytest.raises(JobEndedElsewhere, match="retried meanwhile"):
         _await(fed.jobs["bank"], ctx)
