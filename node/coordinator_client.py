@@ -70,7 +70,7 @@ class CoordinatorError(ProtocolError):
 
 
 class CoordinatorUnavailable(CoordinatorError):
-    """The coordinator could not be reached."""
+    """The coordinator could not be reached, or answered 503 (its database restarting): worth retrying."""
 
 
 def coordinator_tls_context(ca: str | Path | None, *, setting: str = "COORDINATOR_CA") -> ssl.SSLContext:
@@ -257,6 +257,8 @@ class CoordinatorClient:
                 f"the coordinator at {self._url} answered {response.status_code} with a redirect to "
                 f"{response.headers.get('location', '?')}; the node does not follow redirects: set "
                 f"{self._prefix}COORDINATOR_URL to the coordinator's own https address", status_code=502)
+        if response.status_code == 503:  # e.g. its database restarting: transient, like an unreachable coordinator
+            raise CoordinatorUnavailable(error_message(response), status_code=503)
         if response.is_error:
             raise CoordinatorError(error_message(response), status_code=response.status_code)
         return response.json() if response.content else None

@@ -8,8 +8,10 @@ Every error body has the same shape::
 (``PolicyDenied``) adds one entry per denying rule, each with its ``rule_id``.
 Domain errors map by class through ``CATALOG``; validation errors name each offending field; a body
 nested too deeply for the JSON parser is a 422 naming the nesting limit (free-form fields such as job
-outputs are bounded by their models, ``MAX_OUTPUTS_DEPTH``); anything unexpected is a 500 with no detail
-(and a logged traceback).
+outputs are bounded by their models, ``MAX_OUTPUTS_DEPTH``); a database that is down or unreachable
+(``OperationalError``, ``InterfaceError``: PostgreSQL restarting, a locked SQLite file) is a 503 with
+``Retry-After``, saying nothing was changed (the request's transaction rolled back); anything else
+unexpected is a 500 with no detail (and a logged traceback).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from coordinator.audit import log as audit_log
@@ -149,7 +151,17 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body(str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
 
 
+DB_RETRY_AFTER_S = 5
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, OperationalError | InterfaceError):  # the database is down, restarting or unreachable
+        logger.error("%s %s: the database is unavailable (%s)", request.method, request.url.path,
+                     type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__)
+        body = error_body("the coordinator's database is unavailable; nothing was changed, retry in a few seconds",
+                          None, "retry after the Retry-After seconds; if it persists, the coordinator's operator "
+                                "checks that its database (TANDEM_COORD_DATABASE_URL) is running and reachable")
+        return JSONResponse(body, status_code=503, headers={"Retry-After": str(DB_RETRY_AFTER_S)})
     logger.exception("%s %s failed unexpectedly", request.method, request.url.path)
     return JSONResponse(error_body("internal error"), status_code=500)
 

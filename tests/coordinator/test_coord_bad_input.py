@@ -98,3 +98,27 @@ def test_failure_after_a_write_rolls_back_everything(world, monkeypatch):
 
     assert r.status_code == 500 and r.json()["detail"][0]["message"] == "internal error"
     assert _jobs_and_events(world) == before
+
+
+def test_a_database_that_is_down_is_a_503_that_says_so_and_changes_nothing(world, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    before = _jobs_and_events(world)
+    real = coordinator.audit.log.event_body
+
+    def connection_lost(actor, action, obj, details):
+        if action == "policy.decided":  # mid-transaction, after the job row was written
+            raise OperationalError("INSERT INTO audit_events", {}, ConnectionError("server closed the connection"))
+        return real(actor, action, obj, details)
+
+    monkeypatch.setattr(coordinator.audit.log, "event_body", connection_lost)
+    client = TestClient(world.c.app, raise_server_exceptions=False)
+    r = client.post(f"{API}/jobs", json=world.job_body(), headers=world.h("bank_analyst"))
+    monkeypatch.undo()
+
+    assert r.status_code == 503 and r.headers["retry-after"] == "5"
+    detail = r.json()["detail"][0]
+    assert "database is unavailable" in detail["message"] and "nothing was changed" in detail["message"]
+    assert "TANDEM_COORD_DATABASE_URL" in detail["fix"]
+    assert "server closed" not in r.text  # the driver's text stays in the coordinator's log
+    assert _jobs_and_events(world) == before

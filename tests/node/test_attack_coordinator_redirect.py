@@ -50,3 +50,18 @@ def test_attack_an_https_to_http_redirect_is_refused_and_never_followed(tmp_path
     finally:
         listener.close()
         plain.close()
+
+
+def test_a_coordinator_whose_database_is_down_is_unavailable_not_a_refusal():
+    import httpx
+
+    from node.coordinator_client import CoordinatorUnavailable
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(503, headers={"Retry-After": "5"}, json={"detail": [
+            {"field": None, "message": "the coordinator's database is unavailable; nothing was changed, retry in a "
+                                       "few seconds", "fix": "retry after the Retry-After seconds"}]})
+
+    with CoordinatorClient("http://127.0.0.1:9", "t", None, transport=httpx.MockTransport(answer)) as client, \
+            pytest.raises(CoordinatorUnavailable, match="database is unavailable"):
+        client.job(7)  # the runner keeps polling and a job's wait on the peer goes on: a restart is transient
