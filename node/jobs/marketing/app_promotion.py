@@ -60,9 +60,11 @@ Bad params or inputs fail the job with a reason naming the field and the fix.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -73,6 +75,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from node.channels import ChannelOutreach, load_channel_settings
+from node.coordinator_client import CoordinatorUnavailable
 from node.governance import Governance
 from node.jobs.marketing._screening import Candidates, ScreenSpec, released_sizes, screen, split_arms
 from node.jobs.marketing.arms import ArmMember, CampaignArms, save_arms
@@ -393,7 +396,7 @@ class TelcoAppPromotion:
         if ctx.inbox is None:
             raise ConfigError("the telco needs the data plane to receive the bank's release")
         self.attach(ctx.inbox)
-        with self.registry.bound(terms.job_id, bank):
+        with self.registry.bound(terms.job_id, bank, still_running=ctx.check_current):
             signed = self._await_release(ctx, bank)
             _verify(ctx, signed, bank)
             scorer = standalone_part(card, part, signed.release)
@@ -424,9 +427,13 @@ class TelcoAppPromotion:
         with self._cond:
             self._waiting[ctx.job.id] = waiting
             self._cond.notify_all()
+        deadline = time.monotonic() + self.patience.start
         try:
-            if not waiting.arrived.wait(self.patience.start):
-                raise ProtocolError(f"no release from the bank within {self.patience.start:g} s")
+            while not waiting.arrived.wait(max(0.0, min(3.0, deadline - time.monotonic()))):
+                if time.monotonic() >= deadline:
+                    raise ProtocolError(f"no release from the bank within {self.patience.start:g} s")
+                with contextlib.suppress(CoordinatorUnavailable):
+                    ctx.check_current()  # the bank failed the job (e.g. its own parameters): stop waiting
         finally:
             with self._cond:
                 self._waiting.pop(ctx.job.id, None)

@@ -267,7 +267,7 @@ class TelcoCampaignEvaluation:
         registry = self.psi.registry
         if ctx.inbox is not None:
             registry.attach(ctx.inbox)
-        with registry.bound(terms.job_id, ctx.peer_party()):
+        with registry.bound(terms.job_id, ctx.peer_party(), still_running=ctx.check_current):
             queries = serve_arms(registry, terms, arms, patience=self.psi.patience, progress=progress)
         progress("done", 1.0)
         return {"role": "telco", "campaign_job_id": terms.campaign_job_id, "arms": list(ARMS),

@@ -151,7 +151,7 @@ def telco_churn_warning(ctx: JobContext, psi: PsiSender) -> dict[str, Any]:
     registry = psi.registry
     if ctx.inbox is not None:
         registry.attach(ctx.inbox)
-    with registry.bound(terms.job_id, ctx.peer_party()), registry.opened(job):
+    with registry.bound(terms.job_id, ctx.peer_party(), still_running=ctx.check_current), registry.opened(job):
         progress("serving the bank", 0.5)
         summary = job.wait(psi.patience)
     progress("done", 1.0)

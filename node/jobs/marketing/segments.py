@@ -239,7 +239,7 @@ class TelcoSegmentSizes:
         registry = self.psi.registry
         if ctx.inbox is not None:
             registry.attach(ctx.inbox)
-        with registry.bound(terms.job_id, ctx.peer_party()):
+        with registry.bound(terms.job_id, ctx.peer_party(), still_running=ctx.check_current):
             queries = serve_cells(registry, terms, key_type, sets, everyone, patience=self.psi.patience,
                                   progress=progress)
         progress("done", 1.0)

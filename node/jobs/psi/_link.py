@@ -88,6 +88,11 @@ class PeerFrameTransport:
         self.still_running, self.check_interval = still_running, check_interval
         self._opened = False
 
+    @property
+    def opened(self) -> bool:
+        """Whether the sender has answered a frame of this transport."""
+        return self._opened
+
     def exchange(self, channel: str, seq: int, frame: bytes) -> bytes:
         """Send one frame; wait while the sender is not ready (first message only); resume after drops.
 
@@ -171,7 +176,14 @@ class SessionLink:
             raise PsiJobError(f"[{CLOSE_CHANNEL}] the sender's summary is malformed") from None
 
     def abort(self, reason: str) -> None:
-        """Best effort: tell the sender we give up, so it fails at once instead of timing out."""
+        """Best effort: tell the sender we give up, so it fails at once instead of timing out.
+
+        Not sent over a link the sender never answered (it has no session of ours to end, and its wait
+        ends when it sees this job failed at the coordinator): waiting for it to open only to abort would
+        hold this node's runner for the ready timeout.
+        """
+        if not getattr(self.transport, "opened", True):
+            return
         close = PsiJobClose(job_id=self.job_id, stage="ABORT", status="abort", reason=reason[:500])
         try:
             self.call(CLOSE_CHANNEL, close.model_dump_json().encode())

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from node.coordinator_client import CoordinatorUnavailable
 from node.peer import PeerInbox, PeerMessage
 from protocols.wire.control import KeyType
 from protocols.wire.errors import ProtocolError
@@ -101,7 +102,14 @@ class SenderJob:
         meter: The evaluation meter (cap from the job terms).
         summarise: Builds the summary at a clean close (relay mode sends its messages there).
         clock: Monotonic clock (injected for tests).
+
+    ``still_running`` (set by :meth:`SenderRegistry.opened` from :meth:`SenderRegistry.bound`: the job
+    context's ``check_current``) is asked every ``check_interval`` seconds while :meth:`wait` waits, so a
+    receiver that failed the job (e.g. the bank refused its own parameters) ends the wait then, not when
+    the patience runs out; a coordinator that cannot be reached meanwhile does not end it.
     """
+
+    check_interval = 3.0
 
     def __init__(self, job_id: str, sessions: Mapping[KeyType, Session], *, meter: EvaluationMeter,
                  summarise: Summarise, clock: Callable[[], float] = time.monotonic) -> None:
@@ -114,6 +122,7 @@ class SenderJob:
         self._summary: PsiJobSummary | None = None
         self._activity = _Activity(clock())
         self._channels = {session_channel(k): k for k in self.sessions}
+        self.still_running: Callable[[], None] | None = None
 
     def stage(self) -> str:
         """Where the job is: the last active channel and its session's stage."""
@@ -207,7 +216,18 @@ class SenderJob:
                 the job), never started (``patience.start``), or went silent for ``patience.idle``
                 seconds ("peer gone mid-stream").
         """
+        checked = self._clock()
         while not self._finished.wait(poll):
+            if self.still_running is not None and self._clock() - checked >= self.check_interval:
+                checked = self._clock()
+                try:
+                    self.still_running()
+                except CoordinatorUnavailable:
+                    pass
+                except ProtocolError as exc:  # the job ended at the coordinator, or was retried
+                    with self._lock:
+                        self._fail(exc)
+                    break
             with self._lock:
                 silent = self._clock() - self._activity.last
                 started = bool(self._activity.channel)
@@ -241,6 +261,7 @@ class SenderRegistry:
     def __init__(self) -> None:
         self._jobs: dict[str, SenderJob] = {}
         self._peers: dict[str, str] = {}
+        self._checks: dict[str, Callable[[], None]] = {}
         self._lock = threading.Lock()
         self._inboxes: set[int] = set()
 
@@ -266,25 +287,30 @@ class SenderRegistry:
             job.supersede(attempt)
 
     @contextmanager
-    def bound(self, job_id: str, peer: str) -> Iterator[None]:
+    def bound(self, job_id: str, peer: str, *, still_running: Callable[[], None] | None = None) -> Iterator[None]:
         """Answer data-plane frames of ``job_id`` from party ``peer`` only, while the block runs.
 
         Bind before the job is opened: a frame from the data plane for an open job with no bound peer
-        is refused.
+        is refused. ``still_running`` (the job context's ``check_current``) is given to every sender job
+        of ``job_id`` opened meanwhile (see :class:`SenderJob`).
         """
         with self._lock:
             self._peers[job_id] = peer
+            if still_running is not None:
+                self._checks[job_id] = still_running
         try:
             yield
         finally:
             with self._lock:
                 self._peers.pop(job_id, None)
+                self._checks.pop(job_id, None)
 
     @contextmanager
     def opened(self, job: SenderJob) -> Iterator[SenderJob]:
         """Make ``job`` reachable while the block runs; release it afterwards, whatever happens."""
         with self._lock:
             self._jobs[job.job_id] = job
+            job.still_running = self._checks.get(job.job_id)
         try:
             yield job
         finally:

@@ -52,7 +52,7 @@ class PsiSender:
 
     def overlap(self, ctx: JobContext) -> dict[str, Any]:
         """``audience_overlap`` as the sender, answering the job's signed peer only."""
-        with self.registry.bound(str(ctx.job.id), ctx.peer_party()):
+        with self.registry.bound(str(ctx.job.id), ctx.peer_party(), still_running=ctx.check_current):
             return telco_overlap(ctx, self.registry, patience=self.patience)
 
     def recovery(self, ctx: JobContext) -> dict[str, Any]:
@@ -62,7 +62,7 @@ class PsiSender:
             check_template(ctx.job.params.message_template or "")  # refused before any PSI work
         outbox = OutboxChannel(self._outbox_path(ctx))
         try:
-            with self.registry.bound(str(ctx.job.id), ctx.peer_party()):
+            with self.registry.bound(str(ctx.job.id), ctx.peer_party(), still_running=ctx.check_current):
                 outputs = telco_recovery(ctx, self.registry, tables=TableStore(ctx.settings.state_path / "psi"),
                                          outreach=outbox, patience=self.patience)
             if relay:  # the PSI is closed; now the queued messages go out through the configured channel

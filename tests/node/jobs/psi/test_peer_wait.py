@@ -67,3 +67,34 @@ def test_without_a_check_the_wait_lasts_the_ready_timeout(monkeypatch: pytest.Mo
         transport.exchange("psi.id_number", 1, b"frame")
 
     assert clock.now - 1000.0 >= 60
+
+
+def test_the_senders_wait_ends_when_the_receiver_failed_the_job() -> None:
+    """The telco's wait for a bank that failed before its first frame: over at the next check, not in 600 s."""
+    from node.jobs.psi._sender import Patience, SenderJob, SenderRegistry
+    from protocols.wire.psi import PsiJobSummary
+
+    now = [0.0]
+    job = SenderJob("7", {}, meter=None, summarise=lambda s, m: PsiJobSummary(job_id="7"),  # type: ignore[arg-type]
+                    clock=lambda: now[0])
+    answers: list[Exception | None] = [CoordinatorUnavailable("down", status_code=503), None,
+                                       JobEndedElsewhere("the job was failed elsewhere: bank: no propensity column")]
+
+    def still_running() -> None:
+        answer = answers.pop(0)
+        if answer is not None:
+            raise answer
+
+    registry = SenderRegistry()
+    original = job._finished.wait
+
+    def tick(timeout: float | None = None) -> bool:  # every poll advances the job's clock by a second
+        now[0] += 1.0
+        return original(0)
+
+    job._finished.wait = tick  # type: ignore[method-assign]
+    with registry.bound("7", "bank", still_running=still_running), registry.opened(job), \
+            pytest.raises(JobEndedElsewhere, match="bank: no propensity column"):
+        job.wait(Patience(start=600.0, idle=120.0))
+
+    assert answers == [] and now[0] < 15
