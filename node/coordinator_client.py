@@ -169,9 +169,12 @@ def _describe(detail: Any) -> str | None:
     if isinstance(detail, list) and detail and all(isinstance(e, dict) for e in detail):
         parts = []
         for e in detail[:5]:
+            if isinstance(e.get("message"), str):  # the coordinator's own shape: field, message, fix
+                parts.append(_join(e["message"], e.get("field"), e.get("fix")))
+                continue
             loc = ".".join(str(p) for p in e.get("loc", []) if p != "body")
             parts.append(f"{loc}: {e.get('msg', '')}" if loc else str(e.get("msg", "")))
-        return "; ".join(parts)
+        return "; ".join(p for p in parts if p) or None
     return None
 
 

@@ -63,5 +63,9 @@ def test_a_coordinator_whose_database_is_down_is_unavailable_not_a_refusal():
                                        "few seconds", "fix": "retry after the Retry-After seconds"}]})
 
     with CoordinatorClient("http://127.0.0.1:9", "t", None, transport=httpx.MockTransport(answer)) as client, \
-            pytest.raises(CoordinatorUnavailable, match="database is unavailable"):
+            pytest.raises(CoordinatorUnavailable) as raised:
         client.job(7)  # the runner keeps polling and a job's wait on the peer goes on: a restart is transient
+
+    # the coordinator's {field, message, fix} read as one line, not its raw JSON
+    assert str(raised.value) == ("the coordinator's database is unavailable; nothing was changed, retry in a few "
+                                 "seconds (fix: retry after the Retry-After seconds)")
