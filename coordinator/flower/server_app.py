@@ -18,8 +18,9 @@ launcher), never from the run config, which the SuperLink hands to every SuperNo
 
 Polling: Flower's ``Grid.send_and_receive`` sleeps 3 s between pulls; this loop pulls every
 ``grid-poll-interval`` seconds instead (0.1 s by default). A SuperNode that restarts (its node was killed,
-its link cut) is reported unavailable by the SuperLink meanwhile; the round waits for it up to
-``nodes-timeout`` seconds (its message stays queued), then fails naming the party.
+its link cut) is reported unavailable by the SuperLink meanwhile, which then drops the round's message to
+it; the round sends the message again every few seconds and waits for the node up to ``nodes-timeout``
+seconds, then fails naming the party.
 
 What each party learns: only its own payloads. The coordinator (this process) learns every reply.
 """
@@ -30,7 +31,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,34 +121,53 @@ def _node_unavailable(reply: Message) -> bool:
             and reply.error.code == ErrorCode.NODE_UNAVAILABLE)
 
 
+RESEND_AFTER_S = 2.0
+"""How long a round waits before sending a message again that the SuperLink dropped for an unavailable node."""
+
+
 def _await_replies(grid: Grid, message_ids: list[str], timeout: float, poll: float, what: str,
-                   patience: float = 60.0, addressed: Mapping[str, str] | None = None) -> list[Message]:
+                   patience: float = 60.0, addressed: dict[str, str] | None = None,
+                   resend: Callable[[str], str] | None = None) -> list[Message]:
     """Pull replies to ``message_ids`` until all arrived; raise RoundFailedError after ``timeout``.
 
     A SuperNode that restarts (its node was killed, its link was down) is reported unavailable by the
-    SuperLink until it is back; the message stays queued for it, so that stand-in reply is not the
-    party's answer: the round waits for the node for up to ``patience`` seconds, then fails naming the
-    party (``addressed``: message id -> party).
+    SuperLink until it is back, with a stand-in reply; that is not the party's answer. The SuperLink
+    deletes an instruction once it has handed out any reply to it, the stand-in included, so the round
+    sends the message again (``resend``: old message id -> new one, same content and node) every
+    :data:`RESEND_AFTER_S` seconds while the node is away, for up to ``patience`` seconds, then fails
+    naming the party (``addressed``: message id -> party, kept up to date with the new ids).
     """
     pending = set(message_ids)
+    addressed = addressed if addressed is not None else {}
+    parked: dict[str, float] = {}  # dropped message id -> when to send it again
     replies: list[Message] = []
     deadline = time.monotonic() + timeout
     unavailable_since: float | None = None
-    while pending:
-        for reply in grid.pull_messages(list(pending)):
+    while pending or parked:
+        for old, due in list(parked.items()):
+            if time.monotonic() >= due and resend is not None:
+                del parked[old]
+                new = resend(old)
+                pending.add(new)
+                addressed[new] = addressed.get(old, "a party")
+        for reply in grid.pull_messages(list(pending)) if pending else []:
             if _node_unavailable(reply):
+                dropped = reply.metadata.reply_to_message_id
                 unavailable_since = unavailable_since if unavailable_since is not None else time.monotonic()
-                if time.monotonic() - unavailable_since > patience:
-                    party = (addressed or {}).get(reply.metadata.reply_to_message_id, "a party")
+                if time.monotonic() - unavailable_since > patience or resend is None:
+                    party = addressed.get(dropped, "a party")
                     raise RoundFailedError(f"{what}: {party}'s SuperNode has been unavailable for more than "
                                            f"{patience:.0f} s ({reply.error.reason})")
+                pending.discard(dropped)
+                parked[dropped] = time.monotonic() + RESEND_AFTER_S
                 continue
             pending.discard(reply.metadata.reply_to_message_id)
             replies.append(reply)
-        if not pending:
+        if not pending and not parked:
             break
         if time.monotonic() > deadline:
-            raise RoundFailedError(f"{what}: no reply to {len(pending)} message(s) within {timeout:.0f} s")
+            raise RoundFailedError(f"{what}: no reply to {len(pending) + len(parked)} message(s) within "
+                                   f"{timeout:.0f} s")
         time.sleep(poll)
     return replies
 
@@ -177,25 +197,30 @@ class GridExchange:
         """Send ``payloads`` for round ``round_`` and return each addressed party's reply."""
         started = time.perf_counter()
         what = f"job {self._settings.job_id} round {round_}"
-        messages = [
-            Message(
-                content=instruction_content(Instruction(self._settings.job_id, party, round_, payload,
+        def message(party: str) -> Message:
+            return Message(
+                content=instruction_content(Instruction(self._settings.job_id, party, round_, payloads[party],
                                                          attempt=self._settings.attempt)),
                 dst_node_id=self._nodes[party],
                 message_type=ROUND_MESSAGE_TYPE,
                 group_id=str(round_),
                 ttl=self._settings.round_timeout,
             )
-            for party, payload in payloads.items()
-        ]
-        ids = _push(self._grid, messages, what)
+
+        ids = _push(self._grid, [message(party) for party in payloads], what)
         for addressed, payload in payloads.items():
             self.bytes_to[addressed] += len(payload)
         replies: Payloads = {}
         addressed = dict(zip(ids, payloads, strict=True))
+
+        def resend(old: str) -> str:  # the SuperLink dropped it for an unavailable node: the same again
+            party = addressed[old]
+            LOG.info("%s: %s's SuperNode is unavailable; sending its message again", what, party)
+            return _push(self._grid, [message(party)], what)[0]
+
         for reply in _await_replies(
             self._grid, ids, self._settings.round_timeout, self._settings.grid_poll_interval, what,
-            patience=self._settings.nodes_timeout, addressed=addressed,
+            patience=self._settings.nodes_timeout, addressed=addressed, resend=resend,
         ):
             if reply.metadata.src_node_id == SUPERLINK_NODE_ID and reply.has_error():  # a stand-in, not an answer
                 party = addressed.get(reply.metadata.reply_to_message_id, "a party")

@@ -260,29 +260,42 @@ class _RestartingGrid(_FakeGrid):
         self.stand_in = ErrorCode.NODE_UNAVAILABLE
 
     def pull_messages(self, ids: list[str]) -> list[Message]:
-        if self.down <= 0:
-            return super().pull_messages(ids)
-        self.down -= 1
         replies = []
         for message_id in ids:
-            msg = self.pending[message_id]
-            if self.names[msg.metadata.dst_node_id] != "telco":
+            msg = self.pending.get(message_id)
+            if msg is None:  # as Flower's SuperLink: an instruction it no longer holds
+                gone = Message(Error(code=ErrorCode.MESSAGE_UNAVAILABLE, reason="Error: Message Unavailable"),
+                               reply_to=Message(reply_content(b""), dst_node_id=22, message_type="query"))
+                gone.metadata.__dict__["_reply_to_message_id"] = message_id
+                gone.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+                replies.append(gone)
+                continue
+            if self.names[msg.metadata.dst_node_id] != "telco" or self.down <= 0:
                 replies += super().pull_messages([message_id])
                 continue
+            self.down -= 1
+            # as Flower's SuperLink: a stand-in reply, and the instruction it answers is deleted with it
+            del self.pending[message_id]
             stand_in = Message(Error(code=self.stand_in, reason="Error: Node Unavailable"), reply_to=msg)
             stand_in.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
             replies.append(stand_in)
         return replies
 
 
-def test_a_restarting_supernode_is_waited_for_not_taken_for_its_answer() -> None:
+def test_a_restarting_supernode_is_waited_for_not_taken_for_its_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("coordinator.flower.server_app.RESEND_AFTER_S", 0.02)
+    received: list[tuple[str, bytes]] = []
+
     def answer(party: str, msg: Message) -> Message:
+        received.append((party, read_instruction(msg.content).payload))
         return Message(reply_content(party.encode()), reply_to=msg)
 
     nodes = {"bank": 11, "telco": 22}
     back = _RestartingGrid({11: "bank", 22: "telco"}, answer, down=3)
-    replies = GridExchange(back, nodes, _settings(**{"grid-poll-interval": 0.01}))(1, {"bank": b"", "telco": b""})  # type: ignore[arg-type]
+    replies = GridExchange(back, nodes, _settings(**{"grid-poll-interval": 0.01}))(1, {"bank": b"b", "telco": b"t"})  # type: ignore[arg-type]
     assert replies == {"bank": b"bank", "telco": b"telco"}
+    # the SuperLink dropped the telco's message with each of its 3 stand-ins: sent again each time, answered once
+    assert sorted(received) == [("bank", b"b"), ("telco", b"t")] and back.down == 0
     lost = _RestartingGrid({11: "bank", 22: "telco"}, answer, down=1)
     lost.stand_in = ErrorCode.MESSAGE_UNAVAILABLE  # any other stand-in fails the round, naming the party and error
     with pytest.raises(RoundFailedError, match="for telco's SuperNode with error 3: Error: Node Unavailable"):
