@@ -29,9 +29,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext, suppress
 from datetime import datetime
 from pathlib import Path
+from select import POLLERR, POLLHUP, POLLIN, poll
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, delete, event, insert, inspect, text
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, SQLModel, col, func, select
 
@@ -115,8 +117,27 @@ def make_engine(url: str, *, schema: str | None = None) -> Engine:
     if url.startswith("sqlite"):
         return _sqlite_engine(url)
     connect_args = {"options": f"-csearch_path={schema}"} if schema else {}
-    return create_engine(url, pool_pre_ping=True, connect_args=connect_args, pool_size=PG_POOL_SIZE,
-                         max_overflow=PG_POOL_OVERFLOW)
+    engine = create_engine(url, connect_args=connect_args, pool_size=PG_POOL_SIZE, max_overflow=PG_POOL_OVERFLOW)
+    event.listen(engine, "checkout", _drop_if_closed_by_server)
+    return engine
+
+
+def _drop_if_closed_by_server(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+    """Refuse to hand out a pooled PostgreSQL connection that the server has closed (SQLAlchemy connects anew).
+
+    Instead of ``pool_pre_ping`` (a ``SELECT 1`` round trip before every transaction), one non-blocking
+    ``poll``: an idle connection between transactions has nothing to read, while a backend that was
+    terminated (a server restart, ``pg_terminate_backend``, ``idle_session_timeout``) has sent its FATAL
+    message and closed the socket, so it reads as ready. A connection dropped without a word (a network
+    cut) is not seen here: its first statement fails, and SQLAlchemy then invalidates every connection
+    pooled before the failure, so only the transactions running at that moment fail.
+    """
+    if dbapi_conn.closed:
+        raise DisconnectionError("connection closed")
+    poller = poll()
+    poller.register(dbapi_conn.fileno(), POLLIN | POLLERR | POLLHUP)
+    if poller.poll(0):
+        raise DisconnectionError("the server closed the connection (or sent it an unsolicited message)")
 
 
 def _sqlite_engine(url: str) -> Engine:
@@ -322,8 +343,7 @@ class _Jobs:
         assert row.id is not None
         self._created[row.id] = row
         self._unapproved.add(row.id)
-        self._s.add_all(JobPartyRow(job_id=row.id, party=p) for p in sorted(set(parties)))
-        self._s.flush()
+        _insert_rows(self._s, JobPartyRow, [{"job_id": row.id, "party": p} for p in sorted(set(parties))])
         _touch(self._s, row.status)
         return _job_public(row, [])
 
@@ -363,9 +383,11 @@ class _Jobs:
         return _job_public(row, self._approvals([job_id])[job_id])
 
     def job_parties(self, job_id: int) -> list[str]:
-        self._row(job_id)
         query = select(JobPartyRow.party).where(JobPartyRow.job_id == job_id).order_by(col(JobPartyRow.party))
-        return list(self._s.exec(query))
+        parties = list(self._s.exec(query)) if _valid_id(job_id) else []
+        if not parties:  # a party row names an existing job (foreign key): only without one is the job looked up
+            self._row(job_id)
+        return parties
 
     def list_jobs(self, *, party: str | None = None, status: wire.JobStatus | None = None) -> list[wire.JobPublic]:
         query = select(JobRow).order_by(col(JobRow.id))
@@ -500,7 +522,7 @@ class _Audit:
         if self._queued:
             rows = [{"seq": r.seq, "ts": r.ts, "body": canonical_json(r.body).decode(), "prev_hash": r.prev_hash,
                      "hash": r.hash} for r in self._queued]
-            self._s.execute(insert(AuditEventRow), rows)
+            _insert_rows(self._s, AuditEventRow, rows)
             self._queued.clear()
 
     def head(self) -> ChainRecord | None:
@@ -532,6 +554,21 @@ class _Audit:
         return [_record(r) for r in self._s.exec(query.order_by(col(AuditEventRow.seq)))]
 
 
+_ROWS_PER_INSERT = 1000
+"""Rows per multi-row INSERT (PostgreSQL takes at most 65,535 parameters in one statement)."""
+
+
+def _insert_rows(session: Session, model: type[SQLModel], rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows`` (complete: no generated keys) as one multi-row INSERT per ``_ROWS_PER_INSERT`` rows.
+
+    No ORM objects, and one statement rather than an executemany: psycopg runs an executemany in
+    pipeline mode, which costs more CPU than one statement for the few rows a transaction inserts.
+    """
+    table = model.__table__  # type: ignore[attr-defined]
+    for start in range(0, len(rows), _ROWS_PER_INSERT):
+        session.execute(insert(table).values(rows[start:start + _ROWS_PER_INSERT]))
+
+
 def _touch(session: Session, *keys: str) -> None:
     """Note what this transaction changed (``SqlStore.versions`` counts it once the transaction commits)."""
     session.info.setdefault(_TOUCHED, set()).update(str(getattr(k, "value", k)) for k in keys)
@@ -539,6 +576,14 @@ def _touch(session: Session, *keys: str) -> None:
 
 def _transaction(session: Session, audit: _Audit | None = None) -> TransactionStores:
     return TransactionStores(_Catalog(session), _Jobs(session), _Budgets(session), audit or _Audit(session))
+
+
+def _read_committed(engine: Engine) -> bool:
+    """Whether ``engine`` is PostgreSQL whose transactions are READ COMMITTED by default (connects once to ask)."""
+    if engine.dialect.name != "postgresql":
+        return False
+    with engine.connect() as conn:
+        return conn.default_isolation_level == "READ COMMITTED"
 
 
 AuditCommitHook = Callable[[ChainRecord], None]
@@ -558,6 +603,11 @@ class SqlStore:
     def __init__(self, engine: Engine, *, on_audit_commit: AuditCommitHook | None = None) -> None:
         self.engine = engine
         self._reader = engine.execution_options(tandem_read=True)
+        if _read_committed(engine):
+            # READ COMMITTED gives each statement its own snapshot, inside a transaction or not: a read-only
+            # transaction there is only a BEGIN and a COMMIT round trip more (the driver's autocommit
+            # switch is client-side: no statement is sent to set it)
+            self._reader = self._reader.execution_options(isolation_level="AUTOCOMMIT")
         self._lock = threading.Lock() if engine.dialect.name == "sqlite" else None
         self._on_audit_commit = on_audit_commit
         self._versions: dict[str, int] = {}
@@ -605,7 +655,12 @@ class SqlStore:
 
     @contextmanager
     def read(self) -> Iterator[TransactionStores]:
-        """A read transaction that does not take the writer lock."""
+        """A read transaction that does not take the writer lock: for reading only.
+
+        On PostgreSQL at READ COMMITTED (the server's default isolation level), its statements run in
+        autocommit mode, without BEGIN and COMMIT: each has its own snapshot, as it would inside a
+        transaction at that level. At a stricter default level the reads share one transaction's snapshot.
+        """
         with Session(self._reader, expire_on_commit=False) as session, session.begin():
             yield _transaction(session)
 
