@@ -13,7 +13,7 @@ import hashlib
 
 from tests.support.coordinator import API, World
 
-BANK = {"overlap": 60, "bank_keys_valid": 120, "secret_bank_only": 4242}
+BANK = {"overlap": 60, "bank_keys_valid": 120, "secret_bank_only": 987654321}  # 9 digits: not by chance in a hex key
 TELCO = {"telco_keys_valid": 150, "secret_telco_only": 777}
 
 
@@ -36,7 +36,7 @@ def test_lineage_shows_a_party_its_own_outputs_and_reports_only(world):
 
     assert job_view["job"]["outputs"] == {"telco": TELCO}
     assert [t["job"]["outputs"] for t in dataset_view["jobs"]] == [{"telco": TELCO}]
-    assert "secret_bank_only" not in str(job_view) and "4242" not in str(dataset_view)
+    assert "secret_bank_only" not in str(job_view) and "987654321" not in str(dataset_view)
     assert [r["details"]["party"] for r in job_view["results"]] == ["telco"]
     assert set(officer["job"]["outputs"]) == {"bank", "telco"}
     assert sorted(r["details"]["party"] for r in officer["results"]) == ["bank", "telco"]
