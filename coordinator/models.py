@@ -25,6 +25,7 @@ __all__ = [
     "JobRow",
     "PartyRow",
     "UserRow",
+    "WebSessionRow",
     "utc",
 ]
 
@@ -176,5 +177,17 @@ class AuditEventRow(SQLModel, table=True):
     hash: str
 
 
+class WebSessionRow(SQLModel, table=True):
+    """A browser session of the compliance pages. ``key`` is the SHA-256 of the cookie value, never the value."""
+
+    __tablename__ = "web_session"
+
+    key: str = Field(primary_key=True, max_length=64)
+    token_hash: str
+    user: str
+    started: datetime = _ts()
+    seen: datetime = Field(sa_type=DateTime(timezone=True), index=True)
+
+
 TABLES = (PartyRow, UserRow, DatasetRow, JobRow, JobPartyRow, ApprovalRow, JobResultRow, BudgetChargeRow,
-          AuditEventRow)
+          AuditEventRow, WebSessionRow)

@@ -131,9 +131,10 @@ def known_caller(app: Any, scope: Scope_) -> bool:
     For ``middleware.ClientRateLimit``: such a request needs no token of the failed-authentication
     limit while it waits to be served (a 401 it still gets is charged). Known: the bootstrap token
     (constant-time compare), an API token whose user authenticated in the last minutes
-    (``ctx.principals.known``), or a browser session whose token did. A request with one known
-    credential beside an unknown one (a known token beside a guessed session cookie: the pages
-    authenticate the cookie) is unknown, as is a second ``Authorization`` or ``Cookie`` header, a
+    (``ctx.principals.known``), or a browser session this process resolved in the last minutes
+    (``WebSessions.known``, from memory: the middleware reads no database) whose token did. A request
+    with one known credential beside an unknown one (a known token beside a guessed session cookie: the
+    pages authenticate the cookie) is unknown, as is a second ``Authorization`` or ``Cookie`` header, a
     login, and anything else: those go through the limit as before.
     """
     raw = scope.get("headers") or ()
@@ -150,8 +151,8 @@ def known_caller(app: Any, scope: Scope_) -> bool:
     if session_id is None:
         return True
     sessions = getattr(app.state, "web_sessions", None)
-    session = sessions.resolve(session_id, ctx.clock()) if sessions is not None else None
-    return session is not None and ctx.principals.known(session.token_hash, ctx.clock())
+    token_hash = sessions.known(session_id) if sessions is not None else None  # memory only: no store I/O here
+    return token_hash is not None and ctx.principals.known(token_hash, ctx.clock())
 
 
 def _known_bearer(app: Any, auth: str) -> bool:

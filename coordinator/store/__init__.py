@@ -8,8 +8,10 @@ from coordinator.store._interface import (
     CatalogStore,
     JobStore,
     JobUpdate,
+    SessionStore,
     Store,
     Transaction,
+    WebSession,
 )
 from coordinator.store._memory import MemoryStore
 from coordinator.store._sql import CATALOG, SqlStore, init_schema, make_engine
@@ -24,9 +26,11 @@ __all__ = [
     "JobStore",
     "JobUpdate",
     "MemoryStore",
+    "SessionStore",
     "SqlStore",
     "Store",
     "Transaction",
+    "WebSession",
     "init_schema",
     "make_engine",
 ]

@@ -1,8 +1,8 @@
-"""What the coordinator needs from storage: four small stores that share one transaction.
+"""What the coordinator needs from storage: five small stores that share one transaction.
 
 ``Store.write()`` opens a transaction and yields a ``Transaction`` whose ``catalog``, ``jobs``,
-``budgets`` and ``audit`` stores all write inside it, so a state change and its audit event commit together or not
-at all. ``Store.read()`` gives the same view without taking the writer lock.
+``budgets``, ``audit`` and ``sessions`` stores all write inside it, so a state change and its audit event commit
+together or not at all. ``Store.read()`` gives the same view without taking the writer lock.
 
 Two implementations pass the same contract test (``tests/coordinator/test_coord_store_contract.py``):
 ``MemoryStore`` and ``SqlStore`` (SQLite and PostgreSQL); what both share (``TransactionStores``, the ε
@@ -254,8 +254,56 @@ class AuditStore(Protocol):
         ...
 
 
+class WebSession(BaseModel):
+    """A browser session of the compliance pages, as stored (``coordinator.api.web_sessions``).
+
+    The store holds the SHA-256 of the session id, never the id (the cookie value) itself: whoever reads
+    the table learns who is signed in and since when, but cannot use a session.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: str
+    """SHA-256 (hex) of the session id."""
+    token_hash: str
+    """SHA-256 of the API token the session was opened with (its user is re-read by it on every request)."""
+    user: str
+    started: datetime
+    seen: datetime
+    """When the session was last used (kept to within a minute: ``web_sessions.SEEN_STEP``)."""
+
+
+class SessionStore(Protocol):
+    """Browser sessions, shared by every coordinator process on the database."""
+
+    def insert(self, session: WebSession) -> None:
+        """Store a new session; a key already stored is an error (it never is: 256 random bits, hashed)."""
+        ...
+
+    def get(self, key: str) -> WebSession | None:
+        """The session stored under ``key``, stale or not; None if there is none."""
+        ...
+
+    def set_seen(self, key: str, seen: datetime) -> None:
+        """Record a use of the session at ``seen``; nothing if it is gone (a closed session stays closed)."""
+        ...
+
+    def delete(self, key: str) -> WebSession | None:
+        """Remove the session and return it; None if there was none (of concurrent deletes, one gets it)."""
+        ...
+
+    def prune(self, *, seen_by: datetime, started_by: datetime, keep: int) -> int:
+        """Remove stale sessions, then the least recently seen beyond ``keep``; return how many were removed.
+
+        Stale: last seen at or before ``seen_by``, or started at or before ``started_by``. Concurrent
+        prunes on PostgreSQL may each leave ``keep`` sessions before inserting one: the bound is then
+        over by one per concurrent caller until the next prune.
+        """
+        ...
+
+
 class Transaction(Protocol):
-    """One unit of work over the four stores."""
+    """One unit of work over the five stores."""
 
     @property
     def catalog(self) -> CatalogStore:
@@ -277,15 +325,21 @@ class Transaction(Protocol):
         """The audit chain."""
         ...
 
+    @property
+    def sessions(self) -> SessionStore:
+        """Browser sessions of the compliance pages."""
+        ...
+
 
 @dataclass(frozen=True)
 class TransactionStores:
-    """A ``Transaction``: the four stores of one unit of work, all over the same tables or session."""
+    """A ``Transaction``: the five stores of one unit of work, all over the same tables or session."""
 
     catalog: CatalogStore
     jobs: JobStore
     budgets: BudgetStore
     audit: AuditStore
+    sessions: SessionStore
 
 
 class Store(Protocol):

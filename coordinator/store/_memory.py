@@ -16,7 +16,14 @@ from typing import Any
 
 from coordinator.errors import Conflict, NotFound
 from coordinator.policy import BUDGET_DIGITS
-from coordinator.store._interface import BudgetCharge, JobUpdate, TransactionStores, charged_total, token_expiry
+from coordinator.store._interface import (
+    BudgetCharge,
+    JobUpdate,
+    TransactionStores,
+    WebSession,
+    charged_total,
+    token_expiry,
+)
 from protocols.crypto.hashchain import ChainRecord, next_record
 from protocols.wire import control as wire
 from protocols.wire.canonical import canonical_json
@@ -35,6 +42,7 @@ class _Tables:
     results: dict[tuple[int, str], wire.JobResultReport] = field(default_factory=dict)
     budget: dict[int, BudgetCharge] = field(default_factory=dict)
     audit: list[ChainRecord] = field(default_factory=list)
+    sessions: dict[str, WebSession] = field(default_factory=dict)
     next_id: dict[str, int] = field(default_factory=dict)
 
     def new_id(self, table: str) -> int:
@@ -240,8 +248,36 @@ class _Audit:
         return found
 
 
+class _Sessions:
+    def __init__(self, t: _Tables) -> None:
+        self._t = t
+
+    def insert(self, session: WebSession) -> None:
+        if session.key in self._t.sessions:
+            raise Conflict("a web session with this key already exists")
+        self._t.sessions[session.key] = session
+
+    def get(self, key: str) -> WebSession | None:
+        return self._t.sessions.get(key)
+
+    def set_seen(self, key: str, seen: datetime) -> None:
+        session = self._t.sessions.get(key)
+        if session is not None:
+            self._t.sessions[key] = session.model_copy(update={"seen": seen})
+
+    def delete(self, key: str) -> WebSession | None:
+        return self._t.sessions.pop(key, None)
+
+    def prune(self, *, seen_by: datetime, started_by: datetime, keep: int) -> int:
+        before = len(self._t.sessions)
+        live = sorted((s for s in self._t.sessions.values() if s.seen > seen_by and s.started > started_by),
+                      key=lambda s: (s.seen, s.key))
+        self._t.sessions = {s.key: s for s in live[max(len(live) - max(keep, 0), 0):]}
+        return before - len(self._t.sessions)
+
+
 def _transaction(t: _Tables) -> TransactionStores:
-    return TransactionStores(_Catalog(t), _Jobs(t), _Budgets(t), _Audit(t))
+    return TransactionStores(_Catalog(t), _Jobs(t), _Budgets(t), _Audit(t), _Sessions(t))
 
 
 class MemoryStore:

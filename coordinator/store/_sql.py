@@ -32,7 +32,8 @@ from pathlib import Path
 from select import POLLERR, POLLHUP, POLLIN, poll
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, delete, event, insert, inspect, text
+from sqlalchemy import Engine, create_engine, delete, event, insert, inspect, or_, text, update
+from sqlalchemy import select as sa_select  # takes a tuple of columns (sqlmodel's overloads do not)
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, SQLModel, col, func, select
@@ -49,6 +50,7 @@ from coordinator.models import (
     JobRow,
     PartyRow,
     UserRow,
+    WebSessionRow,
     utc,
 )
 from coordinator.policy import BUDGET_DIGITS
@@ -57,6 +59,7 @@ from coordinator.store._interface import (
     BudgetCharge,
     JobUpdate,
     TransactionStores,
+    WebSession,
     charged_total,
     token_expiry,
 )
@@ -569,13 +572,64 @@ def _insert_rows(session: Session, model: type[SQLModel], rows: list[dict[str, A
         session.execute(insert(table).values(rows[start:start + _ROWS_PER_INSERT]))
 
 
+_SESSION_COLUMNS = (col(WebSessionRow.key), col(WebSessionRow.token_hash), col(WebSessionRow.user),
+                    col(WebSessionRow.started), col(WebSessionRow.seen))
+
+
+def _web_session(row: Any) -> WebSession:
+    key, token_hash, user, started, seen = row
+    return WebSession(key=key, token_hash=token_hash, user=user, started=utc(started), seen=utc(seen))
+
+
+class _Sessions:
+    """Browser sessions, read and written as plain columns (a page view reads one row by its primary key).
+
+    No write here calls ``_touch``: the write versions say when an answer cached by
+    ``coordinator.answer_cache`` (jobs by status, the catalog) may be stale, and no such answer is read
+    from this table. Counting a login, a logout or a page view's ``seen`` would only make every node's
+    next poll re-read the store for nothing.
+    """
+
+    def __init__(self, session: Session) -> None:
+        self._s = session
+
+    def insert(self, session: WebSession) -> None:
+        _insert_rows(self._s, WebSessionRow, [session.model_dump()])
+
+    def get(self, key: str) -> WebSession | None:
+        row = self._s.execute(sa_select(*_SESSION_COLUMNS).where(col(WebSessionRow.key) == key)).first()
+        return _web_session(row) if row else None
+
+    def set_seen(self, key: str, seen: datetime) -> None:
+        self._s.execute(update(WebSessionRow).where(col(WebSessionRow.key) == key).values(seen=seen))
+
+    def delete(self, key: str) -> WebSession | None:
+        statement = delete(WebSessionRow).where(col(WebSessionRow.key) == key).returning(*_SESSION_COLUMNS)
+        row = self._s.execute(statement).first()
+        return _web_session(row) if row else None
+
+    def prune(self, *, seen_by: datetime, started_by: datetime, keep: int) -> int:
+        stale = or_(col(WebSessionRow.seen) <= seen_by, col(WebSessionRow.started) <= started_by)
+        removed = self._deleted(stale)
+        over = self._s.exec(select(func.count()).select_from(WebSessionRow)).one() - max(keep, 0)
+        if over > 0:
+            oldest = select(WebSessionRow.key).order_by(col(WebSessionRow.seen), col(WebSessionRow.key)).limit(over)
+            removed += self._deleted(col(WebSessionRow.key).in_(oldest))
+        return removed
+
+    def _deleted(self, where: Any) -> int:
+        result: Any = self._s.execute(delete(WebSessionRow).where(where))
+        return int(result.rowcount)
+
+
 def _touch(session: Session, *keys: str) -> None:
     """Note what this transaction changed (``SqlStore.versions`` counts it once the transaction commits)."""
     session.info.setdefault(_TOUCHED, set()).update(str(getattr(k, "value", k)) for k in keys)
 
 
 def _transaction(session: Session, audit: _Audit | None = None) -> TransactionStores:
-    return TransactionStores(_Catalog(session), _Jobs(session), _Budgets(session), audit or _Audit(session))
+    return TransactionStores(_Catalog(session), _Jobs(session), _Budgets(session), audit or _Audit(session),
+                             _Sessions(session))
 
 
 def _read_committed(engine: Engine) -> bool:

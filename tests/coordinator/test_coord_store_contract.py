@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from coordinator.errors import BudgetExceeded, Conflict, NotFound
-from coordinator.store import BudgetCharge, JobUpdate
+from coordinator.store import BudgetCharge, JobUpdate, WebSession
 from protocols.crypto.hashchain import verify_chain
 from protocols.wire.control import (
     ApprovalPublic,
@@ -305,3 +305,49 @@ class TestAudit:
             records = tx.audit.events(limit=1000)
         assert [r.seq for r in records] == list(range(90))
         assert verify_chain(records).ok
+
+
+def _session(key: str, started_min: int = 0, seen_min: int | None = None) -> WebSession:
+    seen = NOW + timedelta(minutes=started_min if seen_min is None else seen_min)
+    return WebSession(key=key * 64, token_hash="t" * 64, user="auditor", started=NOW + timedelta(minutes=started_min),
+                      seen=seen)
+
+
+class TestSessions:
+    def test_insert_get_set_seen_and_delete(self, store):
+        with store.write() as tx:
+            tx.sessions.insert(_session("a"))
+        with store.write() as tx:
+            tx.sessions.set_seen("a" * 64, NOW + timedelta(minutes=5))
+            tx.sessions.set_seen("z" * 64, NOW)  # gone: nothing is created
+        with store.read() as tx:
+            assert tx.sessions.get("a" * 64) == _session("a", seen_min=5)
+            assert tx.sessions.get("z" * 64) is None
+        with store.write() as tx:
+            assert tx.sessions.delete("a" * 64) == _session("a", seen_min=5)
+            assert tx.sessions.delete("a" * 64) is None
+        with store.read() as tx:
+            assert tx.sessions.get("a" * 64) is None
+
+    def test_prune_removes_stale_then_least_recently_seen(self, store):
+        # Prepare: b idle since minute 1, c started at minute 0 (too long ago), d, e, f live
+        with store.write() as tx:
+            for session in (_session("b", 1), _session("c", 0, 40), _session("d", 10), _session("e", 20, 50),
+                            _session("f", 30)):
+                tx.sessions.insert(session)
+
+        # Execute: stale = seen at or before minute 1, or started at or before minute 0; keep 2
+        with store.write() as tx:
+            removed = tx.sessions.prune(seen_by=NOW + timedelta(minutes=1), started_by=NOW, keep=2)
+
+        # Assert: b and c stale, then d (seen at 10) is the least recently seen of d, f (30), e (50)
+        assert removed == 3
+        with store.read() as tx:
+            assert [k for k in "bcdef" if tx.sessions.get(k * 64)] == ["e", "f"]
+
+    def test_a_failed_transaction_leaves_no_session(self, store):
+        with pytest.raises(RuntimeError), store.write() as tx:
+            tx.sessions.insert(_session("a"))
+            raise RuntimeError("boom")
+        with store.read() as tx:
+            assert tx.sessions.get("a" * 64) is None

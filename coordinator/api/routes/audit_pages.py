@@ -206,6 +206,6 @@ def audit_page_export(
 
 
 def install(app: FastAPI) -> None:
-    """Mount the pages on ``app`` and give it a session registry."""
-    app.state.web_sessions = WebSessions()
+    """Mount the pages on ``app`` and give it the session registry over its store (``app.state.context``)."""
+    app.state.web_sessions = WebSessions(app.state.context.store)
     app.include_router(router)
