@@ -23,6 +23,9 @@ Then it writes a chain of ``--verify-events`` records with ``protocols.crypto.ha
 and times ``coordinator.audit.chain.verify_export`` over the file (what ``audit verify`` runs).
 
     python bench/api_bench.py [--json PATH] [--backends postgres,sqlite] [--duration S] [--verify-events N]
+                              [--workers N]
+
+``--workers N`` runs ``serve`` with N API processes; the CPU figures then sum the server and its workers.
 
 Goals (issue 10, item 5; this 2-core machine): polls and page views p99 <= 50 ms at 200 requests/s
 together; submissions p99 <= 100 ms at 50 requests/s, concurrently; verification of 1e6 events <= 10 s.
@@ -97,19 +100,20 @@ def pg_database(admin_url: str) -> Iterator[str]:
 
 
 @contextmanager
-def coordinator(state: Path, database_url: str, token: str) -> Iterator[tuple[str, int]]:
-    """Run ``tandem-coordinator serve`` on a free loopback port until the block ends; yield its URL and pid."""
+def coordinator(state: Path, database_url: str, token: str, workers: int = 1) -> Iterator[tuple[str, int]]:
+    """Run ``tandem-coordinator serve`` (``workers`` API processes) on a free loopback port until the block
+    ends; yield its URL and pid."""
     state.mkdir(mode=0o700, parents=True)
     port = free_port()
     env = {**os.environ, "TANDEM_COORD_STATE_DIR": str(state), "TANDEM_COORD_DATABASE_URL": database_url,
-           "TANDEM_COORD_BOOTSTRAP_TOKEN": token, "FLWR_TELEMETRY_ENABLED": "0"}
+           "TANDEM_COORD_BOOTSTRAP_TOKEN": token, "TANDEM_COORD_WORKERS": str(workers), "FLWR_TELEMETRY_ENABLED": "0"}
     log_path = state / "server.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen([*coordinator_command(), "serve", "--port", str(port)], cwd=ROOT, env=env,
                                 stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_healthy(proc, base, log_path)
+        wait_healthy(proc, base, log_path, workers)
         yield base, proc.pid
     finally:
         proc.terminate()
@@ -120,10 +124,12 @@ def coordinator(state: Path, database_url: str, token: str) -> Iterator[tuple[st
             proc.wait()
 
 
-def wait_healthy(proc: subprocess.Popen[bytes], base: str, log_path: Path) -> None:
+def wait_healthy(proc: subprocess.Popen[bytes], base: str, log_path: Path, workers: int = 1) -> None:
+    """Until ``/healthz`` answers and (with workers) every worker has logged its start-up."""
     for _ in range(600):
         try:
-            if httpx.get(f"{base}{API}/healthz", timeout=1).status_code == 200:
+            started = workers == 1 or log_path.read_text().count("Application startup complete") >= workers
+            if started and httpx.get(f"{base}{API}/healthz", timeout=1).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -288,9 +294,16 @@ def streams(world: World, view_rate: float, page_share: float, submit_rate: floa
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far (Linux ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time so far of process ``pid`` and its live children (``serve --workers N``'s workers)."""
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if stat.parent.name == str(pid) or fields[1] == str(pid):
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 async def cpu_per_endpoint(c: httpx.AsyncClient, pid: int, world: World, count: int) -> dict[str, float]:
@@ -355,7 +368,7 @@ def summarise(runs: dict[str, Stream], duration: float) -> dict[str, dict[str, f
 def run_backend(backend: str, workdir: Path, args: argparse.Namespace) -> dict[str, dict[str, float]]:
     token = secrets.token_urlsafe(32)
     state = workdir / backend
-    with contextmanager_for(backend, state, args) as url, coordinator(state, url, token) as (base, pid):
+    with contextmanager_for(backend, state, args) as url, coordinator(state, url, token, args.workers) as (base, pid):
         runs, cpu, client, per_endpoint = asyncio.run(load(base, pid, token, args))
     for s in runs.values():
         if s.errors:
@@ -417,9 +430,11 @@ def verify_bench(workdir: Path, events: int) -> dict[str, float]:
 # ---------------------------------------------------------------- report
 
 
-def table(results: dict[str, dict[str, dict[str, float]]], verify: dict[str, float], events: int) -> str:
+def table(results: dict[str, dict[str, dict[str, float]]], verify: dict[str, float], events: int,
+          workers: int = 1) -> str:
     goals = {"views": GOALS["views_p99_ms"], "submit": GOALS["submit_p99_ms"]}
-    lines = [f"{'scenario':<26}{'backend':<10}{'rate/s':>8}{'sent':>7}{'err':>5}{'p50 ms':>9}{'p99 ms':>9}"
+    lines = [f"coordinator: {workers} API worker process{'es' if workers > 1 else ''}",
+             f"{'scenario':<26}{'backend':<10}{'rate/s':>8}{'sent':>7}{'err':>5}{'p50 ms':>9}{'p99 ms':>9}"
              f"{'goal p99':>10}{'cpu ms':>8}  result"]
     labels = {"views": "polls + pages (goal)", "poll": "  node polls", "pages": "  audit pages",
               "submit": "job submission (goal)"}
@@ -448,7 +463,8 @@ def table(results: dict[str, dict[str, dict[str, float]]], verify: dict[str, flo
 
 def flat(results: dict[str, dict[str, dict[str, float]]], verify: dict[str, float], args: argparse.Namespace
          ) -> dict[str, Any]:
-    out: dict[str, Any] = {"duration_s": args.duration, "nodes": args.nodes, "view_rate": args.view_rate,
+    out: dict[str, Any] = {"duration_s": args.duration, "workers": args.workers, "nodes": args.nodes,
+                           "view_rate": args.view_rate,
                            "submit_rate": args.submit_rate, "goal_views_p99_ms": GOALS["views_p99_ms"],
                            "goal_submit_p99_ms": GOALS["submit_p99_ms"], "goal_verify_1e6_s": GOALS["verify_1e6_s"],
                            "reference_submit_p99_ms": 739.0, "reference_audited_write_p99_ms": 582.0,
@@ -490,6 +506,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--approved-jobs", type=int, default=4, help="approved jobs the nodes find when they poll")
     parser.add_argument("--connections", type=int, default=256, help="client connection pool size")
     parser.add_argument("--verify-events", type=int, default=1_000_000)
+    parser.add_argument("--workers", type=int, default=1, help="API worker processes of serve (TANDEM_COORD_WORKERS)")
     parser.add_argument("--cpu-requests", type=int, default=200,
                         help="serial calls per endpoint for the CPU ms per request figures")
     args = parser.parse_args(argv)
@@ -500,6 +517,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--backends: unknown {sorted(unknown)}; use postgres and/or sqlite")
     if args.cpu_requests < 1:
         parser.error("--cpu-requests must be at least 1")
+    if not 1 <= args.workers <= 32:
+        parser.error("--workers must be between 1 and 32")
     if args.nodes < 1 or args.view_rate <= 0 or args.submit_rate <= 0 or args.duration <= 0:
         parser.error("--nodes, --view-rate, --submit-rate and --duration must be positive")
     workdir = Path(tempfile.mkdtemp(prefix="tandem-bench-"))
@@ -508,7 +527,7 @@ def main(argv: list[str] | None = None) -> None:
         verify = verify_bench(workdir, args.verify_events)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    print(table(results, verify, args.verify_events))
+    print(table(results, verify, args.verify_events, args.workers))
     if args.json:
         args.json.write_text(json.dumps(flat(results, verify, args), indent=2) + "\n")
 

@@ -53,13 +53,16 @@ def _open_store(settings: Settings, key: SigningKey) -> tuple[SqlStore, AuditHea
     return SqlStore.from_url(settings.database_url, on_audit_commit=heads.save if heads else None), heads
 
 
-def build_context(settings: Settings, store: Store | None = None, *, announce: bool = True) -> Context:
+def build_context(settings: Settings, store: Store | None = None, *, announce: bool = True,
+                  worker: bool = False) -> Context:
     """Open the store, load policy and audit key, check the audit tail, and (if ``announce``) record ``policy.loaded``.
 
     A given ``store`` is used as it is (tests): no state directories, no signed-head file. ``announce`` is
     what a serving coordinator does: it refuses an audit log that does not extend its last signed head.
     The CLI leaves it off and only warns, so that ``audit export`` still works to investigate such a log
-    (its events are then not signed into the heads file, which keeps the evidence).
+    (its events are then not signed into the heads file, which keeps the evidence). A ``worker`` process
+    of ``serve --workers N`` checks and records nothing: the ``serve`` process that started it did both
+    before any worker started; the worker still signs the heads of what it appends.
 
     Raises:
         ConfigError: a state directory others can access, or (``announce``) an audit log that does not
@@ -71,6 +74,8 @@ def build_context(settings: Settings, store: Store | None = None, *, announce: b
     key = load_or_create_signing_key(settings.signing_key_path)
     store, heads = (store, None) if store is not None else _open_store(settings, key)
     ctx = Context(store=store, policy=policy, audit_key=key)
+    if worker:
+        return ctx
     try:
         unchecked = heads is not None and heads.check_tail(ctx.store)
     except ConfigError as exc:
@@ -108,19 +113,20 @@ def routers() -> list[APIRouter]:
             lineage_pages.api_router]
 
 
-def create_app(settings: Settings | None = None, *, store: Store | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, store: Store | None = None, worker: bool = False) -> FastAPI:
     """Build the coordinator app.
 
     Args:
         settings: configuration; default ``get_settings()`` (the environment). When given, it is
             also what the settings dependency (``deps.app_settings``) returns inside this app.
         store: use this store instead of opening ``settings.database_url`` (tests).
+        worker: one of ``serve``'s worker processes (``build_context``): no start-up check or record.
 
     The app does not close the store on shutdown (an ASGI lifespan may run more than once, and an
     in-memory database would be lost); whoever owns the process calls ``app.state.context.store.close()``.
     """
     settings = settings or get_settings()
-    ctx = build_context(settings, store)
+    ctx = build_context(settings, store, worker=worker)
 
     app = FastAPI(title="Tandem coordinator", version="1",
                   generate_unique_id_function=_operation_id)

@@ -158,38 +158,98 @@ def serve(
     port: Annotated[int, typer.Option(
         help="TCP port (or TANDEM_COORD_PORT); nodes default to http://127.0.0.1:8600", envvar="TANDEM_COORD_PORT",
         show_envvar=False)] = 8600,
+    workers: Annotated[int | None, typer.Option(
+        help="API worker processes on this port and database (or TANDEM_COORD_WORKERS; default 1): more use "
+             "more cores", show_default=False)] = None,
 ) -> None:
-    """Run the coordinator API with uvicorn (creates the state directory, database and audit key if missing)."""
+    """Run the coordinator API with uvicorn (creates the state directory, database and audit key if missing).
+
+    With several workers, this process checks the state, records the start in the audit log and runs the
+    training launcher; uvicorn starts the workers (``worker_app``), restarts one that dies, and stops them all
+    on SIGTERM or Ctrl-C.
+    """
     import uvicorn
 
     from coordinator.flower.launcher import TrainingLauncher, TrainingSettings
     from coordinator.tls import check_training_files
 
+    if workers is not None:
+        _overrides["workers"] = workers
     settings = _settings(serving=True)
     tls = _tls_options(settings, host)  # before create_app: a refused start leaves no state behind
     training = TrainingSettings()
     if training.enabled:
         check_training_files(training.tls_ca, training.tls_cert, training.tls_key)
-    api = create_app(settings)
+    if settings.workers == 1:
+        api: Any = create_app(settings)
+        ctx = api.state.context
+    else:
+        ctx = build_context(settings)  # the tail check and policy.loaded, once, before any worker starts
+        api = f"{__name__}:worker_app"
+        os.environ.update({"TANDEM_COORD_STATE_DIR": str(settings.state_dir),  # --state-dir and --workers
+                           "TANDEM_COORD_WORKERS": str(settings.workers)})  # reach the workers' Settings()
     typer.echo(_state_line(settings), err=True)
-    typer.echo(f"serving {'https' if tls else 'http'}://{host}:{port}" + (" (TLS 1.3)" if tls else ""), err=True)
+    typer.echo(f"serving {'https' if tls else 'http'}://{host}:{port}" + (" (TLS 1.3)" if tls else "")
+               + (f" with {settings.workers} workers" if settings.workers > 1 else ""), err=True)
     logging.getLogger("uvicorn.access").addFilter(QuietPolls())
-    launcher = TrainingLauncher(api.state.context, training) if training.enabled else None
+    launcher = TrainingLauncher(ctx, training) if training.enabled else None
     if launcher is not None:
         launcher.start()
-    # what was built so far (imports, the app, its routes and models) lives as long as the process: out
-    # of the collector's sight, a full collection walks only what requests made: about 71 ms per full
-    # collection before, about 5 ms after (bench/api_bench.py on SQLite, 15 s; those pauses were the
-    # p99 of job submission: 111.6 -> 50.4 ms)
-    gc.collect()
-    gc.freeze()
+    _freeze_startup_objects()
     try:
         # keep-alive longer than clients' (httpx: 5 s): with equal timeouts the server closes an idle
         # connection just as a client reuses it, and that request fails with a read error
-        uvicorn.run(api, host=host, port=port, log_config=None, timeout_keep_alive=KEEP_ALIVE_SECONDS, **tls)
+        uvicorn.run(api, host=host, port=port, log_config=None, timeout_keep_alive=KEEP_ALIVE_SECONDS,
+                    **({"factory": True, "workers": settings.workers} if settings.workers > 1 else {}), **tls)
     finally:
         if launcher is not None:
             launcher.stop()
+
+
+def worker_app() -> Any:
+    """The app of one worker process of ``serve --workers N`` (uvicorn's factory, in a fresh process).
+
+    Its settings come from the environment ``serve`` was started with (plus ``--state-dir`` and
+    ``--workers``, which ``serve`` exported), with the failed-authentication limit shared out
+    (``Settings.per_worker``). It checks and records nothing at start: ``serve`` did, before any worker.
+    """
+    _end_with_parent()
+    log_format = os.environ.get("TANDEM_LOG_FORMAT", "text")
+    configure_logging(logging.INFO, "json" if log_format == "json" else "text")
+    logging.getLogger("uvicorn.access").addFilter(QuietPolls())
+    api = create_app(Settings().per_worker(), worker=True)
+    _freeze_startup_objects()
+    return api
+
+
+def _end_with_parent() -> None:
+    """Linux: have the kernel send this worker SIGTERM when ``serve`` dies, even by SIGKILL.
+
+    Otherwise a worker outlives a killed ``serve`` and keeps its port, and the restarted coordinator cannot
+    bind it (inside a container the whole container stops instead, but not under systemd or a shell).
+    """
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: no such call
+        return
+    if os.getppid() == 1:  # serve died before the call: nobody will send the signal
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _freeze_startup_objects() -> None:
+    """Move what start-up built out of the cyclic collector's sight.
+
+    What was built so far (imports, the app, its routes and models) lives as long as the process: out of
+    the collector's sight, a full collection walks only what requests made: about 71 ms per full collection
+    before, about 5 ms after (bench/api_bench.py on SQLite, 15 s; those pauses were the p99 of job
+    submission: 111.6 -> 50.4 ms).
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _tls_options(settings: Settings, host: str) -> dict[str, Any]:

@@ -60,6 +60,12 @@ class Settings(BaseSettings):
             can impersonate the coordinator to every node that trusts its CA.
         insecure_http: serve plain HTTP on a non-loopback interface: only behind a TLS-terminating reverse
             proxy on the same host or network segment (tokens and cookies cross the hop to it in clear).
+        workers: API processes ``serve`` runs (uvicorn workers on one port and one database). One serves
+            about 250 requests/s on 2 cores (``bench/api_bench.py``); more use more cores. Every worker sees the
+            same jobs, audit log, users and browser sessions, all of which live in the database. What each
+            keeps to itself: its token cache, so a revocation made through one worker takes effect in the
+            others within 2 s (``coordinator.principal_cache``); its answer cache (1 s); and its share of the
+            failed-authentication limit (``per_worker``). Not with an in-memory database.
         dev: relaxes the secret checks; never set in production.
     """
 
@@ -79,6 +85,7 @@ class Settings(BaseSettings):
     tls_cert: Path | None = None
     tls_key: Path | None = None
     insecure_http: bool = False
+    workers: int = Field(default=1, ge=1, le=32)
     dev: bool = False
 
     @model_validator(mode="before")
@@ -113,6 +120,25 @@ class Settings(BaseSettings):
             raise ValueError(f"TANDEM_COORD_{given} is set but TANDEM_COORD_{missing} is not; set both (the "
                              "certificate and its key) or neither")
         return self
+
+    @model_validator(mode="after")
+    def _workers_share_a_database(self) -> Self:
+        """Several workers need a database they can all open: a file or a server, not process memory."""
+        if self.workers > 1 and self.database_url in MEMORY_DATABASES:
+            raise ValueError(f"{self.workers} workers cannot share an in-memory database (each process would have "
+                             "its own); set TANDEM_COORD_DATABASE_URL to a database file or PostgreSQL, or "
+                             "TANDEM_COORD_WORKERS=1")
+        return self
+
+    def per_worker(self) -> Settings:
+        """These settings for one of ``workers`` processes: the failed-authentication limit shared out.
+
+        Each worker keeps its own buckets and a client's connections land on any of them, so each gets
+        ``1/workers`` of the burst and refills ``workers`` times slower: together about the configured limit.
+        """
+        n = self.workers
+        return self.model_copy(update={"auth_failure_burst": max(1, -(-self.auth_failure_burst // n)),
+                                       "auth_failure_refill_seconds": self.auth_failure_refill_seconds * n})
 
     @property
     def sqlite_path(self) -> Path | None:

@@ -49,3 +49,18 @@ def test_a_tiny_run_writes_every_figure_for_both_backends(tmp_path: Path) -> Non
     with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test") as conn:
         left = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (scratch.group(1),)).fetchall()
     assert left == []
+
+
+def test_with_two_workers_every_request_succeeds_and_both_workers_count(tmp_path: Path) -> None:
+    """``--workers 2``: the pages' session cookie works in both workers, and the CPU figures sum both."""
+    out = tmp_path / "api.json"
+    run = subprocess.run([sys.executable, str(BENCH), "--json", str(out), "--backends", "sqlite", "--workers", "2",
+                          "--duration", "2", "--nodes", "4", "--view-rate", "30", "--page-share", "0.5",
+                          "--submit-rate", "3", "--approved-jobs", "1", "--verify-events", "300"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["workers"] == 2 and "coordinator: 2 API worker processes" in run.stdout
+    for scenario in ("poll", "pages", "submit"):
+        assert result[f"sqlite_{scenario}_errors"] == 0 and result[f"sqlite_{scenario}_sent"] >= 1, scenario
+    assert result["sqlite_server_cpu_ms_per_request"] > 0

@@ -1,6 +1,7 @@
 """A real coordinator process (``python -m coordinator.cli serve``) on a free loopback port, for attack tests.
 
-``LiveCoordinator(state_dir)`` runs the coordinator over ``state_dir/coord.db`` with its audit key and
+``LiveCoordinator(state_dir)`` runs the coordinator (``workers`` API processes, default 1) over
+``state_dir/coord.db`` (or ``database_url``) with its audit key and
 signed-head file in ``state_dir``; ``start()`` waits for ``/healthz`` (or returns the exit code and
 output when the coordinator refuses to start), ``stop()`` ends the process it started.
 """
@@ -33,27 +34,31 @@ def free_port() -> int:
 class LiveCoordinator:
     """One coordinator process over a SQLite file in ``state_dir``."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, *, workers: int = 1, database_url: str | None = None) -> None:
         self.state_dir = state_dir
         self.db = state_dir / "coord.db"
+        self.database_url = database_url or f"sqlite:///{self.db}"
+        self.workers = workers
         self.log = state_dir.parent / f"{state_dir.name}-server.log"
         self.url = ""
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def env(self) -> dict[str, str]:
-        return {**os.environ, "TANDEM_COORD_DATABASE_URL": f"sqlite:///{self.db}", "TANDEM_COORD_BOOTSTRAP_TOKEN": BOOT,
+        return {**os.environ, "TANDEM_COORD_DATABASE_URL": self.database_url, "TANDEM_COORD_BOOTSTRAP_TOKEN": BOOT,
                 "TANDEM_COORD_SIGNING_KEY_PATH": str(self.state_dir / "coord.key"),
-                "TANDEM_COORD_TRAINING_ENABLED": "0", "PYTHONPATH": str(ROOT)}
+                "TANDEM_COORD_TRAINING_ENABLED": "0", "TANDEM_COORD_WORKERS": str(self.workers),
+                "PYTHONPATH": str(ROOT)}
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run ``python -m coordinator.cli ARGS`` against the same state; returns the finished process."""
         return subprocess.run([sys.executable, "-m", "coordinator.cli", *args], env=self.env, cwd=ROOT,
                               capture_output=True, text=True, timeout=120, check=False)
 
-    def start(self) -> int | None:
-        """Start and wait until healthy (returns None), or return the exit code if the process refuses to start."""
-        port = free_port()
+    def start(self, port: int | None = None) -> int | None:
+        """Start (on ``port``, default a free one) and wait until healthy (returns None), or return the exit code
+        if the process refuses to start."""
+        port = port or free_port()
         with self.log.open("w") as out:
             self._proc = subprocess.Popen([sys.executable, "-m", "coordinator.cli", "serve", "--port", str(port)],
                                           env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
@@ -70,6 +75,12 @@ class LiveCoordinator:
                 pass
             time.sleep(0.1)
         raise TimeoutError(f"coordinator not healthy after {START_TIMEOUT_S:.0f} s: {self.output()[-2000:]}")
+
+    @property
+    def pid(self) -> int:
+        """The ``serve`` process's id."""
+        assert self._proc is not None, "not started"
+        return self._proc.pid
 
     def output(self) -> str:
         """Everything the process printed so far."""
