@@ -92,6 +92,8 @@ def lookup_user(ctx: Context, token_hash: str) -> UserPublic | None:
         user = tx.catalog.user_by_token_hash(token_hash)
     if user is not None and (user.expires_at is None or user.expires_at > ctx.clock()):
         ctx.principals.put(token_hash, user, generation)
+    else:  # revoked or expired (maybe through another process): no longer a known caller (``access.known_caller``)
+        ctx.principals.forget(token_hash)
     return user
 
 

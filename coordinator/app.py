@@ -34,7 +34,7 @@ from coordinator.audit import log as audit_log
 from coordinator.audit.heads import AuditHeads, flush_pending_heads
 from coordinator.context import Context
 from coordinator.keys import load_or_create_signing_key
-from coordinator.policy import load_policy
+from coordinator.policy import Policy, load_policy
 from coordinator.settings import Settings, get_settings
 from coordinator.store import SqlStore, Store
 from protocols.crypto.signing import SigningKey
@@ -54,7 +54,7 @@ def _open_store(settings: Settings, key: SigningKey) -> tuple[SqlStore, AuditHea
 
 
 def build_context(settings: Settings, store: Store | None = None, *, announce: bool = True,
-                  worker: bool = False) -> Context:
+                  worker: bool = False, policy: Policy | None = None) -> Context:
     """Open the store, load policy and audit key, check the audit tail, and (if ``announce``) record ``policy.loaded``.
 
     A given ``store`` is used as it is (tests): no state directories, no signed-head file. ``announce`` is
@@ -62,19 +62,23 @@ def build_context(settings: Settings, store: Store | None = None, *, announce: b
     The CLI leaves it off and only warns, so that ``audit export`` still works to investigate such a log
     (its events are then not signed into the heads file, which keeps the evidence). A ``worker`` process
     of ``serve --workers N`` checks and records nothing: the ``serve`` process that started it did both
-    before any worker started; the worker still signs the heads of what it appends.
+    before any worker started; the worker still signs the heads of what it appends. ``policy`` is used instead
+    of loading ``settings.policy_path`` (a worker enforces the policy ``serve`` loaded and recorded, even when
+    the file was edited or broken since).
 
     Raises:
         ConfigError: a state directory others can access, or (``announce``) an audit log that does not
             extend its last signed head; the message names what is wrong and how to investigate.
     """
-    policy = load_policy(settings.policy_path)
+    policy = policy if policy is not None else load_policy(settings.policy_path)
     if store is None:
         settings.check_state_dirs()
     key = load_or_create_signing_key(settings.signing_key_path)
     store, heads = (store, None) if store is not None else _open_store(settings, key)
     ctx = Context(store=store, policy=policy, audit_key=key)
     if worker:
+        if heads is not None:
+            heads.checked_elsewhere()  # serve checked the tail before it started this worker
         return ctx
     try:
         unchecked = heads is not None and heads.check_tail(ctx.store)
@@ -113,7 +117,8 @@ def routers() -> list[APIRouter]:
             lineage_pages.api_router]
 
 
-def create_app(settings: Settings | None = None, *, store: Store | None = None, worker: bool = False) -> FastAPI:
+def create_app(settings: Settings | None = None, *, store: Store | None = None, worker: bool = False,
+               policy: Policy | None = None) -> FastAPI:
     """Build the coordinator app.
 
     Args:
@@ -121,12 +126,13 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None, 
             also what the settings dependency (``deps.app_settings``) returns inside this app.
         store: use this store instead of opening ``settings.database_url`` (tests).
         worker: one of ``serve``'s worker processes (``build_context``): no start-up check or record.
+        policy: enforce this policy instead of loading ``settings.policy_path`` (``serve``'s workers).
 
     The app does not close the store on shutdown (an ASGI lifespan may run more than once, and an
     in-memory database would be lost); whoever owns the process calls ``app.state.context.store.close()``.
     """
     settings = settings or get_settings()
-    ctx = build_context(settings, store, worker=worker)
+    ctx = build_context(settings, store, worker=worker, policy=policy)
 
     app = FastAPI(title="Tandem coordinator", version="1",
                   generate_unique_id_function=_operation_id)

@@ -27,6 +27,7 @@ from coordinator.app import build_context, create_app
 from coordinator.audit import chain as audit_chain
 from coordinator.audit import log as audit_log
 from coordinator.errors import CoordinatorError
+from coordinator.policy import parse_policy, read_policy_text
 from coordinator.settings import Settings
 from coordinator.store import SqlStore
 from protocols.wire.control import Role, UserCreate
@@ -130,6 +131,17 @@ def _require_state(settings: Settings) -> None:
 KEEP_ALIVE_SECONDS = 30
 """How long ``serve`` keeps an idle HTTP connection open (uvicorn's default is 5 s)."""
 
+WORKER_START_SECONDS = 60
+"""How long uvicorn's supervisor waits for a worker of ``serve --workers N`` to answer its ping before it kills
+the worker and starts another (uvicorn's default is 5 s). A new worker answers only once it has imported the
+coordinator, which took 3-6 s on a loaded 2-core machine: with 5 s, healthy workers were killed while
+starting, and their replacements could be killed the same way. Once started, a worker answers from a thread
+of its own, so only a frozen process waits this long to be replaced (and while the supervisor waits for it,
+``serve`` handles no signal: a stop then waits up to this long)."""
+
+WORKER_POLICY = "TANDEM_COORD_WORKER_POLICY"
+"""Environment variable through which ``serve`` hands its workers the policy text it loaded and recorded."""
+
 IDLE_POLLS = ("/api/v1/nodes/jobs", "/api/v1/parties", "/api/v1/healthz")
 """What nodes and monitors poll every few seconds: their successful GETs are not access-logged."""
 
@@ -184,10 +196,13 @@ def serve(
         api: Any = create_app(settings)
         ctx = api.state.context
     else:
-        ctx = build_context(settings)  # the tail check and policy.loaded, once, before any worker starts
+        policy_text = read_policy_text(settings.policy_path)
+        # the tail check and policy.loaded, once, before any worker starts
+        ctx = build_context(settings, policy=parse_policy(policy_text))
         api = f"{__name__}:worker_app"
         os.environ.update({"TANDEM_COORD_STATE_DIR": str(settings.state_dir),  # --state-dir and --workers
-                           "TANDEM_COORD_WORKERS": str(settings.workers)})  # reach the workers' Settings()
+                           "TANDEM_COORD_WORKERS": str(settings.workers),  # reach the workers' Settings()
+                           WORKER_POLICY: policy_text})
     typer.echo(_state_line(settings), err=True)
     typer.echo(f"serving {'https' if tls else 'http'}://{host}:{port}" + (" (TLS 1.3)" if tls else "")
                + (f" with {settings.workers} workers" if settings.workers > 1 else ""), err=True)
@@ -200,10 +215,17 @@ def serve(
         # keep-alive longer than clients' (httpx: 5 s): with equal timeouts the server closes an idle
         # connection just as a client reuses it, and that request fails with a read error
         uvicorn.run(api, host=host, port=port, log_config=None, timeout_keep_alive=KEEP_ALIVE_SECONDS,
-                    **({"factory": True, "workers": settings.workers} if settings.workers > 1 else {}), **tls)
+                    **_worker_options(settings.workers), **tls)
     finally:
         if launcher is not None:
             launcher.stop()
+
+
+def _worker_options(workers: int) -> dict[str, Any]:
+    """The uvicorn options that run ``workers`` processes of ``worker_app`` (none for one process)."""
+    if workers == 1:
+        return {}
+    return {"factory": True, "workers": workers, "timeout_worker_healthcheck": WORKER_START_SECONDS}
 
 
 def worker_app() -> Any:
@@ -212,12 +234,15 @@ def worker_app() -> Any:
     Its settings come from the environment ``serve`` was started with (plus ``--state-dir`` and
     ``--workers``, which ``serve`` exported), with the failed-authentication limit shared out
     (``Settings.per_worker``). It checks and records nothing at start: ``serve`` did, before any worker.
+    It enforces the policy ``serve`` loaded and recorded (``WORKER_POLICY``), not the policy file as it is
+    now: a worker uvicorn starts again later (after a crash, or on SIGHUP) would otherwise enforce a file
+    edited since, which no ``policy.loaded`` event names, or fail to start again and again on a broken one.
     """
     _end_with_parent()
     log_format = os.environ.get("TANDEM_LOG_FORMAT", "text")
     configure_logging(logging.INFO, "json" if log_format == "json" else "text")
     logging.getLogger("uvicorn.access").addFilter(QuietPolls())
-    api = create_app(Settings().per_worker(), worker=True)
+    api = create_app(Settings().per_worker(), worker=True, policy=parse_policy(os.environ[WORKER_POLICY]))
     _freeze_startup_objects()
     return api
 
@@ -229,6 +254,7 @@ def _end_with_parent() -> None:
     bind it (inside a container the whole container stops instead, but not under systemd or a shell).
     """
     import ctypes
+    import multiprocessing
     import signal
 
     pr_set_pdeathsig = 1
@@ -236,7 +262,11 @@ def _end_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
     except (OSError, AttributeError):  # not Linux: no such call
         return
-    if os.getppid() == 1:  # serve died before the call: nobody will send the signal
+    parent = multiprocessing.parent_process()  # serve, which spawned this worker
+    ppid = os.getppid()
+    # serve died before the call: this worker now belongs to init, or to a subreaper (systemd's user manager,
+    # tini -s) whose pid is not 1; nobody will send the signal
+    if ppid == 1 or (parent is not None and ppid != parent.pid):
         os.kill(os.getpid(), signal.SIGTERM)
 
 

@@ -11,7 +11,8 @@ read from the store, for at most ``ttl`` seconds. It is correct under revocation
   ``invalidate`` happened since.
 - Expiry is checked on every hit against the caller's clock, so a token never outlives ``expires_at``.
 - A revocation made by another process on the same database (``tandem-coordinator revoke-user`` against
-  a running server) takes effect here within ``ttl`` seconds (default 2 s).
+  a running server, or another worker of ``serve --workers N``) takes effect here within ``ttl`` seconds
+  (default 2 s); the first read of the store that finds the token revoked also ``forget``s it for ``known``.
 
 Separately, for the failed-authentication limit only (``access.known_caller``), it remembers for
 ``known_for`` seconds (default 300) which token hashes authenticated: a caller seen recently is
@@ -98,6 +99,15 @@ class PrincipalCache:
         entry = self._seen.get(token_hash)
         return (entry is not None and entry.until > self.clock()
                 and (entry.user.expires_at is None or entry.user.expires_at > now))
+
+    def forget(self, token_hash: str) -> None:
+        """Drop ``token_hash``: the store holds no valid user for it (revoked or expired, maybe by another process).
+
+        It is then no longer ``known``: its next failures take tokens of the failed-authentication limit again.
+        """
+        with self._lock:
+            self._entries.pop(token_hash, None)
+            self._seen.pop(token_hash, None)
 
     def invalidate(self) -> None:
         """Forget every entry (a token was revoked); lookups in flight will not re-add theirs."""

@@ -18,6 +18,8 @@ from typing import Any, Self
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from protocols.wire.errors import ConfigError
 
@@ -124,7 +126,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _workers_share_a_database(self) -> Self:
         """Several workers need a database they can all open: a file or a server, not process memory."""
-        if self.workers > 1 and self.database_url in MEMORY_DATABASES:
+        if self.workers > 1 and _in_process_memory(self.database_url):
             raise ValueError(f"{self.workers} workers cannot share an in-memory database (each process would have "
                              "its own); set TANDEM_COORD_DATABASE_URL to a database file or PostgreSQL, or "
                              "TANDEM_COORD_WORKERS=1")
@@ -181,6 +183,22 @@ def check_private_dir(directory: Path) -> None:
     if mode & 0o077:
         raise ConfigError(f"state directory {directory} is open to other users (mode {mode:o}): it holds the "
                           f"coordinator's database, audit key and signed audit head. Fix: chmod 700 {directory}")
+
+
+def _in_process_memory(url: str) -> bool:
+    """Whether ``url`` names a SQLite database in process memory, however it is spelled.
+
+    Besides ``MEMORY_DATABASES``: another driver (``sqlite+pysqlite://``), an empty or ``:memory:`` path,
+    ``mode=memory``. Each process that opens such a URL gets a database of its own.
+    """
+    if url in MEMORY_DATABASES:
+        return True
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return False
+    return parsed.get_backend_name() == "sqlite" and (parsed.database in (None, "", ":memory:")
+                                                       or parsed.query.get("mode") == "memory")
 
 
 @lru_cache(maxsize=1)

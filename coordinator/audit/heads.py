@@ -24,8 +24,9 @@ nothing is lost then. ``interval`` 0 writes each head in the committing thread b
 What it does not prove: someone who can write the state directory can delete the database's tail
 *and* this file; the coordinator then starts with a loud warning and records ``audit.heads_started``
 in the log itself. Whoever holds the signing key can sign any head. A head written by another process
-(the CLI) may be replaced by an older one; that only makes the check less strict, never wrong, since
-every head is written after its events committed. The file holds a sequence number, a hash, a time,
+(the CLI, or another worker of ``serve --workers N``, each of which stores the heads of what it appends)
+may be replaced by an older one; that only makes the check less strict, never wrong, since every head is
+written after its events committed. The file holds a sequence number, a hash, a time,
 the coordinator's public key and a signature: nothing any auditor does not already see.
 """
 
@@ -190,6 +191,16 @@ class AuditHeads:
                 f"and recorded move {self.path} aside to start a new heads file")
         self._checked = True
         return False
+
+    def checked_elsewhere(self) -> None:
+        """Store heads from now on: the process that started this one ran ``check_tail`` before it did.
+
+        For a worker of ``serve --workers N``: ``serve`` checked the tail before starting any worker, so each
+        head a worker stores names a record committed after that check. Without this, a worker stored no head
+        at all, and a tail of the events the workers appended could be deleted unnoticed.
+        """
+        with self._lock:
+            self._checked = True
 
     def _start_without_head(self, store: Store) -> bool:
         with store.read() as tx:

@@ -62,6 +62,7 @@ from coordinator.policy._loader import (
     PolicyError,
     load_policy,
     parse_policy,
+    read_policy_text,
 )
 from coordinator.policy._rules import RULE_IDS
 
@@ -83,5 +84,6 @@ __all__ = [
     "over_budget",
     "parse_filter",
     "parse_policy",
+    "read_policy_text",
     "remaining_epsilon",
 ]

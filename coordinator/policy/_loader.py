@@ -20,7 +20,8 @@ from protocols.wire.canonical import sha256_hex
 from protocols.wire.control import FieldCategory, JobKind, KeyType, PartyKind, Purpose
 from protocols.wire.desensitise import Clearance, ClearanceError, parse_clearance
 
-__all__ = ["DEFAULT_POLICY_PATH", "KindRule", "Policy", "PolicyError", "load_policy", "parse_policy"]
+__all__ = ["DEFAULT_POLICY_PATH", "KindRule", "Policy", "PolicyError", "load_policy", "parse_policy",
+           "read_policy_text"]
 
 DEFAULT_POLICY_PATH = Path(__file__).parents[1] / "policy.yaml"
 """The packaged policy file, ``coordinator/policy.yaml``."""
@@ -190,16 +191,25 @@ def parse_policy(text: str) -> Policy:
     return _policy_from_text(text, sha256_hex(text.encode("utf-8")))
 
 
+def read_policy_text(path: Path | None = None) -> str:
+    """The text of the policy file at ``path`` (default: the packaged ``coordinator/policy.yaml``).
+
+    ``parse_policy`` of it is ``load_policy(path)``: the digest of UTF-8 text is that of the file's bytes.
+
+    Raises:
+        PolicyError: if the file cannot be read or is not UTF-8.
+    """
+    path = path or DEFAULT_POLICY_PATH
+    try:
+        return path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError(f"cannot read policy file {path}: {exc} (fix: point to a UTF-8 YAML file)") from exc
+
+
 def load_policy(path: Path | None = None) -> Policy:
     """Load the policy file at ``path`` (default: the packaged ``coordinator/policy.yaml``).
 
     Raises:
         PolicyError: if the file cannot be read, is not UTF-8, or is malformed (names key and fix).
     """
-    path = path or DEFAULT_POLICY_PATH
-    try:
-        data = path.read_bytes()
-        text = data.decode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PolicyError(f"cannot read policy file {path}: {exc} (fix: point to a UTF-8 YAML file)") from exc
-    return _policy_from_text(text, sha256_hex(data))
+    return parse_policy(read_policy_text(path))

@@ -3,7 +3,7 @@
 Which worker takes a connection is the kernel's choice, so these tests choose for it: a worker paused
 with SIGSTOP accepts nothing, and every request here opens a fresh connection, so while one worker is
 paused the other serves everything. (uvicorn's supervisor pings each worker and kills one that has not
-answered for 5 s; each pause here lasts one or two requests.)
+answered for ``cli.WORKER_START_SECONDS``, 60 s; each pause here lasts one or two requests.)
 
 - A browser session opened through one worker is valid in the other, and a logout through one ends it
   in both: the sessions live in the database.
