@@ -161,3 +161,27 @@ def test_a_clientapp_runner_stopped_by_a_signal_mid_task_still_exits(monkeypatch
     assert not exited.wait(0.2)  # running: nothing ends it
     stop.set()  # SIGTERM's handler; the main thread stays stuck in its task
     assert exited.wait(5)
+
+
+def test_a_supernode_whose_heartbeat_thread_dies_exits_so_the_keeper_starts_another() -> None:
+    """Flower's heartbeat sender dies on a 401 (a SuperLink that restarted and lost the node's key); the
+    SuperNode must then exit (``fastpoll.exit_when_a_thread_dies``) rather than live on unheard."""
+    import subprocess
+    import sys
+
+    from node.flower.fastpoll import THREAD_DIED_EXIT
+
+    script = """
+import time, httpx
+from flwr.supercore.heartbeat import HeartbeatSender
+from node.flower.fastpoll import exit_when_a_thread_dies
+exit_when_a_thread_dies()
+def beat():
+    request = httpx.Request("POST", "https://superlink:9092/v1/fleet/send-node-heartbeat")
+    raise httpx.HTTPStatusError("401", request=request, response=httpx.Response(401, request=request))
+HeartbeatSender(beat).start()
+time.sleep(60)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=50, check=False)
+    assert done.returncode == THREAD_DIED_EXIT, done.stderr[-2000:]
+    assert "SuperNode thread" in done.stderr and "401" in done.stderr
