@@ -173,4 +173,6 @@ def install_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(cls, _on_domain_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    for cls in (OperationalError, InterfaceError):  # answered like the catalog's errors: logged in one line,
+        app.add_exception_handler(cls, _on_unexpected)  # not re-raised to uvicorn as a traceback per request
     app.add_exception_handler(Exception, _on_unexpected)

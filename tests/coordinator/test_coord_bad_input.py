@@ -92,7 +92,7 @@ def test_failure_after_a_write_rolls_back_everything(world, monkeypatch):
         return real(actor, action, obj, details)
 
     monkeypatch.setattr(coordinator.audit.log, "event_body", fail_on_decision)
-    client = TestClient(world.c.app, raise_server_exceptions=False)
+    client = TestClient(world.c.app)  # raises what reaches the server: a 503 must be handled, not re-raised
     r = client.post(f"{API}/jobs", json=world.job_body(), headers=world.h("bank_analyst"))
     monkeypatch.undo()
 
@@ -112,7 +112,7 @@ def test_a_database_that_is_down_is_a_503_that_says_so_and_changes_nothing(world
         return real(actor, action, obj, details)
 
     monkeypatch.setattr(coordinator.audit.log, "event_body", connection_lost)
-    client = TestClient(world.c.app, raise_server_exceptions=False)
+    client = TestClient(world.c.app)  # raises what reaches the server: a 503 must be handled, not re-raised
     r = client.post(f"{API}/jobs", json=world.job_body(), headers=world.h("bank_analyst"))
     monkeypatch.undo()
 
