@@ -32,9 +32,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.coordinator.test_coord_workers import API, READY, _children, _fresh, _user, _wait, paused
 from tests.support.coordinator import BOOT
 from tests.support.live_coordinator import ROOT, LiveCoordinator, free_port
+from tests.support.workers import API, READY, create_user, fresh_client, paused, wait_until, worker_pids
 
 POLICY = ROOT / "coordinator" / "policy.yaml"
 
@@ -59,7 +59,7 @@ def _state(tmp_path: Path) -> Path:
 
 def _started(coordinator: Coordinator) -> Coordinator:
     assert coordinator.start() is None, coordinator.output()
-    _wait(f"{coordinator.workers} workers started",
+    wait_until(f"{coordinator.workers} workers started",
           lambda: coordinator.output().count(READY) >= coordinator.workers, coordinator, timeout=120)
     return coordinator
 
@@ -73,9 +73,9 @@ def _audit_bodies(db: Path, action: str) -> list[dict[str, object]]:
 def test_a_tail_of_events_written_by_workers_deleted_while_stopped_is_refused_at_the_next_start(tmp_path):
     state = _state(tmp_path)
     coordinator = _started(Coordinator(state))
-    with _fresh(coordinator) as c:
+    with fresh_client(coordinator) as c:
         for i in range(6):
-            _user(c, f"clerk{i}", "auditor")  # six user.created events, appended by the workers
+            create_user(c, f"clerk{i}", "auditor")  # six user.created events, appended by the workers
     coordinator.stop()  # a clean stop: every process writes its newest signed head
     with sqlite3.connect(state / "coord.db") as db:
         (start,) = db.execute("SELECT max(seq) FROM audit_event WHERE body LIKE '%policy.loaded%'").fetchone()
@@ -110,11 +110,11 @@ def test_a_replaced_worker_enforces_the_policy_serve_recorded_not_the_file_edite
 
         # someone edits the policy file of the running coordinator (a new version, not yet loaded) ...
         policy.write_text(text.replace(f'version: "{version}"', 'version: "2099-01-01.1"'))
-        victim, survivor = _children(coordinator.pid)
+        victim, survivor = worker_pids(coordinator.pid)
         os.kill(victim, signal.SIGKILL)  # ... and a worker crashes: uvicorn starts a new one
-        _wait("a new worker started", lambda: coordinator.output().count(READY) >= 3, coordinator)
-        (new,) = [pid for pid in _children(coordinator.pid) if pid != survivor]
-        with paused(survivor), _fresh(coordinator) as c:
+        wait_until("a new worker started", lambda: coordinator.output().count(READY) >= 3, coordinator)
+        (new,) = [pid for pid in worker_pids(coordinator.pid) if pid != survivor]
+        with paused(survivor), fresh_client(coordinator) as c:
             served = c.get(f"{API}/healthz").json()["policy_version"]
         loaded = [b["details"]["version"] for b in _audit_bodies(state / "coord.db", "policy.loaded")]  # type: ignore[index]
         assert served == version, (f"the new worker enforces policy {served}; the audit log records only {loaded} "
@@ -123,9 +123,9 @@ def test_a_replaced_worker_enforces_the_policy_serve_recorded_not_the_file_edite
         # the file is now broken: a worker started again still starts (no crash loop) with the recorded policy
         policy.write_text("kinds: [\n")
         os.kill(new, signal.SIGKILL)
-        _wait("a worker started after the policy file broke", lambda: coordinator.output().count(READY) >= 4,
+        wait_until("a worker started after the policy file broke", lambda: coordinator.output().count(READY) >= 4,
               coordinator, timeout=60)
-        with paused(survivor), _fresh(coordinator) as c:
+        with paused(survivor), fresh_client(coordinator) as c:
             assert c.get(f"{API}/healthz").json()["policy_version"] == version
     finally:
         coordinator.stop()
@@ -137,9 +137,9 @@ def test_a_token_revoked_through_one_worker_is_limited_in_the_other_like_any_fai
     coordinator = _started(Coordinator(state, extra={"TANDEM_COORD_AUTH_FAILURE_BURST": "10",
                                                      "TANDEM_COORD_AUTH_FAILURE_REFILL_SECONDS": "60"}))
     try:
-        one, two = _children(coordinator.pid)
-        with _fresh(coordinator) as c:
-            boss, victim = _user(c, "boss", "auditor"), _user(c, "victim", "auditor")
+        one, two = worker_pids(coordinator.pid)
+        with fresh_client(coordinator) as c:
+            boss, victim = create_user(c, "boss", "auditor"), create_user(c, "victim", "auditor")
             as_victim = {"Authorization": f"Bearer {victim}"}
             with paused(one):
                 assert c.get(f"{API}/users/me", headers=as_victim).status_code == 200  # worker two knows it
@@ -183,7 +183,7 @@ def test_workers_of_a_serve_killed_while_they_start_end_also_under_a_subreaper(t
         assert reaper.stdout is not None
         serve = int(reaper.stdout.readline())
         deadline = time.monotonic() + 120
-        while len(workers := _children(serve)) < 2 and time.monotonic() < deadline:
+        while len(workers := worker_pids(serve)) < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert len(workers) == 2, (tmp_path / "server.log").read_text()
         os.kill(serve, signal.SIGKILL)  # while the workers import the app, before they ask to end with serve
@@ -208,7 +208,7 @@ def test_a_worker_slow_to_start_is_not_killed_as_hung(tmp_path):
                                  env=coordinator.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120
-        while not (workers := _children(serve.pid)) and time.monotonic() < deadline:
+        while not (workers := worker_pids(serve.pid)) and time.monotonic() < deadline:
             time.sleep(0.01)
         assert workers, (tmp_path / "server.log").read_text()
         slow = workers[0]
@@ -220,7 +220,7 @@ def test_a_worker_slow_to_start_is_not_killed_as_hung(tmp_path):
         while (tmp_path / "server.log").read_text().count(READY) < 2 and time.monotonic() < deadline:
             time.sleep(0.2)
         output = (tmp_path / "server.log").read_text()
-        assert slow in _children(serve.pid) and f"[{slow}] died" not in output, (
+        assert slow in worker_pids(serve.pid) and f"[{slow}] died" not in output, (
             f"uvicorn killed worker {slow} while it was starting:\n{output[-2000:]}")
     finally:
         serve.terminate()

@@ -21,65 +21,20 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.support.coordinator import BOOT, PG_URL
 from tests.support.live_coordinator import ROOT, LiveCoordinator
-
-API = "/api/v1"
-READY = "Application startup complete"
-
-
-def _children(pid: int) -> list[int]:
-    """The uvicorn worker processes ``pid`` started (multiprocessing spawn children)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            cmdline = (stat.parent / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and b"spawn_main" in cmdline:
-            found.append(int(stat.parent.name))
-    return sorted(found)
+from tests.support.workers import API, READY, create_user, fresh_client, paused, wait_until, worker_pids
 
 
 def _cpu_ticks(pid: int) -> int:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])  # utime + stime
-
-
-def _wait(what: str, check, coordinator: LiveCoordinator, timeout: float = 180.0):  # noqa: ANN001, ANN202
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"{what} within {timeout:.0f} s; server output:\n{coordinator.output()[-3000:]}")
-
-
-@contextmanager
-def paused(pid: int) -> Iterator[None]:
-    """Worker ``pid`` stopped: it accepts no connection until the block ends."""
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(pid, signal.SIGCONT)
-
-
-def _fresh(coordinator: LiveCoordinator) -> httpx.Client:
-    """A client whose every request opens a new connection (so any worker may take it)."""
-    return httpx.Client(base_url=coordinator.url, timeout=30, limits=httpx.Limits(max_keepalive_connections=0),
-                        follow_redirects=False)
 
 
 def _pg_database() -> Iterator[str]:
@@ -110,8 +65,8 @@ def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LiveCoord
     coordinator = LiveCoordinator(state, workers=2, database_url=url)
     try:
         assert coordinator.start() is None, coordinator.output()
-        _wait("two workers started", lambda: coordinator.output().count(READY) >= 2, coordinator)
-        assert len(_children(coordinator.pid)) == 2, coordinator.output()
+        wait_until("two workers started", lambda: coordinator.output().count(READY) >= 2, coordinator)
+        assert len(worker_pids(coordinator.pid)) == 2, coordinator.output()
         yield coordinator
     finally:
         coordinator.stop()
@@ -119,17 +74,10 @@ def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LiveCoord
             pass
 
 
-def _user(c: httpx.Client, name: str, role: str, party: str | None = None) -> str:
-    body = {"name": name, "role": role, **({"party": party} if party else {})}
-    r = c.post(f"{API}/users", json=body, headers={"Authorization": f"Bearer {BOOT}"})
-    assert r.status_code == 201, r.text
-    return str(r.json()["token"])
-
-
 def test_a_session_opened_through_one_worker_is_valid_in_the_other_and_a_logout_ends_it_in_both(served):
-    one, two = _children(served.pid)
-    with _fresh(served) as c:
-        token = _user(c, "auditor", "auditor")
+    one, two = worker_pids(served.pid)
+    with fresh_client(served) as c:
+        token = create_user(c, "auditor", "auditor")
         with paused(two):
             login = c.post("/login", data={"token": token, "next": "/audit"}, headers={"Origin": served.url})
         assert login.status_code == 303, login.text
@@ -145,12 +93,12 @@ def test_a_session_opened_through_one_worker_is_valid_in_the_other_and_a_logout_
 
 
 def test_concurrent_audited_writes_through_both_workers_leave_one_intact_chain(served, tmp_path):
-    workers = _children(served.pid)
+    workers = worker_pids(served.pid)
     before = {pid: _cpu_ticks(pid) for pid in workers}
     n = 120
 
     def create(i: int) -> int:
-        with _fresh(served) as c:
+        with fresh_client(served) as c:
             body = {"name": f"node{i:03d}", "role": "operator", "party": ("bank", "telco")[i % 2]}
             return c.post(f"{API}/users", json=body, headers={"Authorization": f"Bearer {BOOT}"}).status_code
 
@@ -173,32 +121,32 @@ def test_concurrent_audited_writes_through_both_workers_leave_one_intact_chain(s
 
 
 def test_a_killed_worker_is_replaced_and_the_service_answers_throughout(served):
-    victim, survivor = _children(served.pid)
+    victim, survivor = worker_pids(served.pid)
     os.kill(victim, signal.SIGKILL)
-    with _fresh(served) as c:
+    with fresh_client(served) as c:
         for _ in range(10):
             assert c.get(f"{API}/healthz").status_code == 200
-    replaced = _wait("a new worker in place of the killed one",
-                     lambda: (kids := _children(served.pid)) and len(kids) == 2 and victim not in kids and kids,
+    replaced = wait_until("a new worker in place of the killed one",
+                     lambda: (kids := worker_pids(served.pid)) and len(kids) == 2 and victim not in kids and kids,
                      served)
     assert survivor in replaced
-    _wait("the new worker started", lambda: served.output().count(READY) >= 3, served)
+    wait_until("the new worker started", lambda: served.output().count(READY) >= 3, served)
     new = next(pid for pid in replaced if pid != survivor)
-    with paused(survivor), _fresh(served) as c:
+    with paused(survivor), fresh_client(served) as c:
         assert c.get(f"{API}/healthz").status_code == 200, "the new worker does not serve"
-    assert new in _children(served.pid)
+    assert new in worker_pids(served.pid)
 
 
 def test_the_workers_end_when_serve_is_killed_and_a_restart_gets_the_port(served):
-    workers = _children(served.pid)
+    workers = worker_pids(served.pid)
     port = int(served.url.rsplit(":", 1)[1])
     os.kill(served.pid, signal.SIGKILL)
-    _wait("the workers gone after serve was killed", lambda: not any(Path(f"/proc/{p}").exists() for p in workers),
+    wait_until("the workers gone after serve was killed", lambda: not any(Path(f"/proc/{p}").exists() for p in workers),
           served)
     again = LiveCoordinator(served.state_dir, workers=2, database_url=served.database_url)
     assert again.start(port=port) is None, again.output()
     try:
-        with _fresh(again) as c:
+        with fresh_client(again) as c:
             assert c.get(f"{API}/healthz").status_code == 200
     finally:
         again.stop()
