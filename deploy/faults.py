@@ -4,7 +4,8 @@ Built on the harness's public functions only (:class:`deploy.netns_harness.Topol
 :mod:`deploy.three_orgs`). The faults:
 
 - :func:`kill_node` — ``kill -9`` a party's ``node`` service (its process group) and start it again as
-  ``restart: unless-stopped`` would;
+  ``restart: unless-stopped`` would; :func:`freeze_mid_job` first holds it still inside a job, so the kill
+  lands mid-protocol;
 - :func:`cut_link` — the party's root-side veth down for a while, then up again;
 - :func:`restart_coordinator` — SIGTERM the ``coordinator`` service and start it again;
 - :func:`restart_postgres` — the coordinator's database "restarts": every backend of the run's database is
@@ -32,6 +33,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -43,9 +45,10 @@ from typing import Any
 
 from deploy.netns_harness import PG_HOST, PG_PORT, HarnessError, Topology
 from deploy.three_orgs import FINAL, AuditCheck, Deployment, verify_audit
+from node.ledger import COORDINATOR_PEER
 from protocols.wire.control import JobPublic, JobStatus
 
-__all__ = ["EndState", "approve", "cut_link", "fill", "half_written", "job_events", "kill_node",
+__all__ = ["EndState", "approve", "cut_link", "fill", "freeze_mid_job", "half_written", "job_events", "kill_node",
            "restart_coordinator", "restart_postgres", "settle", "small_state_disk", "status", "submit",
            "wait_for", "wait_final"]
 
@@ -150,6 +153,39 @@ def half_written(topo: Topology, parties: tuple[str, ...] = ("bank", "telco")) -
 def kill_node(topo: Topology, party: str) -> None:
     """``kill -9`` the party's node service (its whole process group), then start it again."""
     topo.restart(party, "node", signal.SIGKILL)
+
+
+def freeze_mid_job(topo: Topology, party: str, job_id: int, timeout: float = 600.0) -> None:
+    """Freeze (SIGSTOP) the party's node service once it is inside job ``job_id``.
+
+    Inside means its half-written ``jobs/<id>.partial`` exists and its egress ledger holds a message of
+    the job to the other node. Polled every 2 ms on the party's state volume (the ledger read-only,
+    beside the node's WAL), so a fault that follows (:func:`kill_node`) lands mid-protocol however fast
+    the job runs: watched from the coordinator's job status, a scoring job over the small population can
+    run from start to end between two polls. A frozen node answers nothing, so the job cannot end meanwhile.
+    """
+    state = topo.volume(party, f"{party}-state")
+    partial, db = state / "jobs" / f"{job_id}.partial", state / "node.db"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if partial.is_dir() and _sent_to_peer(db, job_id):
+            topo.send_signal(party, "node", signal.SIGSTOP)
+            if partial.is_dir():
+                return
+            topo.send_signal(party, "node", signal.SIGCONT)  # it ended in the moment before the stop
+            raise HarnessError(f"job {job_id} ended at the {party} before its node could be frozen")
+        time.sleep(0.002)
+    raise HarnessError(f"job {job_id} never reached the {party}'s node mid-protocol in {timeout:.0f}s")
+
+
+def _sent_to_peer(db: Path, job_id: int) -> bool:
+    """Whether the node's egress ledger (``node.db``) holds a message of ``job_id`` to a node (not the coordinator)."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1.0)) as conn:
+            rows = conn.execute("SELECT body FROM egress_ledger WHERE job_id = ?", (job_id,)).fetchall()
+    except sqlite3.Error:  # not created yet, or busy for a moment: not yet
+        return False
+    return any(json.loads(body).get("peer") != COORDINATOR_PEER for (body,) in rows)
 
 
 @contextlib.contextmanager

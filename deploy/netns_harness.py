@@ -466,6 +466,13 @@ class Topology:
             self._terminate(run, sig)
             self.running.remove(run)
 
+    def send_signal(self, org: str, name: str, sig: int) -> None:
+        """Send ``sig`` to a running service's process group (SIGSTOP freezes it mid-work, SIGCONT resumes it)."""
+        run = self._find(org, name)
+        if run is None or run.proc.poll() is not None:
+            raise HarnessError(f"{org}/{name} is not running")
+        os.killpg(run.proc.pid, sig)
+
     def restart(self, org: str, name: str, sig: int = signal.SIGTERM, timeout: float = 240.0) -> None:
         """Stop a service (with ``sig``: SIGKILL for a crash) and start it again as compose would restart it."""
         self.stop(org, name, sig)

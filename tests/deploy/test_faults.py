@@ -4,7 +4,9 @@ One topology for the module, set up as the operators' READMEs say (deploy/three_
 one after another on it, each on its own job (deploy/faults.py):
 
 1. ``kill -9`` of the telco's node service mid-PSI (a reveal-mode recovery), mid-training (after the
-   Flower run started) and mid-scoring (a batch score job with the model trained under fault 1b);
+   Flower run started) and mid-scoring (a batch score job with the model trained under fault 1b). For PSI
+   and scoring the node is first frozen inside the job, after its first message of it to the bank, so
+   the kill lands mid-protocol however fast the job runs;
 2. the telco's link cut for 30 s mid-job (a training job after its Flower run started), then restored;
 3. the coordinator restarted mid-job (a training job, as 2: a PSI job over the small population can finish
    before a restart takes effect);
@@ -73,18 +75,14 @@ def _body(dep: three_orgs.Deployment, kind: str) -> dict[str, Any]:
     return next(b for _, b in demo_jobs(dep.datasets) if b["kind"] == kind)
 
 
-def _running(dep: three_orgs.Deployment, kind: str, mid: str = "") -> JobPublic:
-    """Submit and approve a ``kind`` job; return it once the coordinator shows it running (and ``mid``).
-
-    Polled on one connection every 50 ms: a PSI job over the small population runs for a few seconds.
-    """
+def _running(dep: three_orgs.Deployment, kind: str) -> JobPublic:
+    """Submit and approve a ``kind`` job; return it once the coordinator shows it running (polled every 50 ms)."""
     job = faults.submit(dep, _body(dep, kind))
     deadline = time.monotonic() + 600
     with dep.api("compliance") as c:
         while time.monotonic() < deadline:
             job = JobPublic.model_validate(c.get(f"/jobs/{job.id}").raise_for_status().json())
-            if job.status in three_orgs.FINAL or (job.status == JobStatus.RUNNING and mid in job.status_detail
-                                                   + job.stage):
+            if job.status in three_orgs.FINAL or job.status == JobStatus.RUNNING:
                 break
             time.sleep(0.05)
     assert job.status == JobStatus.RUNNING, f"the job ended before the fault: {job.status} {job.status_detail}"
@@ -125,18 +123,27 @@ def _follow_up(dep: three_orgs.Deployment) -> None:
     assert job.status == JobStatus.SUCCEEDED, job.status_detail
 
 
+def _frozen_mid_job(dep: three_orgs.Deployment, kind: str) -> JobPublic:
+    """Submit and approve a ``kind`` job; return it with the telco's node frozen inside it (mid-protocol).
+
+    Watched from the coordinator, a PSI or scoring job over the small population can run from start to end
+    between two polls (a CI run saw a scoring job succeed so), and a kill after it tests nothing. The telco's
+    node is therefore frozen (SIGSTOP) once it has started the job and sent the bank a message of it, and
+    the kill lands on the frozen node (deploy.faults.freeze_mid_job).
+    """
+    job = faults.submit(dep, _body(dep, kind))
+    faults.freeze_mid_job(dep.topo, "telco", job.id)
+    now = faults.status(dep, job.id)
+    assert now.status not in three_orgs.FINAL, f"job {job.id} ended with the telco frozen inside it: {now.status}"
+    return now
+
+
 def test_kill_telco_mid_psi(dep: three_orgs.Deployment) -> None:
-    """The kill must land while the PSI runs. A recovery over the small population can end in the moment
-    between the coordinator showing it running and the kill; such a job is checked like any other, and
-    another is tried: one of up to three must have been interrupted, or the test has tested nothing."""
-    for _ in range(3):
-        job = _running(dep, "recovery")
-        faults.kill_node(dep.topo, "telco")
-        state = faults.settle(dep, timeout=TIMEOUT, fault="kill -9 telco node mid-PSI (recovery)", job=job)
-        _check(state)
-        if state.retried:
-            return
-    pytest.fail("in 3 recovery jobs the kill landed only after the job had ended: no PSI was interrupted")
+    job = _frozen_mid_job(dep, "recovery")
+    faults.kill_node(dep.topo, "telco")
+    state = faults.settle(dep, timeout=TIMEOUT, fault="kill -9 telco node mid-PSI (recovery)", job=job)
+    _check(state)
+    assert state.retried, "the telco was killed inside the PSI, so attempt 1 cannot have succeeded"
 
 
 def test_kill_telco_mid_training(dep: three_orgs.Deployment) -> None:
@@ -152,12 +159,11 @@ def test_kill_telco_mid_training(dep: three_orgs.Deployment) -> None:
 def test_kill_telco_mid_scoring(dep: three_orgs.Deployment) -> None:
     if "train_risk" not in MODEL:
         pytest.fail("the scoring fault needs the model trained in test_kill_telco_mid_training")
-    job = _running(dep, "score")
+    job = _frozen_mid_job(dep, "score")
     faults.kill_node(dep.topo, "telco")
     state = faults.settle(dep, timeout=TIMEOUT, fault="kill -9 telco node mid-scoring (batch score)", job=job)
     _check(state)
-    if not state.retried:
-        _follow_up(dep)
+    assert state.retried, "the telco was killed inside the scoring, so attempt 1 cannot have succeeded"
 
 
 def test_cut_bank_telco_link_30s(dep: three_orgs.Deployment) -> None:
