@@ -155,35 +155,37 @@ def kill_node(topo: Topology, party: str) -> None:
     topo.restart(party, "node", signal.SIGKILL)
 
 
-def freeze_mid_job(topo: Topology, party: str, job_id: int, timeout: float = 600.0) -> None:
-    """Freeze (SIGSTOP) the party's node service once it is inside job ``job_id``.
+def freeze_mid_job(topo: Topology, party: str, job_id: int, timeout: float = 600.0) -> bool:
+    """Freeze (SIGSTOP) the party's node service once it is inside job ``job_id``; whether it was.
 
     Inside means its half-written ``jobs/<id>.partial`` exists and its egress ledger holds a message of
     the job to the other node. Polled every 2 ms on the party's state volume (the ledger read-only,
     beside the node's WAL), so a fault that follows (:func:`kill_node`) lands mid-protocol however fast
     the job runs: watched from the coordinator's job status, a scoring job over the small population can
-    run from start to end between two polls. A frozen node answers nothing, so the job cannot end meanwhile.
+    run from start to end between two polls. A frozen node answers nothing, so the job cannot end
+    meanwhile. False when the job ended at the node in the moment before the stop: the node is running
+    again and the caller tries another job.
     """
     state = topo.volume(party, f"{party}-state")
     partial, db = state / "jobs" / f"{job_id}.partial", state / "node.db"
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if partial.is_dir() and _sent_to_peer(db, job_id):
-            topo.send_signal(party, "node", signal.SIGSTOP)
-            if partial.is_dir():
-                return
-            topo.send_signal(party, "node", signal.SIGCONT)  # it ended in the moment before the stop
-            raise HarnessError(f"job {job_id} ended at the {party} before its node could be frozen")
-        time.sleep(0.002)
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1.0)) as ledger:
+        while time.monotonic() < deadline:
+            if partial.is_dir() and _sent_to_peer(ledger, job_id):
+                topo.send_signal(party, "node", signal.SIGSTOP)
+                if partial.is_dir():
+                    return True
+                topo.send_signal(party, "node", signal.SIGCONT)
+                return False
+            time.sleep(0.002)
     raise HarnessError(f"job {job_id} never reached the {party}'s node mid-protocol in {timeout:.0f}s")
 
 
-def _sent_to_peer(db: Path, job_id: int) -> bool:
-    """Whether the node's egress ledger (``node.db``) holds a message of ``job_id`` to a node (not the coordinator)."""
+def _sent_to_peer(ledger: sqlite3.Connection, job_id: int) -> bool:
+    """Whether a node's egress ledger holds a message of ``job_id`` to a node (not the coordinator)."""
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1.0)) as conn:
-            rows = conn.execute("SELECT body FROM egress_ledger WHERE job_id = ?", (job_id,)).fetchall()
-    except sqlite3.Error:  # not created yet, or busy for a moment: not yet
+        rows = ledger.execute("SELECT body FROM egress_ledger WHERE job_id = ?", (job_id,)).fetchall()
+    except sqlite3.Error:  # busy for a moment: not yet
         return False
     return any(json.loads(body).get("peer") != COORDINATOR_PEER for (body,) in rows)
 
