@@ -37,6 +37,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -155,7 +156,8 @@ def kill_node(topo: Topology, party: str) -> None:
     topo.restart(party, "node", signal.SIGKILL)
 
 
-def freeze_mid_job(topo: Topology, party: str, job_id: int, timeout: float = 600.0) -> bool:
+def freeze_mid_job(topo: Topology, party: str, job_id: int, timeout: float = 600.0,
+                   stop: threading.Event | None = None) -> bool:
     """Freeze (SIGSTOP) the party's node service once it is inside job ``job_id``; whether it was.
 
     Inside means its half-written ``jobs/<id>.partial`` exists and its egress ledger holds a message of
@@ -163,14 +165,17 @@ def freeze_mid_job(topo: Topology, party: str, job_id: int, timeout: float = 600
     beside the node's WAL), so a fault that follows (:func:`kill_node`) lands mid-protocol however fast
     the job runs: watched from the coordinator's job status, a scoring job over the small population can
     run from start to end between two polls. A frozen node answers nothing, so the job cannot end
-    meanwhile. False when the job ended at the node in the moment before the stop: the node is running
-    again and the caller tries another job.
+    meanwhile. Start it before the job's last approval (in a thread): a job can run from start to end
+    before the approving command returns; set ``stop`` to end the watch (an approval failed). False when
+    the job ended at the node before the stop: the node is running and the caller tries another job.
     """
     state = topo.volume(party, f"{party}-state")
-    partial, db = state / "jobs" / f"{job_id}.partial", state / "node.db"
+    partial, done, db = state / "jobs" / f"{job_id}.partial", state / "jobs" / str(job_id), state / "node.db"
     deadline = time.monotonic() + timeout
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1.0)) as ledger:
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not (stop is not None and stop.is_set()):
+            if done.is_dir():
+                return False
             if partial.is_dir() and _sent_to_peer(ledger, job_id):
                 topo.send_signal(party, "node", signal.SIGSTOP)
                 if partial.is_dir():
@@ -178,7 +183,7 @@ def freeze_mid_job(topo: Topology, party: str, job_id: int, timeout: float = 600
                 topo.send_signal(party, "node", signal.SIGCONT)
                 return False
             time.sleep(0.002)
-    raise HarnessError(f"job {job_id} never reached the {party}'s node mid-protocol in {timeout:.0f}s")
+    raise HarnessError(f"job {job_id} did not reach the {party}'s node mid-protocol (watched up to {timeout:.0f}s)")
 
 
 def _sent_to_peer(ledger: sqlite3.Connection, job_id: int) -> bool:

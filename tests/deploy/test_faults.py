@@ -32,8 +32,10 @@ the killed attempt's run still queued at a SuperNode cannot bind or hold up the 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -126,15 +128,24 @@ def _follow_up(dep: three_orgs.Deployment) -> None:
 def _frozen_mid_job(dep: three_orgs.Deployment, kind: str) -> JobPublic:
     """Submit and approve a ``kind`` job; return it with the telco's node frozen inside it (mid-protocol).
 
-    Watched from the coordinator, a PSI or scoring job over the small population can run from start to end
-    between two polls (a CI run saw a scoring job succeed so), and a kill after it tests nothing. The telco's
-    node is therefore frozen (SIGSTOP) once it has started the job and sent the bank a message of it, and
-    the kill lands on the frozen node (deploy.faults.freeze_mid_job). A job that ended at the telco in the
-    moment before the stop is let finish (it must succeed), and another is tried.
+    A PSI or scoring job over the small population can run from start to end before the last approving
+    command returns (a CI run saw a scoring job succeed so; the telco's part took 55 ms), and a kill after
+    it tests nothing. The telco's node is therefore watched from before the last approval and frozen
+    (SIGSTOP) once it has started the job and sent the bank a message of it; the kill lands on the frozen
+    node (deploy.faults.freeze_mid_job). A job that ended at the telco before the stop is let finish (it
+    must succeed), and another is tried.
     """
     for _ in range(3):
-        job = faults.submit(dep, _body(dep, kind))
-        if faults.freeze_mid_job(dep.topo, "telco", job.id):
+        job = faults.submit(dep, _body(dep, kind), approved=False)
+        stop = threading.Event()
+        with ThreadPoolExecutor(1) as pool:  # watching before the approvals: the job may end before they return
+            frozen = pool.submit(faults.freeze_mid_job, dep.topo, "telco", job.id, TIMEOUT, stop)
+            try:
+                faults.approve(dep, job)
+            except BaseException:
+                stop.set()  # the job will not run: end the watch
+                raise
+        if frozen.result():
             now = faults.status(dep, job.id)
             assert now.status not in three_orgs.FINAL, f"job {job.id} ended with the telco frozen inside it"
             return now
