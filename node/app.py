@@ -36,7 +36,7 @@ from starlette.concurrency import run_in_threadpool
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from node.keys import NodeKeys, tls_fingerprint
-from node.ledger import EgressLedger
+from node.ledger import EgressLedger, LedgerUnwritable
 from node.peer import (
     CHANNEL_PATTERN,
     H_ATTEMPT,
@@ -63,6 +63,8 @@ PeerCall = Callable[[str, bytes], bytes]
 logger = logging.getLogger(__name__)
 
 _PEER_FP = "tandem_peer_fingerprint"
+_UNWRITABLE_DETAIL = ("node {party} cannot write its egress ledger (its state disk is full or read-only), so it sent "
+                      "no reply; its operator must free space in the node's state directory, then retry the job")
 
 
 class _PinnedH11Protocol(H11Protocol):
@@ -224,6 +226,11 @@ def build_node_app(party: str, inbox: PeerInbox, pins: PinnedPeers, ledger: Egre
 
     @app.exception_handler(ProtocolError)
     async def protocol_error(request: Request, exc: ProtocolError) -> Response:
+        if isinstance(exc, LedgerUnwritable):  # recording this refusal would fail too: it carries no data
+            logger.error("a reply to %s was not sent: %s", request.url.path, exc)
+            detail = _UNWRITABLE_DETAIL.format(party=core.party)
+            return Response(content=json.dumps({"detail": detail}).encode(), status_code=exc.status_hint,
+                            media_type="application/json")
         fingerprint = getattr(request.state, _PEER_FP, None)
         peer = (core.pins.party_for(fingerprint) if fingerprint else None) or "unknown"
         body = json.dumps({"detail": str(exc)}).encode()

@@ -19,9 +19,11 @@ tests) can search everything a node sent. Off by default: the ledger itself keep
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,8 +32,9 @@ from typing import Any
 
 from node.node_db import connect
 from protocols.crypto.hashchain import ChainRecord, ChainVerdict, next_record, verify_chain
+from protocols.wire.errors import ProtocolError
 
-__all__ = ["COORDINATOR_PEER", "EgressLedger", "LedgerTotals"]
+__all__ = ["COORDINATOR_PEER", "EgressLedger", "LedgerTotals", "LedgerUnwritable"]
 
 COORDINATOR_PEER = "coordinator"
 
@@ -45,6 +48,19 @@ CREATE TABLE IF NOT EXISTS egress_ledger (
     hash TEXT NOT NULL
 )
 """
+
+
+_UNWRITABLE = {sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL, sqlite3.SQLITE_CANTOPEN}
+
+
+class LedgerUnwritable(ProtocolError):
+    """The ledger cannot record a message (its disk is full, read-only or failing): the message must not leave.
+
+    507 Insufficient Storage: the node's peer server answers a request whose reply it cannot record with
+    this status and a fixed body naming the fix, the one reply not in the ledger (it carries no data).
+    """
+
+    status_hint = 507
 
 
 def _utc_now() -> str:
@@ -95,17 +111,23 @@ class EgressLedger:
         if attempt is not None and job_id is not None:
             body["attempt"] = attempt
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
             try:
+                self._conn.execute("BEGIN IMMEDIATE")
                 rec = next_record(self._last(), self._clock(), body)
                 self._conn.execute(
                     "INSERT INTO egress_ledger (seq, ts, job_id, body, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?)",
                     (rec.seq, rec.ts, job_id, json.dumps(rec.body, sort_keys=True), rec.prev_hash, rec.hash),
                 )
-            except BaseException:
-                self._conn.execute("ROLLBACK")
+                self._conn.execute("COMMIT")  # inside the try: a COMMIT that fails (disk full) is handled below
+            except BaseException as exc:
+                if self._conn.in_transaction:  # SQLite's advice after SQLITE_FULL/IOERR: roll back explicitly
+                    with contextlib.suppress(sqlite3.Error):
+                        self._conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.OperationalError) and exc.sqlite_errorcode & 0xFF in _UNWRITABLE:
+                    raise LedgerUnwritable(
+                        f"this node cannot record a message in its egress ledger ({exc}), so the message was not "
+                        "sent; free space in the node's state directory (or make it writable) and retry") from exc
                 raise
-            self._conn.execute("COMMIT")
             if self._capture is not None:
                 safe_kind = "".join(c if c.isalnum() or c in "._-" else "_" for c in kind)[:60]
                 (self._capture / f"{rec.seq:09d}-{safe_kind}.bin").write_bytes(payload)

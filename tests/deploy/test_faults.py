@@ -229,5 +229,6 @@ def test_full_state_disk(dep: three_orgs.Deployment) -> None:
                               fault=f"telco state disk (64 MiB tmpfs) full [while full: {during.status} "
                                     f"{during.status_detail[:80]!r}]")
         _check(state)
+        assert "free space" in (state.audit_reason or ""), f"the reason must name the fix: {state.audit_reason}"
         if not state.retried:
             _follow_up(dep)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+import shutil
 import sqlite3
+import subprocess
 import threading
 
-from node.ledger import EgressLedger
+import pytest
+
+from node.ledger import EgressLedger, LedgerUnwritable
 from protocols.crypto.hashchain import ChainRecord, verify_chain
 
 
@@ -105,3 +111,46 @@ def test_capture_keeps_each_payload_named_by_seq_and_kind_and_matching_the_diges
 def test_no_capture_by_default(tmp_path):
     _fill(EgressLedger(tmp_path / "node.db"))
     assert not [p for p in tmp_path.iterdir() if p.is_dir()]
+
+
+def test_a_full_database_refuses_the_record_cleanly_and_records_again_once_there_is_room(tmp_path):
+    ledger = EgressLedger(tmp_path / "node.db")
+    ledger.record(peer="telco", kind="psi.query", payload=b"x", job_id=1)
+    pages = ledger._conn.execute("PRAGMA page_count").fetchone()[0]
+    ledger._conn.execute(f"PRAGMA max_page_count = {pages}")  # SQLite itself answers SQLITE_FULL from here on
+    with pytest.raises(LedgerUnwritable) as full:
+        for _ in range(50):
+            ledger.record(peer="telco", kind="psi.query", payload=b"y", job_id=1, ref="r" * 3000)
+    assert full.value.status_hint == 507 and "free space in the node's state directory" in str(full.value)
+    ledger._conn.execute("PRAGMA max_page_count = 1000000")
+    ledger.record(peer="telco", kind="psi.query", payload=b"z", job_id=1)
+    verdict = ledger.verify()
+    assert verdict.ok and [r.body["digest"] for r in ledger.records()][-1] == hashlib.sha256(b"z").hexdigest()
+    ledger.close()
+
+
+def test_a_full_disk_at_commit_leaves_no_open_transaction_and_the_ledger_records_again(tmp_path):
+    """A real disk full (a 1 MiB tmpfs): the WAL write fails at COMMIT and the record is refused as
+    LedgerUnwritable (507, naming the fix); once the operator frees space the next record goes through."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root and mount(8) for a small tmpfs")
+    disk = tmp_path / "disk"
+    disk.mkdir(mode=0o700)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(disk)], check=True)
+    try:
+        ledger = EgressLedger(disk / "node.db")
+        ledger.record(peer="telco", kind="psi.query", payload=b"x", job_id=1)
+        filler = disk / "filler"
+        with contextlib.suppress(OSError), filler.open("wb") as f:
+            while True:
+                f.write(b"\0" * 4096)
+                f.flush()
+        with pytest.raises(LedgerUnwritable):
+            for i in range(200):
+                ledger.record(peer="telco", kind="psi.query", payload=b"y", job_id=1, ref=f"{i}" * 500)
+        filler.unlink()
+        ledger.record(peer="telco", kind="psi.query", payload=b"z", job_id=1)
+        assert ledger.verify().ok
+        ledger.close()
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
