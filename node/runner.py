@@ -48,7 +48,7 @@ from node.approval import ApprovalRefused, approver_id, signed_peer, verify_audi
 from node.coordinator_client import CoordinatorClient, CoordinatorError
 from node.governance import Governance, load_governance
 from node.keys import NodeKeys
-from node.ledger import EgressLedger
+from node.ledger import EgressLedger, LedgerUnwritable
 from node.node_state import JobJournal, LocalDataset, LocalDatasets
 from node.peer import PeerClient, PeerInbox
 from node.settings import NodeSettings
@@ -297,7 +297,7 @@ class JobRunner:
                 self.run_once()
             except CoordinatorError as exc:
                 logger.warning("coordinator unavailable: %s", exc)
-            except (OSError, sqlite3.Error) as exc:  # e.g. a full state disk: keep polling, serve once freed
+            except (OSError, sqlite3.Error, LedgerUnwritable) as exc:  # a full state disk: poll on, serve once freed
                 logger.error("cannot write this node's state (%s): %s", type(exc).__name__, exc)
             stop.wait(self.settings.poll_interval)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from node.approval import sign_approval
+from node.ledger import LedgerUnwritable
 from node.runtime import NodeRuntime
 from node.settings import NodeSettings
 from protocols.crypto.signing import SigningKey
@@ -328,11 +329,13 @@ def test_a_full_state_disk_fails_the_attempt_cleanly_and_the_runner_keeps_pollin
         ticks.append(1)
         if len(ticks) == 1:
             raise OSError(28, "No space left on device")
+        if len(ticks) == 2:  # a report the egress ledger cannot record (its disk is full)
+            raise LedgerUnwritable("this node cannot record a message in its egress ledger (database or disk is full)")
         monkeypatch.setattr(runtime.journal, "set", real_set)
         stop.set()
 
     runner.run_forever(stop, on_tick=tick)
-    assert len(ticks) == 2
+    assert len(ticks) == 3
 
 
 def test_a_final_report_the_coordinator_missed_is_sent_again_once_it_is_back(coordinator, runtime):
