@@ -16,8 +16,10 @@ What each party learns: nothing from this module; it only runs a process and ask
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import signal
 import sys
 import time
 from collections.abc import Mapping
@@ -31,7 +33,10 @@ from coordinator.flower.control_api import ONLINE, ControlClient, RunStatus, loa
 from coordinator.flower.control_gate import TOKEN_FILE_ENV
 from protocols.flower_processes import FederationError, ProcessGroup, flower_env
 
-__all__ = ["APP_DIR", "SuperLinkService"]
+__all__ = ["APP_DIR", "PID_FILE", "SuperLinkService", "previous_gone"]
+
+PID_FILE = "superlink.pid"
+"""The running SuperLink's pid, in its state directory: a restarted coordinator waits for that process to end."""
 
 APP_DIR = Path(__file__).resolve().parent / "app"
 """The Tandem Flower app (arbiter ServerApp + ClientApp shim): a FAB that carries only its pyproject."""
@@ -76,11 +81,13 @@ class SuperLinkService:
         # started meanwhile would share the port with it, and runs started then would die with the old one
         self.group.wait_until(lambda: not _http_ok(url, str(self.tls_files.ca_cert)),
                               f"the previous SuperLink on {self.address} to stop", self.connect_timeout)
+        previous_gone(self.state_dir / PID_FILE, self.connect_timeout)
         token = secrets.token_urlsafe(32)
         token_file = _write_private(self.state_dir / "control.token", token.encode())
         env = flower_env(self.state_dir / "flwr-superlink", self.poll_interval,
                          {**self.env, TOKEN_FILE_ENV: str(token_file)})
-        self.group.spawn("superlink", self._command(), env)
+        child = self.group.spawn("superlink", self._command(), env)
+        (self.state_dir / PID_FILE).write_text(f"{child.process.pid}\n")
         self.group.wait_until(lambda: _http_ok(url, str(self.tls_files.ca_cert)), "the SuperLink to answer /health",
                               self.connect_timeout)
         self._control = ControlClient(self.address, self.tls_files.ca_cert, token)
@@ -146,6 +153,36 @@ class SuperLinkService:
             self._control.close()
             self._control = None
         self.group.stop()
+
+
+def previous_gone(pid_file: Path, timeout: float) -> None:
+    """Wait until the SuperLink an earlier coordinator process started here (``pid_file``) has exited.
+
+    Its listener closes first, so ``/health`` stops answering at once; but the process lives on for
+    seconds while its open connections drain, and its SuperExec with it, polling the Runtime API on the
+    same port — which now reaches the new SuperLink. A run started in that overlap can be lost: in a CI
+    run the old process lived 11 s past its shutdown, and the ServerApp of a retried job's run, started
+    meanwhile, ended "failed with unknown error" 2 s later without a report. So the new SuperLink starts
+    only once the old process is gone; one still there after ``timeout`` seconds is killed (SIGKILL).
+    A pid that is no longer a Tandem SuperLink (gone, reused, a zombie) is ignored.
+    """
+    def alive() -> bool:
+        try:
+            pid = int(pid_file.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, ValueError, IndexError):
+            return False
+        return b"coordinator.flower.control_gate" in cmdline and state not in ("Z", "X")
+
+    deadline = time.monotonic() + timeout
+    while alive():
+        if time.monotonic() > deadline:
+            with contextlib.suppress(OSError, ValueError):
+                os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)
+            time.sleep(0.5)
+            return
+        time.sleep(0.2)
 
 
 def _write_private(path: Path, data: bytes) -> Path:
