@@ -20,9 +20,12 @@ Enabled by ``TANDEM_COORD_TRAINING_ENABLED=1``; ``tandem-coordinator serve`` the
    attempt). Success of the job is still decided by the nodes' own results. The endpoint refuses
    (403) a report without the launcher's random report token, which only the SuperLink's environment
    (and so its ServerApp processes) holds, never a run config, so no other local process can fail a job;
-4. stops a run whose job failed or was cancelled meanwhile (e.g. a node reported the failure while
+4. fails the job of a run that ended without a report (its ServerApp died: the SuperLink shows the run
+   finished, and no report arrived), with the SuperLink's status as the reason, audited as a failed run;
+   the job would otherwise wait as ``running`` for ever;
+5. stops a run whose job failed or was cancelled meanwhile (e.g. a node reported the failure while
    the ServerApp still waited for a round), audited as ``training.run_stopped``;
-5. fails an attempt whose run an earlier coordinator process started (audited ``training.run_started``
+6. fails an attempt whose run an earlier coordinator process started (audited ``training.run_started``
    for that attempt, but not by this launcher): the run's ServerApp ended with that process's SuperLink,
    and a second run of the same attempt would send a Setup round to nodes that are rounds further on.
    Audited ``training.run_lost``; the nodes see the job failed and stop, and a retry starts a new attempt.
@@ -41,7 +44,7 @@ import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -53,6 +56,9 @@ from coordinator.store import JobUpdate
 from protocols.crypto.signing import job_digest
 from protocols.wire.control import JobKind, JobPublic, JobStatus, terms_of
 from protocols.wire.flower_round import HEADER_REPORT_TOKEN, REPORT_TOKEN_ENV
+
+if TYPE_CHECKING:  # Flower is imported only once training is enabled
+    from coordinator.flower.control_api import RunStatus
 
 __all__ = ["TrainingLauncher", "TrainingSettings", "arbiter_config", "run_config"]
 
@@ -212,11 +218,31 @@ class TrainingLauncher:
                 self._launch(job, parties)
             else:
                 self._fail_lost(job, lost)
+        finished = self._finished_runs()  # before the reports: a ServerApp reports before its run finishes
         with self._lock:
             reports, self._reports = self._reports, []
         for report in reports:
             self._apply(report)
+        for job_id, run, status in finished:
+            if not run.ended and self._runs.get(job_id) is run:  # it ended without a report
+                why = f"its ServerApp ended without a report (the SuperLink says {status.sub_status or status.status}"
+                self._apply(_Report(job_id, "failed", -1, (why + (f": {status.details})" if status.details else ")"))
+                                    .encode(), run.run_id))
         self._stop_ended_jobs()
+
+    def _finished_runs(self) -> list[tuple[int, _Run, RunStatus]]:
+        """The live runs the SuperLink shows finished (their ServerApp process has exited)."""
+        found = []
+        for job_id, run in list(self._runs.items()):
+            if run.ended:
+                continue
+            try:
+                status = self._superlink.status(run.run_id)
+            except Exception:  # noqa: BLE001 - the SuperLink busy or restarting: look again on the next scan
+                continue
+            if status.finished:
+                found.append((job_id, run, status))
+        return found
 
     def _new_jobs(self) -> list[tuple[JobPublic, list[str]]]:
         found = []
@@ -303,7 +329,7 @@ class TrainingLauncher:
         if current and run is not None:
             run.ended = True
         run_id = report.run_id if report.run_id is not None else (run.run_id if run is not None else None)
-        details: dict[str, Any] = {"run_id": run_id, "rounds": report.rounds}
+        details: dict[str, Any] = {"run_id": run_id, "rounds": report.rounds if report.rounds >= 0 else None}
         if run is not None and current:
             details["attempt"] = run.attempt
         elif not current:
@@ -320,12 +346,13 @@ class TrainingLauncher:
                              f"job:{report.job_id}", details)
             job = tx.jobs.get_job(report.job_id)
             if current and not ok and job.status not in FINAL and can_move(job.status, JobStatus.FAILED):
-                detail = f"training run failed after {report.rounds} round(s): {details['reason']}"
+                after = f" after {report.rounds} round(s)" if report.rounds >= 0 else ""
+                detail = f"training run failed{after}: {details['reason']}"
                 tx.jobs.update_job(job.id, JobUpdate(status=JobStatus.FAILED, status_detail=detail[:1000]),
                                    self.ctx.clock())
                 audit_log.record(self.ctx, tx, ACTOR, "job.status", f"job:{job.id}",
                                  {"from": job.status.value, "to": "failed", "detail": detail[:500]})
-        logger.info("job %s: Flower run %s after %d rounds", report.job_id, report.status, report.rounds)
+        logger.info("job %s: Flower run %s after %s rounds", report.job_id, report.status, details["rounds"])
 
     def _report_server(self) -> ThreadingHTTPServer:
         launcher = self

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from coordinator.context import Context
+from coordinator.flower.control_api import RunStatus
 from coordinator.flower.launcher import TrainingLauncher, TrainingSettings, _Report
 from coordinator.policy import load_policy
 from coordinator.store import JobUpdate, MemoryStore
@@ -20,6 +21,10 @@ class FakeSuperLink:
     def __init__(self) -> None:
         self.started: list[dict[str, Any]] = []
         self.stopped: list[int] = []
+        self.finished: dict[int, RunStatus] = {}  # runs whose ServerApp exited, as the SuperLink shows them
+
+    def status(self, run_id: int) -> RunStatus:
+        return self.finished.get(run_id, RunStatus(run_id, "running", "", ""))
 
     def run(self, config: dict[str, Any], app_dir: Any) -> int:
         self.started.append(config)
@@ -137,3 +142,36 @@ def test_a_run_lost_in_a_coordinator_restart_fails_its_attempt_and_a_retry_runs_
     _set(restarted, job_id, status=JobStatus.APPROVED, attempt=2)
     restarted.tick()
     assert [c["attempt"] for c in superlink.started] == [2]
+
+
+def test_a_run_whose_serverapp_died_without_a_report_fails_its_job_instead_of_leaving_it_running() -> None:
+    launcher, superlink, job_id = _launcher()
+    launcher.tick()
+    _set(launcher, job_id, status=JobStatus.RUNNING)
+    launcher.tick()
+    assert _job(launcher, job_id).status == JobStatus.RUNNING  # a live run: nothing to do
+
+    superlink.finished[101] = RunStatus(101, "finished", "failed", "Task failed with unknown error.")
+    launcher.tick()
+
+    job = _job(launcher, job_id)
+    assert job.status == JobStatus.FAILED
+    assert job.status_detail == ("training run failed: its ServerApp ended without a report (the SuperLink says "
+                                 "failed: Task failed with unknown error.)")
+    assert _actions(launcher)[-1] == ("training.run_failed", {"run_id": 101, "rounds": None, "attempt": 1,
+                                                              "reason": job.status_detail.split(": ", 1)[1]})
+    launcher.tick()  # once
+    assert [a for a, _ in _actions(launcher)].count("training.run_failed") == 1
+
+
+def test_a_run_that_reported_before_it_finished_is_judged_by_its_report() -> None:
+    launcher, superlink, job_id = _launcher()
+    launcher.tick()
+    _set(launcher, job_id, status=JobStatus.RUNNING)
+    superlink.finished[101] = RunStatus(101, "finished", "completed", "")
+    launcher._reports.append(_Report(job_id, "succeeded", 8, b'{"auc": 0.8}', 101))
+
+    launcher.tick()
+
+    assert _job(launcher, job_id).status == JobStatus.RUNNING  # success is the nodes' to decide
+    assert [a for a, _ in _actions(launcher)] == ["training.run_started", "training.run_finished"]
