@@ -166,20 +166,24 @@ def previous_gone(pid_file: Path, timeout: float) -> None:
     only once the old process is gone; one still there after ``timeout`` seconds is killed (SIGKILL).
     A pid that is no longer a Tandem SuperLink (gone, reused, a zombie) is ignored.
     """
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return
+
     def alive() -> bool:
         try:
-            pid = int(pid_file.read_text().strip())
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
             state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, ValueError, IndexError):
+        except (OSError, IndexError):
             return False
         return b"coordinator.flower.control_gate" in cmdline and state not in ("Z", "X")
 
     deadline = time.monotonic() + timeout
     while alive():
         if time.monotonic() > deadline:
-            with contextlib.suppress(OSError, ValueError):
-                os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
             time.sleep(0.5)
             return
         time.sleep(0.2)
