@@ -36,7 +36,7 @@ from protocols.flower_processes import FederationError, ProcessGroup, flower_env
 __all__ = ["APP_DIR", "PID_FILE", "SuperLinkService", "previous_gone"]
 
 PID_FILE = "superlink.pid"
-"""The running SuperLink's pid, in its state directory: a restarted coordinator waits for that process to end."""
+"""The running SuperLink's pid and start time, in its state directory: a restarted coordinator waits for it to end."""
 
 APP_DIR = Path(__file__).resolve().parent / "app"
 """The Tandem Flower app (arbiter ServerApp + ClientApp shim): a FAB that carries only its pyproject."""
@@ -87,7 +87,7 @@ class SuperLinkService:
         env = flower_env(self.state_dir / "flwr-superlink", self.poll_interval,
                          {**self.env, TOKEN_FILE_ENV: str(token_file)})
         child = self.group.spawn("superlink", self._command(), env)
-        (self.state_dir / PID_FILE).write_text(f"{child.process.pid}\n")
+        (self.state_dir / PID_FILE).write_text(f"{child.process.pid} {_start_time(child.process.pid)}\n")
         self.group.wait_until(lambda: _http_ok(url, str(self.tls_files.ca_cert)), "the SuperLink to answer /health",
                               self.connect_timeout)
         self._control = ControlClient(self.address, self.tls_files.ca_cert, token)
@@ -164,10 +164,12 @@ def previous_gone(pid_file: Path, timeout: float) -> None:
     run the old process lived 11 s past its shutdown, and the ServerApp of a retried job's run, started
     meanwhile, ended "failed with unknown error" 2 s later without a report. So the new SuperLink starts
     only once the old process is gone; one still there after ``timeout`` seconds is killed (SIGKILL).
-    A pid that is no longer a Tandem SuperLink (gone, reused, a zombie) is ignored.
+    The file names the process by pid and start time (``/proc/<pid>/stat`` field 22), so a pid that is
+    no longer that SuperLink (gone, a zombie, reused by anything, another SuperLink included) is ignored.
     """
     try:
-        pid = int(pid_file.read_text().strip())
+        pid_text, started = pid_file.read_text().split()
+        pid = int(pid_text)
     except (OSError, ValueError):
         return
 
@@ -177,7 +179,8 @@ def previous_gone(pid_file: Path, timeout: float) -> None:
             state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
         except (OSError, IndexError):
             return False
-        return b"coordinator.flower.control_gate" in cmdline and state not in ("Z", "X")
+        return (b"coordinator.flower.control_gate" in cmdline and state not in ("Z", "X")
+                and _start_time(pid) == started)  # the very process that wrote the file, not a reused pid
 
     deadline = time.monotonic() + timeout
     while alive():
@@ -187,6 +190,14 @@ def previous_gone(pid_file: Path, timeout: float) -> None:
             time.sleep(0.5)
             return
         time.sleep(0.2)
+
+
+def _start_time(pid: int) -> str:
+    """The process's start time in clock ticks since boot (``/proc/<pid>/stat`` field 22); "" if gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
 
 
 def _write_private(path: Path, data: bytes) -> Path:
